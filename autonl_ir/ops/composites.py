@@ -1,0 +1,279 @@
+"""Composite ops: blocks with a known cost formula and a lowering to primitives.
+
+Each composite's :meth:`cost` is written from its formula (method.md sections 1 and 2),
+independently of its :meth:`lower`; tests check that the two agree.
+"""
+from __future__ import annotations
+
+import math
+
+from ..types import TensorType
+from .registry import AttrSpec, Cost, OpDef, expect, register_op
+
+ACTIVATIONS = ("relu", "relu6", "silu")
+
+
+def conv_out_size(size: int, k: int, s: int) -> int:
+    """Output length of a convolution with padding k // 2 (see ``conv2d``)."""
+    return (size + 2 * (k // 2) - k) // s + 1
+
+
+def _bn_attrs(eps: float, momentum: float, **extra) -> dict:
+    """BN attributes, leaving out the defaults so the printed IR stays short."""
+    out = {}
+    if eps != 1e-5:
+        out["eps"] = eps
+    if momentum != 0.1:
+        out["momentum"] = momentum
+    out.update(extra)
+    return out
+
+
+def _bn_specs() -> dict[str, AttrSpec]:
+    return {"eps": AttrSpec("float", 1e-5, doc="BN epsilon"),
+            "momentum": AttrSpec("float", 0.1, doc="BN momentum, PyTorch convention")}
+
+
+@register_op
+class SqueezeExcite(OpDef):
+    composite = True
+    name = "se"
+    doc = ("Squeeze-and-excitation: x * sigmoid(conv1x1(act(conv1x1(mean_hw(x))))); "
+           "the two 1x1 convs have biases.")
+    attrs = {"reduce": AttrSpec("int", doc="channels after the reduce conv"),
+             "act": AttrSpec("str", "silu", one_of=ACTIVATIONS)}
+
+    def infer(self, inputs, a):
+        (x,) = inputs
+        expect(x.rank == 4, f"se expects NCHW, got {x}")
+        expect(a["reduce"] >= 1, "reduce must be positive")
+        return x
+
+    def cost(self, inputs, out, a):
+        n, c = inputs[0].shape[:2]
+        r = a["reduce"]
+        return Cost(macs=n * 2 * c * r, params=2 * c * r + r + c)
+
+    def lower(self, b, inputs, a):
+        (x,) = inputs
+        c = b.type_of(x).shape[1]
+        h = b.emit("global_avg_pool", [x], "pool", keepdim=True)
+        h = b.emit("conv2d", [h], "reduce", out=a["reduce"], bias=True)
+        h = b.emit(a["act"], [h], "act")
+        h = b.emit("conv2d", [h], "expand", out=c, bias=True)
+        h = b.emit("sigmoid", [h], "gate")
+        return b.emit("mul", [x, h], "scale")
+
+
+@register_op
+class MBConv(OpDef):
+    composite = True
+    name = "mbconv"
+    doc = ("Inverted residual: [1x1 expand + BN + act] -> kxk depthwise (stride s) + BN + act -> "
+           "[SE] -> 1x1 project + BN. The identity residual is a separate `add` node, so that a "
+           "LightNL block can sit between the projection and the residual addition.")
+    attrs = {
+        "out": AttrSpec("int", doc="output channels"),
+        "e": AttrSpec("float", 1, doc="expansion ratio; hidden = round(in * e); 1 = no expand conv"),
+        "k": AttrSpec("int", 3, doc="depthwise kernel size"),
+        "s": AttrSpec("int", 1, doc="depthwise stride"),
+        "se": AttrSpec("float", 0.0, doc="SE ratio of the block's input channels; 0 = no SE"),
+        "act": AttrSpec("str", "relu6", one_of=ACTIVATIONS),
+        "skip": AttrSpec("bool", False, doc="the block is dropped (only where it has an identity residual)"),
+        **_bn_specs(),
+    }
+
+    @staticmethod
+    def widths(cin: int, a) -> tuple[int, int]:
+        """(hidden channels, SE reduce channels) for input channels ``cin``."""
+        hidden = int(round(cin * a["e"]))
+        reduce = max(1, int(round(cin * a["se"]))) if a["se"] > 0 else 0
+        return hidden, reduce
+
+    @staticmethod
+    def has_identity_residual(x: TensorType, a) -> bool:
+        return a["s"] == 1 and x.shape[1] == a["out"]
+
+    def infer(self, inputs, a):
+        (x,) = inputs
+        expect(x.rank == 4, f"mbconv expects NCHW, got {x}")
+        expect(a["e"] >= 1 and a["k"] >= 1 and a["s"] >= 1 and a["out"] >= 1,
+               "e must be >= 1 and out, k, s positive")
+        expect(0 <= a["se"] <= 1, f"se ratio must be in [0, 1], got {a['se']}")
+        expect(not a["skip"] or self.has_identity_residual(x, a),
+               f"skip needs an identity residual (s=1 and out == input channels {x.shape[1]})")
+        n, _, h, w = x.shape
+        return x.with_shape((n, a["out"], conv_out_size(h, a["k"], a["s"]), conv_out_size(w, a["k"], a["s"])))
+
+    @staticmethod
+    def discrete_problem(a) -> str | None:
+        if a["skip"] is True:
+            return "skip=true outside a choice: a skipped block must be removed (the derive pass does it)"
+        return None
+
+    def cost(self, inputs, out, a):
+        if a["skip"]:
+            return Cost()
+        n, cin, h, w = inputs[0].shape
+        ho, wo = out.shape[2:]
+        hidden, r = self.widths(cin, a)
+        macs = params = 0
+        if a["e"] != 1:
+            macs += h * w * cin * hidden
+            params += cin * hidden + 2 * hidden
+        macs += ho * wo * hidden * a["k"] ** 2
+        params += hidden * a["k"] ** 2 + 2 * hidden
+        if r:
+            macs += 2 * hidden * r
+            params += 2 * hidden * r + r + hidden
+        macs += ho * wo * hidden * a["out"]
+        params += hidden * a["out"] + 2 * a["out"]
+        return Cost(macs=n * macs, params=params)
+
+    def lower(self, b, inputs, a):
+        (h,) = inputs
+        expect(not a["skip"], "a skipped mbconv cannot be lowered; derive the graph first")
+        cin = b.type_of(h).shape[1]
+        hidden, r = self.widths(cin, a)
+        bn = _bn_attrs(a["eps"], a["momentum"])
+        if a["e"] != 1:
+            h = b.emit("conv2d", [h], "expand", out=hidden)
+            h = b.emit("batch_norm", [h], "expand_bn", **bn)
+            h = b.emit(a["act"], [h], "expand_act")
+        conv = {"out": hidden, "k": a["k"]} | ({"s": a["s"]} if a["s"] != 1 else {})
+        h = b.emit("conv2d", [h], "dw", **conv, groups=hidden)
+        h = b.emit("batch_norm", [h], "dw_bn", **bn)
+        h = b.emit(a["act"], [h], "dw_act")
+        if r:
+            h = b.emit("se", [h], "se", reduce=r, act=a["act"])
+        h = b.emit("conv2d", [h], "project", out=a["out"])
+        return b.emit("batch_norm", [h], "project_bn", **bn)
+
+
+def lightnl_shapes(x: TensorType, r: float, s: int) -> tuple[int, int, int]:
+    """(compact channels floor(r*C), positions H*W, strided positions h'*w') of LightNL on ``x``."""
+    _, c, h, w = x.shape
+    return int(math.floor(r * c)), h * w, math.ceil(h / s) * math.ceil(w / s)
+
+
+def lightnl_matmul_macs(x: TensorType, r: float, s: int) -> dict[str, int]:
+    """Per-image MACs of LightNL's two matmul orders (method.md section 1)."""
+    c = x.shape[1]
+    rc, hw, hws = lightnl_shapes(x, r, s)
+    return {"affinity_first": hw * hws * rc + hw * hws * c,
+            "key_value_first": hws * rc * c + hw * rc * c}
+
+
+def lightnl_order(x: TensorType, r: float, s: int) -> str:
+    """The cheaper matmul order for LightNL on ``x``; a tie goes to key-value first."""
+    m = lightnl_matmul_macs(x, r, s)
+    return "affinity_first" if m["affinity_first"] < m["key_value_first"] else "key_value_first"
+
+
+@register_op
+class LightNL(OpDef):
+    composite = True
+    name = "lightnl"
+    doc = ("Lightweight non-local block (AutoNL): y = q @ (k^T @ v) / (H*W) with q, k the first "
+           "floor(r*C) channels, k and v strided by s, no softmax, no embeddings; "
+           "z = x + BN(depthwise3x3(y)) with BN gamma starting at 0. insert=false is the identity.")
+    attrs = {
+        "r": AttrSpec("float", 0.25, doc="channel ratio of queries and keys"),
+        "s": AttrSpec("int", 1, doc="spatial stride of keys and values"),
+        "insert": AttrSpec("bool", True, doc="false: the block is absent (identity, no cost)"),
+        **_bn_specs(),
+    }
+
+    def infer(self, inputs, a):
+        (x,) = inputs
+        expect(x.rank == 4, f"lightnl expects NCHW, got {x}")
+        expect(0 < a["r"] <= 1, f"r must be in (0, 1], got {a['r']}")
+        expect(a["s"] >= 1, f"s must be positive, got {a['s']}")
+        expect(math.floor(a["r"] * x.shape[1]) >= 1,
+               f"r={a['r']} of {x.shape[1]} channels leaves no query channel")
+        return x
+
+    def cost(self, inputs, out, a):
+        if not a["insert"]:
+            return Cost()
+        x = inputs[0]
+        n, c, h, w = x.shape
+        mm = n * min(lightnl_matmul_macs(x, a["r"], a["s"]).values())
+        return Cost(macs=mm + n * 9 * h * w * c, params=11 * c, lightnl_macs=mm)
+
+    def lower(self, b, inputs, a):
+        (x,) = inputs
+        if not a["insert"]:
+            return x
+        t = b.type_of(x)
+        n, c, h, w = t.shape
+        rc, hw, hws = lightnl_shapes(t, a["r"], a["s"])
+        q = b.emit("slice", [x], "q", axis=1, end=rc)
+        xs = x
+        if a["s"] > 1:
+            xs = b.emit("slice", [xs], "stride_h", axis=2, step=a["s"])
+            xs = b.emit("slice", [xs], "stride_w", axis=3, step=a["s"])
+        k = b.emit("slice", [xs], "k", axis=1, end=rc)
+        q = b.emit("reshape", [q], "q_flat", shape=[n, rc, hw])
+        kt = b.emit("reshape", [k], "k_flat", shape=[n, rc, hws])
+        kt = b.emit("permute", [kt], "k_t", dims=[0, 2, 1])
+        v = b.emit("reshape", [xs], "v_flat", shape=[n, c, hws])
+        # Channel-major layout: Q = q^T [rC, HW], K = k^T [rC, h'w'], V = v^T [C, h'w'].
+        # y = q @ (k^T @ v) gives y^T = (V @ K^T) @ Q  (key-value first, [C, rC] then [C, HW]);
+        # y = (q @ k^T) @ v gives y^T = V @ (K^T @ Q)  (affinity first, [h'w', HW] then [C, HW]).
+        # Either way the only transpose is K^T.
+        if lightnl_order(t, a["r"], a["s"]) == "key_value_first":
+            kv = b.emit("matmul", [v, kt], "kv")
+            y = b.emit("matmul", [kv, q], "y")
+        else:
+            aff = b.emit("matmul", [kt, q], "affinity")
+            y = b.emit("matmul", [v, aff], "y")
+        y = b.emit("scale", [y], "normalize", factor=1.0 / (h * w))
+        y = b.emit("reshape", [y], "y_map", shape=[n, c, h, w])
+        y = b.emit("conv2d", [y], "dw", out=c, k=3, groups=c)
+        y = b.emit("batch_norm", [y], "bn", **_bn_attrs(a["eps"], a["momentum"], zero_init=True))
+        return b.emit("add", [x, y], "residual")
+
+
+@register_op
+class NonLocal(OpDef):
+    composite = True
+    name = "non_local"
+    doc = ("Conventional non-local block (Wang et al. 2018, dot-product form): theta, phi, g are "
+           "1x1 convs C -> ratio*C with bias; y = g @ (phi^T @ theta) / (H*W); "
+           "z = x + BN(conv1x1(y)) with BN gamma starting at 0.")
+    attrs = {"ratio": AttrSpec("float", 0.5, doc="embedding width as a fraction of C"), **_bn_specs()}
+
+    @staticmethod
+    def inner(c: int, a) -> int:
+        return int(math.floor(c * a["ratio"]))
+
+    def infer(self, inputs, a):
+        (x,) = inputs
+        expect(x.rank == 4, f"non_local expects NCHW, got {x}")
+        expect(0 < a["ratio"] <= 1 and self.inner(x.shape[1], a) >= 1,
+               f"ratio {a['ratio']} leaves no embedding channel")
+        return x
+
+    def cost(self, inputs, out, a):
+        n, c, h, w = inputs[0].shape
+        m, hw = self.inner(c, a), h * w
+        macs = 3 * hw * c * m + 2 * hw * hw * m + hw * m * c
+        return Cost(macs=n * macs, params=3 * (c * m + m) + m * c + 2 * c)
+
+    def lower(self, b, inputs, a):
+        (x,) = inputs
+        n, c, h, w = b.type_of(x).shape
+        m, hw = self.inner(c, a), h * w
+        flat = {}
+        for part in ("theta", "phi", "g"):
+            e = b.emit("conv2d", [x], part, out=m, bias=True)
+            flat[part] = b.emit("reshape", [e], f"{part}_flat", shape=[n, m, hw])
+        phi_t = b.emit("permute", [flat["phi"]], "phi_t", dims=[0, 2, 1])
+        aff = b.emit("matmul", [phi_t, flat["theta"]], "affinity")   # [N, HW_j, HW_i]
+        y = b.emit("matmul", [flat["g"], aff], "y")                   # [N, m, HW_i]
+        y = b.emit("scale", [y], "normalize", factor=1.0 / hw)
+        y = b.emit("reshape", [y], "y_map", shape=[n, m, h, w])
+        y = b.emit("conv2d", [y], "out", out=c)
+        y = b.emit("batch_norm", [y], "bn", **_bn_attrs(a["eps"], a["momentum"], zero_init=True))
+        return b.emit("add", [x, y], "residual")

@@ -1,0 +1,287 @@
+"""The readable text form of a graph: printer and (lark) parser.
+
+One line per node, types inline, derived costs in trailing comments that the parser
+ignores. ``print_graph(parse_graph(t)) == t`` for every canonical text ``t``::
+
+    graph mobilenetv2(%x: f32[1,3,224,224]) -> f32[1,1000] {
+      %conv2d : f32[1,32,112,112] = conv2d(%x) {out=32, k=3, s=2}  # 10.8M MACs, 864 params
+      ...
+      return %linear
+    }
+
+Attribute values: integers, floats (always with a ``.`` or an exponent), ``true``/``false``,
+JSON strings, lists ``[1, 2]`` and ``choice(a, b, ...)``. Node types may be left out
+(``%y = relu(%x)``); shape inference fills them in.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from .choice import Choice
+from .costs import format_count, node_cost_range
+from .errors import AutonlError, ParseError
+from .graph import Graph, Node
+from .types import TensorType
+
+GRAMMAR = r"""
+graph: "graph" NAME "(" [param ("," param)*] ")" ["->" type ("," type)*] "{" stmt* ret "}"
+param: VALUE ":" type
+type: NAME "[" [INT ("," INT)*] "]"
+stmt: VALUE [":" type] "=" NAME "(" [VALUE ("," VALUE)*] ")" [attrs]
+ret: "return" VALUE ("," VALUE)*
+attrs: "{" [attr ("," attr)*] "}"
+attr: NAME "=" value
+?value: FLOAT        -> float
+      | INT          -> int
+      | "true"       -> true
+      | "false"      -> false
+      | STRING       -> string
+      | "[" [value ("," value)*] "]"   -> list
+      | "choice" "(" value ("," value)* ")" -> choice
+
+pass_spec: PASS_NAME [attrs]
+
+VALUE: "%" /[A-Za-z_][A-Za-z0-9_.]*/
+NAME: /[A-Za-z_][A-Za-z0-9_]*/
+PASS_NAME: /[A-Za-z_][A-Za-z0-9_.\-]*/
+INT: /[+-]?[0-9]+/
+FLOAT: /[+-]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+/
+STRING: /"([^"\\\n]|\\.)*"/
+COMMENT: /#[^\n]*/
+%import common.WS
+%ignore WS
+%ignore COMMENT
+"""
+
+_PARSER = Lark(GRAMMAR, start=["graph", "pass_spec"], parser="lalr", propagate_positions=True,
+               maybe_placeholders=True)
+
+_READABLE = {"VALUE": "a %value", "NAME": "a name", "PASS_NAME": "a pass name", "INT": "an integer",
+             "FLOAT": "a float", "STRING": "a string", "$END": "end of input"}
+
+
+class _SemanticError(Exception):
+    def __init__(self, message: str, tok: Any):
+        super().__init__(message)
+        self.line = getattr(tok, "line", None)
+        self.column = getattr(tok, "column", None)
+
+
+@v_args(inline=True)
+class _ToGraph(Transformer):
+    def int(self, tok):
+        return int(tok)
+
+    def float(self, tok):
+        return float(tok)
+
+    def true(self):
+        return True
+
+    def false(self):
+        return False
+
+    def string(self, tok):
+        return json.loads(tok)
+
+    def list(self, *items):
+        return [v for v in items if v is not None]
+
+    def choice(self, *options):
+        try:
+            return Choice(*options)
+        except AutonlError as e:
+            raise _SemanticError(str(e), None) from None
+
+    def attr(self, name, value):
+        return (str(name), value)
+
+    def attrs(self, *items):
+        out: dict[str, Any] = {}
+        for item in items:
+            if item is None:
+                continue
+            if item[0] in out:
+                raise _SemanticError(f"attribute '{item[0]}' is given twice", None)
+            out[item[0]] = item[1]
+        return out
+
+    def type(self, dtype, *dims):
+        try:
+            return TensorType(str(dtype), tuple(int(d) for d in dims if d is not None))
+        except AutonlError as e:
+            raise _SemanticError(str(e), dtype) from None
+
+    def param(self, value, type_):
+        return (value, type_)
+
+    def stmt(self, value, type_, op, *rest):
+        *inputs, attrs = rest
+        node = Node(value[1:], str(op), [str(v)[1:] for v in inputs if v is not None], attrs or {}, type_)
+        node.line, node.column = value.line, value.column
+        return node
+
+    def ret(self, *values):
+        return [(str(v)[1:], v) for v in values]
+
+    def graph(self, name, *rest):
+        # rest: params (or None), declared output types (or None), statements..., ret
+        ret = rest[-1]
+        params = [p for p in rest[:-1] if isinstance(p, tuple)]
+        out_types = [t for t in rest[:-1] if isinstance(t, TensorType)]
+        nodes = [n for n in rest[:-1] if isinstance(n, Node)]
+        inputs: dict[str, TensorType] = {}
+        for tok, t in params:
+            if tok[1:] in inputs:
+                raise _SemanticError(f"graph input {tok} is declared twice", tok)
+            inputs[tok[1:]] = t
+        g = Graph(str(name), inputs)
+        for n in nodes:
+            if n.name in g:
+                raise _SemanticError(f"%{n.name} is defined twice", n)
+            g.nodes[n.name] = n
+        g.outputs = [v for v, _ in ret]
+        if out_types:
+            if len(out_types) != len(ret):
+                raise _SemanticError(f"the header declares {len(out_types)} output types but "
+                                     f"return lists {len(ret)} values", ret[0][1])
+            for (v, tok), t in zip(ret, out_types):
+                declared = g.nodes[v].type if v in g.nodes else g.inputs.get(v)
+                if declared is not None and declared != t:
+                    raise _SemanticError(f"return value %{v} has type {declared} but the header "
+                                         f"declares {t}", tok)
+        return g
+
+    def pass_spec(self, name, attrs):
+        return str(name), attrs or {}
+
+
+def _describe_expected(expected) -> str:
+    names = []
+    for term in sorted(expected):
+        if term in _READABLE:
+            names.append(_READABLE[term])
+            continue
+        try:
+            pattern = _PARSER.get_terminal(term).pattern
+            names.append(f"'{pattern.value}'" if pattern.type == "str" else term.lower())
+        except KeyError:
+            names.append(term.lower())
+    return ", ".join(dict.fromkeys(names))
+
+
+def _parse(text: str, start: str, file: str | None):
+    try:
+        tree = _PARSER.parse(text, start=start)
+        return _ToGraph().transform(tree)
+    except UnexpectedToken as e:
+        got = "end of input" if e.token.type == "$END" else f"'{e.token}'"
+        raise ParseError(f"unexpected {got}; expected {_describe_expected(e.expected)}",
+                         file, e.line, e.column) from None
+    except UnexpectedCharacters as e:
+        raise ParseError(f"unexpected character {text[e.pos_in_stream]!r}", file, e.line, e.column) from None
+    except UnexpectedEOF as e:
+        raise ParseError(f"unexpected end of input; expected {_describe_expected(e.expected)}",
+                         file, e.line, e.column) from None
+    except UnexpectedInput as e:  # pragma: no cover - other lark position errors
+        raise ParseError(str(e).splitlines()[0], file, e.line, e.column) from None
+    except VisitError as e:
+        orig = e.orig_exc
+        if isinstance(orig, _SemanticError):
+            meta = getattr(e.obj, "meta", None)
+            line = orig.line or getattr(meta, "line", None)
+            col = orig.column or getattr(meta, "column", None)
+            raise ParseError(str(orig), file, line, col) from None
+        raise
+
+
+def parse_graph(text: str, file: str | None = None) -> Graph:
+    """Parse the text form. Errors raise :class:`ParseError` with line and column."""
+    return _parse(text, "graph", file)
+
+
+def parse_pass_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``name`` or ``name{key=value, ...}`` (pass options on the command line)."""
+    return _parse(text, "pass_spec", "<pass>")
+
+
+def load_text(path: str | Path) -> Graph:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ParseError("not a text file (invalid UTF-8)", str(path)) from None
+    return parse_graph(text, str(path))
+
+
+# -- printing ----------------------------------------------------------------------
+def format_value(v: Any) -> str:
+    if isinstance(v, Choice):
+        return "choice(" + ", ".join(format_value(o) for o in v.options) + ")"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        r = repr(v)
+        if r in ("inf", "-inf", "nan"):
+            raise AutonlError(f"the text form cannot hold the float {r}")
+        return r
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    raise AutonlError(f"the text form cannot hold a value of type {type(v).__name__}: {v!r}")
+
+
+def format_attrs(attrs: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={format_value(v)}" for k, v in attrs.items()) + "}"
+
+
+def _cost_comment(graph: Graph, node: Node) -> str:
+    try:
+        lo, hi = node_cost_range(graph, node)
+    except Exception:  # an unverified graph still prints, just without costs
+        return ""
+
+    def span(a: int, b: int, unit: str) -> str:
+        if a == b:
+            return f"{format_count(a)} {unit}" if a else ""
+        return f"{format_count(a)}..{format_count(b)} {unit}"
+
+    parts = [p for p in (span(lo.macs, hi.macs, "MACs"), span(lo.params, hi.params, "params")) if p]
+    return "  # " + ", ".join(parts) if parts else ""
+
+
+def print_graph(graph: Graph, costs: bool = True) -> str:
+    """The text form; with ``costs`` each node's MACs and parameters follow as a comment."""
+    try:
+        order = [graph.nodes[n] for n in graph.topological_order()]
+    except AutonlError:
+        order = list(graph.nodes.values())
+    params = ", ".join(f"%{k}: {t}" for k, t in graph.inputs.items())
+    header = f"graph {graph.name}({params})"
+    out_types = [graph.inputs.get(v) or (graph.nodes[v].type if v in graph.nodes else None)
+                 for v in graph.outputs]
+    if out_types and all(t is not None for t in out_types):
+        header += " -> " + ", ".join(str(t) for t in out_types)
+    lines = [header + " {"]
+    name_w = max((len(n.name) for n in order), default=0) + 1
+    type_w = max((len(str(n.type)) for n in order if n.type is not None), default=0)
+    for n in order:
+        left = f"  {'%' + n.name:<{name_w}}"
+        if n.type is not None:
+            left += f" : {str(n.type):<{type_w}}"
+        rhs = f"{n.op}({', '.join('%' + v for v in n.inputs)})"
+        if n.attrs:
+            rhs += " " + format_attrs(n.attrs)
+        comment = _cost_comment(graph, n) if costs else ""
+        lines.append(f"{left} = {rhs}{comment}")
+    lines.append("  return " + ", ".join("%" + v for v in graph.outputs))
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Backends that turn IR graphs into runnable models (torch, ONNX, TVM)."""

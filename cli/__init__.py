@@ -1,0 +1,1 @@
+"""The ``autonl`` command line."""
