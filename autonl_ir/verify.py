@@ -62,8 +62,8 @@ def infer_node_type(graph: Graph, node: Node):
         raise _error(graph, node, str(e)) from None
 
 
-def verify(graph: Graph, allow_relaxed: bool = True) -> None:
-    """Raise :class:`VerifyError` for the first problem found; return None for a valid graph."""
+def check_structure(graph: Graph, allow_relaxed: bool = True) -> None:
+    """Everything but types: names, ops, arity, attributes, dangling values, outputs, cycles."""
     if not NAME_RE.match(graph.name) or "." in graph.name:
         raise VerifyError(f"graph name '{graph.name}' is not an identifier")
     for v in graph.inputs:
@@ -91,9 +91,15 @@ def verify(graph: Graph, allow_relaxed: bool = True) -> None:
             raise VerifyError(f"graph output %{v} is not defined by any node or graph input")
     cycle = graph.find_cycle()
     if cycle:
-        first = graph.nodes[cycle[0]]
         path = " -> ".join("%" + c for c in cycle + cycle[:1])
-        raise _error(graph, first, f"is part of a cycle: {path}")
+        raise _error(graph, graph.nodes[cycle[0]], f"is part of a cycle: {path}")
+
+
+def verify(graph: Graph, allow_relaxed: bool = True) -> None:
+    """Raise :class:`VerifyError` for the first problem found; return None for a valid graph.
+
+    ``allow_relaxed=False`` also rejects choices (backends need discrete graphs)."""
+    check_structure(graph, allow_relaxed)
     for name in graph.topological_order():
         node = graph.nodes[name]
         inferred = infer_node_type(graph, node)
@@ -109,18 +115,12 @@ def infer_types(graph: Graph, only_missing: bool = False) -> bool:
 
     With ``only_missing`` declared types are kept (the verifier then checks them).
     """
+    check_structure(graph)
     changed = False
     for name in graph.topological_order():
         node = graph.nodes[name]
         if only_missing and node.type is not None:
             continue
-        for v in node.inputs:
-            if v not in graph:
-                raise _error(graph, node, f"input %{v} is not defined by any node or graph input")
-        try:
-            get_op(node.op)
-        except UnknownNameError as e:
-            raise _error(graph, node, str(e)) from None
         t = infer_node_type(graph, node)
         if t != node.type:
             node.type = t

@@ -106,7 +106,9 @@ def analyze_cost(graph: Graph) -> CostReport:
 
 @register_pass("cost")
 class CostAnalysis(Pass):
-    """An analysis: leaves the graph unchanged and keeps the :class:`CostReport` in ``report``."""
+    """Cost analysis: MACs and parameters per node and in total (graph unchanged).
+
+    The :class:`CostReport` is kept in ``self.report``."""
 
     def __init__(self):
         self.report: CostReport | None = None

@@ -9,8 +9,9 @@ from .registry import register_pass
 
 @register_pass("dce")
 class DeadCodeElimination(Pass):
-    """Remove every node that no graph output depends on (reachability by networkx).
-    Graph inputs stay, used or not: they are the graph's signature."""
+    """Dead-code elimination: remove nodes that no graph output depends on.
+
+    Reachability comes from networkx. Graph inputs stay, used or not: they are the signature."""
 
     def call(self, graph: Graph) -> PassResult:
         live = graph.live_nodes()

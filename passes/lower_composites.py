@@ -12,7 +12,9 @@ from .registry import register_pass
 
 @register_pass("lower-composites")
 class LowerComposites(Pass):
-    """Replace each composite node by its lowering, in place, until none is left (a lowering
+    """Expand composite ops (mbconv, se, lightnl, non_local) into primitives.
+
+    Replace each composite node by its lowering, in place, until none is left (a lowering
     may emit other composites, as mbconv emits se). The new nodes are named
     ``<composite>.<part>`` (``mbconv_3.expand``, ``lightnl_3.kv``) and uses of the composite
     read the lowering's output. ``ops`` limits the rewrite to some composites."""

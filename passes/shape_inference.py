@@ -10,7 +10,9 @@ from .registry import register_pass
 
 @register_pass("shape-inference")
 class ShapeInference(Pass):
-    """Rewrite cases: a node without a type gets one; a node whose declared type no longer
+    """Recompute every node's output type from its inputs.
+
+    Rewrite cases: a node without a type gets one; a node whose declared type no longer
     matches its inputs (after an edit, or a change of the graph input) gets the inferred one."""
 
     def call(self, graph: Graph) -> PassResult:

@@ -1,0 +1,196 @@
+"""The ``autonl`` command. Commands are thin: parse options, call the library, print.
+
+Every failure caused by input prints one line ``error: ...`` and exits non-zero
+(1 for bad input, 2 for a bad command line); set ``AUTONL_DEBUG=1`` for tracebacks.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from autonl.ir import AutonlError, Graph, all_presets, build_preset
+from autonl.ir.io import atomic_write, format_for, load_graph, render
+from autonl.ir.ops import all_ops
+from autonl.ir.ops.registry import REQUIRED
+from autonl.passes import DumpIR, PassManager, Timing, all_passes, analyze_cost
+
+
+def load_target(target: str, resolution: int | None = None, width: float | None = None,
+                batch: int | None = None, classes: int | None = None) -> Graph:
+    """A preset name (built with the given options) or a graph file (.json or text form)."""
+    presets = all_presets()
+    if target in presets:
+        opts = {"resolution": resolution, "width": width, "batch": batch, "num_classes": classes}
+        return build_preset(target, **{k: v for k, v in opts.items() if v is not None})
+    if Path(target).exists():
+        given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
+                                ("--classes", classes)) if v is not None]
+        if given:
+            raise AutonlError(f"{', '.join(given)} apply to presets only, not to the file {target}")
+        return load_graph(target)
+    close = difflib.get_close_matches(target, presets, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise AutonlError(f"unknown preset or file '{target}'; {hint}known presets: {', '.join(sorted(presets))}")
+
+
+preset_options = [
+    click.option("--resolution", "-r", type=int, help="Input height and width (presets; default 224)."),
+    click.option("--width", "-w", type=float, help="Width multiplier (presets; default 1.0)."),
+    click.option("--batch", type=int, help="Batch size of the input (presets; default 1)."),
+    click.option("--classes", type=int, help="Number of classes (presets; default 1000)."),
+]
+
+
+def with_preset_options(f):
+    for opt in reversed(preset_options):
+        f = opt(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="autonl")
+def cli():
+    """AutoNL: search, derive and deploy lightweight non-local networks."""
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--cost", is_flag=True, help="Add the per-block cost table (MACs, parameters).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (same as --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text",
+              show_default=True, help="How to print the graph.")
+@with_preset_options
+def show(target, cost, as_json, fmt, resolution, width, batch, classes):
+    """Print a preset or a graph file, optionally with its costs.
+
+    With --cost --json, print one JSON object: macs, params, lightnl_macs and per-node rows.
+    """
+    graph = load_target(target, resolution, width, batch, classes)
+    if as_json:
+        fmt = "json"
+    if cost and fmt == "json":
+        click.echo(json.dumps(analyze_cost(graph).to_json(), indent=1))
+        return
+    click.echo(render(graph, fmt), nl=False)
+    if cost:
+        if fmt == "dot":
+            raise AutonlError("--cost prints a table and cannot be combined with --format dot")
+        report = analyze_cost(graph)
+        click.echo()
+        click.echo(report.table())
+        if report.relaxed:
+            click.echo("(relaxed graph: figures are cheapest..dearest option of each node)")
+
+
+@cli.command()
+def presets():
+    """List the built-in networks."""
+    for name, p in sorted(all_presets().items()):
+        click.echo(f"{name:<14} {p.doc}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+def ops(name):
+    """List the ops, or describe one with its attributes."""
+    table = all_ops()
+    if name is None:
+        for n, op in sorted(table.items()):
+            kind = "composite" if op.composite else "primitive"
+            summary = op.doc if len(op.doc) <= 90 else op.doc[:87] + "..."
+            click.echo(f"{n:<16} {kind:<10} {summary}")
+        return
+    from autonl.ir.ops import get_op
+    op = get_op(name)
+    click.echo(f"{op.name} ({'composite' if op.composite else 'primitive'}, "
+               f"{op.num_inputs} input(s)): {op.doc}")
+    for key, spec in op.attrs.items():
+        default = "required" if spec.default is REQUIRED else f"default {spec.default!r}"
+        allowed = f", one of {list(spec.one_of)}" if spec.one_of else ""
+        click.echo(f"  {key:<10} {spec.type:<6} {default}{allowed}  {spec.doc}")
+
+
+@cli.command("passes")
+def list_passes():
+    """List the registered passes (built-ins and plugins)."""
+    for name, cls in all_passes().items():
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        click.echo(f"{name:<18} {doc}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--pass", "-p", "pass_specs", multiple=True, required=True,
+              help="A pass name, or name{option=value}; repeat for a pipeline.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]),
+              help="Output format (default: from the --out suffix, else text).")
+@click.option("--dump-dir", type=click.Path(file_okay=False), help="Write the IR before and after each pass.")
+@click.option("--timing", is_flag=True, help="Print per-pass timings to stderr.")
+@with_preset_options
+def opt(target, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch, classes):
+    """Run passes over a preset or graph file and print or write the result."""
+    graph = load_target(target, resolution, width, batch, classes)
+    timer = Timing()
+    instruments = [timer] + ([DumpIR(Path(dump_dir))] if dump_dir else [])
+    result = PassManager(list(pass_specs), instruments=instruments)(graph)
+    if timing:
+        click.echo(timer.table(), err=True)
+    if out:
+        atomic_write(out, render(result.graph, format_for(out, fmt)))
+        click.echo(f"wrote {out} ({len(result.graph)} nodes, modified: {'yes' if result.modified else 'no'})",
+                   err=True)
+    else:
+        click.echo(render(result.graph, fmt or "text"), nl=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
+    debug = os.environ.get("AUTONL_DEBUG") == "1"
+    try:
+        rv = cli.main(args=argv, prog_name="autonl", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return e.exit_code
+    except AutonlError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        return 1
+    except BrokenPipeError:
+        return 1
+    except OSError as e:
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"error: {where}{e.strerror or e}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    except Exception as e:  # a bug in autonl, not bad input: still one line, with the way to more
+        if debug:
+            raise
+        click.echo(f"error: internal error: {type(e).__name__}: {e} (set AUTONL_DEBUG=1 for the traceback)",
+                   err=True)
+        return 3
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
