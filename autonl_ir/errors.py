@@ -56,13 +56,14 @@ class TypeInferenceError(AutonlError):
 class UnknownNameError(AutonlError, LookupError):
     """A name that is not in a registry; the message lists the known names."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], plural: str | None = None):
         known = sorted(known)
         self.kind, self.name, self.known = kind, name, known
         close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = f" did you mean '{close[0]}'?" if close else ""
         listing = ", ".join(known) if known else "(none)"
-        super().__init__(f"unknown {kind} '{name}'{hint} known {kind}s: {listing}")
+        plural = plural or (kind + "es" if kind.endswith("s") else kind + "s")
+        super().__init__(f"unknown {kind} '{name}';{hint} known {plural}: {listing}")
 
     def __str__(self) -> str:
         return self.args[0]
