@@ -66,14 +66,14 @@ LIGHTNL_EXPECTED = """graph g(%x: f32[1,16,8,8]) {
   %sh = slice(%x) {axis=2, step=2}
   %sw = slice(%sh) {axis=3, step=2}
   %k  = slice(%sw) {axis=1, end=4}
-  %qf = reshape(%q) {shape=[1, 4, 64]}
-  %kf = reshape(%k) {shape=[1, 4, 16]}
+  %qf = reshape(%q) {shape=[-1, 4, 64]}
+  %kf = reshape(%k) {shape=[-1, 4, 16]}
   %kt = permute(%kf) {dims=[0, 2, 1]}
-  %vf = reshape(%sw) {shape=[1, 16, 16]}
+  %vf = reshape(%sw) {shape=[-1, 16, 16]}
   %kv = matmul(%vf, %kt)
   %y  = matmul(%kv, %qf)
   %n  = scale(%y) {factor=0.015625}
-  %ym = reshape(%n) {shape=[1, 16, 8, 8]}
+  %ym = reshape(%n) {shape=[-1, 16, 8, 8]}
   %dw = conv2d(%ym) {out=16, k=3, groups=16}
   %bn = batch_norm(%dw) {zero_init=true}
   %z  = add(%x, %bn)

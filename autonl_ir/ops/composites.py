@@ -206,18 +206,19 @@ class LightNL(OpDef):
         if not a["insert"]:
             return x
         t = b.type_of(x)
-        n, c, h, w = t.shape
+        _, c, h, w = t.shape
         rc, hw, hws = lightnl_shapes(t, a["r"], a["s"])
+        # Reshapes keep the batch dim as -1 so that backends may run other batch sizes.
         q = b.emit("slice", [x], "q", axis=1, end=rc)
         xs = x
         if a["s"] > 1:
             xs = b.emit("slice", [xs], "stride_h", axis=2, step=a["s"])
             xs = b.emit("slice", [xs], "stride_w", axis=3, step=a["s"])
         k = b.emit("slice", [xs], "k", axis=1, end=rc)
-        q = b.emit("reshape", [q], "q_flat", shape=[n, rc, hw])
-        kt = b.emit("reshape", [k], "k_flat", shape=[n, rc, hws])
+        q = b.emit("reshape", [q], "q_flat", shape=[-1, rc, hw])
+        kt = b.emit("reshape", [k], "k_flat", shape=[-1, rc, hws])
         kt = b.emit("permute", [kt], "k_t", dims=[0, 2, 1])
-        v = b.emit("reshape", [xs], "v_flat", shape=[n, c, hws])
+        v = b.emit("reshape", [xs], "v_flat", shape=[-1, c, hws])
         # Channel-major layout: Q = q^T [rC, HW], K = k^T [rC, h'w'], V = v^T [C, h'w'].
         # y = q @ (k^T @ v) gives y^T = (V @ K^T) @ Q  (key-value first, [C, rC] then [C, HW]);
         # y = (q @ k^T) @ v gives y^T = V @ (K^T @ Q)  (affinity first, [h'w', HW] then [C, HW]).
@@ -229,7 +230,7 @@ class LightNL(OpDef):
             aff = b.emit("matmul", [kt, q], "affinity")
             y = b.emit("matmul", [v, aff], "y")
         y = b.emit("scale", [y], "normalize", factor=1.0 / (h * w))
-        y = b.emit("reshape", [y], "y_map", shape=[n, c, h, w])
+        y = b.emit("reshape", [y], "y_map", shape=[-1, c, h, w])
         y = b.emit("conv2d", [y], "dw", out=c, k=3, groups=c)
         y = b.emit("batch_norm", [y], "bn", **_bn_attrs(a["eps"], a["momentum"], zero_init=True))
         return b.emit("add", [x, y], "residual")
@@ -263,17 +264,17 @@ class NonLocal(OpDef):
 
     def lower(self, b, inputs, a):
         (x,) = inputs
-        n, c, h, w = b.type_of(x).shape
+        _, c, h, w = b.type_of(x).shape
         m, hw = self.inner(c, a), h * w
         flat = {}
         for part in ("theta", "phi", "g"):
             e = b.emit("conv2d", [x], part, out=m, bias=True)
-            flat[part] = b.emit("reshape", [e], f"{part}_flat", shape=[n, m, hw])
+            flat[part] = b.emit("reshape", [e], f"{part}_flat", shape=[-1, m, hw])
         phi_t = b.emit("permute", [flat["phi"]], "phi_t", dims=[0, 2, 1])
         aff = b.emit("matmul", [phi_t, flat["theta"]], "affinity")   # [N, HW_j, HW_i]
         y = b.emit("matmul", [flat["g"], aff], "y")                   # [N, m, HW_i]
         y = b.emit("scale", [y], "normalize", factor=1.0 / hw)
-        y = b.emit("reshape", [y], "y_map", shape=[n, m, h, w])
+        y = b.emit("reshape", [y], "y_map", shape=[-1, m, h, w])
         y = b.emit("conv2d", [y], "out", out=c)
         y = b.emit("batch_norm", [y], "bn", **_bn_attrs(a["eps"], a["momentum"], zero_init=True))
         return b.emit("add", [x, y], "residual")

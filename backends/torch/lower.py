@@ -1,0 +1,187 @@
+"""Lower a discrete IR graph to a ``torch.fx.GraphModule`` whose ``.code`` reads like
+hand-written PyTorch: one call per IR node, modules and variables named after the nodes.
+
+Each op's lowering is registered with :func:`torch_op`; an op without one is an error that
+names it. Parameters live in submodules at the node's path (``mbconv_3``, ``mbconv_3.expand``),
+so the state dict of a graph and of its lowered form (``lower-composites``) are the same.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from autonl.ir import AutonlError, Graph, Node, UnknownNameError, verify
+from autonl.ir.ops import get_op, lightnl_order
+
+from . import modules as M
+
+Lowering = Callable[["LoweringContext", Node, list], fx.Node]
+_TORCH_OPS: dict[str, Lowering] = {}
+
+
+def torch_op(name: str) -> Callable[[Lowering], Lowering]:
+    def deco(fn: Lowering) -> Lowering:
+        if name in _TORCH_OPS:
+            raise AutonlError(f"op '{name}' already has a torch lowering")
+        _TORCH_OPS[name] = fn
+        return fn
+    return deco
+
+
+def var_name(ir_name: str) -> str:
+    """A Python identifier for an IR value name (``mbconv_3.expand`` -> ``mbconv_3_expand``)."""
+    return re.sub(r"\W", "_", ir_name)
+
+
+class LoweringContext:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.root = nn.Module()
+        self.fx_graph = fx.Graph()
+
+    def attrs(self, node: Node) -> dict:
+        return get_op(node.op).full_attrs(node.attrs)
+
+    def in_type(self, node: Node, i: int = 0):
+        return self.graph.type_of(node.inputs[i])
+
+    def module(self, node: Node, module: nn.Module, args: list) -> fx.Node:
+        """Install ``module`` at the node's path and call it."""
+        parent = self.root
+        *prefix, leaf = node.name.split(".")
+        for part in prefix:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(leaf, module)
+        return self.fx_graph.create_node("call_module", node.name, tuple(args), name=var_name(node.name))
+
+    def function(self, node: Node, fn, args: list, kwargs: dict | None = None, method: bool = False) -> fx.Node:
+        return self.fx_graph.create_node("call_method" if method else "call_function", fn, tuple(args),
+                                         kwargs or {}, name=var_name(node.name))
+
+
+def to_torch(graph: Graph) -> fx.GraphModule:
+    """The graph as a GraphModule (train mode, freshly initialised weights)."""
+    verify(graph, allow_relaxed=False)
+    ctx = LoweringContext(graph)
+    env: dict[str, fx.Node] = {}
+    for name in graph.inputs:
+        env[name] = ctx.fx_graph.placeholder(var_name(name))
+    for name in graph.topological_order():
+        node = graph.nodes[name]
+        try:
+            lower = _TORCH_OPS[node.op]
+        except KeyError:
+            raise UnknownNameError("op for the torch backend", node.op, _TORCH_OPS,
+                                   plural="ops with a torch lowering") from None
+        env[name] = lower(ctx, node, [env[v] for v in node.inputs])
+    outs = [env[v] for v in graph.outputs]
+    ctx.fx_graph.output(outs[0] if len(outs) == 1 else tuple(outs))
+    gm = fx.GraphModule(ctx.root, ctx.fx_graph, class_name=var_name(graph.name))
+    return gm
+
+
+# -- primitives ----------------------------------------------------------------------------
+@torch_op("conv2d")
+def _conv2d(ctx, node, args):
+    a, cin = ctx.attrs(node), ctx.in_type(node).shape[1]
+    conv = nn.Conv2d(cin, a["out"], a["k"], a["s"], padding=a["k"] // 2, groups=a["groups"], bias=a["bias"])
+    return ctx.module(node, conv, args)
+
+
+@torch_op("batch_norm")
+def _batch_norm(ctx, node, args):
+    a, t = ctx.attrs(node), ctx.in_type(node)
+    return ctx.module(node, M.batch_norm(t.shape[1], a["eps"], a["momentum"], a["zero_init"], t.rank), args)
+
+
+for _name, _fn in (("relu", F.relu), ("relu6", F.relu6), ("silu", F.silu), ("sigmoid", torch.sigmoid)):
+    torch_op(_name)(lambda ctx, node, args, fn=_fn: ctx.function(node, fn, args))
+
+torch_op("add")(lambda ctx, node, args: ctx.function(node, operator.add, args))
+torch_op("mul")(lambda ctx, node, args: ctx.function(node, operator.mul, args))
+torch_op("matmul")(lambda ctx, node, args: ctx.module(node, M.MatMul(), args))
+
+
+@torch_op("scale")
+def _scale(ctx, node, args):
+    return ctx.function(node, operator.mul, [args[0], float(ctx.attrs(node)["factor"])])
+
+
+@torch_op("global_avg_pool")
+def _pool(ctx, node, args):
+    return ctx.function(node, torch.mean, args, {"dim": (2, 3), "keepdim": ctx.attrs(node)["keepdim"]})
+
+
+@torch_op("flatten")
+def _flatten(ctx, node, args):
+    return ctx.function(node, torch.flatten, [args[0], ctx.attrs(node)["start"]])
+
+
+@torch_op("reshape")
+def _reshape(ctx, node, args):
+    return ctx.function(node, "reshape", [args[0], *ctx.attrs(node)["shape"]], method=True)
+
+
+@torch_op("permute")
+def _permute(ctx, node, args):
+    return ctx.function(node, "permute", [args[0], *ctx.attrs(node)["dims"]], method=True)
+
+
+@torch_op("linear")
+def _linear(ctx, node, args):
+    a = ctx.attrs(node)
+    return ctx.module(node, nn.Linear(ctx.in_type(node).shape[-1], a["out"], bias=a["bias"]), args)
+
+
+@torch_op("dropout")
+def _dropout(ctx, node, args):
+    return ctx.module(node, nn.Dropout(ctx.attrs(node)["p"]), args)
+
+
+@torch_op("slice")
+def _slice(ctx, node, args):
+    a, rank = ctx.attrs(node), ctx.in_type(node).rank
+    end = None if a["end"] >= 2**62 else a["end"]
+    index = tuple([slice(None)] * a["axis"] + [slice(a["start"] or None, end, a["step"] if a["step"] != 1 else None)])
+    del rank
+    return ctx.function(node, operator.getitem, [args[0], index])
+
+
+# -- composites ----------------------------------------------------------------------------
+@torch_op("mbconv")
+def _mbconv(ctx, node, args):
+    a = ctx.attrs(node)
+    if a["skip"]:
+        raise AutonlError(f"node %{node.name}: a skipped mbconv has no torch form; derive the graph first")
+    mod = M.MBConv(ctx.in_type(node).shape[1], a["out"], a["e"], a["k"], a["s"], a["se"], a["act"],
+                   a["eps"], a["momentum"])
+    return ctx.module(node, mod, args)
+
+
+@torch_op("se")
+def _se(ctx, node, args):
+    a = ctx.attrs(node)
+    return ctx.module(node, M.SqueezeExcite(ctx.in_type(node).shape[1], a["reduce"], a["act"]), args)
+
+
+@torch_op("lightnl")
+def _lightnl(ctx, node, args):
+    a, t = ctx.attrs(node), ctx.in_type(node)
+    if not a["insert"]:  # an absent block is the identity: no module, no call
+        return args[0]
+    mod = M.LightNL(t.shape[1], a["r"], a["s"], lightnl_order(t, a["r"], a["s"]), a["eps"], a["momentum"])
+    return ctx.module(node, mod, args)
+
+
+@torch_op("non_local")
+def _non_local(ctx, node, args):
+    a = ctx.attrs(node)
+    return ctx.module(node, M.NonLocal(ctx.in_type(node).shape[1], a["ratio"], a["eps"], a["momentum"]), args)

@@ -1,0 +1,97 @@
+"""Weights between the IR and torch: a model folder holds the graph and its state dict.
+
+``save_model(graph, module, folder)`` writes ``graph.json``, ``graph.ir`` and
+``weights.pt`` (each to a temporary name, then renamed); ``load_model(folder)`` reads
+them back into a fresh module. Files that are not torch files, are truncated, or do not
+fit the graph are refused with one line naming the file and the tensor.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autonl.ir import AutonlError, Graph
+from autonl.ir.io import atomic_write, load_graph, render
+
+from .lower import to_torch
+
+GRAPH_FILE, TEXT_FILE, WEIGHTS_FILE = "graph.json", "graph.ir", "weights.pt"
+
+
+def torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def read_torch_file(path: str | Path, what: str = "weights file") -> dict:
+    """``torch.load`` with weights only, turning every way a file can be bad into one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutonlError(f"{path}: no such {what}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AutonlError(f"{path}: not a readable {what} (truncated, corrupt or not written by "
+                          f"torch.save: {first[:120]})") from None
+    if not isinstance(obj, dict):
+        raise AutonlError(f"{path}: not a {what}: it holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def check_state_dict(state: dict, module: nn.Module, source: str, graph_name: str) -> None:
+    """Raise one line if ``state`` does not fit ``module`` exactly (names and shapes)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+    if missing or unexpected:
+        parts = ([f"missing {few(missing)}"] if missing else []) + ([f"unexpected {few(unexpected)}"] if unexpected else [])
+        raise AutonlError(f"{source}: weights do not fit graph '{graph_name}': {'; '.join(parts)}")
+    for k, v in expected.items():
+        got = state[k]
+        if not isinstance(got, torch.Tensor) or got.shape != v.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise AutonlError(f"{source}: {k} has shape {shape} in the file but {tuple(v.shape)} "
+                              f"in graph '{graph_name}'")
+
+
+def load_weights(module: nn.Module, path: str | Path, graph_name: str = "the graph") -> None:
+    state = read_torch_file(path)
+    if "model" in state and isinstance(state["model"], dict):  # a training checkpoint
+        state = state["model"]
+    check_state_dict(state, module, str(path), graph_name)
+    module.load_state_dict(state)
+
+
+def save_model(graph: Graph, module: nn.Module, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    atomic_write(folder / WEIGHTS_FILE, torch_bytes(state))
+    atomic_write(folder / GRAPH_FILE, render(graph, "json"))
+    atomic_write(folder / TEXT_FILE, render(graph, "text"))
+    return folder
+
+
+def load_model(folder: str | Path) -> tuple[Graph, torch.fx.GraphModule]:
+    """A model folder (graph.json + weights.pt) as (graph, module in eval mode)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AutonlError(f"{folder}: no such model folder")
+    graph_path = folder / GRAPH_FILE
+    if not graph_path.exists():
+        raise AutonlError(f"{folder}: no {GRAPH_FILE} here; a model folder holds {GRAPH_FILE} and {WEIGHTS_FILE}")
+    graph = load_graph(graph_path)
+    module = to_torch(graph)
+    load_weights(module, folder / WEIGHTS_FILE, graph.name)
+    return graph, module.eval()
