@@ -1,0 +1,1 @@
+"""PyTorch backend: data loading, models built from IR graphs, search and training."""
