@@ -149,6 +149,84 @@ def opt(target, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch
         click.echo(render(result.graph, fmt or "text"), nl=False)
 
 
+DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with train/ and val/."
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default="sgd", show_default=True)
+@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
+@click.option("--warmup-steps", type=int, default=20, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--eval-every", type=int, default=100, show_default=True)
+@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Data-loading processes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda, cuda:N.")
+@click.option("--train-size", type=int, help="Use at most this many training images.")
+@click.option("--val-size", type=int, help="Use at most this many validation images.")
+@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images instead of stopping.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")
+@click.option("--resolution", "-r", type=int, help="Input size for presets (default 32).")
+@click.option("--width", "-w", type=float, help="Width multiplier for presets.")
+def train(target, data, out, steps, batch_size, lr, optimizer, weight_decay, warmup_steps, label_smoothing,
+          eval_every, checkpoint_every, workers, seed, device, train_size, val_size, skip_corrupt, resume,
+          init, resolution, width):
+    """Train a preset or graph file on a dataset; writes metrics, curves, checkpoints, model."""
+    from autonl.backends.torch.data import num_classes
+    from autonl.backends.torch.train import TrainConfig, train as run_training
+
+    cfg = TrainConfig(data=data, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                      weight_decay=weight_decay, warmup_steps=warmup_steps, label_smoothing=label_smoothing,
+                      workers=workers, seed=seed, device=device, eval_every=eval_every,
+                      checkpoint_every=checkpoint_every, train_size=train_size, val_size=val_size,
+                      skip_corrupt=skip_corrupt)
+    graph = None
+    if not resume:
+        if target in all_presets():  # a preset gets as many outputs as the data has classes
+            graph = load_target(target, resolution or 32, width, None, num_classes(data))
+        else:
+            graph = load_target(target, resolution, width)
+    result = run_training(graph, cfg, out, resume=resume, init=init)
+    click.echo(json.dumps(result))
+    click.echo(f"run folder: {out} (metrics.jsonl, curves.png, checkpoint.pt, model/)", err=True)
+
+
+@cli.command("eval")
+@click.argument("model")
+@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--val-size", type=int, help="Use at most this many validation images.")
+@click.option("--skip-corrupt", is_flag=True)
+def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt):
+    """Evaluate a model folder (or a run folder's model/) on a dataset's validation split."""
+    from autonl.backends.torch.data import make_loaders
+    from autonl.backends.torch.train import evaluate, pick_device
+    from autonl.backends.torch.weights import load_model
+
+    folder = Path(model)
+    if (folder / "model").is_dir():
+        folder = folder / "model"
+    graph, module = load_model(folder)
+    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    _, val_loader, classes = make_loaders(data, resolution=resolution, batch_size=batch_size, workers=workers,
+                                          seed=0, skip_corrupt=skip_corrupt, val_size=val_size, train_size=batch_size)
+    out_classes = graph.type_of(graph.outputs[0]).shape[-1]
+    if out_classes != classes:
+        raise AutonlError(f"the model predicts {out_classes} classes but '{data}' has {classes}")
+    dev = pick_device(device)
+    result = {"model": str(folder), "data": data, **evaluate(module.to(dev), val_loader, dev)}
+    click.echo(json.dumps(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
     debug = os.environ.get("AUTONL_DEBUG") == "1"

@@ -42,7 +42,7 @@ from autonl.ir import AutonlError
 
 __all__ = ["BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "CorruptImageWarning",
            "DigitsDataset", "EvalTransform", "ImageFolderDataset", "LongRangeDataset", "TrainTransform",
-           "describe", "find_unreadable", "make_loaders", "random_resized_crop_box", "scan_image_folder"]
+           "describe", "find_unreadable", "make_loaders", "num_classes", "random_resized_crop_box", "scan_image_folder"]
 
 BUILTIN_DATASETS = ("digits", "longrange")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -489,8 +489,11 @@ class _SeededSampler(Sampler):
     generator in the main process, so results do not depend on how indices reach workers."""
 
     def __init__(self, n: int, shuffle: bool, seed: int):
-        self.n, self.shuffle = n, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch``: a resumed run replays it exactly."""
+        self.epoch = epoch
 
     def __len__(self):
         return self.n
@@ -498,8 +501,11 @@ class _SeededSampler(Sampler):
     def __iter__(self):
         if not self.shuffle:
             return ((i, 0) for i in range(self.n))
-        order = torch.randperm(self.n, generator=self.generator).tolist()
-        seeds = torch.randint(0, 1 << 62, (self.n,), generator=self.generator).tolist()
+        # Each epoch is a function of (seed, epoch) alone; iterating again moves to the next.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(self.n, generator=generator).tolist()
+        seeds = torch.randint(0, 1 << 62, (self.n,), generator=generator).tolist()
         return iter(zip(order, seeds))
 
 
@@ -571,6 +577,16 @@ def _resolve(data: str):
     hint = f" did you mean '{close[0]}'?" if close else ""
     raise AutonlError(f"unknown dataset '{data}';{hint} built-in datasets: {', '.join(BUILTIN_DATASETS)} "
                       f"(or give the path of a folder with train/ and val/)")
+
+
+def num_classes(data: str) -> int:
+    """The number of classes of ``data`` without decoding anything (checks the folder layout)."""
+    source = _resolve(data)
+    if source == "digits":
+        return 10
+    if source == "longrange":
+        return 2
+    return len(scan_image_folder(source)[0])
 
 
 def _check_int(name: str, value, lo: int) -> None:

@@ -1,0 +1,121 @@
+"""`autonl train` and `autonl eval` as a user runs them: outputs, exact resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import assert_one_line_error
+
+SMALL = ["--resolution", "32", "--width", "0.35", "--batch-size", "32", "--train-size", "128",
+         "--val-size", "64", "--workers", "0"]
+
+
+def test_train_writes_a_run_and_eval_reproduces_it(cli, tmp_path):
+    run = tmp_path / "run"
+    proc = cli("train", "mobilenetv2", "--data", "digits", "--steps", "8", "--eval-every", "4",
+               "--checkpoint-every", "4", "--out", run, *SMALL, check_ok=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["step"] == 8 and 0 <= result["val_acc"] <= 1 and result["val_n"] == 64
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["checkpoint.pt", "config.json", "curves.png", "graph.ir", "graph.json", "metrics.jsonl",
+                     "model", "result.json"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [8]  # log every 10 steps, and the last
+    assert [r["step"] for r in rows if "val_acc" in r] == [4, 8]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = json.loads(cli("eval", run, "--data", "digits", "--val-size", "64", "--workers", "0",
+                           check_ok=True).stdout)
+    assert again["val_acc"] == pytest.approx(result["val_acc"])
+
+
+def _state(run):
+    return torch.load(run / "model" / "weights.pt", weights_only=True)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(cli, tmp_path):
+    args = ["mobilenetv2", "--data", "digits", "--steps", "24", "--checkpoint-every", "4",
+            "--eval-every", "100", *SMALL]
+    cli("train", *args, "--out", tmp_path / "straight", check_ok=True)
+
+    killed = tmp_path / "killed"
+    from conftest import autonl_exe
+    proc = subprocess.Popen([autonl_exe(), "train", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists(), "the run finished before it could be killed"
+    step = torch.load(killed / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < step < 24
+    cli("train", "mobilenetv2", "--out", killed, "--resume", check_ok=True)
+    a, b = _state(tmp_path / "straight"), _state(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    def logged(run):
+        return [(json.loads(line)["step"], "loss" in line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged(killed) == logged(tmp_path / "straight")  # no row lost or written twice
+
+
+def make_folder(root, classes=("cat", "dog"), n=3):
+    for split in ("train", "val"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20, 20), (i * 40, 10, 200)).save(d / f"{i}.jpg")
+    return root
+
+
+def test_bad_data_is_one_line_and_leaves_no_run(cli, tmp_path):
+    run = tmp_path / "run"
+    assert_one_line_error(cli("train", "mobilenetv2", "--data", tmp_path / "nope", "--out", run),
+                          "dataset folder", "does not exist")
+    assert_one_line_error(cli("train", "mobilenetv2", "--data", "digitz", "--out", run),
+                          "unknown dataset 'digitz'", "did you mean 'digits'")
+    empty = make_folder(tmp_path / "empty")
+    for f in (empty / "val" / "dog").iterdir():
+        f.unlink()
+    assert_one_line_error(cli("train", "mobilenetv2", "--data", empty, "--out", run), "dog", "empty")
+    corrupt = make_folder(tmp_path / "corrupt")
+    bad = corrupt / "train" / "cat" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[:60])
+    assert_one_line_error(cli("train", "mobilenetv2", "--data", corrupt, "--out", run, "--workers", "0"),
+                          str(bad), "--skip-corrupt")
+    assert not run.exists()
+    ok = cli("train", "mobilenetv2", "--data", corrupt, "--out", run, "--skip-corrupt", "--steps", "2",
+             "--batch-size", "2", "--workers", "0", "-r", "32", "-w", "0.35")
+    assert ok.returncode == 0, ok.stderr
+    assert "corrupt" in ok.stderr.lower()
+
+
+def test_bad_checkpoints(cli, tmp_path):
+    run = tmp_path / "run"
+    cli("train", "mobilenetv2", "--data", "digits", "--steps", "2", "--out", run, *SMALL, check_ok=True)
+    assert_one_line_error(cli("train", "mobilenetv2", "--data", "digits", "--out", run, *SMALL),
+                          "already holds a run", "--resume")
+    ckpt = run / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 3])
+    assert_one_line_error(cli("train", "x", "--out", run, "--resume"), "checkpoint.pt", "not a readable checkpoint")
+    torch.save({"model": {}}, ckpt)
+    assert_one_line_error(cli("train", "x", "--out", run, "--resume"), "not an autonl checkpoint")
+    weights = run / "model" / "weights.pt"
+    torch.save({"stem.weight": torch.zeros(3)}, weights)
+    assert_one_line_error(cli("eval", run, "--data", "digits"), "weights do not fit graph")
+    assert_one_line_error(cli("train", "x", "--out", tmp_path / "none", "--resume"), "nothing to resume")
+
+
+def test_graph_file_must_fit_the_data(cli, tmp_path):
+    graph = tmp_path / "g.json"
+    graph.write_text(cli("show", "mobilenetv2", "-r", "32", "--format", "json", check_ok=True).stdout)
+    assert_one_line_error(cli("train", graph, "--data", "digits", "--out", tmp_path / "run"),
+                          "predicts 1000 classes but the data 'digits' has 10")
+    assert not (tmp_path / "run").exists()
