@@ -3,6 +3,7 @@ from . import ops  # noqa: F401  (registers the built-in ops)
 from .builder import GraphBuilder
 from .choice import Choice
 from .costs import node_cost, node_cost_range
+from .decisions import apply_decisions, check_decisions, choice_space, load_decisions
 from .errors import (AutonlError, DuplicateNameError, ParseError, TypeInferenceError, UnknownNameError,
                      VerifyError)
 from .graph import Graph, Node
@@ -15,7 +16,7 @@ from .types import TensorType, f32
 from .verify import verify
 
 __all__ = [
-    "AutonlError", "Choice", "DuplicateNameError", "Graph", "GraphBuilder", "Node", "ParseError",
+    "AutonlError", "Choice", "apply_decisions", "check_decisions", "choice_space", "load_decisions", "DuplicateNameError", "Graph", "GraphBuilder", "Node", "ParseError",
     "TensorType", "TypeInferenceError", "UnknownNameError", "VerifyError", "all_presets",
     "build_preset", "f32", "from_json", "get_preset", "load_graph", "node_cost", "node_cost_range",
     "parse_graph", "print_graph", "save_graph", "structural_equal", "to_json", "verify",

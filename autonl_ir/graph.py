@@ -135,12 +135,24 @@ class Graph:
         return node
 
     def _insert_before(self, anchor: str, new: list[Node]) -> None:
+        self._insert_at(anchor, new, after=False)
+
+    def insert_after(self, anchor: str, new: list[Node]) -> None:
+        """Store ``new`` nodes right after node ``anchor`` (order only; wiring is the caller's)."""
+        self._insert_at(anchor, new, after=True)
+
+    def _insert_at(self, anchor: str, new: list[Node], after: bool) -> None:
         self.node(anchor)
+        for n in new:
+            if n.name in self:
+                raise AutonlError(f"graph '{self.name}' already defines %{n.name}")
         items = []
         for k, v in self.nodes.items():
-            if k == anchor:
+            if k == anchor and not after:
                 items.extend((n.name, n) for n in new)
             items.append((k, v))
+            if k == anchor and after:
+                items.extend((n.name, n) for n in new)
         self.nodes = dict(items)
 
     def remove_node(self, name: str) -> None:

@@ -12,15 +12,16 @@ A custom pass::
                 n.op = "relu"
             return PassResult(graph, modified=bool(nodes))
 """
-from . import cost, dce, lower_composites, shape_inference  # noqa: F401  (register built-ins)
+from . import cost, dce, derive, insert_lightnl, lower_composites, relax, shape_inference  # noqa: F401  (register built-ins)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost import CostReport, analyze_cost
 from .manager import DumpIR, Instrument, PassManager, Timing
 from .match import find_nodes, match_pattern
 from .registry import all_passes, create_pass, get_pass, load_plugins, register_pass
+from .space import SearchSpace, load_space
 
 __all__ = [
     "CostReport", "DumpIR", "Instrument", "Pass", "PassError", "PassManager", "PassResult",
     "PostconditionError", "PreconditionError", "Timing", "all_passes", "analyze_cost", "create_pass",
-    "find_nodes", "get_pass", "load_plugins", "match_pattern", "register_pass",
+    "SearchSpace", "find_nodes", "get_pass", "load_plugins", "load_space", "match_pattern", "register_pass",
 ]

@@ -1,0 +1,47 @@
+"""``relax``: turn named attributes into choices, as a search-space file says."""
+from __future__ import annotations
+
+from autonl.ir import AutonlError, Choice, Graph, TypeInferenceError
+from autonl.ir.ops import get_op
+
+from .base import Pass, PassResult
+from .registry import register_pass
+from .space import SearchSpace, load_space
+
+
+@register_pass("relax")
+class Relax(Pass):
+    """Make attributes searchable: set them to choices following a search-space file.
+
+    Rewrite cases: a node of the rule's op whose name the rule selects gets
+    ``attr=choice(options)``; with ``only_valid`` a node where some option does not
+    type-check is left alone, without it that node is an error. A rule that selects no
+    node is an error (a typo in ``nodes`` or ``op`` should not pass silently)."""
+
+    def __init__(self, space: str = "autonl"):
+        self.space: SearchSpace = load_space(space)
+
+    def call(self, graph: Graph) -> PassResult:
+        modified = False
+        for rule in self.space.rules:
+            hits = 0
+            for node in graph:
+                if node.op != rule.op or not rule.selects(node.name):
+                    continue
+                op = get_op(node.op)
+                attrs = {**node.attrs, rule.attr: Choice(*rule.options)}
+                try:
+                    op.infer_all([graph.type_of(v) for v in node.inputs], attrs)
+                except TypeInferenceError as e:
+                    if rule.only_valid:
+                        continue
+                    raise AutonlError(f"{self.space.source}: cannot relax %{node.name}.{rule.attr} to "
+                                      f"{list(rule.options)}: {e}") from None
+                hits += 1
+                if node.attrs.get(rule.attr) != attrs[rule.attr]:
+                    node.attrs = attrs
+                    modified = True
+            if hits == 0:
+                raise AutonlError(f"{self.space.source}: the rule for {rule.op}.{rule.attr} selects no node "
+                                  f"of graph '{graph.name}'")
+        return PassResult(graph, modified)
