@@ -70,22 +70,29 @@ class LoweringContext:
 def to_torch(graph: Graph) -> fx.GraphModule:
     """The graph as a GraphModule (train mode, freshly initialised weights)."""
     verify(graph, allow_relaxed=False)
-    ctx = LoweringContext(graph)
+    return lower_graph(graph, LoweringContext(graph), lambda node: _TORCH_OPS.get(node.op))
+
+
+def lower_graph(graph: Graph, ctx: LoweringContext, pick: Callable[[Node], Lowering | None]) -> fx.GraphModule:
+    """Emit every node with the lowering ``pick`` returns for it (the supernet picks its own
+    for relaxed nodes) and wrap the result as a GraphModule."""
     env: dict[str, fx.Node] = {}
     for name in graph.inputs:
         env[name] = ctx.fx_graph.placeholder(var_name(name))
     for name in graph.topological_order():
         node = graph.nodes[name]
-        try:
-            lower = _TORCH_OPS[node.op]
-        except KeyError:
+        lower = pick(node)
+        if lower is None:
             raise UnknownNameError("op for the torch backend", node.op, _TORCH_OPS,
-                                   plural="ops with a torch lowering") from None
+                                   plural="ops with a torch lowering")
         env[name] = lower(ctx, node, [env[v] for v in node.inputs])
     outs = [env[v] for v in graph.outputs]
     ctx.fx_graph.output(outs[0] if len(outs) == 1 else tuple(outs))
-    gm = fx.GraphModule(ctx.root, ctx.fx_graph, class_name=var_name(graph.name))
-    return gm
+    return fx.GraphModule(ctx.root, ctx.fx_graph, class_name=var_name(graph.name))
+
+
+def torch_lowering(op: str) -> Lowering | None:
+    return _TORCH_OPS.get(op)
 
 
 # -- primitives ----------------------------------------------------------------------------

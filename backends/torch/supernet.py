@@ -1,0 +1,421 @@
+"""The single-path supernet: relaxed IR nodes lowered to superkernels with threshold gates.
+
+method.md section 3. Every binary decision is a :class:`Gate`: a statistic compared with a
+trainable threshold, ``g = 1[u > 0]`` forward and the gradient of ``sigmoid(u / tau)``
+backward (straight-through), so each forward pass computes exactly one sub-network's
+value while thresholds get gradients. A gate that is *on* selects the dearer option
+(kernel 5, expansion 6, keep the block, insert LightNL, ratio 1/4, stride 1); thresholds
+start at 0, so every option starts on and the search starts from the largest child.
+
+Statistics (our choice, documented): the *mean* squared weight of the part a decision
+switches on, divided by its value at construction, so that one ``tau`` and one threshold
+learning rate fit every gate (the spec's squared norm up to a per-gate constant):
+  kernel   the ring of the largest depthwise kernel outside the smaller one;
+  expand   the depthwise weights of the second half of the hidden channels;
+  skip     the depthwise weights of the first half (a block whose weights die goes);
+  insert   the LightNL depthwise weights;
+  ratio, stride, and any choice that owns no weights: a learned importance scalar a, u = a - t.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from autonl.ir import AutonlError, Graph, Node, verify
+from autonl.ir.costs import node_cost
+from autonl.ir.choice import attr_combinations
+from autonl.ir.ops import get_op, lightnl_order
+
+from . import modules as M
+from .lower import LoweringContext, lower_graph, torch_lowering
+
+SEARCHABLE = {"mbconv": ("k", "e", "skip"), "lightnl": ("insert", "r", "s")}
+
+
+def ste(u: torch.Tensor, tau: float) -> torch.Tensor:
+    """Hard step forward, sigmoid(u / tau) gradient backward."""
+    soft = torch.sigmoid(u / tau)
+    return (u > 0).to(u.dtype) + soft - soft.detach()
+
+
+class Gate(nn.Module):
+    """One binary decision: ``on`` selects option ``on_value``, off selects ``off_value``."""
+
+    def __init__(self, on_value: Any, off_value: Any, importance: bool = False):
+        super().__init__()
+        self.on_value, self.off_value = on_value, off_value
+        self.threshold = nn.Parameter(torch.zeros(()))
+        self.importance = nn.Parameter(torch.ones(())) if importance else None
+        self.register_buffer("scale", torch.ones(()))
+        self.tau = 1.0
+        self.forced: float | None = None
+        self.value: torch.Tensor | None = None     # the gate of the latest forward pass
+        self.statistic: float = 0.0
+
+    def calibrate(self, stat: torch.Tensor) -> None:
+        self.scale.fill_(float(stat.detach().clamp_min(1e-12)))
+
+    def forward(self, stat: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.importance if self.importance is not None else stat / self.scale
+        self.statistic = float(s.detach())
+        if self.forced is not None:
+            g = torch.full((), self.forced, device=self.threshold.device)
+        else:
+            g = ste(s - self.threshold, self.tau)
+        self.value = g
+        return g
+
+    def decision(self) -> Any:
+        on = self.forced if self.forced is not None else float(self.statistic > float(self.threshold.detach()))
+        return self.on_value if on >= 0.5 else self.off_value
+
+
+def _binary(node: Node, attr: str, on_is_larger: bool = True) -> tuple[Any, Any]:
+    options = node.attrs[attr].options
+    if len(options) != 2:
+        raise AutonlError(f"node %{node.name}: the single-path supernet gates binary choices; "
+                          f"{attr} has {len(options)} options {list(options)}")
+    lo, hi = sorted(options)
+    return (hi, lo) if on_is_larger else (lo, hi)
+
+
+class SuperMBConv(nn.Module):
+    """An MBConv superkernel: the largest kernel and expansion, gated down (section 3)."""
+
+    def __init__(self, node: Node, cin: int, a: dict):
+        super().__init__()
+        ks = a["k"].options if "k" in node.choices() else (a["k"],)
+        es = a["e"].options if "e" in node.choices() else (a["e"],)
+        self.kmin, self.kmax = min(ks), max(ks)
+        self.hmin, self.hmax = int(round(cin * min(es))), int(round(cin * max(es)))
+        self.s, self.act = a["s"], M.ACTIVATIONS[a["act"]]
+        hidden = self.hmax
+        self.expand = nn.Conv2d(cin, hidden, 1, bias=False) if max(es) != 1 else None
+        self.expand_bn = M.batch_norm(hidden, a["eps"], a["momentum"]) if max(es) != 1 else None
+        self.dw = nn.Conv2d(hidden, hidden, self.kmax, self.s, padding=self.kmax // 2, groups=hidden, bias=False)
+        self.dw_bn = M.batch_norm(hidden, a["eps"], a["momentum"])
+        self.se = M.SqueezeExcite(hidden, max(1, int(round(cin * a["se"]))), a["act"]) if a["se"] > 0 else None
+        self.project = nn.Conv2d(hidden, a["out"], 1, bias=False)
+        self.project_bn = M.batch_norm(a["out"], a["eps"], a["momentum"])
+        self.gates = nn.ModuleDict()
+        if "k" in node.choices():
+            self.gates["k"] = Gate(*_binary(node, "k"))
+            ring = torch.ones(self.kmax, self.kmax)
+            lo = (self.kmax - self.kmin) // 2
+            ring[lo:lo + self.kmin, lo:lo + self.kmin] = 0
+            self.register_buffer("ring", ring)
+        if "e" in node.choices():
+            self.gates["e"] = Gate(*_binary(node, "e"))
+        if "skip" in node.choices():
+            self.gates["skip"] = Gate(False, True)      # on = keep the block
+        with torch.no_grad():
+            w, _ = self._kernel(calibrating=True)
+            if "e" in self.gates:
+                self.gates["e"].calibrate(w[self.hmin:].pow(2).mean())
+            if "skip" in self.gates:
+                self.gates["skip"].calibrate(w[:self.hmin].pow(2).mean())
+
+    def _kernel(self, calibrating: bool = False):
+        w = self.dw.weight
+        if "k" not in self.gates:
+            return w, None
+        ring = w * self.ring
+        if calibrating:
+            self.gates["k"].calibrate(ring.pow(2).mean())
+            return w, None
+        g = self.gates["k"](ring.pow(2).mean())
+        return w - ring + g * ring, g
+
+    def forward(self, x: torch.Tensor):
+        w, _ = self._kernel()
+        keep = self.gates["skip"](w[:self.hmin].pow(2).mean()) if "skip" in self.gates else None
+        h = x
+        if self.expand is not None:
+            h = self.act(self.expand_bn(self.expand(h)))
+        h = self.act(self.dw_bn(F.conv2d(h, w, None, self.s, self.kmax // 2, 1, self.hmax)))
+        if "e" in self.gates:
+            g = self.gates["e"](w[self.hmin:].pow(2).mean())
+            mask = torch.cat([h.new_ones(self.hmin), g.expand(self.hmax - self.hmin)])
+            h = h * mask.view(1, -1, 1, 1)
+        if self.se is not None:
+            h = self.se(h)
+        y = self.project_bn(self.project(h))
+        return (y, keep) if keep is not None else y
+
+
+class SuperLightNL(nn.Module):
+    """LightNL with insert, ratio and stride gates; the 1/8 product is computed once and the
+    next 1/8 of channels added gated (ratio 1/4), in the order cheaper for the largest option."""
+
+    def __init__(self, node: Node, t, a: dict):
+        super().__init__()
+        c = t.shape[1]
+        rs = a["r"].options if "r" in node.choices() else (a["r"],)
+        ss = a["s"].options if "s" in node.choices() else (a["s"],)
+        self.strides = sorted(ss)
+        self.rc_small, self.rc_big = int(math.floor(min(rs) * c)), int(math.floor(max(rs) * c))
+        self.order = lightnl_order(t, max(rs), min(ss))
+        self.mm1, self.mm2 = M.MatMul(), M.MatMul()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.bn = M.batch_norm(c, a["eps"], a["momentum"], zero_init=True)
+        self.gates = nn.ModuleDict()
+        if "insert" in node.choices():
+            self.gates["insert"] = Gate(True, False)
+            with torch.no_grad():
+                self.gates["insert"].calibrate(self.dw.weight.pow(2).mean())
+        if "r" in node.choices():
+            self.gates["r"] = Gate(*_binary(node, "r"), importance=True)
+        if "s" in node.choices():
+            self.gates["s"] = Gate(*_binary(node, "s", on_is_larger=False), importance=True)
+
+    def _attend(self, x: torch.Tensor, s: int, g_r: torch.Tensor | None) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q = x[:, :self.rc_big].reshape(n, self.rc_big, h * w)
+        xs = x[:, :, ::s, ::s] if s > 1 else x
+        kt = xs[:, :self.rc_big].reshape(n, self.rc_big, -1).transpose(1, 2)
+        v = xs.reshape(n, c, -1)
+        a, b = self.rc_small, self.rc_big
+        if self.order == "key_value_first":
+            kv = self.mm1(v, kt)                                   # [N, C, rc_big], both parts at once
+            y = self.mm2(kv[:, :, :a], q[:, :a])
+            if g_r is not None:
+                y = y + g_r * self.mm2(kv[:, :, a:b], q[:, a:b])
+        else:
+            aff = self.mm1(kt[:, :, :a], q[:, :a])                 # [N, h'w', HW]
+            if g_r is not None:
+                aff = aff + g_r * self.mm1(kt[:, :, a:b], q[:, a:b])
+            y = self.mm2(v, aff)
+        return y * (1.0 / (h * w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g_r = self.gates["r"]() if "r" in self.gates else None
+        y = self._attend(x, self.strides[0], g_r)
+        if len(self.strides) > 1:
+            g_s = self.gates["s"]()                                 # on = stride 1
+            y = g_s * y + (1 - g_s) * self._attend(x, self.strides[1], g_r)
+        z = self.bn(self.dw(y.reshape(n, c, h, w)))
+        if "insert" in self.gates:
+            z = self.gates["insert"](self.dw.weight.pow(2).mean()) * z
+        return x + z
+
+
+@dataclass
+class GateRef:
+    node: str
+    attr: str
+    gate: Gate
+
+
+def _super_mbconv(ctx: LoweringContext, node: Node, args: list) -> fx.Node:
+    a = ctx.attrs(node)
+    bad = set(node.choices()) - set(SEARCHABLE["mbconv"])
+    if bad:
+        raise AutonlError(f"node %{node.name}: the supernet cannot search mbconv attribute(s) "
+                          f"{sorted(bad)}; searchable: {', '.join(SEARCHABLE['mbconv'])}")
+    if "e" in node.choices() and 1 in node.attrs["e"].options:
+        raise AutonlError(f"node %{node.name}: expansion 1 has no expansion conv, so it cannot share a "
+                          "superkernel with larger expansions; use options above 1")
+    out = ctx.module(node, SuperMBConv(node, ctx.in_type(node).shape[1], a), args)
+    if "skip" in node.choices():  # the module returns (output, keep gate); the residual add uses both
+        g = ctx.fx_graph
+        ctx.keep_gates[node.name] = g.create_node("call_function", operator.getitem, (out, 1), name=f"{out.name}_keep")
+        return g.create_node("call_function", operator.getitem, (out, 0), name=f"{out.name}_out")
+    return out
+
+
+def _super_lightnl(ctx: LoweringContext, node: Node, args: list) -> fx.Node:
+    bad = set(node.choices()) - set(SEARCHABLE["lightnl"])
+    if bad:
+        raise AutonlError(f"node %{node.name}: the supernet cannot search lightnl attribute(s) {sorted(bad)}")
+    a = ctx.attrs(node)
+    if a["insert"] is False:
+        return args[0]
+    return ctx.module(node, SuperLightNL(node, ctx.in_type(node), a), args)
+
+
+class SupernetContext(LoweringContext):
+    def __init__(self, graph: Graph):
+        super().__init__(graph)
+        self.keep_gates: dict[str, fx.Node] = {}
+        self.block_of: dict[str, str] = {}      # residual add -> skippable mbconv it closes
+
+
+def _gated_add(ctx: SupernetContext, node: Node, args: list) -> fx.Node:
+    block = ctx.block_of[node.name]
+    x = ctx.graph.nodes[block].inputs[0]
+    branch, shortcut = (args[0], args[1]) if node.inputs[1] == x else (args[1], args[0])
+    gated = ctx.fx_graph.create_node("call_function", operator.mul, (ctx.keep_gates[block], branch),
+                                     name=f"{ctx.keep_gates[block].name}_branch")
+    return ctx.function(node, operator.add, [shortcut, gated])
+
+
+class Supernet(nn.Module):
+    """A relaxed graph as one single-path network, plus its gates and differentiable cost."""
+
+    def __init__(self, graph: Graph, tau: float = 1.0):
+        super().__init__()
+        from autonl.passes.derive import residual_add
+
+        verify(graph)
+        self.graph = graph
+        ctx = SupernetContext(graph)
+        for node in graph:
+            if node.op == "mbconv" and "skip" in node.choices():
+                add = residual_add(graph, node.name)
+                if add is None:
+                    raise AutonlError(f"node %{node.name}: skip is a choice but no residual add closes the block")
+                ctx.block_of[add] = node.name
+
+        def pick(node: Node):
+            if node.name in ctx.block_of:
+                return _gated_add
+            if node.relaxed:
+                table = {"mbconv": _super_mbconv, "lightnl": _super_lightnl}
+                if node.op not in table:
+                    raise AutonlError(f"node %{node.name}: the supernet cannot search {node.op} nodes; "
+                                      f"searchable ops: {', '.join(table)}")
+                return table[node.op]
+            return torch_lowering(node.op)
+
+        self.net = lower_graph(graph, ctx, pick)
+        self.gate_refs: list[GateRef] = []
+        for node in graph:
+            if node.relaxed and _has(self.net, node.name):  # an absent LightNL has no module
+                for attr, gate in self.net.get_submodule(node.name).gates.items():
+                    gate.tau = tau
+                    self.gate_refs.append(GateRef(node.name, attr, gate))
+        self.cost_model = SupernetCost(graph, {(r.node, r.attr): r.gate for r in self.gate_refs})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # -- parameters ------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [p for r in self.gate_refs for p in (r.gate.threshold, r.gate.importance) if p is not None]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    # -- decisions -------------------------------------------------------------------------
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        """The current hard decision of every gate (run a forward pass first)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.gate_refs:
+            out.setdefault(r.node, {})[r.attr] = r.gate.decision()
+        # a LightNL that the derive rule removes still needs a decision for every choice
+        for node in self.graph:
+            for attr, choice in node.choices().items():
+                out.setdefault(node.name, {}).setdefault(attr, choice.options[0])
+        return out
+
+    def force(self, decisions: dict[str, dict[str, Any]] | None) -> None:
+        """Pin every gate to a decision (None: let the thresholds decide again)."""
+        for r in self.gate_refs:
+            if decisions is None:
+                r.gate.forced = None
+            else:
+                value = decisions[r.node][r.attr]
+                r.gate.forced = 1.0 if value == r.gate.on_value else 0.0
+
+    def force_all_on(self) -> None:
+        for r in self.gate_refs:
+            r.gate.forced = 1.0
+
+    def cost(self) -> torch.Tensor:
+        """MACs of the sub-network the latest forward pass selected, differentiable in the gates."""
+        return self.cost_model()
+
+
+def _has(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+class SupernetCost(nn.Module):
+    """C(g) = sum over relaxed nodes of sum over their option combinations of
+    cost(combination) * prod(g or 1 - g), times the keep gate of the block a LightNL sits in,
+    plus the fixed cost of discrete nodes. Option costs come from the IR cost model; with
+    hard gates the value is exactly the MACs of the selected sub-network."""
+
+    def __init__(self, graph: Graph, gates: dict[tuple[str, str], Gate]):
+        super().__init__()
+        self.fixed = 0
+        self.terms: list[tuple[str, list[tuple[dict, int]], str | None]] = []
+        self.gates = gates
+        for node in graph:
+            if not node.relaxed:
+                self.fixed += node_cost(graph, node).macs
+                continue
+            combos = [(combo, node_cost(graph, node, combo).macs) for combo in attr_combinations(node.attrs)]
+            block = None
+            if node.op == "lightnl":
+                src = graph.nodes.get(node.inputs[0])
+                if src is not None and src.op == "mbconv" and "skip" in src.choices():
+                    block = src.name
+            self.terms.append((node.name, combos, block))
+
+    def forward(self) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, combos, block in self.terms:
+            term = 0
+            for combo, macs in combos:
+                if not macs:
+                    continue
+                weight = 1
+                for (node, attr), gate in self.gates.items():
+                    if node != name:
+                        continue
+                    g = gate.value if gate.value is not None else torch.ones(())
+                    weight = weight * (g if combo[attr] == gate.on_value else 1 - g)
+                term = term + weight * macs
+            if block is not None:
+                keep = self.gates[(block, "skip")].value
+                term = term * (keep if keep is not None else 1)
+            total = total + term
+        return total + self.fixed
+
+    def bounds(self) -> tuple[int, int]:
+        """MACs of the smallest and the largest reachable sub-network."""
+        lo = self.fixed + sum(min(m for _, m in combos) for _, combos, _ in self.terms)
+        hi = self.fixed + sum(max(m for _, m in combos) for _, combos, _ in self.terms)
+        return lo, hi
+
+
+def inherit_weights(supernet: Supernet, module: nn.Module) -> dict[str, torch.Tensor]:
+    """The supernet's weights cut to fit ``module`` (a derived network lowered by ``to_torch``).
+
+    Every tensor keeps its leading entries along each dimension (the first half of the hidden
+    channels, the first input channels) except the kernel dimensions of a convolution, which
+    keep their centre: a 3x3 kernel is the centre of the 5x5 superkernel (method.md section 3).
+    """
+    source = supernet.net.state_dict()
+    target = module.state_dict()
+    out = {}
+    for key, want in target.items():
+        if key not in source:
+            raise AutonlError(f"the derived network has '{key}', which the supernet lacks")
+        have = source[key]
+        if have.dim() != want.dim():
+            raise AutonlError(f"'{key}' has {have.dim()} dims in the supernet but {want.dim()} in the derived network")
+        index = []
+        for d, (h, w) in enumerate(zip(have.shape, want.shape)):
+            if w > h:
+                raise AutonlError(f"'{key}' is larger in the derived network ({tuple(want.shape)}) than in the "
+                                  f"supernet ({tuple(have.shape)})")
+            centre = have.dim() == 4 and d >= 2
+            start = (h - w) // 2 if centre else 0
+            index.append(slice(start, start + w))
+        out[key] = have[tuple(index)].clone()
+    return out

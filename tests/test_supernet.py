@@ -1,0 +1,92 @@
+"""The single-path supernet: one path per forward, gates, cost, and weights shared with the
+derived networks (method.md sections 3 and 4)."""
+import random
+
+import pytest
+import torch
+
+from autonl.ir import AutonlError, Choice, build_preset, choice_space
+from autonl.passes import analyze_cost
+from autonl.passes.derive import Derive
+from autonl.backends.torch.lower import to_torch
+from autonl.backends.torch.supernet import Supernet, inherit_weights
+
+RES = 32
+
+
+def randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return module
+
+
+def random_decisions(graph, rng):
+    return {n: {a: rng.choice(c.options) for a, c in attrs.items()} for n, attrs in choice_space(graph).items()}
+
+
+@pytest.fixture(scope="module")
+def space():
+    return build_preset("search-space", resolution=RES, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def supernet(space):
+    torch.manual_seed(0)
+    return randomize(Supernet(space)).eval()
+
+
+def test_forced_supernet_equals_the_derived_network_with_inherited_weights(space, supernet):
+    """Property: for random decision sets the derived network, with the weights cut from the
+    supernet, gives the supernet's logits (gates forced to those decisions), eval mode."""
+    rng = random.Random(0)
+    x = torch.randn(2, 3, RES, RES)
+    for trial in range(50):
+        decisions = random_decisions(space, rng)
+        supernet.force(decisions)
+        derived = Derive(decisions)(space).graph
+        module = to_torch(derived).eval()
+        module.load_state_dict(inherit_weights(supernet, module))
+        with torch.no_grad():
+            a, b = supernet(x), module(x)
+        assert (a - b).abs().max().item() <= 1e-5, trial
+        assert supernet.cost().item() == analyze_cost(derived).macs, trial
+    supernet.force(None)
+
+
+def test_every_forward_runs_one_path_and_thresholds_learn(space):
+    torch.manual_seed(0)
+    net = Supernet(space).train()
+    x = torch.randn(4, 3, RES, RES)
+    out = net(x)
+    decisions = net.decisions()
+    assert all(v for n, d in decisions.items() for a, v in d.items() if a in ("insert",))  # all on at start
+    lo, hi = net.cost_model.bounds()
+    assert net.cost().item() == hi  # thresholds start at 0: the largest child
+    loss = out.logsumexp(1).mean() + net.cost() / hi
+    loss.backward()
+    grads = [p.grad for p in net.arch_parameters()]
+    assert len(grads) == len(net.gate_refs) + sum(1 for r in net.gate_refs if r.gate.importance is not None)
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum() > 0) for g in grads) > len(grads) // 2
+
+
+def test_cost_bounds_match_the_ir(space):
+    net = Supernet(space)
+    report = analyze_cost(space)
+    assert net.cost_model.bounds() == (report.macs, report.total("macs_max"))
+
+
+def test_unsearchable_choices_are_refused(space):
+    g = space.copy()
+    g.node("mbconv_1").attrs["se"] = Choice(0.0, 0.25)
+    with pytest.raises(AutonlError, match=r"cannot search mbconv attribute\(s\) \['se'\]"):
+        Supernet(g)
+    g = space.copy()
+    g.node("mbconv_1").attrs["k"] = Choice(3, 5, 7)
+    with pytest.raises(AutonlError, match="gates binary choices; k has 3 options"):
+        Supernet(g)
