@@ -112,3 +112,18 @@ def structural_equal(a: Graph, b: Graph) -> bool:
         labelled(a), labelled(b),
         node_match=lambda x, y: x["label"] == y["label"],
         edge_match=lambda x, y: sorted(e["index"] for e in x.values()) == sorted(e["index"] for e in y.values()))
+
+
+def resize_graph(graph: Graph, resolution: int) -> Graph:
+    """A copy of ``graph`` with its (single, NCHW) input at ``resolution`` x ``resolution`` and
+    every type inferred again; the costs of a network at another input size."""
+    if len(graph.inputs) != 1:
+        raise AutonlError(f"graph '{graph.name}' has {len(graph.inputs)} inputs; resizing needs one")
+    name, t = next(iter(graph.inputs.items()))
+    if t.rank != 4:
+        raise AutonlError(f"graph '{graph.name}': input %{name} is {t}, not an NCHW image")
+    out = graph.copy()
+    out.inputs[name] = t.with_shape((*t.shape[:2], resolution, resolution))
+    infer_types(out)
+    verify(out)
+    return out

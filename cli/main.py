@@ -227,6 +227,84 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
     click.echo(json.dumps(result))
 
 
+def parse_macs(text: str) -> float:
+    """'350M', '1.2G', '500K' or a plain number."""
+    units = {"K": 1e3, "M": 1e6, "G": 1e9}
+    t = text.strip().upper()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise AutonlError(f"'{text}' is not a MAC count; write e.g. 350M, 1.2G or 350000000") from None
+
+
+def relaxed_graph(target: str, space: str, resolution: int | None, width: float | None, classes: int) -> Graph:
+    """The graph to search: a relaxed preset or file as it is, a discrete one after
+    insert-lightnl and relax with ``space``."""
+    graph = load_target(target, resolution, width, None, classes) if target in all_presets() \
+        else load_target(target, resolution, width)
+    if not graph.relaxed:
+        graph = PassManager([f'insert-lightnl{{space="{space}"}}', f'relax{{space="{space}"}}'])(graph).graph
+    return graph
+
+
+@cli.command()
+@click.argument("target", default="search-space")
+@click.option("--target-macs", "target_macs", required=True, help="MAC target, e.g. 350M (at --cost-resolution).")
+@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--space", default="autonl", show_default=True,
+              help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+@click.option("--lambda", "lam", type=float, default=2.0, show_default=True, help="Weight of the cost term.")
+@click.option("--steps", type=int, default=300, show_default=True)
+@click.option("--warmup-steps", type=int, default=100, show_default=True, help="Steps with every option on.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Weights (SGD).")
+@click.option("--arch-lr", type=float, default=0.05, show_default=True, help="Thresholds (Adam).")
+@click.option("--tau", type=float, default=1.0, show_default=True, help="Sigmoid temperature of the gates.")
+@click.option("--resolution", "-r", type=int, help="Search input size for presets (default 32).")
+@click.option("--width", "-w", type=float, help="Width multiplier for presets.")
+@click.option("--cost-resolution", type=int, help="Count MACs at this input size (default: the search's).")
+@click.option("--checkpoint-every", type=int, default=50, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda.")
+@click.option("--train-size", type=int)
+@click.option("--val-size", type=int)
+@click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun, DDP: gloo on CPU, nccl on GPU).")
+@click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
+def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batch_size, lr, arch_lr, tau,
+           resolution, width, cost_resolution, checkpoint_every, workers, seed, device, train_size, val_size,
+           nproc, resume):
+    """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
+    if nproc < 1:
+        raise AutonlError("--nproc must be at least 1")
+    if nproc > 1 and os.environ.get("WORLD_SIZE") is None:
+        import subprocess
+        args = [a for a in sys.argv[1:]]
+        i = next(k for k, a in enumerate(args) if a == "--nproc" or a.startswith("--nproc="))
+        del args[i:i + (1 if "=" in args[i] else 2)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "autonl.cli.main", *args]
+        return subprocess.call(cmd)
+    from autonl.backends.torch.data import num_classes
+    from autonl.backends.torch.search import SearchConfig, search as run_search
+
+    macs = parse_macs(target_macs)
+    graph = cfg = None
+    if not resume:
+        cfg = SearchConfig(target_macs=macs, data=data, lam=lam, steps=steps, warmup_steps=warmup_steps,
+                           batch_size=batch_size, lr=lr, arch_lr=arch_lr, tau=tau, workers=workers, seed=seed,
+                           device=device, cost_resolution=cost_resolution, checkpoint_every=checkpoint_every,
+                           train_size=train_size, val_size=val_size)
+        graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
+                              num_classes(data))
+    result = run_search(graph, cfg, out, resume=resume)
+    if result:
+        click.echo(json.dumps(result))
+        click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, macs.png, decisions.png)",
+                   err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
     debug = os.environ.get("AUTONL_DEBUG") == "1"

@@ -488,15 +488,16 @@ class _SeededSampler(Sampler):
     """Yields ``(index, sample_seed)``: order and per-sample augmentation seeds come from one
     generator in the main process, so results do not depend on how indices reach workers."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int):
+    def __init__(self, n: int, shuffle: bool, seed: int, shard: tuple[int, int] = (0, 1)):
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.rank, self.world = shard
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch``: a resumed run replays it exactly."""
         self.epoch = epoch
 
     def __len__(self):
-        return self.n
+        return len(range(self.rank, self.n, self.world)) if self.shuffle else self.n
 
     def __iter__(self):
         if not self.shuffle:
@@ -506,7 +507,8 @@ class _SeededSampler(Sampler):
         self.epoch += 1
         order = torch.randperm(self.n, generator=generator).tolist()
         seeds = torch.randint(0, 1 << 62, (self.n,), generator=generator).tolist()
-        return iter(zip(order, seeds))
+        # Distributed runs: every rank draws the same permutation and takes its own stride.
+        return iter(list(zip(order, seeds))[self.rank::self.world])
 
 
 class _BadBatch(NamedTuple):
@@ -557,8 +559,9 @@ class _Loader(DataLoader):
             yield batch
 
 
-def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, skip_corrupt: bool) -> _Loader:
-    return _Loader(ds, batch_size=batch_size, sampler=_SeededSampler(len(ds), shuffle, seed),
+def _loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, skip_corrupt: bool,
+            shard: tuple[int, int] = (0, 1)) -> _Loader:
+    return _Loader(ds, batch_size=batch_size, sampler=_SeededSampler(len(ds), shuffle, seed, shard),
                    num_workers=workers, collate_fn=_collate, worker_init_fn=_worker_init,
                    generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0,
                    pin_memory=torch.cuda.is_available(), skip_corrupt=skip_corrupt,
@@ -596,7 +599,7 @@ def _check_int(name: str, value, lo: int) -> None:
 
 def make_loaders(data: str, resolution: int, batch_size: int, workers: int = 2, seed: int = 0,
                  skip_corrupt: bool = False, train_size: int | None = None, val_size: int | None = None,
-                 augment: bool = True) -> tuple[DataLoader, DataLoader, int]:
+                 augment: bool = True, shard: tuple[int, int] = (0, 1)) -> tuple[DataLoader, DataLoader, int]:
     """``(train_loader, val_loader, num_classes)`` for ``data`` (a built-in name or a folder).
 
     ``train_size``/``val_size`` bound the number of samples (a fixed subset, the same for
@@ -628,7 +631,7 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int = 2, 
         train = ImageFolderDataset(samples["train"], transform=train_t, what=str(src / "train"),
                                    limit=train_size, **common)
         val = ImageFolderDataset(samples["val"], transform=evaluate, what=str(src / "val"), limit=val_size, **common)
-    return (_loader(train, batch_size, True, workers, seed, skip_corrupt),
+    return (_loader(train, batch_size, True, workers, seed, skip_corrupt, shard),
             _loader(val, batch_size, False, workers, seed, skip_corrupt), len(train.classes))
 
 

@@ -260,7 +260,9 @@ def _gated_add(ctx: SupernetContext, node: Node, args: list) -> fx.Node:
 class Supernet(nn.Module):
     """A relaxed graph as one single-path network, plus its gates and differentiable cost."""
 
-    def __init__(self, graph: Graph, tau: float = 1.0):
+    def __init__(self, graph: Graph, tau: float = 1.0, cost_graph: Graph | None = None):
+        """``cost_graph``: the same graph at the resolution the MAC target refers to (default:
+        ``graph`` itself), e.g. search at 32x32 while counting MACs at 224x224."""
         super().__init__()
         from autonl.passes.derive import residual_add
 
@@ -292,7 +294,9 @@ class Supernet(nn.Module):
                 for attr, gate in self.net.get_submodule(node.name).gates.items():
                     gate.tau = tau
                     self.gate_refs.append(GateRef(node.name, attr, gate))
-        self.cost_model = SupernetCost(graph, {(r.node, r.attr): r.gate for r in self.gate_refs})
+        if cost_graph is not None and set(cost_graph.nodes) != set(graph.nodes):
+            raise AutonlError("the cost graph must have the same nodes as the searched graph")
+        self.cost_model = SupernetCost(cost_graph or graph, {(r.node, r.attr): r.gate for r in self.gate_refs})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -347,50 +351,67 @@ class SupernetCost(nn.Module):
     """C(g) = sum over relaxed nodes of sum over their option combinations of
     cost(combination) * prod(g or 1 - g), times the keep gate of the block a LightNL sits in,
     plus the fixed cost of discrete nodes. Option costs come from the IR cost model; with
-    hard gates the value is exactly the MACs of the selected sub-network."""
+    hard gates the value is exactly the MACs of the selected sub-network.
+
+    Evaluated as a handful of batched tensor ops: every relaxed node is a row with up to
+    ``K`` gates and ``P`` combinations (padding: a gate fixed at 1, a combination costing 0).
+    """
 
     def __init__(self, graph: Graph, gates: dict[tuple[str, str], Gate]):
         super().__init__()
+        self.gate_list = list(gates.values())
+        index = {key: i for i, key in enumerate(gates)}
+        one = len(self.gate_list)                     # the index of a constant 1 appended at run time
         self.fixed = 0
-        self.terms: list[tuple[str, list[tuple[dict, int]], str | None]] = []
-        self.gates = gates
+        rows = []
         for node in graph:
             if not node.relaxed:
                 self.fixed += node_cost(graph, node).macs
                 continue
-            combos = [(combo, node_cost(graph, node, combo).macs) for combo in attr_combinations(node.attrs)]
-            block = None
+            attrs = [a for a in node.choices() if (node.name, a) in index]
+            combos = {}
+            for combo in attr_combinations(node.attrs):
+                # choices without a gate (an absent LightNL's ratio) do not change the cost
+                key = tuple(combo[a] == gates[(node.name, a)].on_value for a in attrs)
+                combos.setdefault(key, node_cost(graph, node, combo).macs)
+            block = one
             if node.op == "lightnl":
                 src = graph.nodes.get(node.inputs[0])
-                if src is not None and src.op == "mbconv" and "skip" in src.choices():
-                    block = src.name
-            self.terms.append((node.name, combos, block))
+                if src is not None and src.op == "mbconv" and (src.name, "skip") in index:
+                    block = index[(src.name, "skip")]
+            rows.append(([index[(node.name, a)] for a in attrs], combos, block))
+        k = max((len(r[0]) for r in rows), default=1) or 1
+        p = max((len(r[1]) for r in rows), default=1)
+        idx = torch.full((len(rows), k), one, dtype=torch.long)
+        on = torch.ones(len(rows), p, k, dtype=torch.bool)
+        macs = torch.zeros(len(rows), p, dtype=torch.float64)
+        keep = torch.full((len(rows),), one, dtype=torch.long)
+        for r, (gate_idx, combos, block) in enumerate(rows):
+            idx[r, :len(gate_idx)] = torch.tensor(gate_idx, dtype=torch.long)
+            for c, (key, value) in enumerate(combos.items()):
+                on[r, c, :len(key)] = torch.tensor(key, dtype=torch.bool)
+                macs[r, c] = value
+            keep[r] = block
+        self.register_buffer("idx", idx, persistent=False)
+        self.register_buffer("on", on, persistent=False)
+        self.register_buffer("macs", macs, persistent=False)
+        self.register_buffer("keep", keep, persistent=False)
+        self.lo = self.fixed + int(sum(min(c.values()) for _, c, _ in rows))
+        self.hi = self.fixed + int(sum(max(c.values()) for _, c, _ in rows))
 
     def forward(self) -> torch.Tensor:
-        total = torch.zeros(())
-        for name, combos, block in self.terms:
-            term = 0
-            for combo, macs in combos:
-                if not macs:
-                    continue
-                weight = 1
-                for (node, attr), gate in self.gates.items():
-                    if node != name:
-                        continue
-                    g = gate.value if gate.value is not None else torch.ones(())
-                    weight = weight * (g if combo[attr] == gate.on_value else 1 - g)
-                term = term + weight * macs
-            if block is not None:
-                keep = self.gates[(block, "skip")].value
-                term = term * (keep if keep is not None else 1)
-            total = total + term
-        return total + self.fixed
+        device = self.macs.device
+        values = [g.value if g.value is not None else torch.ones((), device=device) for g in self.gate_list]
+        gv = torch.stack([*(v.to(device, torch.float64) for v in values), torch.ones((), device=device,
+                                                                                  dtype=torch.float64)])
+        g = gv[self.idx].unsqueeze(1)                               # [rows, 1, K]
+        weight = torch.where(self.on, g, 1 - g).prod(-1)            # [rows, P]
+        per_node = (weight * self.macs).sum(-1) * gv[self.keep]    # [rows]
+        return (per_node.sum() + self.fixed).float()
 
     def bounds(self) -> tuple[int, int]:
         """MACs of the smallest and the largest reachable sub-network."""
-        lo = self.fixed + sum(min(m for _, m in combos) for _, combos, _ in self.terms)
-        hi = self.fixed + sum(max(m for _, m in combos) for _, combos, _ in self.terms)
-        return lo, hi
+        return self.lo, self.hi
 
 
 def inherit_weights(supernet: Supernet, module: nn.Module) -> dict[str, torch.Tensor]:

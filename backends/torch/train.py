@@ -210,6 +210,8 @@ def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool =
         if not run.checkpoint.exists():
             raise AutonlError(f"{run.folder}: nothing to resume (no checkpoint.pt)")
         ckpt = read_checkpoint(run.checkpoint)
+        if ckpt.get("kind") == "search":
+            raise AutonlError(f"{run.checkpoint}: a search checkpoint, not a training one; use autonl search --resume")
         graph = load_graph(run.folder / "graph.json")
         cfg = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own settings
     elif run.checkpoint.exists():

@@ -1,0 +1,306 @@
+"""The differentiable single-path search (method.md section 3), on CPU, GPU or torchrun.
+
+Objective: ``L = CE + lambda * |log(C(g) / T)|`` where ``C(g)`` is the MACs of the sub-network
+the gates select (:class:`~autonl.backends.torch.supernet.SupernetCost`) and ``T`` the target.
+We chose this target-aware form over Single-Path NAS's ``lambda * log(C)`` so that one run
+lands near ``T`` without sweeping lambda: it pulls the cost down while above the target and
+up while below, with the same strength on both sides, and the thresholds' learning rate
+decays to zero (cosine) so the decisions settle at the end.
+
+Schedule: ``warmup_steps`` with every option on (gates forced on, only weights train, no cost
+term), then weights (SGD) and thresholds/importances (Adam) each with its own optimiser on the
+same loss. Outputs in the run directory: ``decisions.json``, ``search_graph.json``/``.ir``
+(the relaxed graph), ``metrics.jsonl``, ``trace.jsonl`` (every gate's statistic, threshold and
+state per logged step), ``macs.png`` and ``decisions.png``, ``checkpoint.pt`` every N steps,
+``result.json``. ``resume=True`` continues exactly (see :mod:`.train`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from autonl.ir import AutonlError, Graph
+from autonl.ir.costs import format_count
+from autonl.ir.decisions import dumps_decisions
+from autonl.ir.io import atomic_write, load_graph, render, resize_graph
+
+from .supernet import Supernet
+from .train import (Run, autocast, cosine_with_warmup, epoch_batches, evaluate, pick_device, read_checkpoint,
+                    rng_state, set_rng_state)
+from .weights import check_state_dict, torch_bytes
+
+SEARCH_FORMAT = "autonl-checkpoint"
+
+
+@dataclass
+class SearchConfig:
+    target_macs: float
+    data: str = "digits"
+    lam: float = 2.0
+    steps: int = 300
+    warmup_steps: int = 100
+    batch_size: int = 64
+    lr: float = 0.05
+    arch_lr: float = 0.05
+    tau: float = 1.0
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    cost_resolution: int | None = None   # count MACs at this input size (default: the search's)
+    log_every: int = 5
+    checkpoint_every: int = 50
+    train_size: int | None = None
+    val_size: int | None = None
+    skip_corrupt: bool = False
+
+    def __post_init__(self):
+        if not self.target_macs > 0:
+            raise AutonlError(f"the MAC target must be positive, got {self.target_macs}")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise AutonlError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
+        if self.lam < 0 or self.tau <= 0 or self.lr <= 0 or self.arch_lr <= 0:
+            raise AutonlError("need lambda >= 0 and positive tau, lr and arch lr")
+
+    @staticmethod
+    def from_dict(d: dict) -> "SearchConfig":
+        known = {f.name for f in fields(SearchConfig)}
+        return SearchConfig(**{k: v for k, v in d.items() if k in known})
+
+
+def check_target(supernet: Supernet, target: float) -> None:
+    lo, hi = supernet.cost_model.bounds()
+    if target < lo:
+        raise AutonlError(f"target {format_count(target)} MACs is below the smallest network of this search "
+                          f"space ({format_count(lo)} MACs; the largest has {format_count(hi)})")
+    if target > hi:
+        raise AutonlError(f"target {format_count(target)} MACs is above the largest network of this search "
+                          f"space ({format_count(hi)} MACs; the smallest has {format_count(lo)})")
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size), initialising the process group when torchrun started us."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def plot_search(run: Run, target: float, gate_names: list[str]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "macs" in r]
+    trace = [json.loads(line) for line in (run.folder / "trace.jsonl").read_text().splitlines() if line.strip()]
+    if not rows or not trace:
+        return
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot([r["step"] for r in rows], [r["macs"] / 1e6 for r in rows], label="selected sub-network")
+    ax.axhline(target / 1e6, color="k", ls="--", label="target")
+    ax.set_xlabel("step"), ax.set_ylabel("MACs (M)"), ax.grid(alpha=0.3), ax.legend()
+    fig.tight_layout()
+    tmp = run.folder / ".macs.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(run.folder / "macs.png")
+
+    grid = torch.tensor([[t["gates"][n][2] for n in gate_names] for t in trace]).T.numpy()
+    fig, ax = plt.subplots(figsize=(10, max(4, len(gate_names) * 0.12)))
+    ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="Greens", vmin=0, vmax=1,
+              extent=(trace[0]["step"], trace[-1]["step"], len(gate_names) - 0.5, -0.5))
+    ax.set_yticks(range(len(gate_names)))
+    ax.set_yticklabels(gate_names, fontsize=5)
+    ax.set_xlabel("step")
+    ax.set_title("gate state (green: the dearer option is on)")
+    fig.tight_layout()
+    tmp = run.folder / ".decisions.tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(run.folder / "decisions.png")
+
+
+def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool = False,
+           progress: bool = True) -> dict:
+    """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary."""
+    from .data import make_loaders
+
+    rank, world = distributed()
+    run = Run(Path(out))
+    ckpt = None
+    if resume:
+        if not run.checkpoint.exists():
+            raise AutonlError(f"{run.folder}: nothing to resume (no checkpoint.pt)")
+        ckpt = read_checkpoint(run.checkpoint)
+        if ckpt.get("kind") != "search":
+            raise AutonlError(f"{run.checkpoint}: a training checkpoint, not a search; use autonl train --resume")
+        graph = load_graph(run.folder / "search_graph.json")
+        cfg = SearchConfig.from_dict(ckpt["config"])
+    elif run.checkpoint.exists():
+        raise AutonlError(f"{run.folder} already holds a run; pass --resume to continue it or pick another --out")
+    if graph is None or cfg is None:
+        raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")
+    if not graph.relaxed:
+        raise AutonlError(f"graph '{graph.name}' has no choices to search; relax it first (insert-lightnl, relax)")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    cost_graph = resize_graph(graph, cfg.cost_resolution) if cfg.cost_resolution else None
+    supernet = Supernet(graph, tau=cfg.tau, cost_graph=cost_graph)
+    check_target(supernet, cfg.target_macs)
+    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    train_loader, val_loader, classes = make_loaders(
+        cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size, shard=(rank, world))
+    out_classes = graph.type_of(graph.outputs[0]).shape[-1]
+    if out_classes != classes:
+        raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but '{cfg.data}' has {classes}")
+    if len(train_loader) == 0:
+        raise AutonlError(f"the training set of '{cfg.data}' is empty or smaller than one batch ({cfg.batch_size})")
+
+    supernet.to(device)
+    model: nn.Module = supernet
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            supernet, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                            weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr)
+    w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
+    a_sched = torch.optim.lr_scheduler.LambdaLR(
+        a_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s) / max(1, cfg.steps - cfg.warmup_steps)))))
+    step = 0
+    if ckpt is not None:
+        check_state_dict(ckpt["model"], supernet, str(run.checkpoint), graph.name)
+        supernet.load_state_dict(ckpt["model"])
+        w_opt.load_state_dict(ckpt["w_opt"])
+        a_opt.load_state_dict(ckpt["a_opt"])
+        w_sched.load_state_dict(ckpt["w_sched"])
+        a_sched.load_state_dict(ckpt["a_sched"])
+        step = ckpt["step"]
+        set_rng_state(ckpt["rng"])
+        if rank == 0:
+            run.truncate_metrics(step)
+            _truncate(run.folder / "trace.jsonl", step)
+    elif rank == 0:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(run.folder / "search_graph.json", render(graph, "json"))
+        atomic_write(run.folder / "search_graph.ir", render(graph, "text"))
+    if rank == 0:
+        atomic_write(run.folder / "search_config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+    gate_names = [f"{r.node}.{r.attr}" for r in supernet.gate_refs]
+
+    def save_checkpoint() -> None:
+        if rank != 0:
+            return
+        atomic_write(run.checkpoint, torch_bytes({
+            "format": SEARCH_FORMAT, "version": 1, "kind": "search", "step": step, "model": supernet.state_dict(),
+            "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(), "w_sched": w_sched.state_dict(),
+            "a_sched": a_sched.state_dict(), "rng": rng_state(), "config": asdict(cfg),
+            "decisions": supernet.decisions()}))
+
+    ce_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"search {graph.name}", unit="step",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    per_epoch = len(train_loader)
+    seen = correct = 0
+    while step < cfg.steps:
+        epoch, skip = divmod(step, per_epoch)
+        for x, y in epoch_batches(train_loader, epoch, skip):
+            warm = step < cfg.warmup_steps
+            if warm:
+                supernet.force_all_on()
+            else:
+                supernet.force(None)
+            supernet.train()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast(device):
+                logits = model(x)
+            ce = ce_fn(logits.float(), y)
+            macs = supernet.cost()
+            loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target_macs).abs()
+            if not torch.isfinite(loss):
+                raise AutonlError(f"the loss became {loss.item()} at step {step}; lower --lr")
+            w_opt.zero_grad(set_to_none=True)
+            a_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            w_opt.step()
+            w_sched.step()
+            if not warm:
+                a_opt.step()
+                a_sched.step()
+            step += 1
+            seen += y.numel()
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.update(1)
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                row = {"step": step, "loss": loss.item(), "ce": ce.item(), "train_acc": correct / seen,
+                       "macs": macs.item(), "warmup": warm, "lr": w_sched.get_last_lr()[0],
+                       "arch_lr": a_sched.get_last_lr()[0]}
+                run.log(row)
+                with (run.folder / "trace.jsonl").open("a") as f:
+                    f.write(json.dumps({"step": step, "gates": {
+                        f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold), 6),
+                                               int(r.gate.decision() == r.gate.on_value)]
+                        for r in supernet.gate_refs}}) + "\n")
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}",
+                                MACs=format_count(row["macs"]), warm="yes" if warm else "no")
+                seen = correct = 0
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint()
+                if rank == 0:
+                    plot_search(run, cfg.target_macs, gate_names)
+            if step >= cfg.steps:
+                break
+    bar.close()
+    return finish(supernet, graph, cfg, run, val_loader, device, rank, world, step)
+
+
+def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, val_loader, device, rank: int,
+           world: int, step: int) -> dict:
+    from autonl.passes import analyze_cost
+    from autonl.passes.derive import Derive
+
+    supernet.force(None)
+    supernet.eval()
+    with torch.no_grad():
+        supernet(next(iter(val_loader))[0][:2].to(device))  # refresh gate states for the decisions
+    decisions = supernet.decisions()
+    if world > 1:
+        atomic_write(run.folder / f"decisions.rank{rank}.json", dumps_decisions(decisions))
+        dist.barrier()
+    if rank != 0:
+        return {}
+    derived = Derive(decisions)(graph).graph
+    val = evaluate(supernet, val_loader, device)
+    macs = analyze_cost(resize_graph(derived, cfg.cost_resolution) if cfg.cost_resolution else derived).macs
+    result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,
+              "cost_resolution": cfg.cost_resolution or graph.inputs[next(iter(graph.inputs))].shape[-1],
+              "off_target": macs / cfg.target_macs - 1, "supernet_val_acc": val["val_acc"],
+              "lightnl_blocks": sum(1 for n in derived if n.op == "lightnl"),
+              "blocks": sum(1 for n in derived if n.op == "mbconv")}
+    atomic_write(run.folder / "decisions.json", dumps_decisions(decisions))
+    atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _truncate(path: Path, step: int) -> None:
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        atomic_write(path, "".join(line + "\n" for line in keep))
