@@ -27,6 +27,8 @@ def load_target(target: str, resolution: int | None = None, width: float | None 
     if target in presets:
         opts = {"resolution": resolution, "width": width, "batch": batch, "num_classes": classes}
         return build_preset(target, **{k: v for k, v in opts.items() if v is not None})
+    if Path(target).is_dir() and (Path(target) / "graph.json").is_file():  # a model folder
+        target = str(Path(target) / "graph.json")
     if Path(target).exists():
         given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
                                 ("--classes", classes)) if v is not None]
@@ -64,13 +66,25 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (same as --format json).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text",
               show_default=True, help="How to print the graph.")
+@click.option("--diff", "other", metavar="OTHER", help="Print what changes from TARGET to OTHER instead.")
 @with_preset_options
-def show(target, cost, as_json, fmt, resolution, width, batch, classes):
+def show(target, cost, as_json, fmt, other, resolution, width, batch, classes):
     """Print a preset or a graph file, optionally with its costs.
 
     With --cost --json, print one JSON object: macs, params, lightnl_macs and per-node rows.
+    With --diff OTHER, print a structural diff (nodes matched by name) and the cost change.
     """
     graph = load_target(target, resolution, width, batch, classes)
+    if other is not None:
+        from autonl.ir.diff import diff_graphs
+        second = load_target(other, resolution, width, batch, classes)
+        lines = diff_graphs(graph, second)
+        for line in lines:
+            click.echo(line)
+        a, b = analyze_cost(graph), analyze_cost(second)
+        click.echo(f"{len(lines)} difference(s); MACs {a.macs:,} -> {b.macs:,} ({b.macs - a.macs:+,}), "
+                   f"params {a.params:,} -> {b.params:,} ({b.params - a.params:+,})")
+        return
     if as_json:
         fmt = "json"
     if cost and fmt == "json":
@@ -173,12 +187,20 @@ DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with tr
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images instead of stopping.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")
+@click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
 @click.option("--resolution", "-r", type=int, help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=float, help="Width multiplier for presets.")
 def train(target, data, out, steps, batch_size, lr, optimizer, weight_decay, warmup_steps, label_smoothing,
           eval_every, checkpoint_every, workers, seed, device, train_size, val_size, skip_corrupt, resume,
-          init, resolution, width):
-    """Train a preset or graph file on a dataset; writes metrics, curves, checkpoints, model."""
+          init, from_scratch, resolution, width):
+    """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
+    checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
+    weights (fine-tuning) unless --from-scratch."""
+    model_folder = Path(target).is_dir() and (Path(target) / "weights.pt").is_file()
+    if from_scratch and init:
+        raise AutonlError("--from-scratch and --init contradict each other; pick one")
+    if model_folder and not from_scratch and init is None:
+        init = target
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.train import TrainConfig, train as run_training
 
@@ -303,6 +325,22 @@ def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batc
         click.echo(json.dumps(result))
         click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, macs.png, decisions.png)",
                    err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Folder to create.")
+@click.option("--decisions", type=click.Path(), help="Use these decisions instead of RUN_DIR/decisions.json.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def derive(run_dir, out, decisions, force):
+    """Derive a search run: discrete graph + inherited weights + costs + comparison."""
+    from autonl.backends.torch.derive import comparison_table, derive_run
+
+    result = derive_run(run_dir, out, decisions, force)
+    click.echo(f"at {result['resolution']}x{result['resolution']}")
+    click.echo(comparison_table({k: result[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")}))
+    click.echo(f"wrote {out}/ (graph.json, graph.ir, weights.pt, decisions.json, cost.json, comparison.*); "
+               f"fine-tune it with: autonl train {out} --data ...", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,94 @@
+"""Derive a search run: the discrete graph, its weights cut from the supernet, costs, and a
+comparison with the published networks (method.md section 4)."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from autonl.ir import AutonlError, Graph, build_preset
+from autonl.ir.costs import format_count
+from autonl.ir.decisions import check_decisions, dumps_decisions, load_decisions
+from autonl.ir.io import atomic_write, load_graph, render, resize_graph
+
+from .lower import to_torch
+from .supernet import Supernet, inherit_weights
+from .train import read_checkpoint
+from .weights import check_state_dict, save_model
+
+REFERENCES = ("mobilenetv2", "autonl-s", "autonl-l")
+
+
+def summary(graph: Graph) -> dict:
+    from autonl.passes import analyze_cost
+    report = analyze_cost(graph)
+    nl = [{"node": n.name, "after": n.inputs[0], "input": str(graph.type_of(n.inputs[0])),
+           "r": n.attrs.get("r", 0.25), "s": n.attrs.get("s", 1)} for n in graph if n.op == "lightnl"]
+    return {"graph": graph.name, "macs": report.macs, "params": report.params, "lightnl_macs": report.lightnl_macs,
+            "blocks": sum(1 for n in graph if n.op == "mbconv"), "lightnl": nl}
+
+
+def comparison_table(rows: dict[str, dict]) -> str:
+    head = f"{'network':<14} {'MACs':>8} {'params':>8} {'blocks':>6} {'LightNL':>7}  LightNL after (r, s)"
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        where = ", ".join(f"{x['after']}({x['r']},{x['s']})" for x in r["lightnl"]) or "-"
+        lines.append(f"{name:<14} {format_count(r['macs']):>8} {format_count(r['params']):>8} {r['blocks']:>6} "
+                     f"{len(r['lightnl']):>7}  {where}")
+    return "\n".join(lines)
+
+
+def derive_run(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None = None,
+               force: bool = False) -> dict:
+    """Write ``out``/ (model folder: graph.json, graph.ir, weights.pt; decisions.json,
+    cost.json, comparison.json, comparison.txt). All or nothing: it is assembled in a
+    temporary folder beside ``out`` and renamed into place."""
+    from autonl.passes.derive import Derive
+
+    run, out = Path(run_dir), Path(out)
+    for name in ("search_graph.json", "checkpoint.pt"):
+        if not (run / name).exists():
+            raise AutonlError(f"{run}: not a search run folder (no {name})")
+    if out.exists() and not force:
+        raise AutonlError(f"{out} already exists; remove it or pick another --out")
+    graph = load_graph(run / "search_graph.json")
+    source = str(decisions_file or run / "decisions.json")
+    decisions = load_decisions(source)
+    check_decisions(graph, decisions, source=source)
+    ckpt = read_checkpoint(run / "checkpoint.pt")
+    if ckpt.get("kind") != "search":
+        raise AutonlError(f"{run / 'checkpoint.pt'}: not a search checkpoint")
+    config = ckpt.get("config", {})
+    cost_res = config.get("cost_resolution")
+    supernet = Supernet(graph)
+    check_state_dict(ckpt["model"], supernet, str(run / "checkpoint.pt"), graph.name)
+    supernet.load_state_dict(ckpt["model"])
+    derived = Derive(decisions)(graph).graph
+    derived.name = "derived"
+    module = to_torch(derived)
+    module.load_state_dict(inherit_weights(supernet, module))
+
+    at = (lambda g: resize_graph(g, cost_res)) if cost_res else (lambda g: g)
+    resolution = cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1]
+    rows = {"derived": summary(at(derived))}
+    for ref in REFERENCES:
+        rows[ref] = summary(build_preset(ref, resolution=resolution))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_model(derived, module.eval(), tmp)
+        atomic_write(tmp / "decisions.json", dumps_decisions(decisions))
+        cost = {"resolution": resolution, "search_resolution": graph.inputs[next(iter(graph.inputs))].shape[-1],
+                **rows["derived"], "target_macs": config.get("target_macs")}
+        atomic_write(tmp / "cost.json", json.dumps(cost, indent=1) + "\n")
+        atomic_write(tmp / "comparison.json", json.dumps(rows, indent=1) + "\n")
+        atomic_write(tmp / "comparison.txt", f"at {resolution}x{resolution}\n" + comparison_table(rows) + "\n")
+        atomic_write(tmp / "graph_at_cost_resolution.ir", render(at(derived), "text"))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "resolution": resolution, **{k: rows[k] for k in rows}}

@@ -1,0 +1,108 @@
+"""`autonl search` as a user runs it: outputs, exact resume, torchrun, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autonl.ir import build_preset
+from autonl.ir.decisions import check_decisions
+from autonl.passes import analyze_cost
+from autonl.passes.derive import Derive
+
+from conftest import autonl_exe
+from helpers import assert_one_line_error
+
+TINY = ["--batch-size", "16", "--train-size", "128", "--val-size", "32", "--workers", "0", "--arch-lr", "0.2",
+        "--checkpoint-every", "4"]
+
+
+def test_search_writes_its_run(cli, tmp_path):
+    run = tmp_path / "s"
+    proc = cli("search", "--target-macs", "300M", "--cost-resolution", "224", "--steps", "12", "--warmup-steps", "4",
+               "--out", run, *TINY, check_ok=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["target_macs"] == 300e6 and result["cost_resolution"] == 224
+    for name in ("decisions.json", "search_graph.json", "search_graph.ir", "metrics.jsonl", "trace.jsonl",
+                 "macs.png", "decisions.png", "checkpoint.pt", "result.json", "search_config.json"):
+        assert (run / name).exists(), name
+    space = build_preset("search-space", resolution=32, num_classes=10)
+    decisions = json.loads((run / "decisions.json").read_text())
+    check_decisions(space, decisions)
+    derived = Derive(decisions)(build_preset("search-space", num_classes=10)).graph
+    assert analyze_cost(derived).macs == result["derived_macs"]
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in trace] == [5, 10, 12]
+    assert len(trace[0]["gates"]) == 22 * 3 + 21 * 2 + 15  # lightnl x3, mbconv k/e (not the first), skip
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["warmup"] and rows[0]["macs"] == pytest.approx(analyze_cost(build_preset("search-space")).total("macs_max"))
+
+
+def test_search_resume_after_sigkill_gives_the_same_decisions(cli, tmp_path):
+    args = ["--target-macs", "250M", "--cost-resolution", "224", "--steps", "24", "--warmup-steps", "6", *TINY]
+    cli("search", *args, "--out", tmp_path / "straight", check_ok=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([autonl_exe(), "search", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists(), "the search finished before it could be killed"
+    cli("search", "--target-macs", "1", "--out", killed, "--resume", check_ok=True)
+    assert (killed / "decisions.json").read_text() == (tmp_path / "straight" / "decisions.json").read_text()
+    straight = (tmp_path / "straight" / "trace.jsonl").read_text()
+    assert (killed / "trace.jsonl").read_text() == straight
+
+
+def test_torchrun_two_processes_agree(tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo on CPU): both ranks end with identical decisions."""
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "autonl.cli.main", "search", "--target-macs", "250M", "--cost-resolution", "224",
+                           "--steps", "10", "--warmup-steps", "3", "--out", str(run), *TINY],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((run / f"decisions.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] == json.loads((run / "decisions.json").read_text())
+
+
+def test_nproc_option_starts_torchrun(cli, tmp_path):
+    run = tmp_path / "nproc"
+    proc = cli("search", "--target-macs", "250M", "--cost-resolution", "224", "--steps", "4", "--warmup-steps", "2",
+               "--out", run, "--nproc", "2", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "decisions.rank1.json").read_text() == (run / "decisions.json").read_text()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--target-macs", "50M", "--cost-resolution", "224"],
+     ["target 50M MACs is below the smallest network of this search space (103M MACs"]),
+    (["--target-macs", "900M", "--cost-resolution", "224"],
+     ["target 900M MACs is above the largest network of this search space (551M MACs"]),
+    (["--target-macs", "lots"], ["'lots' is not a MAC count"]),
+])
+def test_bad_targets(cli, tmp_path, args, fragments):
+    assert_one_line_error(cli("search", *args, "--out", tmp_path / "s", *TINY), *fragments)
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_space_and_data(cli, tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text('[[choice]]\nop = "mbconv"\nattr = "kernel"\noptions = [3, 5]\n')
+    assert_one_line_error(cli("search", "mobilenetv2", "--space", space, "--target-macs", "5M", "--out", tmp_path / "s"),
+                          "op 'mbconv' has no attribute 'kernel'")
+    space.write_text('[[choice]]\nop = "conv3d"\nattr = "k"\noptions = [3, 5]\n')
+    assert_one_line_error(cli("search", "mobilenetv2", "--space", space, "--target-macs", "5M", "--out", tmp_path / "s"),
+                          "unknown op 'conv3d'")
+    empty = tmp_path / "empty"
+    for split in ("train", "val"):
+        (empty / split / "a").mkdir(parents=True)
+        (empty / split / "b").mkdir(parents=True)
+    assert_one_line_error(cli("search", "--data", empty, "--target-macs", "5M", "--out", tmp_path / "s"), "empty")
+    assert not (tmp_path / "s").exists()
