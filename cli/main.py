@@ -276,12 +276,13 @@ def relaxed_graph(target: str, space: str, resolution: int | None, width: float 
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
               help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
-@click.option("--lambda", "lam", type=float, default=2.0, show_default=True, help="Weight of the cost term.")
+@click.option("--lambda", "lam", type=float, default=5.0, show_default=True, help="Weight of the cost term.")
 @click.option("--steps", type=int, default=300, show_default=True)
 @click.option("--warmup-steps", type=int, default=100, show_default=True, help="Steps with every option on.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True, help="Weights (SGD).")
 @click.option("--arch-lr", type=float, default=0.05, show_default=True, help="Thresholds (Adam).")
+@click.option("--arch-optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--tau", type=float, default=1.0, show_default=True, help="Sigmoid temperature of the gates.")
 @click.option("--resolution", "-r", type=int, help="Search input size for presets (default 32).")
 @click.option("--width", "-w", type=float, help="Width multiplier for presets.")
@@ -294,7 +295,7 @@ def relaxed_graph(target: str, space: str, resolution: int | None, width: float 
 @click.option("--val-size", type=int)
 @click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun, DDP: gloo on CPU, nccl on GPU).")
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
-def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batch_size, lr, arch_lr, tau,
+def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batch_size, lr, arch_lr, arch_optimizer, tau,
            resolution, width, cost_resolution, checkpoint_every, workers, seed, device, train_size, val_size,
            nproc, resume):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
@@ -315,7 +316,7 @@ def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batc
     graph = cfg = None
     if not resume:
         cfg = SearchConfig(target_macs=macs, data=data, lam=lam, steps=steps, warmup_steps=warmup_steps,
-                           batch_size=batch_size, lr=lr, arch_lr=arch_lr, tau=tau, workers=workers, seed=seed,
+                           batch_size=batch_size, lr=lr, arch_lr=arch_lr, arch_optimizer=arch_optimizer, tau=tau, workers=workers, seed=seed,
                            device=device, cost_resolution=cost_resolution, checkpoint_every=checkpoint_every,
                            train_size=train_size, val_size=val_size)
         graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,

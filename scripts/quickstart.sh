@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on built-in data: AutoNL-L's costs, and a short training
-# of AutoNL-S on the digits shipped with the repository.
+# Set up, then run the main job on the built-in digits: AutoNL-L's cost table, a search of
+# the AutoNL space toward 300M MACs (at 224x224), the derived network, a short fine-tune.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 mkdir -p runs/quickstart
 autonl show autonl-l --cost | tail -n 40
-autonl show autonl-l --cost --json > runs/quickstart/autonl-l.cost.json
-autonl show autonl-l --format json > runs/quickstart/autonl-l.json
-rm -rf runs/quickstart/train
-autonl train autonl-s --data digits --resolution 32 --steps 300 --out runs/quickstart/train
-echo "kept: runs/quickstart/autonl-l.cost.json, runs/quickstart/autonl-l.json, runs/quickstart/train/"
+rm -rf runs/quickstart/search runs/quickstart/derived runs/quickstart/train
+autonl search --target-macs 300M --cost-resolution 224 --data digits --resolution 32 \
+  --steps 150 --warmup-steps 30 --batch-size 32 --out runs/quickstart/search
+autonl derive runs/quickstart/search --out runs/quickstart/derived
+autonl train runs/quickstart/derived --data digits --steps 150 --out runs/quickstart/train
+echo "kept: runs/quickstart/search/ (decisions, plots), runs/quickstart/derived/ (model), runs/quickstart/train/"

@@ -22,7 +22,7 @@ TINY = ["--batch-size", "16", "--train-size", "128", "--val-size", "32", "--work
 
 def test_search_writes_its_run(cli, tmp_path):
     run = tmp_path / "s"
-    proc = cli("search", "--target-macs", "300M", "--cost-resolution", "224", "--steps", "12", "--warmup-steps", "4",
+    proc = cli("search", "--target-macs", "300M", "--cost-resolution", "224", "--steps", "12", "--warmup-steps", "6",
                "--out", run, *TINY, check_ok=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["target_macs"] == 300e6 and result["cost_resolution"] == 224
@@ -38,7 +38,7 @@ def test_search_writes_its_run(cli, tmp_path):
     assert [t["step"] for t in trace] == [5, 10, 12]
     assert len(trace[0]["gates"]) == 22 * 3 + 21 * 2 + 15  # lightnl x3, mbconv k/e (not the first), skip
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["warmup"] and rows[0]["macs"] == pytest.approx(analyze_cost(build_preset("search-space")).total("macs_max"))
+    assert rows[0]["warmup"] and rows[0]["macs"] == pytest.approx(analyze_cost(build_preset("search-space", num_classes=10)).total("macs_max"))
 
 
 def test_search_resume_after_sigkill_gives_the_same_decisions(cli, tmp_path):
@@ -82,9 +82,9 @@ def test_nproc_option_starts_torchrun(cli, tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--target-macs", "50M", "--cost-resolution", "224"],
-     ["target 50M MACs is below the smallest network of this search space (103M MACs"]),
+     ["target 50M MACs is below the smallest network of this search space (101M MACs; the largest has 549M)"]),
     (["--target-macs", "900M", "--cost-resolution", "224"],
-     ["target 900M MACs is above the largest network of this search space (551M MACs"]),
+     ["target 900M MACs is above the largest network of this search space (549M MACs; the smallest has 101M)"]),
     (["--target-macs", "lots"], ["'lots' is not a MAC count"]),
 ])
 def test_bad_targets(cli, tmp_path, args, fragments):

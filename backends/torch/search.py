@@ -35,7 +35,7 @@ from autonl.ir.io import atomic_write, load_graph, render, resize_graph
 
 from .supernet import Supernet
 from .train import (Run, autocast, cosine_with_warmup, epoch_batches, evaluate, pick_device, read_checkpoint,
-                    rng_state, set_rng_state)
+                    recalibrate_bn, rng_state, set_rng_state)
 from .weights import check_state_dict, torch_bytes
 
 SEARCH_FORMAT = "autonl-checkpoint"
@@ -45,12 +45,13 @@ SEARCH_FORMAT = "autonl-checkpoint"
 class SearchConfig:
     target_macs: float
     data: str = "digits"
-    lam: float = 2.0
+    lam: float = 5.0
     steps: int = 300
     warmup_steps: int = 100
     batch_size: int = 64
     lr: float = 0.05
     arch_lr: float = 0.05
+    arch_optimizer: str = "adam"         # adam: every gate moves alike; sgd: in proportion to its pull
     tau: float = 1.0
     weight_decay: float = 4e-5
     label_smoothing: float = 0.0
@@ -72,6 +73,8 @@ class SearchConfig:
                 raise AutonlError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.warmup_steps < self.steps:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
+        if self.arch_optimizer not in ("adam", "sgd"):
+            raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
         if self.lam < 0 or self.tau <= 0 or self.lr <= 0 or self.arch_lr <= 0:
             raise AutonlError("need lambda >= 0 and positive tau, lr and arch lr")
 
@@ -104,6 +107,8 @@ def plot_search(run: Run, target: float, gate_names: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not run.metrics.exists() or not (run.folder / "trace.jsonl").exists():
+        return
     rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "macs" in r]
     trace = [json.loads(line) for line in (run.folder / "trace.jsonl").read_text().splitlines() if line.strip()]
@@ -181,7 +186,8 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
             supernet, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
                             weight_decay=cfg.weight_decay)
-    a_opt = torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr)
+    a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
+             else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
     w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
     a_sched = torch.optim.lr_scheduler.LambdaLR(
         a_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s) / max(1, cfg.steps - cfg.warmup_steps)))))
@@ -269,11 +275,11 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
             if step >= cfg.steps:
                 break
     bar.close()
-    return finish(supernet, graph, cfg, run, val_loader, device, rank, world, step)
+    return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, step)
 
 
-def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, val_loader, device, rank: int,
-           world: int, step: int) -> dict:
+def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_loader, val_loader, device,
+           rank: int, world: int, step: int) -> dict:
     from autonl.passes import analyze_cost
     from autonl.passes.derive import Derive
 
@@ -288,6 +294,7 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, val_lo
     if rank != 0:
         return {}
     derived = Derive(decisions)(graph).graph
+    recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
     val = evaluate(supernet, val_loader, device)
     macs = analyze_cost(resize_graph(derived, cfg.cost_resolution) if cfg.cost_resolution else derived).macs
     result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,

@@ -127,6 +127,27 @@ def evaluate(module: nn.Module, loader, device: torch.device, label_smoothing: f
     return {"val_loss": loss / total, "val_acc": correct / total, "val_n": total}
 
 
+@torch.no_grad()
+def recalibrate_bn(module: nn.Module, loader, device: torch.device, batches: int = 20) -> None:
+    """Re-estimate every BN's running statistics on training batches (a cumulative average).
+
+    A supernet's running statistics mix many sub-networks; evaluating one path needs its own.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        module(x.to(device, non_blocking=True))
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    module.eval()
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
