@@ -185,14 +185,16 @@ DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with tr
 @click.option("--train-size", type=int, help="Use at most this many training images.")
 @click.option("--val-size", type=int, help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images instead of stopping.")
+@click.option("--precise-bn", type=int, default=20, show_default=True,
+              help="Training batches to re-estimate BN statistics before each evaluation (0: off).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")
 @click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
 @click.option("--resolution", "-r", type=int, help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=float, help="Width multiplier for presets.")
 def train(target, data, out, steps, batch_size, lr, optimizer, weight_decay, warmup_steps, label_smoothing,
-          eval_every, checkpoint_every, workers, seed, device, train_size, val_size, skip_corrupt, resume,
-          init, from_scratch, resolution, width):
+          eval_every, checkpoint_every, workers, seed, device, train_size, val_size, skip_corrupt, precise_bn,
+          resume, init, from_scratch, resolution, width):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
@@ -208,7 +210,7 @@ def train(target, data, out, steps, batch_size, lr, optimizer, weight_decay, war
                       weight_decay=weight_decay, warmup_steps=warmup_steps, label_smoothing=label_smoothing,
                       workers=workers, seed=seed, device=device, eval_every=eval_every,
                       checkpoint_every=checkpoint_every, train_size=train_size, val_size=val_size,
-                      skip_corrupt=skip_corrupt)
+                      skip_corrupt=skip_corrupt, precise_bn=precise_bn)
     graph = None
     if not resume:
         if target in all_presets():  # a preset gets as many outputs as the data has classes

@@ -262,7 +262,7 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
                 run.log(row)
                 with (run.folder / "trace.jsonl").open("a") as f:
                     f.write(json.dumps({"step": step, "gates": {
-                        f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold), 6),
+                        f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold.detach()), 6),
                                                int(r.gate.decision() == r.gate.on_value)]
                         for r in supernet.gate_refs}}) + "\n")
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}",
