@@ -9,7 +9,7 @@ its own process so that peak memory is its own:
 * ``multi-path``: a DARTS-style supernet of the same space that computes every option of
   every block as its own branch and sums them weighted by softmax(alpha).
 
-    python benchmarks/search_step.py [--resolution 128] [--batch 16] [--steps 5] [--device cpu|cuda]
+    python benchmarks/search_step.py [--resolution 224] [--batch 8] [--steps 3] [--device cpu|cuda]
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated``; on CPU, the growth of the
 process's peak resident set during the timed steps over its size before the first step.
@@ -145,9 +145,9 @@ def measure(kind: str, resolution: int, batch: int, steps: int, device: str) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one kind in this process
     args = ap.parse_args()
