@@ -11,3 +11,21 @@ def assert_one_line_error(proc, *fragments):
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     return lines[0]
+
+
+def start_and_sigkill(command: list[str], run_dir, timeout: float = 300) -> None:
+    """Start ``command`` (an autonl run writing to ``run_dir``), SIGKILL it as soon as its first
+    checkpoint exists, and check that it had not finished by then."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run_dir / "checkpoint.pt").exists(), "no checkpoint was written"
+    assert not (run_dir / "result.json").exists(), "the run finished before it could be killed"

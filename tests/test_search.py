@@ -1,10 +1,8 @@
 """`autonl search` as a user runs it: outputs, exact resume, torchrun, bad input."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,7 +12,7 @@ from autonl.passes import analyze_cost
 from autonl.passes.derive import Derive
 
 from conftest import autonl_exe
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, start_and_sigkill
 
 TINY = ["--batch-size", "16", "--train-size", "128", "--val-size", "32", "--workers", "0", "--arch-lr", "0.2",
         "--checkpoint-every", "4"]
@@ -45,14 +43,7 @@ def test_search_resume_after_sigkill_gives_the_same_decisions(cli, tmp_path):
     args = ["--target-macs", "250M", "--cost-resolution", "224", "--steps", "24", "--warmup-steps", "6", *TINY]
     cli("search", *args, "--out", tmp_path / "straight", check_ok=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([autonl_exe(), "search", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "result.json").exists(), "the search finished before it could be killed"
+    start_and_sigkill([autonl_exe(), "search", *args, "--out", str(killed)], killed)
     cli("search", "--target-macs", "1", "--out", killed, "--resume", check_ok=True)
     assert (killed / "decisions.json").read_text() == (tmp_path / "straight" / "decisions.json").read_text()
     straight = (tmp_path / "straight" / "trace.jsonl").read_text()

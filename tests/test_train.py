@@ -1,15 +1,12 @@
 """`autonl train` and `autonl eval` as a user runs them: outputs, exact resume, bad input."""
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
 from PIL import Image
 
-from helpers import assert_one_line_error
+from conftest import autonl_exe
+from helpers import assert_one_line_error, start_and_sigkill
 
 SMALL = ["--resolution", "32", "--width", "0.35", "--batch-size", "32", "--train-size", "128",
          "--val-size", "64", "--workers", "0"]
@@ -43,15 +40,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(cli, tmp_path):
     cli("train", *args, "--out", tmp_path / "straight", check_ok=True)
 
     killed = tmp_path / "killed"
-    from conftest import autonl_exe
-    proc = subprocess.Popen([autonl_exe(), "train", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "result.json").exists(), "the run finished before it could be killed"
+    start_and_sigkill([autonl_exe(), "train", *args, "--out", str(killed)], killed)
     step = torch.load(killed / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < step < 24
     cli("train", "mobilenetv2", "--out", killed, "--resume", check_ok=True)

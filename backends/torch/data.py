@@ -422,13 +422,16 @@ class LongRangeDataset(_AugmentedDataset):
 
     Image ``i`` of a split is a pure function of ``(seed, split, i, resolution)``
     (:meth:`render`). On a noisy grey background (per-pixel N(0.5, 0.12) clipped to
-    [0.1, 0.9], so never saturated) sit two *key* patches of ``p = max(5, R // 8)`` pixels
-    (5 at 32 px, 8 at 64 px) with a white 1-pixel frame around a ``(p-2)^2`` pattern drawn
-    from a fixed bank of 8 saturated colour arrangements; their centres lie at least R/2
-    apart. Label 1 if both keys show the same pattern, else 0; labels alternate within
-    consecutive pairs of indices (random order per pair), so every split is balanced. From
-    32 px on, two *distractor* patches (same bank, black frame) are added, so that the
-    frame, not the mere presence of a pattern, marks what to compare.
+    [0.1, 0.9], so never saturated) sit two *key* patches of ``p = max(8, R // 8)`` pixels
+    (8 up to 64 px) with a white 1-pixel frame around a ``(p-2)^2`` pattern drawn from a
+    fixed bank of 8 saturated 3x3 colour arrangements; their centres lie at least R/2
+    apart. At least 8 px so that each pattern cell is 2 px wide and survives a stride-2
+    stem: with 5 px patches (1-px cells) neither network of
+    ``benchmarks/longrange_ablation.py`` learnt the task at all. Label 1 if both keys show
+    the same pattern, else 0; labels alternate within consecutive pairs of indices (random
+    order per pair), so every split is balanced. From 32 px on, two *distractor* patches
+    (same bank, black frame) are added, so that the frame, not the mere presence of a
+    pattern, marks what to compare.
 
     Why local networks struggle: a feature that sees one key at a time, globally pooled
     and read by a linear classifier (MobileNet's head), gives phi(A)+phi(A) for "same" and
@@ -443,7 +446,7 @@ class LongRangeDataset(_AugmentedDataset):
         if resolution < 16:
             raise AutonlError(f"the longrange dataset needs a resolution of at least 16 (got {resolution})")
         self.split, self.length, self.resolution, self.seed = split, length, resolution, seed
-        self.patch = max(5, resolution // 8)
+        self.patch = max(8, resolution // 8)
         self.distractors = 2 if resolution >= 32 else 0
         self.bank = _pattern_bank(self.patch - 2, self.PATTERNS)
         self.classes, self.transform = ["different", "same"], transform

@@ -34,8 +34,8 @@ from autonl.ir.decisions import dumps_decisions
 from autonl.ir.io import atomic_write, load_graph, render, resize_graph
 
 from .supernet import Supernet
-from .train import (Run, autocast, cosine_with_warmup, epoch_batches, evaluate, pick_device, read_checkpoint,
-                    recalibrate_bn, rng_state, set_rng_state)
+from .train import (Run, autocast, cosine_with_warmup, epoch_batches, evaluate, pick_device, recalibrate_bn,
+                    rng_state, set_rng_state)
 from .weights import check_state_dict, torch_bytes
 
 SEARCH_FORMAT = "autonl-checkpoint"
@@ -146,17 +146,10 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
 
     rank, world = distributed()
     run = Run(Path(out))
-    ckpt = None
-    if resume:
-        if not run.checkpoint.exists():
-            raise AutonlError(f"{run.folder}: nothing to resume (no checkpoint.pt)")
-        ckpt = read_checkpoint(run.checkpoint)
-        if ckpt.get("kind") != "search":
-            raise AutonlError(f"{run.checkpoint}: a training checkpoint, not a search; use autonl train --resume")
+    ckpt = run.start(resume, "search")
+    if ckpt is not None:
         graph = load_graph(run.folder / "search_graph.json")
         cfg = SearchConfig.from_dict(ckpt["config"])
-    elif run.checkpoint.exists():
-        raise AutonlError(f"{run.folder} already holds a run; pass --resume to continue it or pick another --out")
     if graph is None or cfg is None:
         raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")
     if not graph.relaxed:
@@ -202,8 +195,8 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
         step = ckpt["step"]
         set_rng_state(ckpt["rng"])
         if rank == 0:
-            run.truncate_metrics(step)
-            _truncate(run.folder / "trace.jsonl", step)
+            run.truncate(step)
+            run.truncate(step, "trace.jsonl")
     elif rank == 0:
         run.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(run.folder / "search_graph.json", render(graph, "json"))
@@ -260,11 +253,10 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
                        "macs": macs.item(), "warmup": warm, "lr": w_sched.get_last_lr()[0],
                        "arch_lr": a_sched.get_last_lr()[0]}
                 run.log(row)
-                with (run.folder / "trace.jsonl").open("a") as f:
-                    f.write(json.dumps({"step": step, "gates": {
-                        f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold.detach()), 6),
-                                               int(r.gate.decision() == r.gate.on_value)]
-                        for r in supernet.gate_refs}}) + "\n")
+                run.log({"step": step, "gates": {
+                    f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold.detach()), 6),
+                                           int(r.gate.decision() == r.gate.on_value)]
+                    for r in supernet.gate_refs}}, "trace.jsonl")
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}",
                                 MACs=format_count(row["macs"]), warm="yes" if warm else "no")
                 seen = correct = 0
@@ -305,9 +297,3 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     atomic_write(run.folder / "decisions.json", dumps_decisions(decisions))
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _truncate(path: Path, step: int) -> None:
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        atomic_write(path, "".join(line + "\n" for line in keep))

@@ -31,7 +31,7 @@ from torch import nn
 from autonl.ir import AutonlError, Graph, Node, verify
 from autonl.ir.costs import node_cost
 from autonl.ir.choice import attr_combinations
-from autonl.ir.ops import get_op, lightnl_order
+from autonl.ir.ops import lightnl_order
 
 from . import modules as M
 from .lower import LoweringContext, lower_graph, torch_lowering

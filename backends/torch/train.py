@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -224,43 +224,53 @@ class Run:
         self.curves = self.folder / "curves.png"
         self.config = self.folder / "config.json"
 
-    def log(self, row: dict) -> None:
-        with self.metrics.open("a") as f:
+    def start(self, resume: bool, kind: str) -> dict | None:
+        """The checkpoint to resume (of ``kind``: train or search), or None for a new run;
+        a new run never overwrites an earlier one."""
+        if not resume:
+            if self.checkpoint.exists():
+                raise AutonlError(f"{self.folder} already holds a run; pass --resume to continue it or pick "
+                                  "another --out")
+            return None
+        if not self.checkpoint.exists():
+            raise AutonlError(f"{self.folder}: nothing to resume (no checkpoint.pt)")
+        ckpt = read_checkpoint(self.checkpoint)
+        found = ckpt.get("kind", "train")
+        if found != kind:
+            raise AutonlError(f"{self.checkpoint}: a {found} checkpoint, not a {kind} one; "
+                              f"use autonl {found} --resume")
+        return ckpt
+
+    def log(self, row: dict, name: str = "metrics.jsonl") -> None:
+        with (self.folder / name).open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def truncate_metrics(self, step: int) -> None:
+    def truncate(self, step: int, name: str = "metrics.jsonl") -> None:
         """Drop rows after ``step`` (written by a run that died after its last checkpoint)."""
-        if self.metrics.exists():
-            keep = [line for line in self.metrics.read_text().splitlines()
+        path = self.folder / name
+        if path.exists():
+            keep = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= step]
-            atomic_write(self.metrics, "".join(line + "\n" for line in keep))
+            atomic_write(path, "".join(line + "\n" for line in keep))
 
 
 def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          init: str | Path | None = None, progress: bool = True,
-          make_data: Callable | None = None) -> dict:
+          init: str | Path | None = None, progress: bool = True) -> dict:
     """Train ``graph`` (or, with ``resume``, the run in ``out``); return the final metrics."""
     from .data import make_loaders
 
     run = Run(Path(out))
-    ckpt = None
-    if resume:
-        if not run.checkpoint.exists():
-            raise AutonlError(f"{run.folder}: nothing to resume (no checkpoint.pt)")
-        ckpt = read_checkpoint(run.checkpoint)
-        if ckpt.get("kind") == "search":
-            raise AutonlError(f"{run.checkpoint}: a search checkpoint, not a training one; use autonl search --resume")
+    ckpt = run.start(resume, "train")
+    if ckpt is not None:
         graph = load_graph(run.folder / "graph.json")
         cfg = TrainConfig.from_dict(ckpt["config"])  # a resumed run keeps its own settings
-    elif run.checkpoint.exists():
-        raise AutonlError(f"{run.folder} already holds a run; pass --resume to continue it or pick another --out")
     if graph is None:
         raise AutonlError("train needs a graph (or resume=True with a run folder)")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     device = pick_device(cfg.device)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    train_loader, val_loader, num_classes = (make_data or make_loaders)(
+    train_loader, val_loader, num_classes = make_loaders(
         cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
         skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size)
     out_classes = graph.type_of(graph.outputs[0]).shape[-1]
@@ -283,7 +293,7 @@ def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool =
         scheduler.load_state_dict(ckpt["scheduler"])
         step = ckpt["step"]
         set_rng_state(ckpt["rng"])
-        run.truncate_metrics(step)
+        run.truncate(step)
     else:
         run.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(run.folder / "graph.json", render(graph, "json"))
@@ -292,7 +302,7 @@ def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool =
 
     def save_checkpoint() -> None:
         atomic_write(run.checkpoint, torch_bytes({
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": step,
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": "train", "step": step,
             "model": module.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "config": asdict(cfg)}))
 
