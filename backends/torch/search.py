@@ -35,8 +35,8 @@ from autonl.ir.io import atomic_write, load_graph, render, resize_graph
 
 from .supernet import Supernet
 from .train import (Run, autocast, cosine_with_warmup, epoch_batches, evaluate, pick_device, recalibrate_bn,
-                    restore, rng_state)
-from .weights import torch_bytes
+                    rng_state, set_rng_state)
+from .weights import check_state_dict, torch_bytes
 
 SEARCH_FORMAT = "autonl-checkpoint"
 
@@ -186,8 +186,14 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
         a_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s) / max(1, cfg.steps - cfg.warmup_steps)))))
     step = 0
     if ckpt is not None:
-        step = restore(ckpt, supernet, str(run.checkpoint), graph.name, w_opt=w_opt, a_opt=a_opt,
-                       w_sched=w_sched, a_sched=a_sched)
+        check_state_dict(ckpt["model"], supernet, str(run.checkpoint), graph.name)
+        supernet.load_state_dict(ckpt["model"])
+        w_opt.load_state_dict(ckpt["w_opt"])
+        a_opt.load_state_dict(ckpt["a_opt"])
+        w_sched.load_state_dict(ckpt["w_sched"])
+        a_sched.load_state_dict(ckpt["a_sched"])
+        step = ckpt["step"]
+        set_rng_state(ckpt["rng"])
         if rank == 0:
             run.truncate(step)
             run.truncate(step, "trace.jsonl")

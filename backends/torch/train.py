@@ -188,17 +188,6 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def restore(ckpt: dict, model: nn.Module, source: str, graph_name: str, **stateful) -> int:
-    """Load a checkpoint into ``model`` and the named optimisers/schedulers, restore the RNG
-    states, and return the step to continue from."""
-    check_state_dict(ckpt["model"], model, source, graph_name)
-    model.load_state_dict(ckpt["model"])
-    for key, obj in stateful.items():
-        obj.load_state_dict(ckpt[key])
-    set_rng_state(ckpt["rng"])
-    return ckpt["step"]
-
-
 def plot_curves(metrics_path: Path, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -298,7 +287,12 @@ def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool =
     scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     step = 0
     if ckpt is not None:
-        step = restore(ckpt, module, str(run.checkpoint), graph.name, optimizer=optimizer, scheduler=scheduler)
+        check_state_dict(ckpt["model"], module, str(run.checkpoint), graph.name)
+        module.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = ckpt["step"]
+        set_rng_state(ckpt["rng"])
         run.truncate(step)
     else:
         run.folder.mkdir(parents=True, exist_ok=True)
