@@ -139,6 +139,44 @@ def plot_search(run: Run, target: float, gate_names: list[str]) -> None:
     tmp.replace(run.folder / "decisions.png")
 
 
+def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
+    """SGD (Nesterov) on the weights; Adam (or SGD) on the thresholds; their schedules."""
+    w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                            weight_decay=cfg.weight_decay)
+    a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
+             else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
+    w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
+    a_sched = torch.optim.lr_scheduler.LambdaLR(
+        a_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s) / max(1, cfg.steps - cfg.warmup_steps)))))
+    return w_opt, a_opt, w_sched, a_sched
+
+
+def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor,
+                warm: bool, cfg: SearchConfig, ce_fn: nn.Module) -> tuple:
+    """One step: every option on during warm-up (weights only), else the selected path, with
+    the cost term, updating weights and thresholds. Returns (loss, ce, macs, logits); the
+    optimisers are not stepped when the loss is not finite."""
+    w_opt, a_opt, w_sched, a_sched = opts
+    supernet.force_all_on() if warm else supernet.force(None)
+    supernet.train()
+    with autocast(x.device):
+        logits = model(x)
+    ce = ce_fn(logits.float(), y)
+    macs = supernet.cost()
+    loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target_macs).abs()
+    if not torch.isfinite(loss):
+        return loss, ce, macs, logits
+    w_opt.zero_grad(set_to_none=True)
+    a_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    w_opt.step()
+    w_sched.step()
+    if not warm:
+        a_opt.step()
+        a_sched.step()
+    return loss, ce, macs, logits
+
+
 def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool = False,
            progress: bool = True) -> dict:
     """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary."""
@@ -177,13 +215,8 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             supernet, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
-                            weight_decay=cfg.weight_decay)
-    a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
-             else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
-    w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
-    a_sched = torch.optim.lr_scheduler.LambdaLR(
-        a_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s) / max(1, cfg.steps - cfg.warmup_steps)))))
+    opts = make_optimizers(supernet, cfg)
+    w_opt, a_opt, w_sched, a_sched = opts
     step = 0
     if ckpt is not None:
         check_state_dict(ckpt["model"], supernet, str(run.checkpoint), graph.name)
@@ -223,27 +256,10 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
         epoch, skip = divmod(step, per_epoch)
         for x, y in epoch_batches(train_loader, epoch, skip):
             warm = step < cfg.warmup_steps
-            if warm:
-                supernet.force_all_on()
-            else:
-                supernet.force(None)
-            supernet.train()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(device):
-                logits = model(x)
-            ce = ce_fn(logits.float(), y)
-            macs = supernet.cost()
-            loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target_macs).abs()
+            loss, ce, macs, logits = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
             if not torch.isfinite(loss):
                 raise AutonlError(f"the loss became {loss.item()} at step {step}; lower --lr")
-            w_opt.zero_grad(set_to_none=True)
-            a_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            w_opt.step()
-            w_sched.step()
-            if not warm:
-                a_opt.step()
-                a_sched.step()
             step += 1
             seen += y.numel()
             correct += (logits.argmax(1) == y).sum().item()
