@@ -56,6 +56,12 @@ class Graph:
         self.outputs: list[str] = list(outputs)
         # The file the graph was read from, for error messages; not part of its identity.
         self.source: str | None = None
+        # Bound weights (numpy arrays) keyed like the torch backend's state dict,
+        # ``<node>.<tensor>`` (``mbconv_3.expand.weight``). Empty unless a backend bound
+        # them (backends.deploy.bind_params); passes that rewrite weights (fold-bn) read and
+        # write them. Not part of the graph's identity and not in its text or JSON form:
+        # model folders keep weights in weights.pt.
+        self.params: dict = {}
 
     # -- identity ------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:

@@ -346,6 +346,62 @@ def derive(run_dir, out, decisions, force):
                f"fine-tune it with: autonl train {out} --data ...", err=True)
 
 
+BACKENDS = {"onnx": "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8"}
+
+
+def load_deployable(source: str, resolution, width, batch, classes, seed: int):
+    """A model folder or run folder (trained weights), or a preset or graph file (random weights)."""
+    from autonl.backends.deploy import load_model_or_graph, model_folder
+
+    if Path(source).is_dir() and model_folder(source) is not None:
+        given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
+                                ("--classes", classes)) if v is not None]
+        if given:
+            raise AutonlError(f"{', '.join(given)} apply to presets only, not to the model folder {source}")
+        return load_model_or_graph(source)
+    if Path(source).is_dir():
+        raise AutonlError(f"{source}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
+    return load_model_or_graph(load_target(source, resolution, width, batch, classes), seed=seed)
+
+
+@cli.command("compile")
+@click.argument("source")
+@click.option("--backend", default="onnx", show_default=True, help=f"One of: {', '.join(BACKENDS)}.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static int8, calibrated on --calib-data).")
+@click.option("--calib-data", default="digits", show_default=True, help="Calibration and accuracy data. " + DATA_HELP)
+@click.option("--calib-images", type=int, default=256, show_default=True, help="Images to calibrate int8 on.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True)
+@click.option("--eval-images", type=int, help="Validation images for the int8 accuracy check (default: all).")
+@click.option("--int8-exclude", multiple=True, metavar="GLOB",
+              help="Keep nodes matching this name pattern in fp32 (e.g. 'lightnl_*'); repeatable.")
+@click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Weight init for presets and graph files.")
+@click.option("--skip-corrupt", is_flag=True)
+@with_preset_options
+def compile_cmd(source, backend, out, int8, calib_data, calib_images, calib_method, eval_images, int8_exclude, no_fold_bn,
+                opset, seed, skip_corrupt, resolution, width, batch, classes):
+    """Compile a model for deployment: SOURCE is a model folder, a run folder (its model/),
+    a preset or a graph file (the last two with random weights, for latency work).
+
+    Writes model.onnx (and model.int8.onnx with --int8), deploy_graph.ir and manifest.json
+    (inputs, outputs, MACs, checks, files with sha256) to --out, after checking the ONNX
+    model in onnxruntime against the torch backend (max |diff| <= 1e-4)."""
+    if backend not in BACKENDS:
+        close = difflib.get_close_matches(backend, BACKENDS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise AutonlError(f"unknown backend '{backend}'; {hint}known backends: {', '.join(BACKENDS)}")
+    model = load_deployable(source, resolution, width, batch, classes, seed)
+    from autonl.backends.onnx.compile import compile_onnx
+
+    manifest = compile_onnx(model, out, int8=int8, calib_data=calib_data, calib_images=calib_images,
+                            calib_method=calib_method, eval_images=eval_images, fold_bn=not no_fold_bn,
+                            opset=opset, skip_corrupt=skip_corrupt, int8_exclude=int8_exclude, log=lambda m: click.echo(m, err=True))
+    files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
+    click.echo(f"wrote {out}/: {files}, manifest.json")
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
     debug = os.environ.get("AUTONL_DEBUG") == "1"

@@ -29,3 +29,17 @@ def cli():
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory):
+    """A small AutoNL-S (32x32, width 0.35, 10 classes) trained briefly on the built-in digits:
+    a model folder with real, non-random weights for the deployment backends' tests."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    proc = subprocess.run([autonl_exe(), "train", "autonl-s", "--data", "digits", "--resolution", "32",
+                           "--width", "0.35", "--steps", "80", "--batch-size", "64",
+                           "--lr", "0.05", "--eval-every", "80", "--precise-bn", "10", "--out", str(run)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"training the fixture model failed:\n{proc.stderr}")
+    return run / "model"

@@ -1,0 +1,117 @@
+"""``autonl compile --backend onnx``: a model to a folder a user can ship.
+
+The folder holds ``model.onnx`` (fp32, BN folded), optionally ``model.int8.onnx`` (static
+int8, calibrated on a dataset), ``deploy_graph.ir`` (the graph the ONNX model was emitted
+from) and ``manifest.json`` (inputs, outputs, MACs, checks, files with sha256), written
+last. Every file is written to a temporary name and renamed. Before anything is written,
+the ONNX model is run in onnxruntime against the torch backend on the same weights; a
+difference above the tolerance stops the compile.
+"""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from autonl.ir import AutonlError
+from autonl.ir.io import atomic_write, render
+
+from ..deploy import (Model, check_out, deploy_graph, io_signature, prepare_out, reference_input, torch_logits, versions,
+                      write_manifest)
+from .export import BATCH, OPSET, export_onnx
+from .runtime import accuracy, batches, calibration_batches, quantize_int8, run, session
+
+PARITY_TOL = 1e-4
+
+
+def parity(model: Model, onnx_model: onnx.ModelProto, batch: int = 2) -> dict:
+    """Max |torch - onnxruntime| on a fixed random input (fp32, same weights)."""
+    x = reference_input(model.graph, batch=batch)
+    ref = torch_logits(model, x)
+    got = run(session(onnx_model), x)
+    diff = float(np.abs(ref - got).max())
+    return {"against": "torch eager (fp32)", "input": f"standard normal, seed 0, batch {batch}",
+            "max_abs_diff": diff, "max_abs_logit": float(np.abs(ref).max()), "tolerance": PARITY_TOL,
+            "passed": diff <= PARITY_TOL}
+
+
+def load_data(data: str, model: Model, calib_images: int, eval_images: int | None, skip_corrupt: bool):
+    from autonl.backends.torch.data import make_loaders
+
+    resolution = model.graph.inputs[next(iter(model.graph.inputs))].shape[-1]
+    train, val, classes = make_loaders(data, resolution=resolution, batch_size=32, workers=0, augment=False,
+                                       train_size=calib_images, val_size=eval_images, skip_corrupt=skip_corrupt)
+    return train, val, classes
+
+
+def compile_onnx(model: Model, out: str | Path, int8: bool = False, calib_data: str = "digits",
+                 calib_images: int = 256, calib_method: str = "minmax", eval_images: int | None = None,
+                 fold_bn: bool = True, opset: int = OPSET, skip_corrupt: bool = False, int8_exclude=(),
+                 log=lambda msg: None) -> dict:
+    """Compile ``model`` into ``out``; return the manifest."""
+    from autonl.passes import analyze_cost
+
+    if opset < 17:
+        raise AutonlError(f"opset {opset} is too old; the ONNX backend emits opset 17 or newer")
+    check_out(out)
+    graph = deploy_graph(model, fold_bn=fold_bn)
+    for pattern in int8_exclude:
+        if not any(fnmatch.fnmatchcase(n.name, pattern) for n in graph):
+            raise AutonlError(f"--int8-exclude {pattern} matches no node of '{graph.name}' "
+                              f"(node names look like {', '.join(list(graph.nodes)[:3])})")
+    onnx_model = export_onnx(graph, opset=opset)
+    check = parity(model, onnx_model)
+    log(f"onnxruntime vs torch: max |diff| {check['max_abs_diff']:.2e} on logits up to "
+        f"{check['max_abs_logit']:.2f} (tolerance {PARITY_TOL:g})")
+    if not check["passed"]:
+        raise AutonlError(f"parity check failed: onnxruntime and torch differ by {check['max_abs_diff']:.3g} "
+                          f"(> {PARITY_TOL:g}) on '{model.graph.name}'; nothing was written")
+    int8_model = int8_info = None
+    if int8:
+        train, val, classes = load_data(calib_data, model, calib_images, eval_images, skip_corrupt)
+        calibration, dropped = calibration_batches(session(onnx_model), (x for x, _ in batches(train, calib_images)))
+        used = sum(len(x) for x in calibration)
+        if not used:
+            raise AutonlError(f"int8: no calibration image of {calib_data} gives finite fp32 logits")
+        log(f"int8: calibrating on {used} images of {calib_data} ({calib_method})"
+            + (f"; left out {dropped} whose fp32 logits are not finite" if dropped else ""))
+        int8_model, excluded = quantize_int8(onnx_model, calibration, calib_method, exclude=int8_exclude)
+        x = reference_input(model.graph, batch=2)
+        int8_info = {"format": "QDQ, int8 weights per channel, uint8 activations", "calibration": {
+            "data": calib_data, "images": used, "non_finite_left_out": dropped, "method": calib_method},
+            "fp32_nodes": excluded,
+            "max_abs_diff_vs_fp32": float(np.abs(run(session(onnx_model), x) - run(session(int8_model), x)).max())}
+        out_classes = model.graph.type_of(model.graph.outputs[0]).shape[-1]
+        if out_classes == classes:
+            fp = accuracy(session(onnx_model), batches(val), desc="accuracy fp32")
+            q = accuracy(session(int8_model), batches(val), desc="accuracy int8")
+            int8_info["accuracy"] = {"data": f"{calib_data} (validation split)", "images": fp["images"],
+                                     "fp32": fp["accuracy"], "int8": q["accuracy"],
+                                     "change": q["accuracy"] - fp["accuracy"]}
+            log(f"int8: validation accuracy {fp['accuracy']:.4f} (fp32) -> {q['accuracy']:.4f} (int8) "
+                f"on {fp['images']} images")
+        else:
+            int8_info["accuracy"] = None
+            int8_info["accuracy_skipped"] = (f"the model predicts {out_classes} classes, "
+                                            f"{calib_data} has {classes}")
+
+    out = prepare_out(out)
+    files = ["model.onnx", "deploy_graph.ir"]
+    atomic_write(out / "model.onnx", onnx_model.SerializeToString())
+    atomic_write(out / "deploy_graph.ir", render(graph, "text"))
+    if int8_model is not None:
+        atomic_write(out / "model.int8.onnx", int8_model.SerializeToString())
+        files.append("model.int8.onnx")
+    cost = analyze_cost(model.graph)
+    manifest = {
+        "format": "autonl-deploy", "version": 1, "backend": "onnx", "opset": opset,
+        "graph": model.graph.name, "source": model.source, "weights": model.weights,
+        **io_signature(model.graph, BATCH),
+        "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs,
+        "batch_norm_folded": fold_bn,
+        "checks": {"onnx_checker": "full_check passed", "parity": check},
+        "int8": int8_info, "versions": versions("onnx", "onnxruntime"),
+    }
+    return write_manifest(out, manifest, files)

@@ -1,0 +1,146 @@
+"""The ONNX backend: fold-bn, export from the IR, onnxruntime parity, int8, `autonl compile`."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from autonl.backends.deploy import (bind_params, deploy_graph, load_model_or_graph, reference_input, sha256,
+                                    torch_logits)
+from autonl.backends.onnx import export_onnx
+from autonl.backends.onnx.runtime import run, session
+from autonl.backends.torch.lower import to_torch
+from autonl.ir import build_preset
+from autonl.ir.ops import lightnl_order
+from autonl.passes import PassError, PassManager
+
+from helpers import assert_one_line_error
+
+
+def randomized(name: str, resolution: int = 224, seed: int = 1):
+    """A preset model whose BN statistics and affine terms are random, so that every BN and
+    every LightNL block (BN gamma starts at 0) changes the logits."""
+    model = load_model_or_graph(build_preset(name, resolution=resolution), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=gen) * 0.4 - 0.2
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+def module_with_params(graph):
+    module = to_torch(graph).eval()
+    missing, unexpected = module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()},
+                                                 strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    return module
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "autonl-s"])
+def test_fold_bn_keeps_logits(name):
+    model = randomized(name, resolution=96)
+    lowered = PassManager(["lower-composites"])(bind_params(model.graph, model.module)).graph
+    folded = PassManager(["fold-bn"])(lowered).graph
+    n_bn = sum(n.op == "batch_norm" for n in lowered)
+    assert n_bn > 0 and sum(n.op == "batch_norm" for n in folded) == 0
+    assert not any(k.startswith(tuple(n.name + "." for n in lowered if n.op == "batch_norm")) for k in folded.params)
+    x = torch.from_numpy(reference_input(model.graph, batch=2))
+    with torch.inference_mode():
+        ref, got = module_with_params(lowered)(x), module_with_params(folded)(x)
+    assert (ref - got).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_fold_bn_needs_weights(cli):
+    graph = PassManager(["lower-composites"])(build_preset("mobilenetv2", resolution=32)).graph
+    with pytest.raises(PassError, match="no bound weights"):
+        PassManager(["fold-bn"])(graph)
+    assert_one_line_error(cli("opt", "mobilenetv2", "-p", "lower-composites", "-p", "fold-bn"),
+                          "fold-bn", "no bound weights")
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "autonl-s", "autonl-l"])
+def test_onnxruntime_matches_torch_at_224(name):
+    model = randomized(name)
+    proto = export_onnx(deploy_graph(model))
+    assert proto.opset_import[0].version >= 17
+    onnx.checker.check_model(proto, full_check=True)
+    # shape inference gave every intermediate value a type
+    assert len(proto.graph.value_info) >= len(proto.graph.node) - len(proto.graph.output) - 5
+    sess = session(proto)
+    for batch in (1, 3):   # one model, any batch: the batch dim is symbolic
+        x = reference_input(model.graph, batch=batch)
+        ref = torch_logits(model, x)
+        assert np.abs(ref).max() > 0.05           # the random BN makes the logits non-trivial
+        assert np.abs(run(sess, x) - ref).max() <= 1e-4
+
+
+def test_lightnl_exports_in_its_cheaper_order():
+    model = randomized("autonl-l", resolution=224)
+    proto = export_onnx(deploy_graph(model))
+    matmuls = {n.name: n for n in proto.graph.node if n.op_type == "MatMul"}
+    graph = model.graph
+    blocks = [n for n in graph if n.op == "lightnl" and n.attrs.get("insert", True)]
+    assert len(blocks) == 14
+    for node in blocks:
+        t = graph.type_of(node.inputs[0])
+        order = lightnl_order(t, node.attrs.get("r", 0.25), node.attrs.get("s", 1))
+        first = f"{node.name}.kv" if order == "key_value_first" else f"{node.name}.affinity"
+        assert first in matmuls and f"{node.name}.y" in matmuls, node.name
+        assert matmuls[f"{node.name}.y"].input[0 if order == "key_value_first" else 1] == first
+
+
+def test_compile_writes_model_int8_and_manifest(cli, trained_model, tmp_path):
+    out = tmp_path / "deploy"
+    proc = cli("compile", trained_model, "--backend", "onnx", "--out", out, "--int8", "--calib-images", "128",
+               check_ok=True)
+    assert "onnxruntime vs torch" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["deploy_graph.ir", "model.int8.onnx", "model.onnx"]
+    for name, info in manifest["files"].items():
+        assert sha256(out / name) == info["sha256"] and (out / name).stat().st_size == info["bytes"]
+    assert manifest["inputs"] == [{"name": "x", "shape": ["batch", 3, 32, 32], "dtype": "f32"}]
+    assert manifest["outputs"][0]["shape"] == ["batch", 10]
+    assert manifest["macs"] > 0 and manifest["checks"]["parity"]["max_abs_diff"] <= 1e-4
+    acc = manifest["int8"]["accuracy"]
+    assert acc["images"] == 359 and 0 <= acc["int8"] <= 1 and acc["fp32"] > 0.5
+    # the int8 model is real: it runs, and mostly agrees with fp32 on the validation images
+    from autonl.backends.onnx.compile import load_data
+    model = load_model_or_graph(trained_model)
+    _, val, _ = load_data("digits", model, 128, None, False)
+    fp, q = session(out / "model.onnx"), session(out / "model.int8.onnx")
+    x = np.concatenate([b.numpy() for b, _ in val])
+    assert (run(fp, x).argmax(1) == run(q, x).argmax(1)).mean() >= 0.8
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(out / "model.int8.onnx").graph.node)
+    # fp32 nodes on request
+    cli("compile", trained_model, "--out", tmp_path / "partial", "--int8", "--calib-images", "64",
+        "--int8-exclude", "lightnl_*", check_ok=True)
+    partial = json.loads((tmp_path / "partial" / "manifest.json").read_text())
+    assert partial["int8"]["fp32_nodes"] and all(n.startswith("lightnl_") for n in partial["int8"]["fp32_nodes"])
+
+
+def test_compile_bad_input(cli, tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(cli("compile", "mobilenetv2", "--backend", "onx", "--out", out),
+                          "unknown backend 'onx'", "did you mean 'onnx'")
+    assert_one_line_error(cli("compile", "search-space", "-r", "32", "--out", out), "relaxed", "derive")
+    assert not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(cli("compile", "mobilenetv2", "-r", "32", "--out", blocker / "sub"), "cannot create")
+    assert_one_line_error(cli("compile", tmp_path, "--out", out), "not a model folder")
+    assert_one_line_error(cli("compile", "mobilenetv2", "-r", "32", "--out", out, "--int8",
+                              "--int8-exclude", "nothing_*"), "matches no node")
+    assert not out.exists() or not any(out.iterdir())
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.suffix == ".tmp"]
+
+
+def test_compile_preset_keeps_no_partial_file(cli, tmp_path):
+    out = tmp_path / "ok"
+    cli("compile", "autonl-s", "-r", "64", "--out", out, check_ok=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["weights"] == "random init (seed 0)" and manifest["int8"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["deploy_graph.ir", "manifest.json", "model.onnx"]
