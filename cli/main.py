@@ -346,7 +346,8 @@ def derive(run_dir, out, decisions, force):
                f"fine-tune it with: autonl train {out} --data ...", err=True)
 
 
-BACKENDS = {"onnx": "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8"}
+BACKENDS = {"onnx": "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8",
+            "tvm": "TVM Relax library (.so) + params for a CPU target, optionally MetaSchedule-tuned"}
 
 
 def load_deployable(source: str, resolution, width, batch, classes, seed: int):
@@ -362,6 +363,15 @@ def load_deployable(source: str, resolution, width, batch, classes, seed: int):
     if Path(source).is_dir():
         raise AutonlError(f"{source}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
     return load_model_or_graph(load_target(source, resolution, width, batch, classes), seed=seed)
+
+
+@cli.command()
+def targets():
+    """List the named TVM targets and the target dicts they resolve to."""
+    from autonl.backends.tvm import TARGETS
+    for name, t in TARGETS.items():
+        click.echo(f"{name:<12} {t.doc}")
+        click.echo(f"{'':<12} {json.dumps(t.target_dict())}")
 
 
 @cli.command("compile")
@@ -380,9 +390,16 @@ def load_deployable(source: str, resolution, width, batch, classes, seed: int):
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight init for presets and graph files.")
 @click.option("--skip-corrupt", is_flag=True)
+@click.option("--target", "target_name", default="host", show_default=True,
+              help="TVM: a named target (autonl targets).")
+@click.option("--tune-trials", type=int, default=0, show_default=True,
+              help="TVM: MetaSchedule trials per task (0: untuned, unless --out holds a tuning database).")
+@click.option("--tuning-dir", type=click.Path(file_okay=False), help="TVM: the tuning database (default OUT/tuning).")
+@click.option("--no-prepack", is_flag=True, help="TVM: no weight-layout prepacking after tuning.")
 @with_preset_options
 def compile_cmd(source, backend, out, int8, calib_data, calib_images, calib_method, eval_images, int8_exclude, no_fold_bn,
-                opset, seed, skip_corrupt, resolution, width, batch, classes):
+                opset, seed, skip_corrupt, target_name, tune_trials, tuning_dir, no_prepack, resolution, width, batch,
+                classes):
     """Compile a model for deployment: SOURCE is a model folder, a run folder (its model/),
     a preset or a graph file (the last two with random weights, for latency work).
 
@@ -393,12 +410,25 @@ def compile_cmd(source, backend, out, int8, calib_data, calib_images, calib_meth
         close = difflib.get_close_matches(backend, BACKENDS, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise AutonlError(f"unknown backend '{backend}'; {hint}known backends: {', '.join(BACKENDS)}")
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if backend == "tvm":
+        from autonl.backends.tvm import get_target
+        target = get_target(target_name)
+        if tune_trials < 0:
+            raise AutonlError(f"--tune-trials must be >= 0 (got {tune_trials})")
+        model = load_deployable(source, resolution, width, batch, classes, seed)
+        from autonl.backends.tvm.compile import compile_tvm
+        manifest = compile_tvm(model, out, target, trials_per_task=tune_trials, prepack=not no_prepack,
+                               tuning_dir=tuning_dir, log=log)
+        files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
+        click.echo(f"wrote {out}/: {files}, manifest.json")
+        return
     model = load_deployable(source, resolution, width, batch, classes, seed)
     from autonl.backends.onnx.compile import compile_onnx
 
     manifest = compile_onnx(model, out, int8=int8, calib_data=calib_data, calib_images=calib_images,
                             calib_method=calib_method, eval_images=eval_images, fold_bn=not no_fold_bn,
-                            opset=opset, skip_corrupt=skip_corrupt, int8_exclude=int8_exclude, log=lambda m: click.echo(m, err=True))
+                            opset=opset, skip_corrupt=skip_corrupt, int8_exclude=int8_exclude, log=log)
     files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
     click.echo(f"wrote {out}/: {files}, manifest.json")
 

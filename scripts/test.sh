@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite.
+# The aarch64 tests need Debian's cross compiler (g++-aarch64-linux-gnu) and qemu-user;
+# they are installed here when missing (as root, or through sudo when it needs no password).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
+  if $SUDO true 2>/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null
+  else
+    echo "note: cannot install g++-aarch64-linux-gnu and qemu-user (not root, no sudo): aarch64 tests will skip" >&2
+  fi
+fi
 . .venv/bin/activate
 python -m pytest -q "$@"

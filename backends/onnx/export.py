@@ -63,9 +63,12 @@ class OnnxBuilder:
         return key
 
     def const(self, node: Node, value, dtype) -> str:
+        """A Constant node (not an initializer): frontends that turn initializers into
+        parameters (TVM's keep_params_in_input) still see Clip bounds and shapes as constants."""
         name = f"{node.name}.const{self._const}"
         self._const += 1
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.nodes.append(helper.make_node("Constant", [], [name], name=name,
+                                           value=numpy_helper.from_array(np.asarray(value, dtype=dtype), name)))
         return name
 
     def emit(self, op_type: str, inputs: list[str], output: str, name: str, **attrs) -> str:

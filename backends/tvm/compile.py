@@ -1,0 +1,295 @@
+"""``autonl compile --backend tvm``: Relax build, MetaSchedule tuning, a deployable library.
+
+Translation: through TVM's ONNX frontend (``tvm.relax.frontend.onnx.from_onnx``) from the
+model the ONNX backend emits. That ONNX model is already checked (onnx.checker, shape
+inference, onnxruntime against torch to 1e-4), holds BN folded and LightNL as its two
+matmuls in the cheaper order, and the frontend maps each of its nodes (Conv, MatMul, Clip,
+Sigmoid, Slice, Reshape, Transpose, Gemm) one to one onto Relax ops; a second, direct
+IR-to-Relax emitter would duplicate the op mapping with nothing gained. Weights stay
+function parameters (``keep_params_in_input``) so that MetaSchedule's weight prepacking can
+lift their layout transform into ``main_transform_params``.
+
+Tuning (``tune_trials`` per task > 0, host targets): MetaSchedule on the tasks extracted
+from the module; the database (``tuning/`` in the output folder) is reused: tasks that
+already have a record are not tuned again, so a second compile with the same database runs
+no new trials. Written: ``model.so`` (host) or ``model.aarch64.so``, ``model.params``
+(tvm.runtime.save_param_dict; keys ``p0000``.. in call order), ``layers.json`` (per-layer
+time, tuned against untuned, host only), ``manifest.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from autonl.ir import AutonlError
+from autonl.ir.io import atomic_write, render
+
+from ..deploy import Model, check_out, deploy_graph, io_signature, prepare_out, reference_input, torch_logits, versions, write_manifest
+from ..onnx.compile import PARITY_TOL
+from ..onnx.export import export_onnx
+from ..onnx.runtime import run, session
+from .targets import NamedTarget, require_cc
+
+
+def to_relax(onnx_model, shape: list[int]):
+    """(IRModule, params list) for a fixed input shape."""
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    name = onnx_model.graph.input[0].name
+    mod = from_onnx(onnx_model, shape_dict={name: shape}, keep_params_in_input=True)
+    mod, params = detach_params(mod)
+    return mod, params["main"]
+
+
+def pre_tuning(mod, target, prepack: bool):
+    """The static_shape_tuning pipeline's steps before tuning (TVM 0.27 relax/pipeline.py)."""
+    import tvm
+    from tvm import relax
+
+    seq = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+           relax.get_pipeline("zero")]
+    if prepack:
+        seq.append(relax.transform.AttachAttrLayoutFreeBuffers())
+    with target:
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def post_tuning(mod, target, work_dir: str, prepack: bool):
+    import tvm
+    from tvm import relax
+
+    seq = [relax.transform.MetaScheduleApplyDatabase(work_dir)]
+    if prepack:
+        seq += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.LiftTransformParams(),
+                relax.transform.FoldConstant()]
+    with target:
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def _records(work_dir: str) -> int:
+    path = Path(work_dir) / "database_tuning_record.json"
+    if not path.exists():
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True) -> dict:
+    """Tune the tasks of ``mod`` that have no record in ``work_dir``'s database yet."""
+    from tqdm import tqdm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    os.makedirs(work_dir, exist_ok=True)
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    db = ms.database.JSONDatabase(work_dir=work_dir)
+    todo = [t for t in tasks if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    before = _records(work_dir)
+    info = {"tasks": len(tasks), "tasks_with_records": len(tasks) - len(todo), "tasks_tuned": 0,
+            "trials_per_task": trials_per_task, "trials_run": 0, "seconds": 0.0}
+    if not todo or trials_per_task <= 0:
+        return info
+    contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, seed=0)
+    total = trials_per_task * len(contexts)
+    bar = tqdm(total=total, desc=f"tuning {len(contexts)} tasks", unit="trial", disable=not progress,
+               dynamic_ncols=True)
+    done = threading.Event()
+
+    def poll():   # progress: the database grows by one record per measured trial
+        while not done.wait(1.0):
+            bar.n = min(total, _records(work_dir) - before)
+            bar.refresh()
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    t0 = time.time()
+    try:
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
+                      max_trials_per_task=trials_per_task, num_trials_per_iter=min(64, max(2, trials_per_task)),
+                      database=db, builder=ms.builder.LocalBuilder(max_workers=1),
+                      runner=ms.runner.LocalRunner())
+    finally:
+        done.set()
+        watcher.join()
+        bar.n = min(total, _records(work_dir) - before)
+        bar.close()
+    info.update(tasks_tuned=len(contexts), trials_run=_records(work_dir) - before, seconds=time.time() - t0)
+    return info
+
+
+def build(mod, target, params, prepack: bool, work_dir: str | None):
+    """(executable, params for main) for ``mod``: tuned when ``work_dir`` holds a database."""
+    import tvm
+
+    if work_dir is None:
+        return tvm.compile(mod, target=target), params
+    mod = post_tuning(pre_tuning(mod, target, prepack), target, work_dir, prepack)
+    with target:
+        return tvm.compile(mod, target=target), params
+
+
+def vm_runner(ex, params):
+    """A function x -> logits running ``ex`` on the CPU through the Relax VM."""
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(ex, dev)
+    args = list(params)
+    if _has(vm, "main_transform_params"):   # weight prepacking: lay the weights out once
+        args = list(vm["main_transform_params"](args))
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        return vm["main"](tvm.runtime.tensor(x, dev), *args).numpy()
+
+    fn.vm, fn.args, fn.dev = vm, args, dev
+    return fn
+
+
+def _has(vm, name: str) -> bool:
+    try:
+        vm[name]
+        return True
+    except Exception:  # noqa: BLE001  (the VM raises a plain error for a missing function)
+        return False
+
+
+def _time_prim(mod, target, dev, repeat: int = 5) -> float:
+    """Median microseconds of one call of the PrimFunc in ``mod`` on random arguments."""
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    with target:
+        lib = tvm.compile(mod, target=target)
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
+                               if "float" in str(info.dtype) else
+                               np.zeros([int(d) for d in info.shape], dtype=str(info.dtype)), dev)
+            for info in ArgInfo.from_prim_func(mod["main"])]
+    timer = lib.time_evaluator(lib.entry_name if hasattr(lib, "entry_name") else "main", dev, number=3,
+                               repeat=repeat, min_repeat_ms=5)
+    return float(np.median(np.array(timer(*args).results))) * 1e6
+
+
+def layer_report(mod, target, work_dir: str) -> list[dict]:
+    """Per layer (MetaSchedule task: one fused kernel and how often the model calls it): the
+    kernel's time untuned (TVM's default lowering) and with the database's best schedule."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    dev = tvm.cpu()
+    db = ms.database.JSONDatabase(work_dir=work_dir)
+    rows = []
+    with target:
+        tasks = ms.relax_integration.extract_tasks(mod, target)
+    for task in tasks:
+        prim = task.dispatched[0]
+        sch = db.query_schedule(prim, target, task.task_name)
+        untuned = _time_prim(prim, target, dev)
+        tuned = _time_prim(sch.mod, target, dev) if sch is not None else None
+        rows.append({"layer": task.task_name, "calls": int(task.weight), "untuned_us": untuned, "tuned_us": tuned,
+                     "speedup": untuned / tuned if tuned else None})
+    rows.sort(key=lambda r: -r["untuned_us"] * r["calls"])
+    return rows
+
+
+def median_ms(fn, x, runs: int = 20) -> float:
+    from ..onnx.runtime import median_latency
+    return median_latency(fn, x, runs=runs) * 1e3
+
+
+def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
+                prepack: bool = True, tuning_dir: str | Path | None = None, progress: bool = True,
+                log=lambda msg: None) -> dict:
+    import tvm
+
+    check_out(out)
+    if trials_per_task > 0 and not target.is_host:
+        raise AutonlError(f"tuning measures on the target's CPU; target '{target.name}' is not this machine: "
+                          f"tune with --target host, or compile '{target.name}' untuned")
+    cc = require_cc(target)
+    tvm_target = tvm.target.Target(target.target_dict())
+    graph = deploy_graph(model)
+    onnx_model = export_onnx(graph)
+    shape = list(model.graph.inputs[next(iter(model.graph.inputs))].shape)
+    mod, params = to_relax(onnx_model, shape)
+    out_path = Path(out)
+    work_dir = str(tuning_dir or out_path / "tuning")
+    tuned = trials_per_task > 0 or (Path(work_dir) / "database_tuning_record.json").exists()
+    tuning = None
+    if tuned:
+        if trials_per_task > 0:
+            tuning = tune(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir, trials_per_task, progress)
+            log(f"tuning: {tuning['tasks']} tasks, {tuning['tasks_with_records']} already in the database, "
+                f"{tuning['trials_run']} new trials in {tuning['seconds']:.0f} s")
+        else:
+            log(f"applying the tuning database in {work_dir} (no new trials)")
+    t0 = time.time()
+    ex, main_params = build(mod, tvm_target, params, prepack and tuned, work_dir if tuned else None)
+    log(f"built for {target.name} ({json.dumps(target.target_dict())}) in {time.time() - t0:.0f} s")
+
+    checks: dict = {}
+    layers = None
+    latency = None
+    if target.is_host:
+        x = reference_input(model.graph)
+        runner = vm_runner(ex, main_params)
+        got = runner(x)
+        ref_t, ref_o = torch_logits(model, x), run(session(onnx_model), x)
+        checks = {"vs_torch_max_abs_diff": float(np.abs(got - ref_t).max()),
+                  "vs_onnxruntime_max_abs_diff": float(np.abs(got - ref_o).max()), "tolerance": PARITY_TOL}
+        log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
+            f"{checks['vs_onnxruntime_max_abs_diff']:.2e}")
+        if max(checks["vs_torch_max_abs_diff"], checks["vs_onnxruntime_max_abs_diff"]) > PARITY_TOL:
+            raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than {PARITY_TOL:g} "
+                              f"on '{model.graph.name}'; nothing was written")
+        sess = session(onnx_model)
+        latency = {"batch": shape[0], "tvm_ms": median_ms(runner, x), "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
+        log(f"latency at batch {shape[0]}: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
+            f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
+        if tuned:
+            layers = layer_report(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir)
+            known = [r for r in layers if r["tuned_us"]]
+            u, t = (sum(r[k] * r["calls"] for r in known) for k in ("untuned_us", "tuned_us"))
+            log(f"layers: {len(known)} of {len(layers)} tuned; their kernels take {u / 1e3:.2f} ms untuned, "
+                f"{t / 1e3:.2f} ms tuned ({u / max(t, 1e-9):.1f}x); per layer in layers.json")
+
+    out_path = prepare_out(out)
+    lib = "model.so" if target.is_host else "model.aarch64.so"
+    files = [lib, "model.params", "deploy_graph.ir"]
+    with tempfile.TemporaryDirectory(dir=out_path, prefix=".build-") as tmp:
+        tmp_lib = os.path.join(tmp, lib)
+        try:
+            ex.export_library(tmp_lib, **({"cc": cc} if cc else {}))
+        except Exception as e:  # the linker's failure arrives as a generic TVM error
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise AutonlError(f"linking {lib} for '{target.name}' failed: {first[:200]}") from None
+        os.replace(tmp_lib, out_path / lib)
+    atomic_write(out_path / "model.params", bytes(tvm.runtime.save_param_dict(
+        {f"p{i:04d}": p for i, p in enumerate(main_params)})))
+    atomic_write(out_path / "deploy_graph.ir", render(graph, "text"))
+    if layers is not None:
+        atomic_write(out_path / "layers.json", json.dumps(layers, indent=1) + "\n")
+        files.append("layers.json")
+    from autonl.passes import analyze_cost
+    cost = analyze_cost(model.graph)
+    manifest = {
+        "format": "autonl-deploy", "version": 1, "backend": "tvm", "target": target.name,
+        "target_dict": target.target_dict(), "graph": model.graph.name, "source": model.source,
+        "weights": model.weights, **io_signature(model.graph),
+        "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs,
+        "translation": "IR -> ONNX (autonl) -> Relax (tvm.relax.frontend.onnx)",
+        "tuned": tuned, "weight_prepack": bool(prepack and tuned), "tuning": tuning,
+        "tuning_dir": work_dir if tuned else None,
+        "entry": {"transform_params": "main_transform_params" if prepack and tuned else None, "main": "main",
+                  "params_file": "model.params", "params_order": "keys p0000, p0001, ... in call order"},
+        "checks": checks, "latency": latency, "versions": versions("apache-tvm", "onnx", "onnxruntime"),
+    }
+    return write_manifest(out_path, manifest, files)
