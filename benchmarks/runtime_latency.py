@@ -7,7 +7,9 @@ alike; the figure is the median over all timed calls. Ratios are against PyTorch
 (the alternative a user would pick) and against onnxruntime fp32.
 
 Runtimes: ``torch`` (eager, fp32, inference mode), ``ort-fp32`` (model.onnx as `autonl
-compile` writes it: BN folded), ``ort-int8`` (static int8 QDQ, calibrated on random inputs).
+compile` writes it: BN folded), ``ort-int8`` (static int8 QDQ, calibrated on random inputs),
+``tvm-untuned`` (the Relax build `autonl compile --backend tvm --target host` makes without
+tuning, run through the Relax VM; built per batch size, since TVM builds static shapes).
 
     python benchmarks/runtime_latency.py [--nets mobilenetv2,autonl-s,autonl-l] [--batches 1,8]
                                          [--rounds 5] [--calls 10] [--threads N] [--json OUT]
@@ -29,7 +31,17 @@ from autonl.backends.onnx.runtime import quantize_int8, run, session
 from autonl.ir import build_preset
 
 
-def runners_for(name: str, resolution: int, threads: int) -> dict:
+def tvm_runner(fp32, shape):
+    import tvm
+
+    from autonl.backends.tvm import get_target
+    from autonl.backends.tvm.compile import build, to_relax, vm_runner
+    mod, params = to_relax(fp32, shape)
+    ex, main_params = build(mod, tvm.target.Target(get_target("host").target_dict()), params, False, None)
+    return vm_runner(ex, main_params)
+
+
+def runners_for(name: str, resolution: int, threads: int, batch: int) -> dict:
     model = load_model_or_graph(build_preset(name, resolution=resolution))
     fp32 = export_onnx(deploy_graph(model))
     calib = [reference_input(model.graph, batch=8, seed=s) for s in range(4)]
@@ -40,7 +52,8 @@ def runners_for(name: str, resolution: int, threads: int) -> dict:
         with torch.inference_mode():
             return model.module(torch.from_numpy(x))
 
-    return {"torch": eager, "ort-fp32": lambda x: run(s32, x), "ort-int8": lambda x: run(s8, x)}
+    return {"torch": eager, "ort-fp32": lambda x: run(s32, x), "ort-int8": lambda x: run(s8, x),
+            "tvm-untuned": tvm_runner(fp32, [batch, 3, resolution, resolution])}
 
 
 def measure(runners: dict, x: np.ndarray, rounds: int, calls: int) -> dict:
@@ -72,8 +85,8 @@ def main() -> None:
     print(f"{args.resolution}x{args.resolution}, {args.threads} threads, median of {args.rounds} rounds x "
           f"{args.calls} calls, runtimes alternating; ratio = runtime time / reference time")
     for name in args.nets.split(","):
-        runners = runners_for(name, args.resolution, args.threads)
         for batch in map(int, args.batches.split(",")):
+            runners = runners_for(name, args.resolution, args.threads, batch)
             x = reference_input(build_preset(name, resolution=args.resolution), batch=batch)
             t = measure(runners, x, args.rounds, args.calls)
             results.append({"net": name, "batch": batch, "ms": {k: v * 1e3 for k, v in t.items()}})
