@@ -63,7 +63,8 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> Model:
     if isinstance(src, Graph):
         check_discrete(src)
         torch.manual_seed(seed)
-        return Model(src, to_torch(src).eval(), f"random init (seed {seed})", src.source or src.name)
+        module = randomize_bn(to_torch(src).eval(), seed)
+        return Model(src, module, f"random init (seed {seed}), random BN statistics", src.source or src.name)
     folder = model_folder(src)
     if folder is None:
         raise AutonlError(f"{src}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
@@ -71,6 +72,25 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> Model:
     check_discrete(load_graph(folder / "graph.json"))
     graph, module = load_model(folder)
     return Model(graph, module, str(folder / WEIGHTS_FILE), str(folder))
+
+
+def randomize_bn(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BN statistics and affine terms, in place.
+
+    A freshly initialised network has BN at identity and every LightNL's last BN gamma at 0
+    (the block starts as the identity), so its logits barely depend on most layers and a
+    backend that got a layer wrong could still match. With random BN every layer and every
+    LightNL block shapes the logits, which is what parity checks and latency work need.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.4 - 0.2)
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return module
 
 
 def bind_params(graph: Graph, module: torch.nn.Module) -> Graph:

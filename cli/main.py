@@ -432,6 +432,61 @@ def compile_cmd(source, backend, out, int8, calib_data, calib_images, calib_meth
     files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
     click.echo(f"wrote {out}/: {files}, manifest.json")
 
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        from autonl.ir.io import atomic_write
+        atomic_write(path, json.dumps(data, indent=1) + "\n")
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path())
+@click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="Run on a TVM RPC server (python3 -m tvm.exec.rpc_server).")
+@click.option("--qemu", is_flag=True, help="Run the folder's aarch64 C++ runner here under qemu-aarch64.")
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs.")
+@click.option("--input", "input_npy", type=click.Path(), help="A float32 .npy input (default: the folder's input.npy).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
+    """Run a TVM deploy folder (autonl compile --backend tvm) on a device: through TVM RPC
+    (--rpc: upload the library, run and time it there) or under qemu-user (--qemu: the
+    cross-built runner). Prints the median latency and the largest difference from the
+    logits PyTorch gave on this machine."""
+    from autonl.backends.tvm import device
+
+    if bool(rpc_addr) == bool(qemu):
+        raise AutonlError("give one of --rpc HOST:PORT or --qemu")
+    if runs < 1:
+        raise AutonlError(f"--runs must be >= 1 (got {runs})")
+    res = device.run_qemu(folder, runs, input_npy) if qemu else device.run_rpc(rpc_addr, folder, runs, input_npy)
+    diff = res.get("vs_reference_max_abs_diff")
+    click.echo(f"{res['where']}: median {res['median_ms']:.2f} ms over {res['runs']} runs"
+               + (f"; max |output - reference| {diff:.2e}" if diff is not None else ""))
+    _write_json(json_out, res)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path())
+@click.option("--runs", type=int, default=5, show_default=True, help="Runs; each kernel's median is reported.")
+@click.option("--top", type=int, default=15, show_default=True, help="Kernels to print.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every kernel's time as JSON.")
+def profile(folder, runs, top, json_out):
+    """Per-layer (fused kernel) time of a TVM deploy folder, on the machine the library was
+    built for (run it on the board for aarch64 folders). TVM 0.27's runtime has no VM
+    profiler: kernels are timed through the VM's instrument hook."""
+    from autonl.backends.tvm import device
+
+    if runs < 1:
+        raise AutonlError(f"--runs must be >= 1 (got {runs})")
+    res = device.profile(folder, runs=runs)
+    click.echo(f"{res['library']} ({res['target']}): {res['model_us'] / 1e3:.2f} ms a run; its "
+               f"{len(res['kernels'])} kernels take {res['kernels_us'] / 1e3:.2f} ms (median of {runs} runs, "
+               f"timed one by one through the VM's instrument hook)")
+    click.echo(f"{'kernel':<52} {'calls':>5} {'us':>10} {'share':>6}")
+    for r in res["kernels"][:top]:
+        click.echo(f"{r['kernel'][:52]:<52} {r['calls']:>5} {r['total_us']:>10.1f} {r['share']:>6.1%}")
+    _write_json(json_out, res)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
     debug = os.environ.get("AUTONL_DEBUG") == "1"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up, then run the whole test suite.
 # The aarch64 tests need Debian's cross compiler (g++-aarch64-linux-gnu) and qemu-user;
-# they are installed here when missing (as root, or through sudo when it needs no password).
+# they are installed here when missing (as root, or through sudo when it needs no password),
+# and the aarch64 TVM runtime libraries the C++ runner links against are unpacked from the
+# aarch64 apache-tvm wheels (scripts/fetch_arm_runtime.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,8 +14,9 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null
   else
-    echo "note: cannot install g++-aarch64-linux-gnu and qemu-user (not root, no sudo): aarch64 tests will skip" >&2
+    echo "note: cannot install g++-aarch64-linux-gnu and qemu-user (not root, no sudo): the aarch64 tests will fail" >&2
   fi
 fi
+bash scripts/fetch_arm_runtime.sh .venv/bin/python
 . .venv/bin/activate
 python -m pytest -q "$@"

@@ -19,17 +19,10 @@ from helpers import assert_one_line_error
 
 
 def randomized(name: str, resolution: int = 224, seed: int = 1):
-    """A preset model whose BN statistics and affine terms are random, so that every BN and
-    every LightNL block (BN gamma starts at 0) changes the logits."""
-    model = load_model_or_graph(build_preset(name, resolution=resolution), seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
-            m.bias.data = torch.rand(m.bias.shape, generator=gen) * 0.4 - 0.2
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return model
+    """A preset model with random weights and random BN statistics (load_model_or_graph
+    randomises BN for graph sources), so that every BN and every LightNL block changes the
+    logits."""
+    return load_model_or_graph(build_preset(name, resolution=resolution), seed=seed)
 
 
 def module_with_params(graph):

@@ -18,10 +18,10 @@ time, tuned against untuned, host only), ``manifest.json``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -65,11 +65,11 @@ def post_tuning(mod, target, work_dir: str, prepack: bool):
     import tvm
     from tvm import relax
 
-    seq = [relax.transform.MetaScheduleApplyDatabase(work_dir)]
-    if prepack:
-        seq += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.LiftTransformParams(),
-                relax.transform.FoldConstant()]
-    with target:
+    with target:   # MetaScheduleApplyDatabase reads the target when it is constructed
+        seq = [relax.transform.MetaScheduleApplyDatabase(work_dir)]
+        if prepack:
+            seq += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.LiftTransformParams(),
+                    relax.transform.FoldConstant()]
         return tvm.transform.Sequential(seq)(mod)
 
 
@@ -81,8 +81,40 @@ def _records(work_dir: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
+def in_process_builder(on_built=lambda n: None):
+    """A MetaSchedule builder that compiles candidates in this process.
+
+    TVM's ``LocalBuilder`` starts a fresh worker process for every batch of candidates, and
+    each worker imports ``tvm.s_tir.tensor_intrin``, which parses TVMScript for every
+    tensor intrinsic (CUDA's included): about 27 s a batch on this machine, against about
+    0.05 s to compile a candidate. This builder runs the same build and export functions
+    (``default_build``, ``default_export``) here, so the import is paid once. A candidate
+    that fails to build becomes an error result, as with ``LocalBuilder``. ``on_built(n)``
+    is told how many candidates each batch held (the progress display).
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, None)), None))
+                except Exception as e:  # noqa: BLE001  (a bad candidate, reported to the tuner)
+                    results.append(BuilderResult(None, f"InProcessBuilder: {type(e).__name__}: {e}"))
+            on_built(len(build_inputs))
+            return results
+
+    return InProcessBuilder()
+
+
 def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True) -> dict:
     """Tune the tasks of ``mod`` that have no record in ``work_dir``'s database yet."""
+    import logging
+
     from tqdm import tqdm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
@@ -96,29 +128,24 @@ def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True
             "trials_per_task": trials_per_task, "trials_run": 0, "seconds": 0.0}
     if not todo or trials_per_task <= 0:
         return info
-    contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, seed=0)
+    # MetaSchedule's console handler takes the package logger's level: keep the terminal to
+    # warnings and the progress bar; the full logs go to work_dir/logs.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    # A smaller evolutionary population than TVM's default (512 x 4 generations): with budgets
+    # of tens of trials per task the search, not the measuring, dominated the tuning time.
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
+                                                     init_min_unmeasured=32)
+    contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=0)
     total = trials_per_task * len(contexts)
     bar = tqdm(total=total, desc=f"tuning {len(contexts)} tasks", unit="trial", disable=not progress,
                dynamic_ncols=True)
-    done = threading.Event()
-
-    def poll():   # progress: the database grows by one record per measured trial
-        while not done.wait(1.0):
-            bar.n = min(total, _records(work_dir) - before)
-            bar.refresh()
-
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
     t0 = time.time()
     try:
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
                       max_trials_per_task=trials_per_task, num_trials_per_iter=min(64, max(2, trials_per_task)),
-                      database=db, builder=ms.builder.LocalBuilder(max_workers=1),
+                      database=db, builder=in_process_builder(lambda n: bar.update(min(n, total - bar.n))),
                       runner=ms.runner.LocalRunner())
     finally:
-        done.set()
-        watcher.join()
-        bar.n = min(total, _records(work_dir) - before)
         bar.close()
     info.update(tasks_tuned=len(contexts), trials_run=_records(work_dir) - before, seconds=time.time() - t0)
     return info
@@ -165,15 +192,20 @@ def _time_prim(mod, target, dev, repeat: int = 5) -> float:
     """Median microseconds of one call of the PrimFunc in ``mod`` on random arguments."""
     import tvm
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    infos = ArgInfo.from_entry_func(mod, remove_preproc=True)
+    # As MetaSchedule's default_build builds a candidate (weight layout rewrites are left to
+    # prepacking), without its import of tvm.s_tir.tensor_intrin (about 27 s).
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     with target:
-        lib = tvm.compile(mod, target=target)
+        lib = tvm.tirx.build(mod, target=target)
     rng = np.random.default_rng(0)
     args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
                                if "float" in str(info.dtype) else
                                np.zeros([int(d) for d in info.shape], dtype=str(info.dtype)), dev)
-            for info in ArgInfo.from_prim_func(mod["main"])]
-    timer = lib.time_evaluator(lib.entry_name if hasattr(lib, "entry_name") else "main", dev, number=3,
+            for info in infos]
+    timer = lib.time_evaluator(lib.entry_name, dev, number=3,
                                repeat=repeat, min_repeat_ms=5)
     return float(np.median(np.array(timer(*args).results))) * 1e6
 
@@ -238,11 +270,12 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
     checks: dict = {}
     layers = None
     latency = None
+    x = reference_input(model.graph)
+    ref_t = torch_logits(model, x)
     if target.is_host:
-        x = reference_input(model.graph)
         runner = vm_runner(ex, main_params)
         got = runner(x)
-        ref_t, ref_o = torch_logits(model, x), run(session(onnx_model), x)
+        ref_o = run(session(onnx_model), x)
         checks = {"vs_torch_max_abs_diff": float(np.abs(got - ref_t).max()),
                   "vs_onnxruntime_max_abs_diff": float(np.abs(got - ref_o).max()), "tolerance": PARITY_TOL}
         log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
@@ -275,6 +308,16 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
     atomic_write(out_path / "model.params", bytes(tvm.runtime.save_param_dict(
         {f"p{i:04d}": p for i, p in enumerate(main_params)})))
     atomic_write(out_path / "deploy_graph.ir", render(graph, "text"))
+    for name, arr in (("input.npy", x), ("reference_output.npy", ref_t)):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        atomic_write(out_path / name, buf.getvalue())
+        files.append(name)
+    runner_info = None
+    if not target.is_host:   # the C++ runner and a README for the board
+        from .device import package_runner, write_board_readme
+        runner_info = package_runner(out_path, target, cc, log)
+        files += runner_info.pop("files") + [write_board_readme(out_path, target, model.graph.name, lib)]
     if layers is not None:
         atomic_write(out_path / "layers.json", json.dumps(layers, indent=1) + "\n")
         files.append("layers.json")
@@ -286,6 +329,8 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
         "weights": model.weights, **io_signature(model.graph),
         "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs,
         "translation": "IR -> ONNX (autonl) -> Relax (tvm.relax.frontend.onnx)",
+        "library": lib, "runner": runner_info,
+        "test_input": "input.npy", "reference_output": "reference_output.npy (PyTorch on this machine)",
         "tuned": tuned, "weight_prepack": bool(prepack and tuned), "tuning": tuning,
         "tuning_dir": work_dir if tuned else None,
         "entry": {"transform_params": "main_transform_params" if prepack and tuned else None, "main": "main",

@@ -1,0 +1,356 @@
+"""Running a compiled TVM model away from this Python process: the C++ runner (built for the
+board, run here under qemu-user), TVM RPC, and per-kernel timing.
+
+The runner (``runner/autonl_runner.cc``) uses only the TVM FFI headers and links against
+``libtvm_runtime.so`` and ``libtvm_ffi.so``. For aarch64 these come from the aarch64 wheels
+of apache-tvm and apache-tvm-ffi on PyPI (the same versions as this machine's TVM), unpacked
+by ``scripts/fetch_arm_runtime.sh`` at set-up time into :func:`runtime_dir` (nothing is
+downloaded at run time). They are copied into the deploy folder's ``lib/``, where the runner
+finds them (rpath ``$ORIGIN/lib``), so the folder can be copied to a board as it is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from autonl.ir import AutonlError
+from autonl.ir.io import atomic_write
+
+RUNNER = "autonl_runner"
+RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+QEMU = "qemu-aarch64"
+AARCH64_SYSROOT = "/usr/aarch64-linux-gnu"   # Debian's libc6-arm64-cross, pulled in by g++-aarch64-linux-gnu
+_ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
+
+
+def tvm_version() -> str:
+    from importlib.metadata import version
+    return version("apache-tvm")
+
+
+def runtime_dir() -> Path:
+    """Where the aarch64 TVM runtime libraries are looked for: ``$AUTONL_TVM_RUNTIME_AARCH64``,
+    else ``~/.cache/autonl/tvm-runtime-aarch64/<apache-tvm version>``."""
+    env = os.environ.get("AUTONL_TVM_RUNTIME_AARCH64")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "autonl" / "tvm-runtime-aarch64" / tvm_version()
+
+
+def elf_machine(path: str | Path) -> str | None:
+    """The architecture an ELF file was built for ('x86_64', 'aarch64', ...), None if not ELF."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return _ELF_MACHINES.get(machine, f"machine {machine}")
+
+
+def find_runtime() -> Path | None:
+    d = runtime_dir()
+    if all((d / lib).is_file() and elf_machine(d / lib) == "aarch64" for lib in RUNTIME_LIBS):
+        return d
+    return None
+
+
+def _runner_files():
+    return resources.files("autonl.backends.tvm") / "runner"
+
+
+def package_runner(out: Path, target, cc: str, log=lambda msg: None) -> dict:
+    """Write the runner's source, Makefile and headers into ``out``; when the aarch64 runtime
+    libraries are at hand, copy them to ``out/lib`` and cross-build ``out/autonl_runner``."""
+    import tvm_ffi.libinfo
+
+    src = _runner_files()
+    for name in ("autonl_runner.cc", "Makefile"):
+        atomic_write(out / name, (src / name).read_bytes())
+    include = out / "include"
+    if include.exists():
+        shutil.rmtree(include)
+    shutil.copytree(tvm_ffi.libinfo.find_include_path(), include,
+                    ignore=shutil.ignore_patterns("tvm_ffi_python_*.h"))
+    files = ["autonl_runner.cc", "Makefile"]
+    rt = find_runtime()
+    if rt is None:
+        log(f"runner not built: no aarch64 TVM runtime in {runtime_dir()} (run scripts/fetch_arm_runtime.sh, "
+            f"or set AUTONL_TVM_RUNTIME_AARCH64); its source and Makefile are in {out}")
+        return {"built": False, "runtime": None, "files": files}
+    (out / "lib").mkdir(exist_ok=True)
+    for lib in RUNTIME_LIBS:
+        shutil.copy2(rt / lib, out / "lib" / lib)
+    proc = subprocess.run(["make", "-s", "-C", str(out), f"CXX={cc}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["make failed"])[0]
+        raise AutonlError(f"building {RUNNER} with {cc} failed: {first[:200]}")
+    log(f"cross-built {RUNNER} with {cc} against the aarch64 TVM runtime in {rt}")
+    return {"built": True, "runtime": str(rt), "files": files + [RUNNER] + [f"lib/{lib}" for lib in RUNTIME_LIBS]}
+
+
+BOARD_README = """# {graph} for {target_name}
+
+Compiled by `autonl compile --backend tvm --target {target_name}` (TVM {tvm}, target
+`{target_json}`).
+
+| file | what |
+|---|---|
+| `{lib}` | the model: a Relax VM executable, aarch64 shared library |
+| `model.params` | its weights (`tvm.runtime.save_param_dict`, keys `p0000`... in call order) |
+| `input.npy`, `reference_output.npy` | a test input and the logits PyTorch gives for it on this machine |
+| `autonl_runner.cc`, `Makefile`, `include/` | the C++ runner, its build, the TVM FFI headers |
+| `autonl_runner`, `lib/` | the runner cross-built for aarch64, and the TVM runtime libraries it loads |
+| `manifest.json` | inputs, outputs, costs, checks, versions, sha256 of every file |
+
+## On the board (64-bit Raspberry Pi OS, Debian or Ubuntu for arm64)
+
+Copy this folder over and run the model once on the test input:
+
+```bash
+scp -r {folder} pi@raspberrypi.local:~/{folder}
+ssh pi@raspberrypi.local
+cd ~/{folder}
+./autonl_runner {lib} model.params input.npy output.npy 50
+python3 -c "import numpy as n; print(abs(n.load('output.npy') - n.load('reference_output.npy')).max())"
+```
+
+The runner prints `runs N median_ms M min_ms m`; the difference printed last should be below
+1e-4. If `autonl_runner` or `lib/` are missing (the aarch64 runtime was not fetched when this
+folder was made), build the runner on the board: `pip install apache-tvm=={tvm}` gives
+`libtvm_runtime.so` and `libtvm_ffi.so`; copy them to `lib/` and run `make CXX=g++`.
+
+Without a board: `autonl deploy {folder} --qemu` runs the runner here under qemu-user, and
+`autonl deploy {folder} --rpc HOST:PORT` runs the library on a board that runs
+`python3 -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090`.
+"""
+
+
+def write_board_readme(out: Path, target, graph_name: str, lib: str) -> str:
+    text = BOARD_README.format(graph=graph_name, target_name=target.name, tvm=tvm_version(), lib=lib,
+                               target_json=json.dumps(target.target_dict()), folder=out.name or "deploy")
+    atomic_write(out / "README.md", text)
+    return "README.md"
+
+
+def load_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise AutonlError(f"{folder}: not a TVM deploy folder (no manifest.json); make one with "
+                          f"autonl compile --backend tvm --out {folder}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AutonlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if manifest.get("format") != "autonl-deploy" or manifest.get("backend") != "tvm":
+        raise AutonlError(f"{folder}: not a TVM deploy folder (manifest backend {manifest.get('backend')!r})")
+    return manifest
+
+
+def library_path(folder: str | Path, manifest: dict) -> Path:
+    lib = Path(folder) / manifest["library"]
+    if not lib.is_file():
+        raise AutonlError(f"{lib}: missing from the deploy folder")
+    return lib
+
+
+def _reference(folder: Path, manifest: dict, input_npy: str | None):
+    x_path = Path(input_npy) if input_npy else folder / "input.npy"
+    try:
+        x = np.load(x_path).astype(np.float32)
+    except (OSError, ValueError) as e:
+        raise AutonlError(f"{x_path}: cannot read the input ({e})") from None
+    want = manifest["inputs"][0]["shape"]
+    if [int(d) for d in x.shape] != [int(d) for d in want]:
+        raise AutonlError(f"{x_path}: input shape {list(x.shape)}, the library takes {want}")
+    ref = np.load(folder / "reference_output.npy") if input_npy is None else None
+    return x_path, x, ref
+
+
+def _result(where: str, out: np.ndarray, ref: np.ndarray | None, runs: int, median_ms: float,
+            min_ms: float) -> dict:
+    res = {"where": where, "runs": runs, "median_ms": median_ms, "min_ms": min_ms, "output_shape": list(out.shape)}
+    if ref is not None:
+        res["vs_reference_max_abs_diff"] = float(np.abs(out - ref).max())
+    return res
+
+
+def run_qemu(folder: str | Path, runs: int = 5, input_npy: str | None = None) -> dict:
+    """Run the deploy folder's aarch64 runner under qemu-user on its test input."""
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    lib = library_path(folder, manifest)
+    arch = elf_machine(lib)
+    if arch != "aarch64":
+        raise AutonlError(f"{lib}: built for {arch or 'no known architecture'} (target "
+                          f"'{manifest.get('target')}'), not aarch64; --qemu runs aarch64 deploy folders")
+    runner = folder / RUNNER
+    if not runner.is_file():
+        raise AutonlError(f"{runner}: not built (no aarch64 TVM runtime when the folder was made); run "
+                          f"scripts/fetch_arm_runtime.sh and compile again")
+    if shutil.which(QEMU) is None:
+        raise AutonlError(f"{QEMU} is not on PATH; on Debian: apt-get install qemu-user")
+    x_path, _x, ref = _reference(folder, manifest, input_npy)
+    out_npy = folder / ".qemu_output.npy"
+    cmd = [QEMU, "-L", AARCH64_SYSROOT, str(runner), str(lib), str(folder / "model.params"), str(x_path),
+           str(out_npy), str(runs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise AutonlError(f"{RUNNER} under {QEMU} failed: {msg[:300]}")
+    m = re.search(r"runs (\d+) median_ms ([\d.]+) min_ms ([\d.]+)", proc.stdout)
+    if m is None:
+        raise AutonlError(f"{RUNNER} printed no timing: {proc.stdout.strip()[:200]}")
+    out = np.load(out_npy)
+    out_npy.unlink()
+    return _result("qemu-aarch64 (emulated: not the board's latency)", out, ref, int(m.group(1)),
+                   float(m.group(2)), float(m.group(3)))
+
+
+def parse_rpc(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise AutonlError(f"--rpc {addr!r}: expected HOST:PORT, e.g. 192.168.1.20:9090")
+    return host, int(port)
+
+
+def connect(addr: str, timeout: float = 5.0):
+    from tvm import rpc
+
+    host, port = parse_rpc(addr)
+    try:   # a plain socket first: TVM's connect retries for a long time before it gives up
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise AutonlError(f"RPC server {host}:{port} is not reachable ({e.strerror or e}); start one on the "
+                          f"device with: python3 -m tvm.exec.rpc_server --host 0.0.0.0 --port {port}") from None
+    try:
+        return rpc.connect(host, port, session_timeout=600)
+    except Exception as e:  # noqa: BLE001  (TVM raises a generic error for handshake failures)
+        raise AutonlError(f"RPC server {host}:{port}: {str(e).strip().splitlines()[-1][:200]}") from None
+
+
+def _remote_vm(remote, folder: Path, manifest: dict):
+    """Upload and load the library on the RPC server; (vm, device, main's weight arguments)."""
+    import tvm
+    from tvm import relax
+
+    lib = library_path(folder, manifest)
+    name = f"autonl_{manifest['files'][manifest['library']]['sha256'][:16]}.so"
+    remote.upload(str(lib), target=name)
+    try:
+        rlib = remote.load_module(name)
+    except Exception as e:  # noqa: BLE001
+        raise AutonlError(f"the RPC server could not load {lib.name} (built for {elf_machine(lib)}, target "
+                          f"'{manifest.get('target')}'): is the server on a machine of that kind? "
+                          f"({str(e).strip().splitlines()[-1][:160]})") from None
+    dev = remote.cpu()
+    vm = relax.VirtualMachine(rlib, dev)
+    params = tvm.runtime.load_param_dict((folder / "model.params").read_bytes())
+    args = [tvm.runtime.tensor(params[k].numpy(), dev) for k in sorted(params)]
+    if manifest.get("entry", {}).get("transform_params"):
+        # RPC passes tensors, not arrays: build the array and take the results apart remotely.
+        packed = remote.get_function("ffi.Array")(*args)
+        laid_out = vm.module[manifest["entry"]["transform_params"]](packed)
+        get = remote.get_function("ffi.ArrayGetItem")
+        args = [get(laid_out, i) for i in range(remote.get_function("ffi.ArraySize")(laid_out))]
+    return vm, dev, args
+
+
+def run_rpc(addr: str, folder: str | Path, runs: int = 20, input_npy: str | None = None) -> dict:
+    """Upload the deploy folder's library to a TVM RPC server, run it on the test input and
+    time it there (the server's clock, TVM's time_evaluator)."""
+    import tvm
+
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    _x_path, x, ref = _reference(folder, manifest, input_npy)
+    remote = connect(addr)
+    vm, dev, args = _remote_vm(remote, folder, manifest)
+    xt = tvm.runtime.tensor(x, dev)
+    out = vm["main"](xt, *args).numpy()
+    vm.save_function("main", "autonl_timed", xt, *args)
+    timer = vm.time_evaluator("autonl_timed", dev, number=1, repeat=runs, min_repeat_ms=0)
+    times = [t * 1e3 for t in timer().results]
+    return _result(f"rpc {addr}", out, ref, len(times), statistics.median(times), min(times))
+
+
+def profile(folder: str | Path, input_npy: str | None = None, runs: int = 5) -> dict:
+    """Per-kernel time of a deploy folder's library on this machine.
+
+    TVM 0.27's runtime ships no Relax VM profiler (``VirtualMachine`` has no ``profile``), so
+    this times each call the VM makes (fused kernels and VM builtins) through the VM's
+    instrument hook: wall time around the call, summed per kernel over one run of ``main``,
+    median over ``runs`` runs. The hook adds a Python call around each kernel; the total is
+    therefore a little above an uninstrumented run. It runs where the library can be
+    loaded: here for host libraries, on the board (pip install apache-tvm, autonl) for
+    aarch64 ones.
+    """
+    import time as _time
+
+    import tvm
+    from tvm import relax
+    from tvm.runtime.vm import VMInstrumentReturnKind
+
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    lib = library_path(folder, manifest)
+    _x_path, x, _ref = _reference(folder, manifest, input_npy)
+    arch, here = elf_machine(lib), os.uname().machine
+    if arch != here:
+        raise AutonlError(f"{lib.name} is built for {arch} (target '{manifest.get('target')}'), this machine is "
+                          f"{here}: run autonl profile on the device itself (pip install apache-tvm there), or time "
+                          f"the whole model with autonl deploy --rpc / --qemu")
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), dev)
+    params = tvm.runtime.load_param_dict((folder / "model.params").read_bytes())
+    args = [params[k] for k in sorted(params)]
+    if manifest.get("entry", {}).get("transform_params"):
+        args = list(vm[manifest["entry"]["transform_params"]](args))
+    xt = tvm.runtime.tensor(x, dev)
+    vm["main"](xt, *args)   # warm-up: allocations, thread pool
+    plain = []
+    for _ in range(runs):
+        t0 = _time.perf_counter()
+        vm["main"](xt, *args)
+        plain.append((_time.perf_counter() - t0) * 1e6)
+    run_totals: list[dict[str, list]] = []
+    current: dict[str, list] = {}
+    started = [0.0]
+
+    def instrument(func, symbol, before_run, ret_value, *call_args):
+        if before_run:
+            started[0] = _time.perf_counter()
+        else:
+            row = current.setdefault(str(symbol), [0, 0.0])
+            row[0] += 1
+            row[1] += _time.perf_counter() - started[0]
+        return VMInstrumentReturnKind.NO_OP
+
+    vm.set_instrument(instrument)
+    for _ in range(runs):
+        current = {}
+        vm["main"](xt, *args)
+        run_totals.append(current)
+    rows = []
+    for name in run_totals[0]:
+        totals = [r[name][1] for r in run_totals if name in r]
+        rows.append({"kernel": name, "calls": run_totals[0][name][0], "total_us": statistics.median(totals) * 1e6})
+    rows.sort(key=lambda r: -r["total_us"])
+    # VM builtins (allocation, reshape views, ...) take a microsecond or two each, about what
+    # the hook itself costs: they are reported apart, and shares are of the kernels' time.
+    kernels = [r for r in rows if not r["kernel"].startswith("vm.builtin.")]
+    builtins = [r for r in rows if r["kernel"].startswith("vm.builtin.")]
+    total = sum(r["total_us"] for r in kernels)
+    for r in kernels:
+        r["share"] = r["total_us"] / total if total else 0.0
+    return {"where": "local (VM instrument hook)", "library": lib.name, "target": manifest.get("target"),
+            "runs": runs, "model_us": statistics.median(plain), "kernels_us": total, "kernels": kernels,
+            "vm_builtins": builtins}

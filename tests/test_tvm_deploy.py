@@ -1,0 +1,161 @@
+"""Deploying TVM libraries: MetaSchedule tuning and its database reuse, the aarch64 C++
+runner under qemu-user, TVM RPC on loopback, per-kernel profiling, and their bad input."""
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from autonl.backends.deploy import load_model_or_graph
+from autonl.backends.tvm import get_target
+from autonl.backends.tvm.compile import compile_tvm
+from autonl.backends.tvm.device import find_runtime, runtime_dir
+from autonl.ir import parse_graph
+from autonl.passes import PassManager
+
+from helpers import assert_one_line_error
+
+TINY = """
+graph tiny(%x: f32[1,3,16,16]) {
+  %conv = conv2d(%x) {out=16, k=3, s=2}
+  %bn = batch_norm(%conv)
+  %act = relu6(%bn)
+  %pool = global_avg_pool(%act)
+  %flat = flatten(%pool)
+  %fc = linear(%flat) {out=10}
+  return %fc
+}
+"""
+
+
+def test_tuning_writes_a_database_that_a_second_compile_reuses(tmp_path):
+    model = load_model_or_graph(PassManager(["shape-inference"])(parse_graph(TINY)).graph, seed=0)
+    host = get_target("host")
+    first = compile_tvm(model, tmp_path / "a", host, trials_per_task=2, progress=False)
+    tuning = first["tuning"]
+    assert tuning["tasks"] >= 2 and tuning["tasks_tuned"] == tuning["tasks"] and tuning["trials_run"] > 0
+    assert (tmp_path / "a" / "tuning" / "database_tuning_record.json").stat().st_size > 0
+    assert first["tuned"] and first["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+    layers = json.loads((tmp_path / "a" / "layers.json").read_text())
+    assert len(layers) == tuning["tasks"] and all(r["untuned_us"] > 0 and r["tuned_us"] > 0 for r in layers)
+
+    second = compile_tvm(model, tmp_path / "b", host, trials_per_task=2, tuning_dir=tmp_path / "a" / "tuning",
+                         progress=False)
+    assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_tuned"] == 0
+    assert second["tuning"]["tasks_with_records"] == tuning["tasks"]
+    assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def arm_and_host(tmp_path_factory):
+    """AutoNL-S at 32 px, width 0.35, compiled for arm64 (with the cross-built runner) and for
+    the host, from the same random weights."""
+    from conftest import autonl_exe
+    if find_runtime() is None:
+        pytest.fail(f"no aarch64 TVM runtime in {runtime_dir()}: run scripts/fetch_arm_runtime.sh "
+                    f"(scripts/test.sh does)")
+    root = tmp_path_factory.mktemp("deploy")
+    for target in ("arm64", "host"):
+        proc = subprocess.run([autonl_exe(), "compile", "autonl-s", "-r", "32", "-w", "0.35", "--classes", "10",
+                               "--backend", "tvm", "--target", target, "--out", str(root / target)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"compile --target {target} failed:\n{proc.stderr}")
+    return root / "arm64", root / "host"
+
+
+def test_arm64_runner_under_qemu_matches_the_host_build(arm_and_host, cli, tmp_path):
+    import tvm
+    from autonl.backends.tvm.compile import vm_runner
+
+    arm, host = arm_and_host
+    manifest = json.loads((arm / "manifest.json").read_text())
+    assert manifest["runner"]["built"]
+    for name in ("autonl_runner", "autonl_runner.cc", "Makefile", "README.md", "lib/libtvm_runtime.so",
+                 "lib/libtvm_ffi.so", "model.aarch64.so", "model.params", "input.npy"):
+        assert name in manifest["files"], name
+    assert (arm / "autonl_runner").read_bytes()[18] == 183              # an aarch64 executable
+    # the runner itself, under qemu-user, on the folder's test input
+    out_npy = tmp_path / "arm_out.npy"
+    proc = subprocess.run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(arm / "autonl_runner"),
+                           str(arm / "model.aarch64.so"), str(arm / "model.params"), str(arm / "input.npy"),
+                           str(out_npy), "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "median_ms" in proc.stdout
+    arm_logits = np.load(out_npy)
+    # the host build of the same weights, through the Python Relax VM
+    params = tvm.runtime.load_param_dict((host / "model.params").read_bytes())
+    host_logits = vm_runner(tvm.runtime.load_module(str(host / "model.so")),
+                            [params[k] for k in sorted(params)])(np.load(host / "input.npy"))
+    assert arm_logits.shape == (1, 10)
+    assert np.abs(host_logits).max() > 1e-3
+    assert np.abs(arm_logits - host_logits).max() <= 1e-4
+    # the same through the CLI, which also compares with PyTorch's logits
+    res = cli("deploy", arm, "--qemu", "--runs", "2", "--json", tmp_path / "q.json", check_ok=True)
+    assert "max |output - reference|" in res.stdout
+    assert json.loads((tmp_path / "q.json").read_text())["vs_reference_max_abs_diff"] <= 1e-4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rpc_server():
+    """A host TVM RPC server on loopback (an aarch64 one would need an aarch64 Python under qemu)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
+                             str(port), "--port-end", str(port + 1)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the RPC server did not start")
+    yield f"127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+def test_deploy_over_rpc_runs_and_times_the_library(arm_and_host, rpc_server, cli, tmp_path):
+    _arm, host = arm_and_host
+    proc = cli("deploy", host, "--rpc", rpc_server, "--runs", "3", "--json", tmp_path / "r.json", check_ok=True)
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["runs"] == 3 and res["median_ms"] > 0 and res["vs_reference_max_abs_diff"] <= 1e-4
+    assert f"rpc {rpc_server}" in proc.stdout
+
+
+def test_a_library_for_another_target_and_an_unreachable_server_get_one_line(arm_and_host, rpc_server, cli):
+    arm, host = arm_and_host
+    assert_one_line_error(cli("deploy", arm, "--rpc", rpc_server), "could not load model.aarch64.so",
+                          "aarch64")
+    assert_one_line_error(cli("deploy", host, "--rpc", f"127.0.0.1:{_free_port()}"), "not reachable",
+                          "rpc_server")
+    assert_one_line_error(cli("deploy", host, "--rpc", "nowhere"), "HOST:PORT")
+    assert_one_line_error(cli("deploy", host, "--qemu"), "built for x86_64", "not aarch64")
+    assert_one_line_error(cli("profile", arm), "built for aarch64", "on the device")
+
+
+def test_profile_reports_per_kernel_time(arm_and_host, cli, tmp_path):
+    _arm, host = arm_and_host
+    proc = cli("profile", host, "--runs", "2", "--top", "3", "--json", tmp_path / "p.json", check_ok=True)
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert res["model_us"] > 0 and len(res["kernels"]) > 10
+    assert any(k["kernel"].startswith(("conv2d", "fused_conv2d")) for k in res["kernels"])
+    assert abs(sum(k["share"] for k in res["kernels"]) - 1) < 1e-6
+    assert "kernel" in proc.stdout
+
+
+def test_deploy_of_a_folder_that_is_not_a_deploy_folder(cli, tmp_path):
+    assert_one_line_error(cli("deploy", tmp_path, "--qemu"), "not a TVM deploy folder")
+    assert_one_line_error(cli("deploy", tmp_path), "give one of --rpc")
