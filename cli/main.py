@@ -365,6 +365,86 @@ def load_deployable(source: str, resolution, width, batch, classes, seed: int):
     return load_model_or_graph(load_target(source, resolution, width, batch, classes), seed=seed)
 
 
+def _load_callable(spec: str):
+    """``package.module:callable`` or ``path/to/file.py:callable``."""
+    import importlib
+    import importlib.util
+
+    mod_name, sep, attr = spec.rpartition(":")
+    if not sep or not mod_name or not attr:
+        raise AutonlError(f"{spec!r}: expected MODULE:CALLABLE, e.g. mynets.mobilenet:build or nets.py:build")
+    try:
+        if mod_name.endswith(".py") or os.sep in mod_name:
+            path = Path(mod_name)
+            if not path.is_file():
+                raise AutonlError(f"{mod_name}: no such Python file")
+            spec_ = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec_)
+            sys.modules[path.stem] = module
+            spec_.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(mod_name)
+    except AutonlError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the user's module failed to import)
+        raise AutonlError(f"importing {mod_name} failed: {type(e).__name__}: {e}") from None
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise AutonlError(f"{mod_name} has no callable '{attr}'")
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        raise AutonlError(f"{spec}() failed: {type(e).__name__}: {e}") from None
+
+
+@cli.command("import")
+@click.argument("spec", metavar="MODULE:CALLABLE")
+@click.option("--input-shape", default="1,3,224,224", show_default=True, help="N,C,H,W of the example input.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(),
+              help="A graph file (.ir/.txt text form, .json), with its weights beside it as <name>.weights.pt; "
+                   "or a folder, written as a model folder (graph.json, graph.ir, weights.pt).")
+@click.option("--no-fold", is_flag=True, help="Keep MBConv blocks as primitives (no fold-mbconv).")
+def import_cmd(spec, input_shape, out, no_fold):
+    """Import a PyTorch model: MODULE:CALLABLE returns an nn.Module, which is traced
+    (torch.fx; torch.export where that fails) into an IR graph of primitives with its
+    weights, and its inverted-residual blocks folded into mbconv nodes."""
+    from autonl.backends.deploy import check_out
+    from autonl.ir.frontend import import_module
+    from autonl.ir.io import save_graph
+
+    try:
+        shape = [int(v) for v in input_shape.split(",")]
+    except ValueError:
+        raise AutonlError(f"--input-shape {input_shape!r}: expected N,C,H,W integers, e.g. 1,3,224,224") from None
+    out_path = Path(out)
+    as_file = out_path.suffix in (".ir", ".txt", ".json")
+    check_out(out_path.parent if as_file else out_path)
+    net = _load_callable(spec)
+    graph = import_module(net, shape, name=spec.rpartition(":")[2])
+    import torch
+
+    from autonl.backends.torch.lower import to_torch
+    from autonl.backends.torch.weights import save_model, torch_bytes
+    module = to_torch(graph)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()}, strict=False)
+    module.eval()
+    blocks = sum(1 for n in graph if n.op == "mbconv")
+    if as_file:
+        from autonl.ir.io import atomic_write
+        weights = out_path.with_name(out_path.stem + ".weights.pt")
+        atomic_write(weights, torch_bytes({k: v.detach().cpu() for k, v in module.state_dict().items()}))
+        save_graph(graph, out_path)
+        click.echo(f"wrote {out_path} ({len(graph.nodes)} nodes, {blocks} mbconv blocks) and {weights}")
+    else:
+        save_model(graph, module, out_path)
+        click.echo(f"wrote model folder {out_path}/ ({len(graph.nodes)} nodes, {blocks} mbconv blocks)")
+    from autonl.passes import analyze_cost
+    cost = analyze_cost(graph)
+    click.echo(f"{cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.2f}M params")
+
+
 @cli.command()
 def targets():
     """List the named TVM targets and the target dicts they resolve to."""

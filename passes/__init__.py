@@ -12,7 +12,7 @@ A custom pass::
                 n.op = "relu"
             return PassResult(graph, modified=bool(nodes))
 """
-from . import cost, dce, derive, fold_bn, insert_lightnl, lower_composites, relax, shape_inference  # noqa: F401  (register built-ins)
+from . import cost, dce, derive, fold_bn, fold_mbconv, insert_lightnl, lower_composites, relax, shape_inference  # noqa: F401  (register built-ins)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost import CostReport, analyze_cost
 from .manager import DumpIR, Instrument, PassManager, Timing

@@ -1,0 +1,137 @@
+"""The torch.fx frontend: a user's nn.Module imported into the IR, its inverted residuals
+folded into mbconv nodes (fold-mbconv), searched on like a preset, and unsupported ops."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from autonl.backends.torch.lower import to_torch
+from autonl.ir import build_preset, load_graph
+from autonl.ir.frontend import UnsupportedOpError, import_module
+from autonl.passes import PassManager, analyze_cost
+
+from helpers import assert_one_line_error
+
+NETS = Path(__file__).parent / "nets"
+sys.path.insert(0, str(NETS))
+from custom_function import WithCustomFunction  # noqa: E402
+from torch_mobilenetv2 import MobileNetV2  # noqa: E402
+
+
+def random_bn(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return module.eval()
+
+
+def lowered_with_weights(graph):
+    module = to_torch(graph).eval()
+    missing, unexpected = module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()},
+                                                 strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    return module
+
+
+def test_mobilenetv2_imports_with_the_presets_costs_17_mbconvs_and_the_same_logits():
+    torch.manual_seed(0)
+    net = random_bn(MobileNetV2())
+    graph = import_module(net, (1, 3, 224, 224))
+    cost, preset = analyze_cost(graph), analyze_cost(build_preset("mobilenetv2"))
+    assert (cost.macs, cost.params) == (preset.macs, preset.params)
+    assert round(cost.macs / 1e6, 1) == 300.8 and round(cost.params / 1e6, 2) == 3.50
+    assert [n.name for n in graph if n.op == "mbconv"] == [f"mbconv_{i}" for i in range(17)]
+    assert graph.node("features_0_0").op == "conv2d" and graph.node("classifier_1").op == "linear"
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        want, got = net(x), lowered_with_weights(graph)(x)
+    assert want.abs().max() > 0.05
+    assert (want - got).abs().max().item() <= 1e-5
+
+
+class SEBlock(nn.Module):
+    """An EfficientNet-style block: expand, depthwise, SE with `gate * x`, project, SiLU."""
+
+    def __init__(self, c=16, hidden=64, reduce=4):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
+        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 5, 1, 2, groups=hidden, bias=False),
+                                nn.BatchNorm2d(hidden), nn.SiLU())
+        self.se_reduce, self.se_expand = nn.Conv2d(hidden, reduce, 1), nn.Conv2d(reduce, hidden, 1)
+        self.project = nn.Sequential(nn.Conv2d(hidden, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        h = self.dw(self.expand(x))
+        gate = torch.sigmoid(self.se_expand(nn.functional.silu(self.se_reduce(h.mean((2, 3), keepdim=True)))))
+        return x + self.project(gate * h)
+
+
+def test_a_block_with_squeeze_excitation_folds_and_keeps_its_logits():
+    torch.manual_seed(1)
+    net = random_bn(nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), SEBlock(), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    graph = import_module(net, (1, 3, 32, 32))
+    (block,) = [n for n in graph if n.op == "mbconv"]
+    assert block.attrs == {"out": 16, "e": 4, "k": 5, "se": 0.25, "act": "silu"}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (net(x) - lowered_with_weights(graph)(x)).abs().max().item() <= 1e-5
+
+
+def test_data_dependent_control_flow_falls_back_to_torch_export():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            if x.shape[2] > 4:          # symbolic tracing cannot branch on this
+                y = torch.relu(y)
+            return y.mean((2, 3))
+
+    net = random_bn(Branchy())
+    graph = import_module(net, (1, 3, 8, 8))
+    assert [n.op for n in graph] == ["conv2d", "batch_norm", "relu", "global_avg_pool"]
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert (net(x) - lowered_with_weights(graph)(x)).abs().max().item() <= 1e-5
+
+
+def test_an_unsupported_op_names_the_module_path_and_the_op():
+    with pytest.raises(UnsupportedOpError) as e:
+        import_module(WithCustomFunction(), (1, 3, 8, 8))
+    msg = str(e.value)
+    assert msg.startswith("cannot import gate") and "clamp" in msg and "supported: nn.Conv2d" in msg
+
+
+def test_cli_import_then_insert_lightnl_relax_and_a_short_search(cli, tmp_path):
+    graph_file = tmp_path / "small.ir"
+    proc = cli("import", "torch_mobilenetv2:small", "--input-shape", "1,3,32,32", "--out", graph_file,
+               cwd=NETS, check_ok=True)
+    assert "17 mbconv blocks" in proc.stdout
+    assert (tmp_path / "small.weights.pt").is_file()
+    graph = load_graph(graph_file)
+    relaxed = PassManager(["insert-lightnl", "relax"])(graph).graph
+    assert sum(1 for n in relaxed if n.op == "lightnl") == 17 and relaxed.relaxed
+    run = tmp_path / "search"
+    cli("search", graph_file, "--target-macs", "1M", "--steps", "6", "--warmup-steps", "2", "--batch-size", "16",
+        "--train-size", "256", "--val-size", "64", "--out", run, check_ok=True)
+    assert (run / "decisions.json").is_file() and (run / "result.json").is_file()
+    derived = tmp_path / "derived"
+    cli("derive", run, "--out", derived, check_ok=True)
+    assert not load_graph(derived / "graph.json").relaxed
+
+
+def test_cli_import_of_an_unsupported_module_writes_nothing(cli, tmp_path):
+    out = tmp_path / "g.ir"
+    assert_one_line_error(cli("import", f"{NETS / 'custom_function.py'}:build", "--input-shape", "1,3,8,8",
+                              "--out", out), "cannot import gate", "clamp", "supported:")
+    assert not out.exists() and not (tmp_path / "g.weights.pt").exists()
+    assert_one_line_error(cli("import", "no_such_module_xyz:build", "--out", out), "No module named")
+    assert_one_line_error(cli("import", "build", "--out", out), "MODULE:CALLABLE")
