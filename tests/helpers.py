@@ -29,3 +29,15 @@ def start_and_sigkill(command: list[str], run_dir, timeout: float = 300) -> None
     proc.wait()
     assert (run_dir / "checkpoint.pt").exists(), "no checkpoint was written"
     assert not (run_dir / "result.json").exists(), "the run finished before it could be killed"
+
+
+def module_with_params(graph):
+    """The graph lowered to torch (eval mode) with its bound weights (graph.params) loaded."""
+    import torch
+
+    from autonl.backends.torch.lower import to_torch
+    module = to_torch(graph).eval()
+    missing, unexpected = module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()},
+                                                 strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    return module

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from autonl.backends.torch.lower import to_torch
+from autonl.backends.deploy import randomize_bn
 from autonl.ir import build_preset, load_graph
 from autonl.ir.frontend import UnsupportedOpError, import_module
 from autonl.passes import PassManager, analyze_cost
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, module_with_params
 
 NETS = Path(__file__).parent / "nets"
 sys.path.insert(0, str(NETS))
@@ -20,28 +20,9 @@ from custom_function import WithCustomFunction  # noqa: E402
 from torch_mobilenetv2 import MobileNetV2  # noqa: E402
 
 
-def random_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
-            m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return module.eval()
-
-
-def lowered_with_weights(graph):
-    module = to_torch(graph).eval()
-    missing, unexpected = module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()},
-                                                 strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
-    return module
-
-
 def test_mobilenetv2_imports_with_the_presets_costs_17_mbconvs_and_the_same_logits():
     torch.manual_seed(0)
-    net = random_bn(MobileNetV2())
+    net = randomize_bn(MobileNetV2()).eval()
     graph = import_module(net, (1, 3, 224, 224))
     cost, preset = analyze_cost(graph), analyze_cost(build_preset("mobilenetv2"))
     assert (cost.macs, cost.params) == (preset.macs, preset.params)
@@ -50,7 +31,7 @@ def test_mobilenetv2_imports_with_the_presets_costs_17_mbconvs_and_the_same_logi
     assert graph.node("features_0_0").op == "conv2d" and graph.node("classifier_1").op == "linear"
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        want, got = net(x), lowered_with_weights(graph)(x)
+        want, got = net(x), module_with_params(graph)(x)
     assert want.abs().max() > 0.05
     assert (want - got).abs().max().item() <= 1e-5
 
@@ -74,13 +55,13 @@ class SEBlock(nn.Module):
 
 def test_a_block_with_squeeze_excitation_folds_and_keeps_its_logits():
     torch.manual_seed(1)
-    net = random_bn(nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), SEBlock(), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    net = randomize_bn(nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), SEBlock(), nn.AdaptiveAvgPool2d(1), nn.Flatten())).eval()
     graph = import_module(net, (1, 3, 32, 32))
     (block,) = [n for n in graph if n.op == "mbconv"]
     assert block.attrs == {"out": 16, "e": 4, "k": 5, "se": 0.25, "act": "silu"}
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert (net(x) - lowered_with_weights(graph)(x)).abs().max().item() <= 1e-5
+        assert (net(x) - module_with_params(graph)(x)).abs().max().item() <= 1e-5
 
 
 def test_data_dependent_control_flow_falls_back_to_torch_export():
@@ -95,12 +76,12 @@ def test_data_dependent_control_flow_falls_back_to_torch_export():
                 y = torch.relu(y)
             return y.mean((2, 3))
 
-    net = random_bn(Branchy())
+    net = randomize_bn(Branchy()).eval()
     graph = import_module(net, (1, 3, 8, 8))
     assert [n.op for n in graph] == ["conv2d", "batch_norm", "relu", "global_avg_pool"]
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
-        assert (net(x) - lowered_with_weights(graph)(x)).abs().max().item() <= 1e-5
+        assert (net(x) - module_with_params(graph)(x)).abs().max().item() <= 1e-5
 
 
 def test_an_unsupported_op_names_the_module_path_and_the_op():

@@ -10,12 +10,11 @@ from autonl.backends.deploy import (bind_params, deploy_graph, load_model_or_gra
                                     torch_logits)
 from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import run, session
-from autonl.backends.torch.lower import to_torch
 from autonl.ir import build_preset
 from autonl.ir.ops import lightnl_order
 from autonl.passes import PassError, PassManager
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, module_with_params
 
 
 def randomized(name: str, resolution: int = 224, seed: int = 1):
@@ -23,14 +22,6 @@ def randomized(name: str, resolution: int = 224, seed: int = 1):
     randomises BN for graph sources), so that every BN and every LightNL block changes the
     logits."""
     return load_model_or_graph(build_preset(name, resolution=resolution), seed=seed)
-
-
-def module_with_params(graph):
-    module = to_torch(graph).eval()
-    missing, unexpected = module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()},
-                                                 strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
-    return module
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "autonl-s"])
