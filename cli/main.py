@@ -445,6 +445,41 @@ def import_cmd(spec, input_shape, out, no_fold):
     click.echo(f"{cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.2f}M params")
 
 
+@cli.command("run")
+@click.option("--data", default="builtin", show_default=True,
+              help="builtin (the digits), another built-in dataset, or an ImageFolder root with train/ and val/.")
+@click.option("--target-macs", "target_macs", default="300M", show_default=True,
+              help="MAC target of the derived network, counted at 224x224.")
+@click.option("--backend", default="onnx", show_default=True, help="onnx (fp32 + int8) or tvm (host library).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--search-steps", type=int, default=150, show_default=True)
+@click.option("--train-steps", type=int, default=150, show_default=True)
+@click.option("--resolution", "-r", type=int, default=32, show_default=True, help="Search and training input size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def run_cmd(data, target_macs, backend, out, search_steps, train_steps, resolution, seed, force):
+    """The whole path in one command: search, derive, fine-tune, compile (with its parity
+    check), then report.md / report.html (plots, architecture next to MobileNetV2 and
+    AutoNL-S/L, costs, accuracy, latencies) and manifest.json in --out."""
+    if backend not in BACKENDS:
+        close = difflib.get_close_matches(backend, BACKENDS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise AutonlError(f"unknown backend '{backend}'; {hint}known backends: {', '.join(BACKENDS)}")
+    for name, v in (("--search-steps", search_steps), ("--train-steps", train_steps), ("--resolution", resolution)):
+        if v < 1:
+            raise AutonlError(f"{name} must be >= 1 (got {v})")
+    from .pipeline import run_pipeline
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    summary = run_pipeline(data, parse_macs(target_macs), backend, out, search_steps, train_steps, resolution,
+                           seed, force, log)
+    lat = summary["latency"]
+    click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
+               f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f}; latency " +
+               ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()))
+    click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
+
+
 @cli.command()
 def targets():
     """List the named TVM targets and the target dicts they resolve to."""
