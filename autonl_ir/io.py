@@ -68,6 +68,8 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     except OSError as e:
         raise AutonlError(f"{path}: cannot write: {e.strerror or e}") from None
     try:
+        # mkstemp makes the file 0600; give it the old file's mode, or the usual 0644
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()

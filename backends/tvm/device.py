@@ -88,10 +88,16 @@ def package_runner(out: Path, target, cc: str, log=lambda msg: None) -> dict:
         return {"built": False, "runtime": None, "files": files}
     (out / "lib").mkdir(exist_ok=True)
     for lib in RUNTIME_LIBS:
-        shutil.copy2(rt / lib, out / "lib" / lib)
-    proc = subprocess.run(["make", "-s", "-C", str(out), f"CXX={cc}"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["make failed"])[0]
+        shutil.copy2(rt / lib, out / "lib" / f".{lib}.tmp")
+        os.replace(out / "lib" / f".{lib}.tmp", out / "lib" / lib)
+    # The Makefile's command, run directly (the build machine need not have make).
+    cmd = [cc, "-std=c++17", "-O2", "-Iinclude", "-Iinclude/dlpack", "autonl_runner.cc", "-o", f"{RUNNER}.tmp",
+           "-Wl,--no-as-needed", "-Llib", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN/lib"]
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+    if proc.returncode == 0:
+        os.replace(out / f"{RUNNER}.tmp", out / RUNNER)
+    else:
+        first = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[0]
         raise AutonlError(f"building {RUNNER} with {cc} failed: {first[:200]}")
     log(f"cross-built {RUNNER} with {cc} against the aarch64 TVM runtime in {rt}")
     return {"built": True, "runtime": str(rt), "files": files + [RUNNER] + [f"lib/{lib}" for lib in RUNTIME_LIBS]}
