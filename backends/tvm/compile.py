@@ -13,8 +13,10 @@ Tuning (``tune_trials`` per task > 0, host targets): MetaSchedule on the tasks e
 from the module; the database (``tuning/`` in the output folder) is reused: tasks that
 already have a record are not tuned again, so a second compile with the same database runs
 no new trials. Written: ``model.so`` (host) or ``model.aarch64.so``, ``model.params``
-(tvm.runtime.save_param_dict; keys ``p0000``.. in call order), ``layers.json`` (per-layer
-time, tuned against untuned, host only), ``manifest.json``.
+(tvm.runtime.save_param_dict; keys ``p0000``.. in call order), ``input.npy`` and
+``reference_output.npy`` (a test input and PyTorch's logits for it), ``layers.json``
+(per-layer time, tuned against untuned, host only), for aarch64 targets the C++ runner, its
+runtime libraries and a README for the board (``device.package_runner``), ``manifest.json``.
 """
 from __future__ import annotations
 
