@@ -19,4 +19,4 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/
 fi
 bash scripts/fetch_arm_runtime.sh .venv/bin/python
 . .venv/bin/activate
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"
