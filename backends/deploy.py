@@ -181,3 +181,15 @@ def io_signature(graph: Graph, batch_name: str | None = None) -> dict:
         return {"name": name, "shape": shape, "dtype": t.dtype}
     return {"inputs": [row(n, t) for n, t in graph.inputs.items()],
             "outputs": [row(n, graph.type_of(n)) for n in graph.outputs]}
+
+
+def write_run_manifest(folder: str | Path, kind: str, inputs: dict, seed: int | None) -> dict:
+    """manifest.json for a run folder (search, train, derive): what made it, its seed, the
+    versions, and every file in it (recursively) with size and sha256; written last."""
+    folder = Path(folder)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                   if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
+    manifest = {"format": "autonl-run-folder", "version": 1, "kind": kind, "inputs": inputs,
+                "seeds": {"seed": seed}, "versions": versions("numpy")}
+    return write_manifest(folder, manifest, files)
+

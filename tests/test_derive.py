@@ -27,7 +27,9 @@ def test_derive_writes_a_model_folder(cli, run, tmp_path):
     assert "mobilenetv2" in proc.stdout and "autonl-l" in proc.stdout and "derived" in proc.stdout
     names = sorted(p.name for p in out.iterdir())
     assert names == ["comparison.json", "comparison.txt", "cost.json", "decisions.json", "graph.ir", "graph.json",
-                     "graph_at_cost_resolution.ir", "weights.pt"]
+                     "graph_at_cost_resolution.ir", "manifest.json", "weights.pt"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "derive" and set(manifest["files"]) == set(names) - {"manifest.json"}
     cost = json.loads((out / "cost.json").read_text())
     result = json.loads((run / "result.json").read_text())
     assert cost["resolution"] == 224 and cost["macs"] == result["derived_macs"]

@@ -19,8 +19,10 @@ def test_train_writes_a_run_and_eval_reproduces_it(cli, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["step"] == 8 and 0 <= result["val_acc"] <= 1 and result["val_n"] == 64
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["checkpoint.pt", "config.json", "curves.png", "graph.ir", "graph.json", "metrics.jsonl",
-                     "model", "result.json"]
+    assert names == ["checkpoint.pt", "config.json", "curves.png", "graph.ir", "graph.json", "manifest.json",
+                     "metrics.jsonl", "model", "result.json"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["kind"] == "train" and manifest["seeds"]["seed"] == 0 and "model/weights.pt" in manifest["files"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [8]  # log every 10 steps, and the last
     assert [r["step"] for r in rows if "val_acc" in r] == [4, 8]

@@ -85,6 +85,9 @@ def derive_run(run_dir: str | Path, out: str | Path, decisions_file: str | Path 
         atomic_write(tmp / "comparison.json", json.dumps(rows, indent=1) + "\n")
         atomic_write(tmp / "comparison.txt", f"at {resolution}x{resolution}\n" + comparison_table(rows) + "\n")
         atomic_write(tmp / "graph_at_cost_resolution.ir", render(at(derived), "text"))
+        from autonl.backends.deploy import write_run_manifest
+        write_run_manifest(tmp, "derive", {"run": str(run_dir), "decisions": str(decisions_file or "decisions.json"),
+                                           "cost_resolution": resolution}, config.get("seed"))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

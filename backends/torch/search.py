@@ -312,4 +312,6 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
               "blocks": sum(1 for n in derived if n.op == "mbconv")}
     atomic_write(run.folder / "decisions.json", dumps_decisions(decisions))
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
+    from autonl.backends.deploy import write_run_manifest
+    write_run_manifest(run.folder, "search", asdict(cfg), cfg.seed)
     return result

@@ -352,4 +352,6 @@ def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool =
     save_model(graph, module.cpu().eval(), run.folder / "model")
     result = {"step": step, **last_val}
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
+    from autonl.backends.deploy import write_run_manifest
+    write_run_manifest(run.folder, "train", asdict(cfg), cfg.seed)
     return result
