@@ -128,6 +128,11 @@ def measure_latency(model, deploy: Path, backend: str, runs: int = 30) -> dict:
         params = tvm.runtime.load_param_dict((deploy / "model.params").read_bytes())
         runners["TVM (untuned)"] = vm_runner(tvm.runtime.load_module(str(deploy / "model.so")),
                                              [params[k] for k in sorted(params)])
+        from autonl.backends.deploy import deploy_graph
+        from autonl.backends.onnx.export import export_onnx
+        from autonl.backends.onnx.runtime import run, session
+        sess = session(export_onnx(deploy_graph(model)))   # the alternative a user would pick
+        runners["onnxruntime fp32"] = lambda v: run(sess, v)
     times: dict[str, list] = {k: [] for k in runners}
     for fn in runners.values():
         fn(x)
