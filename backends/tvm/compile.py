@@ -36,6 +36,7 @@ from ..deploy import Model, check_out, deploy_graph, io_signature, prepare_out, 
 from ..onnx.compile import PARITY_TOL
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
+from .builder import pooled_builder
 from .targets import NamedTarget, require_cc
 
 
@@ -83,36 +84,6 @@ def _records(work_dir: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def in_process_builder(on_built=lambda n: None):
-    """A MetaSchedule builder that compiles candidates in this process.
-
-    TVM's ``LocalBuilder`` starts a fresh worker process for every batch of candidates, and
-    each worker imports ``tvm.s_tir.tensor_intrin``, which parses TVMScript for every
-    tensor intrinsic (CUDA's included): about 27 s a batch on this machine, against about
-    0.05 s to compile a candidate. This builder runs the same build and export functions
-    (``default_build``, ``default_export``) here, so the import is paid once. A candidate
-    that fails to build becomes an error result, as with ``LocalBuilder``. ``on_built(n)``
-    is told how many candidates each batch held (the progress display).
-    """
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-
-    @derived_object
-    class InProcessBuilder(PyBuilder):
-        def build(self, build_inputs):
-            results = []
-            for item in build_inputs:
-                try:
-                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, None)), None))
-                except Exception as e:  # noqa: BLE001  (a bad candidate, reported to the tuner)
-                    results.append(BuilderResult(None, f"InProcessBuilder: {type(e).__name__}: {e}"))
-            on_built(len(build_inputs))
-            return results
-
-    return InProcessBuilder()
-
-
 def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True) -> dict:
     """Tune the tasks of ``mod`` that have no record in ``work_dir``'s database yet."""
     import logging
@@ -133,21 +104,24 @@ def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True
     # MetaSchedule's console handler takes the package logger's level: keep the terminal to
     # warnings and the progress bar; the full logs go to work_dir/logs.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    # A smaller evolutionary population than TVM's default (512 x 4 generations): with budgets
-    # of tens of trials per task the search, not the measuring, dominated the tuning time.
-    strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
-                                                     init_min_unmeasured=32)
-    contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=0)
-    total = trials_per_task * len(contexts)
-    bar = tqdm(total=total, desc=f"tuning {len(contexts)} tasks", unit="trial", disable=not progress,
-               dynamic_ncols=True)
     t0 = time.time()
+    bar = tqdm(total=0, desc="tuning: starting build workers", unit="trial", disable=not progress,
+               dynamic_ncols=True)
+    builder = pooled_builder(1, on_built=lambda n: bar.update(min(n, bar.total - bar.n)))
     try:
+        # A smaller evolutionary population than TVM's default (512 x 4 generations): with
+        # budgets of tens of trials per task the search, not the measuring, dominated.
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
+                                                         init_min_unmeasured=32)
+        contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=0)
+        total = trials_per_task * len(contexts)
+        bar.total = total
+        bar.set_description(f"tuning {len(contexts)} tasks")
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
                       max_trials_per_task=trials_per_task, num_trials_per_iter=min(64, max(2, trials_per_task)),
-                      database=db, builder=in_process_builder(lambda n: bar.update(min(n, total - bar.n))),
-                      runner=ms.runner.LocalRunner())
+                      database=db, builder=builder, runner=ms.runner.LocalRunner())
     finally:
+        builder.close()
         bar.close()
     info.update(tasks_tuned=len(contexts), trials_run=_records(work_dir) - before, seconds=time.time() - t0)
     return info
