@@ -126,5 +126,5 @@ def test_compile_preset_keeps_no_partial_file(cli, tmp_path):
     out = tmp_path / "ok"
     cli("compile", "autonl-s", "-r", "64", "--out", out, check_ok=True)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["weights"] == "random init (seed 0)" and manifest["int8"] is None
+    assert manifest["weights"] == "random init (seed 0), random BN statistics" and manifest["int8"] is None
     assert sorted(p.name for p in out.iterdir()) == ["deploy_graph.ir", "manifest.json", "model.onnx"]
