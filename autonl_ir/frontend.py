@@ -196,10 +196,6 @@ def _from_fx(module, example, gname: str) -> Graph:
     return em.graph
 
 
-def _act(em: _Emitter, op: str, x: str, base: str, shape) -> str:
-    return em.emit(op, [x], base, shape)
-
-
 def _fx_module(em: _Emitter, path: str, m, args: list, shape) -> str:
     from torch import nn
 
@@ -217,11 +213,11 @@ def _fx_module(em: _Emitter, path: str, m, args: list, shape) -> str:
             raise UnsupportedOpError(path, "BatchNorm2d(affine=False)")
         return em.emit("batch_norm", [x], path, shape, _bn_attrs(m.eps, m.momentum), w)
     if isinstance(m, nn.ReLU6) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)):
-        return _act(em, "relu6", x, path, shape)
+        return em.emit("relu6", [x], path, shape)
     simple = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Sigmoid: "sigmoid"}
     for cls, op in simple.items():
         if type(m) is cls:
-            return _act(em, op, x, path, shape)
+            return em.emit(op, [x], path, shape)
     if isinstance(m, nn.AdaptiveAvgPool2d):
         size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
         if tuple(size) != (1, 1):
@@ -280,12 +276,12 @@ def _fx_function(em: _Emitter, node, fn, args, kwargs, shape, gm) -> str:
     acts = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.silu: "silu", torch.sigmoid: "sigmoid",
             F.sigmoid: "sigmoid"}
     if fn in acts:
-        return _act(em, acts[fn], x, base, shape)
+        return em.emit(acts[fn], [x], base, shape)
     if fn is F.hardtanh:
         lo, hi = (list(args[1:3]) + [kwargs.get("min_val", -1.0), kwargs.get("max_val", 1.0)])[:2] \
             if len(args) >= 3 else (kwargs.get("min_val", -1.0), kwargs.get("max_val", 1.0))
         if (lo, hi) == (0.0, 6.0):
-            return _act(em, "relu6", x, base, shape)
+            return em.emit("relu6", [x], base, shape)
         raise UnsupportedOpError(where, f"hardtanh({lo}, {hi})")
     if fn is torch.flatten:
         start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
@@ -320,7 +316,7 @@ def _fx_method(em: _Emitter, node, method: str, args, kwargs, shape) -> str:
     if method in ("contiguous", "clone"):
         return x
     if method in ("relu", "sigmoid"):
-        return _act(em, method, x, _base(node), shape)
+        return em.emit(method, [x], _base(node), shape)
     if method == "mean":
         return _mean(em, where, _base(node), x, args[1:], kwargs, shape)
     if method in ("add", "mul"):
@@ -397,13 +393,13 @@ def _from_export(module, example, gname: str, fx_error: str) -> Graph:
             env[node.name] = em.emit("batch_norm", [x], base, shape, _bn_attrs(eps, momentum),
                                      {"weight": w, "bias": b, "running_mean": mean, "running_var": var})
         elif fn in (aten.relu.default, aten.relu_.default):
-            env[node.name] = _act(em, "relu", a[0], base, shape)
+            env[node.name] = em.emit("relu", [a[0]], base, shape)
         elif fn in (aten.hardtanh.default, aten.hardtanh_.default) and tuple(a[1:3]) == (0.0, 6.0):
-            env[node.name] = _act(em, "relu6", a[0], base, shape)
+            env[node.name] = em.emit("relu6", [a[0]], base, shape)
         elif fn in (aten.silu.default, aten.silu_.default):
-            env[node.name] = _act(em, "silu", a[0], base, shape)
+            env[node.name] = em.emit("silu", [a[0]], base, shape)
         elif fn is aten.sigmoid.default:
-            env[node.name] = _act(em, "sigmoid", a[0], base, shape)
+            env[node.name] = em.emit("sigmoid", [a[0]], base, shape)
         elif fn in (aten.add.Tensor, aten.add_.Tensor):
             env[node.name] = _binary(em, where, base, "add", a[0], a[1], shape)
         elif fn in (aten.mul.Tensor, aten.mul_.Tensor):

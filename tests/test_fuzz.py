@@ -17,22 +17,22 @@ TOKENS = ["%", "(", ")", "{", "}", "[", "]", ",", "=", ":", "->", "#", '"', "cho
           "f32", "1e309", "-1", "0", "true", "mbconv", "lightnl", "conv2d", "\n", " ", "\x00", "é", "nan"]
 
 
-def load_text(text: str) -> None:
+def load(parse, text: str) -> None:
+    """Parse, infer types and verify, as `autonl show FILE` does; only AutonlError may escape."""
     try:
-        g = parse_graph(text)
+        g = parse(text)
         infer_types(g, only_missing=True)
         verify(g)
     except AutonlError:
         pass
+
+
+def load_text(text: str) -> None:
+    load(parse_graph, text)
 
 
 def load_json(text: str) -> None:
-    try:
-        g = from_json(text)
-        infer_types(g, only_missing=True)
-        verify(g)
-    except AutonlError:
-        pass
+    load(from_json, text)
 
 
 @st.composite
