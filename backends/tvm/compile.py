@@ -251,7 +251,8 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
     if target.is_host:
         runner = vm_runner(ex, main_params)
         got = runner(x)
-        ref_o = run(session(onnx_model), x)
+        sess = session(onnx_model)
+        ref_o = run(sess, x)
         checks = {"vs_torch_max_abs_diff": float(np.abs(got - ref_t).max()),
                   "vs_onnxruntime_max_abs_diff": float(np.abs(got - ref_o).max()), "tolerance": PARITY_TOL}
         log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
@@ -259,7 +260,6 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
         if max(checks["vs_torch_max_abs_diff"], checks["vs_onnxruntime_max_abs_diff"]) > PARITY_TOL:
             raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than {PARITY_TOL:g} "
                               f"on '{model.graph.name}'; nothing was written")
-        sess = session(onnx_model)
         latency = {"batch": shape[0], "tvm_ms": median_ms(runner, x), "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
         log(f"latency at batch {shape[0]}: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
             f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
