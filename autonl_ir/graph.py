@@ -3,12 +3,17 @@
 A graph has named inputs, an ordered collection of nodes and a list of outputs. Each
 node computes one value, named like the node (``%conv2d_3``), from the values its
 ``inputs`` name. Topology questions (order, cycles, reachability, DOT) go to networkx.
+
+Editing follows torch.fx: :meth:`Graph.replace_all_uses_with`, :meth:`Graph.erase_node`
+(refuses a node that is still used), :meth:`Graph.set_inputs`, :meth:`Graph.insert_after`.
+The graph keeps an index of every value's users up to date through these and through
+``graph.nodes[name] = node`` / ``del graph.nodes[name]``, so :meth:`Graph.users` costs
+O(users), not a scan of the graph. A node's ``inputs`` list cannot be edited in place
+(assign a new list, or use the graph's methods), so the index cannot go stale.
 """
 from __future__ import annotations
 
-import copy
 import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import networkx as nx
@@ -20,18 +25,70 @@ from .types import TensorType
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 
 
-@dataclass
-class Node:
-    """One operation. ``attrs`` holds only what was set explicitly; the op supplies defaults."""
+class _Inputs(list):
+    """A node's input names: a list for reading and comparing, read-only for editing."""
 
-    name: str
-    op: str
-    inputs: list[str]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    type: TensorType | None = None
-    # Where the node was read from, for error messages; not part of the node's identity.
-    line: int | None = field(default=None, compare=False, repr=False)
-    column: int | None = field(default=None, compare=False, repr=False)
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a node's inputs cannot be edited in place: assign node.inputs = [...] "
+                        "or use Graph.set_inputs / Graph.replace_all_uses_with")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce_ex__(self, protocol):
+        return (list, (list(self),))
+
+
+class Node:
+    """One operation. ``attrs`` holds only what was set explicitly; the op supplies defaults.
+
+    ``line``/``column`` say where the node was read from, for error messages; they are not
+    part of the node's identity (nor is the graph it belongs to)."""
+
+    __slots__ = ("name", "op", "_inputs", "attrs", "type", "line", "column", "_graph")
+
+    def __init__(self, name: str, op: str, inputs: Iterable[str], attrs: dict[str, Any] | None = None,
+                 type: TensorType | None = None, line: int | None = None, column: int | None = None):
+        self.name = name
+        self.op = op
+        self._inputs = _Inputs(inputs)
+        self.attrs = dict(attrs or {})
+        self.type = type
+        self.line = line
+        self.column = column
+        self._graph: Graph | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, values: Iterable[str]) -> None:
+        new = _Inputs(values)
+        if self._graph is not None:
+            self._graph._unlink(self)
+            self._inputs = new
+            self._graph._link(self)
+        else:
+            self._inputs = new
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Node) and self.name == other.name and self.op == other.op
+                and list(self._inputs) == list(other._inputs) and self.attrs == other.attrs
+                and self.type == other.type)
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        return (f"Node(name={self.name!r}, op={self.op!r}, inputs={list(self._inputs)!r}, "
+                f"attrs={self.attrs!r}, type={self.type!r})")
+
+    def detached_copy(self) -> "Node":
+        """A copy that belongs to no graph (attributes copied one level: values are immutable)."""
+        return Node(self.name, self.op, list(self._inputs), dict(self.attrs), self.type, self.line, self.column)
+
+    def __deepcopy__(self, memo) -> "Node":
+        return self.detached_copy()
 
     @property
     def relaxed(self) -> bool:
@@ -41,6 +98,46 @@ class Node:
         return {k: v for k, v in self.attrs.items() if isinstance(v, Choice)}
 
 
+class _NodeTable(dict):
+    """``graph.nodes``: an ordered ``{name: Node}`` that keeps the graph's users index."""
+
+    def __init__(self, graph: "Graph"):
+        super().__init__()
+        self._graph = graph
+
+    def __setitem__(self, name: str, node: Node) -> None:
+        if node.name != name:
+            raise AutonlError(f"node %{node.name} stored under the name %{name}")
+        if node._graph is not None and node._graph is not self._graph:
+            raise AutonlError(f"node %{name} already belongs to graph '{node._graph.name}'")
+        old = self.get(name)
+        if old is not None and old is not node:
+            self._graph._detach(old)
+        super().__setitem__(name, node)
+        if node._graph is None:
+            node._graph = self._graph
+            self._graph._link(node)
+
+    def __delitem__(self, name: str) -> None:
+        node = self[name]
+        super().__delitem__(name)
+        self._graph._detach(node)
+
+    def pop(self, name: str, *default):
+        if name not in self:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        node = self[name]
+        del self[name]
+        return node
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("edit graph.nodes one node at a time, or through the Graph's methods")
+
+    popitem = clear = update = setdefault = _refuse
+
+
 class Graph:
     """A dataflow graph of :class:`Node` objects (see the module docstring)."""
 
@@ -48,20 +145,15 @@ class Graph:
                  nodes: Iterable[Node] = (), outputs: Iterable[str] = ()):
         self.name = name
         self.inputs: dict[str, TensorType] = dict(inputs or {})
-        self.nodes: dict[str, Node] = {}
+        self._users: dict[str, dict[str, None]] = {}
+        self._nodes = _NodeTable(self)
         for n in nodes:
-            if n.name in self.nodes:
+            if n.name in self._nodes:
                 raise VerifyError("the name is defined twice", n.name, n.op)
-            self.nodes[n.name] = n
+            self._nodes[n.name] = n
         self.outputs: list[str] = list(outputs)
         # The file the graph was read from, for error messages; not part of its identity.
         self.source: str | None = None
-        # Bound weights (numpy arrays) keyed like the torch backend's state dict,
-        # ``<node>.<tensor>`` (``mbconv_3.expand.weight``). Empty unless a backend bound
-        # them (backends.deploy.bind_params); passes that rewrite weights (fold-bn) read and
-        # write them. Not part of the graph's identity and not in its text or JSON form:
-        # model folders keep weights in weights.pt.
-        self.params: dict = {}
 
     # -- identity ------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -69,29 +161,78 @@ class Graph:
                 and self.inputs == other.inputs and self.outputs == other.outputs
                 and list(self.nodes.values()) == list(other.nodes.values()))
 
+    __hash__ = None  # mutable
+
     def __repr__(self) -> str:
         return f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes>"
 
-    def __str__(self) -> str:
-        from .text_form import print_graph
-        return print_graph(self)
-
     def __iter__(self) -> Iterator[Node]:
-        return iter(list(self.nodes.values()))
+        return iter(list(self._nodes.values()))
 
     def __len__(self) -> int:
-        return len(self.nodes)
+        return len(self._nodes)
 
     def __contains__(self, name: str) -> bool:
-        return name in self.nodes or name in self.inputs
+        return name in self._nodes or name in self.inputs
 
     def copy(self) -> "Graph":
-        return copy.deepcopy(self)
+        """An independent copy (nodes copied; types and attribute values are immutable)."""
+        out = Graph(self.name, self.inputs, (n.detached_copy() for n in self._nodes.values()), self.outputs)
+        out.source = self.source
+        return out
+
+    def __deepcopy__(self, memo) -> "Graph":
+        return self.copy()
+
+    # -- the node table and its users index ------------------------------------------
+    @property
+    def nodes(self) -> dict[str, Node]:
+        """``{name: Node}`` in stored order; ``graph.nodes[name] = node`` and ``del graph.nodes[name]``
+        keep the users index (prefer the editing methods below)."""
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, table: dict[str, Node]) -> None:
+        keep = {n.name for n in table.values()}
+        for name in [k for k in self._nodes if k not in keep]:
+            del self._nodes[name]
+        self._reorder([n.name for n in table.values()], list(table.values()))
+
+    def _reorder(self, order: list[str], nodes: list[Node] | None = None) -> None:
+        """Store the nodes in ``order`` (every current node once, plus any new ``nodes``)."""
+        by_name = dict(self._nodes)
+        for n in nodes or ():
+            by_name.setdefault(n.name, n)
+        if len(order) != len(by_name) or set(order) != set(by_name):
+            raise AutonlError(f"graph '{self.name}': a reorder must list every node once")
+        dict.clear(self._nodes)
+        for name in order:
+            node = by_name[name]
+            dict.__setitem__(self._nodes, name, node)
+            if node._graph is None:
+                node._graph = self
+                self._link(node)
+
+    def _link(self, node: Node) -> None:
+        for v in dict.fromkeys(node.inputs):
+            self._users.setdefault(v, {})[node.name] = None
+
+    def _unlink(self, node: Node) -> None:
+        for v in dict.fromkeys(node.inputs):
+            users = self._users.get(v)
+            if users is not None:
+                users.pop(node.name, None)
+                if not users:
+                    del self._users[v]
+
+    def _detach(self, node: Node) -> None:
+        self._unlink(node)
+        node._graph = None
 
     # -- lookup --------------------------------------------------------------------
     def node(self, name: str) -> Node:
         try:
-            return self.nodes[name]
+            return self._nodes[name]
         except KeyError:
             raise AutonlError(f"graph '{self.name}' has no node %{name}") from None
 
@@ -104,11 +245,16 @@ class Graph:
         return t
 
     def users(self, value: str) -> list[Node]:
-        return [n for n in self.nodes.values() if value in n.inputs]
+        """The nodes that read ``value`` (each once), from the index: O(users)."""
+        return [self._nodes[n] for n in self._users.get(value, ())]
+
+    def is_used(self, value: str) -> bool:
+        """Whether a node or a graph output reads ``value``."""
+        return bool(self._users.get(value)) or value in self.outputs
 
     @property
     def relaxed(self) -> bool:
-        return any(n.relaxed for n in self.nodes.values())
+        return any(n.relaxed for n in self._nodes.values())
 
     def fresh_name(self, base: str) -> str:
         """``base`` if unused, else ``base_1``, ``base_2``, ... (torch.fx's naming)."""
@@ -128,19 +274,20 @@ class Graph:
     # -- editing -------------------------------------------------------------------
     def add_node(self, op: str, inputs: Iterable[str], attrs: dict[str, Any] | None = None,
                  name: str | None = None, type: TensorType | None = None,
-                 before: str | None = None) -> Node:
-        """Add a node (at the end, or just before node ``before``) and return it."""
+                 before: str | None = None, after: str | None = None) -> Node:
+        """Add a node (at the end, or just before or after an existing node) and return it."""
         name = name or self.fresh_name(op)
         if name in self:
             raise AutonlError(f"graph '{self.name}' already defines %{name}")
         node = Node(name, op, list(inputs), dict(attrs or {}), type)
-        if before is None:
-            self.nodes[name] = node
+        if before is None and after is None:
+            self._nodes[name] = node
         else:
-            self._insert_before(before, [node])
+            self._insert_at(after if after is not None else before, [node], after=after is not None)
         return node
 
-    def _insert_before(self, anchor: str, new: list[Node]) -> None:
+    def insert_before(self, anchor: str, new: list[Node]) -> None:
+        """Store ``new`` nodes right before node ``anchor`` (order only; wiring is the caller's)."""
         self._insert_at(anchor, new, after=False)
 
     def insert_after(self, anchor: str, new: list[Node]) -> None:
@@ -149,44 +296,65 @@ class Graph:
 
     def _insert_at(self, anchor: str, new: list[Node], after: bool) -> None:
         self.node(anchor)
+        names = [n.name for n in new]
         for n in new:
-            if n.name in self:
+            if n.name in self or names.count(n.name) > 1:
                 raise AutonlError(f"graph '{self.name}' already defines %{n.name}")
-        items = []
-        for k, v in self.nodes.items():
+        order: list[str] = []
+        for k in self._nodes:
             if k == anchor and not after:
-                items.extend((n.name, n) for n in new)
-            items.append((k, v))
+                order.extend(names)
+            order.append(k)
             if k == anchor and after:
-                items.extend((n.name, n) for n in new)
-        self.nodes = dict(items)
+                order.extend(names)
+        self._reorder(order, new)
 
-    def remove_node(self, name: str) -> None:
+    def set_inputs(self, name: str, inputs: Iterable[str]) -> None:
+        """Rewire node ``name`` to read ``inputs``."""
+        self.node(name).inputs = list(inputs)
+
+    def erase_node(self, name: str) -> Node:
+        """Remove an unused node and return it; a node that is still read is refused."""
+        node = self.node(name)
         users = [n.name for n in self.users(name)]
         if users or name in self.outputs:
             where = ", ".join("%" + u for u in users) or "the graph outputs"
             raise AutonlError(f"cannot remove %{name}: it is still used by {where}")
-        del self.nodes[name]
+        del self._nodes[name]
+        return node
 
-    def replace_all_uses(self, old: str, new: str) -> int:
-        """Point every use of value ``old`` (node inputs and graph outputs) at ``new``."""
+    remove_node = erase_node
+
+    def replace_all_uses_with(self, old: str, new: str) -> int:
+        """Point every use of value ``old`` (node inputs and graph outputs) at ``new``; return
+        how many uses changed."""
+        if old == new:
+            return 0
         count = 0
-        for n in self.nodes.values():
-            for i, v in enumerate(n.inputs):
-                if v == old:
-                    n.inputs[i] = new
-                    count += 1
+        for user in self.users(old):
+            count += user.inputs.count(old)
+            user.inputs = [new if v == old else v for v in user.inputs]
         for i, v in enumerate(self.outputs):
             if v == old:
                 self.outputs[i] = new
                 count += 1
         return count
 
+    replace_all_uses = replace_all_uses_with
+
     def splice(self, name: str, new_nodes: list[Node], output: str) -> None:
         """Replace node ``name`` by ``new_nodes`` at its position; uses of it now read ``output``."""
-        self._insert_before(name, new_nodes)
-        del self.nodes[name]
-        self.replace_all_uses(name, output)
+        self.insert_before(name, new_nodes)
+        self.replace_all_uses_with(name, output)
+        self.erase_node(name)
+
+    def eliminate_dead_code(self) -> list[str]:
+        """Remove the nodes that no graph output depends on; return their names."""
+        live = self.live_nodes()
+        dead = [name for name in self._nodes if name not in live]
+        for name in dead:
+            del self._nodes[name]
+        return dead
 
     # -- topology (networkx) -------------------------------------------------------
     def to_networkx(self) -> nx.MultiDiGraph:

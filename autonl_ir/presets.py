@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .builder import GraphBuilder
 from .choice import Choice
-from .errors import AutonlError, DuplicateNameError, UnknownNameError
+from .errors import AutonlError
 from .graph import Graph
+from .registry import Registry
 from .types import f32
 
 _KEY_RE = re.compile(r"(nls|nl|se|skip|r|k|s|e|c)(.*)\Z")
@@ -184,33 +185,34 @@ def build_network(spec: NetworkSpec, resolution: int = 224, width: float = 1.0, 
 # -- the registry ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preset:
+    """A named network: a block-string spec, and optionally a transform of the built graph
+    (the ``search-space`` preset is a macro network run through the search-space passes,
+    registered by :mod:`autonl.passes`)."""
+
     name: str
     spec: NetworkSpec
     doc: str = field(default="")
+    transform: Callable[[Graph], Graph] | None = field(default=None, compare=False)
 
     def build(self, **kwargs) -> Graph:
-        return build_network(self.spec, **kwargs)
+        graph = build_network(self.spec, **kwargs)
+        return self.transform(graph) if self.transform is not None else graph
 
 
-_PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("preset")
 
 
-def register_preset(name: str, spec: NetworkSpec, doc: str = "") -> Preset:
-    if name in _PRESETS:
-        raise DuplicateNameError(f"preset '{name}' is already registered")
-    _PRESETS[name] = Preset(name, spec, doc)
-    return _PRESETS[name]
+def register_preset(name: str, spec: NetworkSpec, doc: str = "",
+                    transform: Callable[[Graph], Graph] | None = None) -> Preset:
+    return PRESETS.register(name, Preset(name, spec, doc, transform))
 
 
 def get_preset(name: str) -> Preset:
-    try:
-        return _PRESETS[name]
-    except KeyError:
-        raise UnknownNameError("preset", name, _PRESETS) from None
+    return PRESETS.get(name)
 
 
 def all_presets() -> dict[str, Preset]:
-    return dict(_PRESETS)
+    return PRESETS.as_dict()
 
 
 def build_preset(name: str, **kwargs) -> Graph:
@@ -275,15 +277,15 @@ register_preset("autonl-l", NetworkSpec("autonl_l", (
     "ir_r1_k5_s1_e6_c320_se0.5_nl0.25",
 ), **_AUTONL), "AutoNL-L (CVPR 2020): 77.7% ImageNet top-1 reported")
 
-_NL_CANDIDATE = "nl0|0.125|0.25_nls1|2"
-register_preset("search-space", NetworkSpec("autonl_search", (
-    f"ir_r1_k3_s1_e1_c16_{_NL_CANDIDATE}",
-    f"ir_r4_k3|5_s2_e3|6_c24_skip_{_NL_CANDIDATE}",
-    f"ir_r4_k3|5_s2_e3|6_c40_skip_{_NL_CANDIDATE}",
-    f"ir_r4_k3|5_s2_e3|6_c80_skip_{_NL_CANDIDATE}",
-    f"ir_r4_k3|5_s1_e3|6_c96_skip_{_NL_CANDIDATE}",
-    f"ir_r4_k3|5_s2_e3|6_c192_skip_{_NL_CANDIDATE}",
-    f"ir_r1_k3|5_s1_e3|6_c320_{_NL_CANDIDATE}",
-), **_AUTONL), "The AutoNL search space (method.md section 2): Single-Path NAS macro network, "
-   "kernel {3,5}, expansion {3,6}, skip, and a LightNL candidate after every block")
-
+# The macro network of the AutoNL search space (method.md section 2): Single-Path NAS's
+# stages, kernel 3 and expansion 6 until the search-space passes relax them. The
+# ``search-space`` preset is this network run through them (autonl.passes.pipelines).
+SEARCH_MACRO = NetworkSpec("autonl_search", (
+    "ir_r1_k3_s1_e1_c16",
+    "ir_r4_k3_s2_e6_c24",
+    "ir_r4_k3_s2_e6_c40",
+    "ir_r4_k3_s2_e6_c80",
+    "ir_r4_k3_s1_e6_c96",
+    "ir_r4_k3_s2_e6_c192",
+    "ir_r1_k3_s1_e6_c320",
+), **_AUTONL)

@@ -30,6 +30,7 @@ from .types import TensorType
 
 GRAMMAR = r"""
 graph: "graph" NAME "(" [param ("," param)*] ")" ["->" type ("," type)*] "{" stmt* ret "}"
+attr_block: attrs
 param: VALUE ":" type
 type: NAME "[" [INT ("," INT)*] "]"
 stmt: VALUE [":" type] "=" NAME "(" [VALUE ("," VALUE)*] ")" [attrs]
@@ -44,11 +45,9 @@ attr: NAME "=" value
       | "[" [value ("," value)*] "]"   -> list
       | "choice" "(" value ("," value)* ")" -> choice
 
-pass_spec: PASS_NAME [attrs]
 
 VALUE: "%" /[A-Za-z_][A-Za-z0-9_.]*/
 NAME: /[A-Za-z_][A-Za-z0-9_]*/
-PASS_NAME: /[A-Za-z_][A-Za-z0-9_.\-]*/
 INT: /[+-]?[0-9]+/
 FLOAT: /[+-]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+/
 STRING: /"([^"\\\n]|\\.)*"/
@@ -58,10 +57,10 @@ COMMENT: /#[^\n]*/
 %ignore COMMENT
 """
 
-_PARSER = Lark(GRAMMAR, start=["graph", "pass_spec"], parser="lalr", propagate_positions=True,
+_PARSER = Lark(GRAMMAR, start=["graph", "attr_block"], parser="lalr", propagate_positions=True,
                maybe_placeholders=True)
 
-_READABLE = {"VALUE": "a %value", "NAME": "a name", "PASS_NAME": "a pass name", "INT": "an integer",
+_READABLE = {"VALUE": "a %value", "NAME": "a name", "INT": "an integer",
              "FLOAT": "a float", "STRING": "a string", "$END": "end of input"}
 
 
@@ -157,8 +156,8 @@ class _ToGraph(Transformer):
                                          f"declares {t}", tok)
         return g
 
-    def pass_spec(self, name, attrs):
-        return str(name), attrs or {}
+    def attr_block(self, attrs):
+        return attrs or {}
 
 
 def _describe_expected(expected) -> str:
@@ -205,9 +204,9 @@ def parse_graph(text: str, file: str | None = None) -> Graph:
     return _parse(text, "graph", file)
 
 
-def parse_pass_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """Parse ``name`` or ``name{key=value, ...}`` (pass options on the command line)."""
-    return _parse(text, "pass_spec", "<pass>")
+def parse_attrs(text: str, file: str | None = None) -> dict[str, Any]:
+    """Parse an attribute block ``{key=value, ...}`` written as in the text form."""
+    return _parse(text, "attr_block", file)
 
 
 def load_text(path: str | Path) -> Graph:

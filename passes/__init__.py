@@ -1,4 +1,4 @@
-"""autonl.passes: graph rewrites and analyses, a pass manager, and a registry by name.
+"""autonl.passes: graph rewrites and analyses, a pass manager, pipelines and registries by name.
 
 A custom pass::
 
@@ -11,17 +11,26 @@ A custom pass::
             for n in nodes:
                 n.op = "relu"
             return PassResult(graph, modified=bool(nodes))
+
+Importing this package also registers the ``search-space`` preset (the AutoNL macro network
+run through the ``search-space`` pipeline).
 """
-from . import cost, dce, derive, fold_bn, fold_mbconv, insert_lightnl, lower_composites, relax, shape_inference  # noqa: F401  (register built-ins)
+from . import (cost, dce, derive, fold_bn, fold_mbconv, insert_lightnl, lower_composites,  # noqa: F401
+               relax, resize, shape_inference)  # (register the built-in passes)
+from . import pipelines  # noqa: F401  (registers the pipelines and the search-space preset)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost import CostReport, analyze_cost
 from .manager import DumpIR, Instrument, PassManager, Timing
 from .match import find_nodes, match_pattern
-from .registry import all_passes, create_pass, get_pass, load_plugins, register_pass
-from .space import SearchSpace, load_space
+from .pipelines import PIPELINES, get_pipeline, register_pipeline, search_space_pipeline
+from .registry import PASSES, all_passes, create_pass, get_pass, load_plugins, register_pass
+from .resize import resize_graph
+from .search_space import SearchSpace
+from .space_file import SpaceFile, load_space
 
 __all__ = [
-    "CostReport", "DumpIR", "Instrument", "Pass", "PassError", "PassManager", "PassResult",
-    "PostconditionError", "PreconditionError", "Timing", "all_passes", "analyze_cost", "create_pass",
-    "SearchSpace", "find_nodes", "get_pass", "load_plugins", "load_space", "match_pattern", "register_pass",
+    "CostReport", "DumpIR", "Instrument", "PASSES", "PIPELINES", "Pass", "PassError", "PassManager", "PassResult",
+    "PostconditionError", "PreconditionError", "SearchSpace", "SpaceFile", "Timing", "all_passes", "analyze_cost",
+    "create_pass", "find_nodes", "get_pass", "get_pipeline", "load_plugins", "load_space", "match_pattern",
+    "register_pass", "register_pipeline", "resize_graph", "search_space_pipeline",
 ]

@@ -108,11 +108,7 @@ def analyze_cost(graph: Graph) -> CostReport:
 class CostAnalysis(Pass):
     """Cost analysis: MACs and parameters per node and in total (graph unchanged).
 
-    The :class:`CostReport` is kept in ``self.report``."""
-
-    def __init__(self):
-        self.report: CostReport | None = None
+    The :class:`CostReport` is the result's ``analysis``."""
 
     def call(self, graph: Graph) -> PassResult:
-        self.report = analyze_cost(graph)
-        return PassResult(graph, False)
+        return PassResult(graph, False, analysis=analyze_cost(graph))

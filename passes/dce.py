@@ -14,8 +14,4 @@ class DeadCodeElimination(Pass):
     Reachability comes from networkx. Graph inputs stay, used or not: they are the signature."""
 
     def call(self, graph: Graph) -> PassResult:
-        live = graph.live_nodes()
-        dead = [name for name in graph.nodes if name not in live]
-        for name in dead:
-            del graph.nodes[name]
-        return PassResult(graph, bool(dead))
+        return PassResult(graph, bool(graph.eliminate_dead_code()))

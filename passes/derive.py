@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from autonl.ir import AutonlError, Graph
+from autonl.ir.ops import get_op
 from autonl.ir.decisions import apply_decisions, check_decisions, load_decisions
 
 from .base import Pass, PassResult
@@ -50,23 +51,23 @@ class Derive(Pass):
 
     def call(self, graph: Graph) -> PassResult:
         g = apply_decisions(graph, self.decisions)
+        modified = graph.relaxed
         for node in list(g):
             if node.op == "mbconv" and node.attrs.get("skip") is True:
                 add = residual_add(g, node.name)
                 if add is None:
                     raise AutonlError(f"node %{node.name}: skipped, but no residual addition closes its branch")
-                g.replace_all_uses(add, node.inputs[0])
+                g.replace_all_uses_with(add, node.inputs[0])
         for node in list(g):
-            if node.name in g.nodes and node.op == "lightnl" and node.attrs.get("insert") is False:
-                g.replace_all_uses(node.name, node.inputs[0])
-        live = g.live_nodes()
-        g.nodes = {k: n for k, n in g.nodes.items() if k in live}
+            if node.op == "lightnl" and node.attrs.get("insert") is False:
+                g.replace_all_uses_with(node.name, node.inputs[0])
+        modified = bool(g.eliminate_dead_code()) or modified
         for node in g:
-            if node.attrs.get("skip") is False and node.op == "mbconv":
-                del node.attrs["skip"]
-            if node.attrs.get("insert") is True and node.op == "lightnl":
-                del node.attrs["insert"]
-        return PassResult(g, True)
+            if node.op in ("mbconv", "lightnl"):
+                compact = get_op(node.op).without_defaults(node.attrs, ("skip", "insert"))
+                modified = modified or compact != node.attrs
+                node.attrs = compact
+        return PassResult(g, modified)
 
     def ensures(self, graph: Graph) -> None:
         if graph.relaxed:

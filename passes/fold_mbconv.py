@@ -16,16 +16,16 @@ the ``mbconv`` op computes:
 
 Folded blocks are named ``mbconv_0``, ``mbconv_1``, ... in graph order (the names presets
 use, so search-space files select them alike); the residual ``add`` stays a node, as in the
-presets. Bound weights (``graph.params``) are renamed to the mbconv's internal layout
+presets. On a model, the weights are renamed to the mbconv's internal layout
 (``mbconv_3.expand.weight``, ``mbconv_3.se.reduce.bias``, ...), so the torch backend loads
-them as they are.
+them as they are; a bare graph folds the same way.
 """
 from __future__ import annotations
 
 from autonl.ir import Graph, parse_graph
 from autonl.ir.ops import get_op
 
-from .base import Pass, PassResult
+from .base import Pass, PassResult, Weights
 from .match import match_pattern
 from .registry import register_pass
 
@@ -68,7 +68,13 @@ ROLES = {"expand": "expand", "expand_bn": "expand_bn", "dw": "dw", "dw_bn": "dw_
 class FoldMBConv(Pass):
     """Fold inverted-residual blocks of primitives (from ``autonl import``) into ``mbconv`` nodes."""
 
-    def call(self, graph: Graph) -> PassResult:
+    uses_weights = True
+
+    def requires(self, graph: Graph, weights: Weights) -> None:
+        """Folding needs nothing but the graph; weights, where given, follow the nodes."""
+
+    def call(self, graph: Graph, weights: Weights) -> PassResult:
+        weights = dict(weights)
         order = {name: i for i, name in enumerate(graph.topological_order())}
         taken: set[str] = set()
         blocks = []
@@ -92,10 +98,10 @@ class FoldMBConv(Pass):
                 index += 1
             name = f"mbconv_{index}"
             used.add(name)
-            self._fold(graph, m, name, attrs)
+            self._fold(graph, weights, m, name, attrs)
             renamed[m["project_bn"]] = name
             index += 1
-        return PassResult(graph, modified=bool(blocks))
+        return PassResult(graph, modified=bool(blocks), weights=weights)
 
     @staticmethod
     def _check(graph: Graph, m: dict, act: str, expand: bool, se: bool) -> dict | None:
@@ -143,22 +149,20 @@ class FoldMBConv(Pass):
         return attrs
 
     @staticmethod
-    def _fold(graph: Graph, m: dict, name: str, attrs: dict) -> None:
+    def _fold(graph: Graph, weights: Weights, m: dict, name: str, attrs: dict) -> None:
         last = m["project_bn"]
         first = m["expand"] if "expand" in m else m["dw"]
         out_type = graph.type_of(last)
         graph.add_node("mbconv", [m["x"]], attrs, name=name, type=out_type, before=first)
-        graph.replace_all_uses(last, name)
-        members = [t for p, t in m.items() if p != "x"]
-        for t in sorted(members, key=lambda v: -list(graph.nodes).index(v)):
-            graph.nodes.pop(t)
-        params = graph.params
+        graph.replace_all_uses_with(last, name)
+        members = {t for p, t in m.items() if p != "x"}
+        for t in [n for n in reversed(graph.nodes) if n in members]:   # users before what they read
+            graph.erase_node(t)
         for p, role in ROLES.items():
-            if p not in m:
-                continue
-            old = m[p]
-            for key in [k for k in params if k.startswith(old + ".")]:
-                params[f"{name}.{role}.{key[len(old) + 1:]}"] = params.pop(key)
+            if p in m:
+                prefix = m[p] + "."
+                for key in [k for k in weights if k.startswith(prefix)]:
+                    weights[f"{name}.{role}.{key[len(prefix):]}"] = weights.pop(key)
 
 
 __all__ = ["FoldMBConv", "PATTERNS"]

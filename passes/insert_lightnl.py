@@ -8,7 +8,7 @@ from autonl.ir.ops import get_op
 
 from .base import Pass, PassResult
 from .registry import register_pass
-from .space import LightNLSpec, load_space
+from .space_file import LightNLSpec, load_space
 
 
 @register_pass("insert-lightnl")
@@ -50,7 +50,7 @@ class InsertLightNL(Pass):
             stem = m.name.replace("mbconv", "lightnl", 1) if "mbconv" in m.name else f"{m.name}_nl"
             name = graph.fresh_name(stem)
             node = Node(name, "lightnl", [m.name], attrs, m.type)
-            graph.replace_all_uses(m.name, name)
+            graph.replace_all_uses_with(m.name, name)
             graph.insert_after(m.name, [node])
             modified = True
         return PassResult(graph, modified)

@@ -6,7 +6,7 @@ from autonl.ir.ops import get_op
 
 from .base import Pass, PassResult
 from .registry import register_pass
-from .space import SearchSpace, load_space
+from .space_file import SpaceFile, load_space
 
 
 @register_pass("relax")
@@ -19,7 +19,7 @@ class Relax(Pass):
     node is an error (a typo in ``nodes`` or ``op`` should not pass silently)."""
 
     def __init__(self, space: str = "autonl"):
-        self.space: SearchSpace = load_space(space)
+        self.space: SpaceFile = load_space(space)
 
     def call(self, graph: Graph) -> PassResult:
         modified = False
@@ -29,7 +29,9 @@ class Relax(Pass):
                 if node.op != rule.op or not rule.selects(node.name):
                     continue
                 op = get_op(node.op)
-                attrs = {**node.attrs, rule.attr: Choice(*rule.options)}
+                merged = {**node.attrs, rule.attr: Choice(*rule.options)}
+                # in the op's declared order, so the printed node reads as if written by hand
+                attrs = {k: merged[k] for k in [*op.attrs, *merged] if k in merged}
                 try:
                     op.infer_all([graph.type_of(v) for v in node.inputs], attrs)
                 except TypeInferenceError as e:

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${1:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-DEST="$("$PY" -c 'from autonl.backends.tvm.device import runtime_dir; print(runtime_dir())')"
+DEST="$("$PY" -c 'from autonl.backends.tvm.remote import runtime_dir; print(runtime_dir())')"
 if [ -f "$DEST/libtvm_runtime.so" ] && [ -f "$DEST/libtvm_ffi.so" ]; then
   echo "aarch64 TVM runtime already in $DEST"; exit 0
 fi

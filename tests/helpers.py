@@ -1,4 +1,13 @@
-"""Assertions shared by the tests."""
+"""Assertions, data and generators shared by the tests."""
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+from autonl.ir import Choice, Graph, Node, TensorType, all_presets, build_preset
+from autonl.ir.choice import same_value
+from autonl.ir.types import DTYPES
+
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def assert_one_line_error(proc, *fragments):
@@ -31,13 +40,106 @@ def start_and_sigkill(command: list[str], run_dir, timeout: float = 300) -> None
     assert not (run_dir / "result.json").exists(), "the run finished before it could be killed"
 
 
-def module_with_params(graph):
-    """The graph lowered to torch (eval mode) with its bound weights (graph.params) loaded."""
+def module_with_params(model):
+    """The model's graph lowered to torch (eval mode) with its weights loaded; every tensor of
+    the module must be among them (to_torch_with_weights refuses a misfit)."""
+    from autonl.backends.torch.lower import to_torch_with_weights
+    return to_torch_with_weights(model)
+
+
+def discrete_presets() -> list[str]:
+    """Every registered preset that builds a discrete (deployable) network, sorted."""
+    return [name for name in sorted(all_presets()) if not build_preset(name, resolution=32).relaxed]
+
+
+def method_rows(title: str) -> list[tuple]:
+    """The (e, c, n, s, k, nl_ratio, nl_stride, se_ratio) rows of a published architecture, from
+    the fenced block after ``title`` in tests/data/method_architectures.md (a verbatim copy of
+    method.md section 5)."""
+    text = (DATA / "method_architectures.md").read_text()
+    start = text.index("```", text.index(title))
+    body = text[start + 3:text.index("```", start + 3)]
+    nums = [float(x) if "." in x else int(x) for x in body.split()]
+    assert nums and len(nums) % 8 == 0, f"{title} table: {len(nums)} numbers, not rows of 8"
+    return [tuple(nums[i:i + 8]) for i in range(0, len(nums), 8)]
+
+
+def randomized(name: str, resolution: int = 224, seed: int = 1):
+    """A preset model with random weights and random BN statistics (load_model_or_graph
+    randomises BN for graph sources), so that every BN and every LightNL block changes the
+    logits."""
+    from autonl.backends.loading import load_model_or_graph
+    return load_model_or_graph(build_preset(name, resolution=resolution), seed=seed)
+
+
+def recomputed_val_accuracy(model_folder, data: str, val_size: int) -> tuple[float, int]:
+    """(accuracy, images) of the model folder on ``data``'s validation split, recomputed here from
+    its predictions (argmax of the logits against the labels), with the validation set that
+    `autonl eval` and `autonl train` use."""
     import torch
 
-    from autonl.backends.torch.lower import to_torch
-    module = to_torch(graph).eval()
-    missing, unexpected = module.load_state_dict({k: torch.from_numpy(v) for k, v in graph.params.items()},
-                                                 strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
-    return module
+    from autonl.backends.torch.data import make_loaders
+    from autonl.backends.torch.weights import load_model
+
+    graph, module = load_model(model_folder)
+    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    _, val, _ = make_loaders(data, resolution=resolution, batch_size=32, workers=0, seed=0, val_size=val_size,
+                             train_size=32)
+    correct = total = 0
+    module.eval()
+    with torch.no_grad():
+        for x, y in val:
+            logits = module(x)
+            ok = torch.isfinite(logits).all(1)  # non-finite logits count as wrong, as in training's evaluate
+            correct += int(((logits.argmax(1) == y) & ok).sum())
+            total += len(y)
+    assert total == val_size, (total, val_size)
+    return correct / total, total
+
+
+# -- hypothesis strategies: syntactically arbitrary graphs ------------------------------
+KEYWORDS = {"graph", "return", "choice", "true", "false"}
+ident = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(lambda s: s not in KEYWORDS)
+value_name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,10}", fullmatch=True)
+scalar = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.text(max_size=8),
+)
+plain = st.one_of(scalar, st.lists(scalar, max_size=4))
+
+
+@st.composite
+def choices(draw):
+    options = draw(st.lists(plain, min_size=2, max_size=4))
+    unique = []
+    for o in options:
+        if not any(same_value(o, u) for u in unique):
+            unique.append(o)
+    if len(unique) < 2:
+        unique = [0, 1]
+    return Choice(*unique)
+
+
+tensor_types = st.builds(lambda d, s: TensorType(d, tuple(s)), st.sampled_from(DTYPES),
+                         st.lists(st.integers(0, 4096), max_size=5))
+
+
+@st.composite
+def graphs(draw):
+    """Syntactically arbitrary graphs (ops and attributes need not exist): the forms must hold
+    anything the IR can hold. Inputs only reference earlier values, so the stored order is
+    topological and printing keeps it."""
+    names = draw(st.lists(value_name, min_size=1, max_size=12, unique=True))
+    n_inputs = draw(st.integers(1, min(3, len(names))))
+    g = Graph(draw(ident), {n: draw(tensor_types) for n in names[:n_inputs]})
+    defined = list(names[:n_inputs])
+    for name in names[n_inputs:]:
+        inputs = draw(st.lists(st.sampled_from(defined), max_size=3))
+        attrs = draw(st.dictionaries(ident, st.one_of(plain, choices()), max_size=4))
+        typ = draw(st.one_of(st.none(), tensor_types))
+        g.nodes[name] = Node(name, draw(ident), inputs, attrs, typ)
+        defined.append(name)
+    g.outputs = draw(st.lists(st.sampled_from(defined), min_size=1, max_size=3))
+    return g

@@ -3,11 +3,11 @@ import math
 
 import pytest
 
-from autonl.ir import build_preset, f32, verify
+from autonl.ir import all_presets, build_preset, f32, verify
 from autonl.ir.ops import get_op, lightnl_matmul_macs
 from autonl.passes import PassManager, analyze_cost
 
-PRESETS = ["mobilenetv2", "autonl-s", "autonl-l", "search-space"]
+from helpers import discrete_presets
 
 
 def test_mobilenetv2_figures():
@@ -29,7 +29,7 @@ def test_autonl_figures(preset, macs, lightnl, params):
     assert round(r.params / 1e4) == round(params / 1e4)
 
 
-@pytest.mark.parametrize("preset", PRESETS[:3])
+@pytest.mark.parametrize("preset", discrete_presets())
 def test_lowering_keeps_costs(preset):
     g = build_preset(preset, resolution=96)
     lowered = PassManager(["lower-composites", "dce"])(g).graph
@@ -89,7 +89,7 @@ def test_conv_and_linear_costs():
     assert c.macs == 1280 * 1000 and c.params == 1280 * 1000 + 1000
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", sorted(all_presets()))
 @pytest.mark.parametrize("resolution, width", [(224, 1.0), (160, 0.75), (96, 1.4)])
 def test_presets_verify_at_any_size(preset, resolution, width):
     g = build_preset(preset, resolution=resolution, width=width)

@@ -3,61 +3,11 @@ import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from autonl.ir import (Choice, Graph, Node, ParseError, TensorType, build_preset, from_json, parse_graph,
-                       print_graph, to_json)
-from autonl.ir.choice import same_value
-from autonl.ir.types import DTYPES
+from autonl.ir import ParseError, all_presets, build_preset, from_json, parse_graph, print_graph, to_json
 from autonl.passes import PassManager
 
-from helpers import assert_one_line_error
-
-KEYWORDS = {"graph", "return", "choice", "true", "false"}
-ident = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(lambda s: s not in KEYWORDS)
-value_name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,10}", fullmatch=True)
-scalar = st.one_of(
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.booleans(),
-    st.text(max_size=8),
-)
-plain = st.one_of(scalar, st.lists(scalar, max_size=4))
-
-
-@st.composite
-def choices(draw):
-    options = draw(st.lists(plain, min_size=2, max_size=4))
-    unique = []
-    for o in options:
-        if not any(same_value(o, u) for u in unique):
-            unique.append(o)
-    if len(unique) < 2:
-        unique = [0, 1]
-    return Choice(*unique)
-
-
-tensor_types = st.builds(lambda d, s: TensorType(d, tuple(s)), st.sampled_from(DTYPES),
-                         st.lists(st.integers(0, 4096), max_size=5))
-
-
-@st.composite
-def graphs(draw):
-    """Syntactically arbitrary graphs (ops and attributes need not exist): the forms must hold
-    anything the IR can hold. Inputs only reference earlier values, so the stored order is
-    topological and printing keeps it."""
-    names = draw(st.lists(value_name, min_size=1, max_size=12, unique=True))
-    n_inputs = draw(st.integers(1, min(3, len(names))))
-    g = Graph(draw(ident), {n: draw(tensor_types) for n in names[:n_inputs]})
-    defined = list(names[:n_inputs])
-    for name in names[n_inputs:]:
-        inputs = draw(st.lists(st.sampled_from(defined), max_size=3))
-        attrs = draw(st.dictionaries(ident, st.one_of(plain, choices()), max_size=4))
-        typ = draw(st.one_of(st.none(), tensor_types))
-        g.nodes[name] = Node(name, draw(ident), inputs, attrs, typ)
-        defined.append(name)
-    g.outputs = draw(st.lists(st.sampled_from(defined), min_size=1, max_size=3))
-    return g
+from helpers import assert_one_line_error, graphs
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -78,7 +28,7 @@ def test_json_round_trip_generated(g):
     assert to_json(back) == text
 
 
-@pytest.mark.parametrize("preset", ["mobilenetv2", "autonl-s", "autonl-l", "search-space"])
+@pytest.mark.parametrize("preset", sorted(all_presets()))
 def test_presets_round_trip_byte_identical(preset):
     g = build_preset(preset)
     text = print_graph(g)

@@ -9,7 +9,7 @@ from torch import nn
 
 from autonl.backends.deploy import randomize_bn
 from autonl.ir import build_preset, load_graph
-from autonl.ir.frontend import UnsupportedOpError, import_module
+from autonl.backends.torch.importer import UnsupportedOpError, import_module
 from autonl.passes import PassManager, analyze_cost
 
 from helpers import assert_one_line_error, module_with_params

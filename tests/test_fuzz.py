@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autonl.ir import AutonlError, build_preset, from_json, parse_graph, print_graph, to_json, verify
-from autonl.ir.io import infer_types
+from autonl.ir.verify import infer_types
 
-from test_forms import graphs
+from helpers import graphs
 
 SEED_TEXT = print_graph(build_preset("autonl-s", resolution=32))
 SEED_JSON = to_json(build_preset("autonl-s", resolution=32))

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from autonl.ir import AutonlError, build_preset, parse_graph, structural_equal
-from autonl.ir.io import atomic_write, load_graph, save_graph
+from autonl.ir import atomic_write, load_graph, save_graph
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):

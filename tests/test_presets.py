@@ -1,4 +1,5 @@
-"""Presets as block strings: decoding, and agreement with method.md section 5."""
+"""Presets as block strings: decoding, and agreement with method.md section 5 (its tables are
+copied in tests/data/method_architectures.md)."""
 import re
 
 import pytest
@@ -7,19 +8,7 @@ from autonl.ir import AutonlError, Choice, UnknownNameError, build_preset, get_p
 from autonl.ir.presets import decode_block, make_divisible
 from autonl.passes import find_nodes
 
-from conftest import SHARED
-
-
-def method_rows(title):
-    """The (e, c, n, s, k, nl_ratio, nl_stride, se_ratio) rows of a published architecture."""
-    path = SHARED / "method.md"
-    if not path.exists():
-        pytest.skip(f"{path} is not here (the shared folder sits beside the repository)")
-    text = path.read_text()
-    start = text.index("```", text.index(title))
-    body = text[start + 3:text.index("```", start + 3)]
-    nums = [float(x) if "." in x else int(x) for x in body.split()]
-    return [tuple(nums[i:i + 8]) for i in range(0, len(nums), 8)]
+from helpers import method_rows
 
 
 @pytest.mark.parametrize("preset, title", [("autonl-s", "AutoNL-S:"), ("autonl-l", "AutoNL-L:")])

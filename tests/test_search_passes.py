@@ -10,7 +10,7 @@ from autonl.passes.insert_lightnl import InsertLightNL
 from autonl.passes.relax import Relax
 from autonl.passes.shape_inference import ShapeInference
 
-from test_presets import method_rows
+from helpers import method_rows
 
 
 def typed(text):

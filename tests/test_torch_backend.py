@@ -8,11 +8,11 @@ from autonl.ir.ops import lightnl_matmul_macs, lightnl_order
 from autonl.passes import PassManager, analyze_cost, find_nodes
 from autonl.backends.torch.lower import to_torch
 from autonl.backends.torch.modules import LightNL
-from autonl.backends.torch.profile import count_macs, count_params
+from autonl.backends.torch.mac_count import count_macs, count_params
 from autonl.backends.torch.weights import load_model, load_weights, save_model
 from autonl.passes.shape_inference import ShapeInference
 
-PRESETS = ["mobilenetv2", "autonl-s", "autonl-l"]
+from helpers import discrete_presets
 
 
 def randomize_bn(module):
@@ -27,7 +27,7 @@ def randomize_bn(module):
     return module
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", discrete_presets())
 def test_params_and_hooked_macs_equal_the_ir(preset):
     g = build_preset(preset)
     module = to_torch(g).eval()
@@ -47,7 +47,7 @@ def test_generated_code_reads_like_pytorch():
     assert "lightnl_1_kv = self.lightnl_1.kv(lightnl_1_v_flat, lightnl_1_k_t)" in lowered
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", discrete_presets())
 def test_lowered_graph_same_weights_same_logits(preset):
     g = build_preset(preset, resolution=64)
     module = randomize_bn(to_torch(g)).eval()

@@ -12,10 +12,10 @@ from autonl.backends.onnx.runtime import run, session
 from autonl.backends.tvm import TARGETS, get_target
 from autonl.backends.tvm.compile import build, to_relax, vm_runner
 
-from helpers import assert_one_line_error
-from test_onnx_backend import randomized
+from helpers import assert_one_line_error, discrete_presets, randomized
 
-@pytest.mark.parametrize("name", ["mobilenetv2", "autonl-s", "autonl-l"])
+
+@pytest.mark.parametrize("name", discrete_presets())
 def test_tvm_matches_onnxruntime_and_torch_at_224(name):
     import tvm
     model = randomized(name)

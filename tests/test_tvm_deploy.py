@@ -12,7 +12,7 @@ import pytest
 from autonl.backends.deploy import load_model_or_graph
 from autonl.backends.tvm import get_target
 from autonl.backends.tvm.compile import compile_tvm
-from autonl.backends.tvm.device import find_runtime, runtime_dir
+from autonl.backends.tvm.remote import find_runtime, runtime_dir
 from autonl.ir import parse_graph
 from autonl.passes import PassManager
 

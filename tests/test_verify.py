@@ -2,7 +2,7 @@
 import pytest
 
 from autonl.ir import Choice, Graph, Node, VerifyError, build_preset, f32, parse_graph, verify
-from autonl.ir.io import load_graph
+from autonl.ir import load_graph
 
 GOOD = """graph g(%x: f32[1,8,16,16]) -> f32[1,8,16,16] {
   %c : f32[1,8,16,16] = conv2d(%x) {out=8, k=3}

@@ -18,15 +18,23 @@ def conv_out_size(size: int, k: int, s: int) -> int:
     return (size + 2 * (k // 2) - k) // s + 1
 
 
+def mbconv_widths(cin: int, e: float, se: float) -> tuple[int, int]:
+    """(hidden channels, SE reduce channels; 0 = no SE) of an MBConv on ``cin`` channels: the
+    one definition the cost model, the lowering and the torch modules share."""
+    hidden = int(round(cin * e))
+    reduce = max(1, int(round(cin * se))) if se > 0 else 0
+    return hidden, reduce
+
+
+def lightnl_channels(c: int, r: float) -> int:
+    """LightNL's query/key channels: the first floor(r*C) of C."""
+    return int(math.floor(r * c))
+
+
 def _bn_attrs(eps: float, momentum: float, **extra) -> dict:
     """BN attributes, leaving out the defaults so the printed IR stays short."""
-    out = {}
-    if eps != 1e-5:
-        out["eps"] = eps
-    if momentum != 0.1:
-        out["momentum"] = momentum
-    out.update(extra)
-    return out
+    from .registry import get_op
+    return get_op("batch_norm").without_defaults({"eps": eps, "momentum": momentum, **extra})
 
 
 def _bn_specs() -> dict[str, AttrSpec]:
@@ -86,9 +94,7 @@ class MBConv(OpDef):
     @staticmethod
     def widths(cin: int, a) -> tuple[int, int]:
         """(hidden channels, SE reduce channels) for input channels ``cin``."""
-        hidden = int(round(cin * a["e"]))
-        reduce = max(1, int(round(cin * a["se"]))) if a["se"] > 0 else 0
-        return hidden, reduce
+        return mbconv_widths(cin, a["e"], a["se"])
 
     @staticmethod
     def has_identity_residual(x: TensorType, a) -> bool:
@@ -153,7 +159,7 @@ class MBConv(OpDef):
 def lightnl_shapes(x: TensorType, r: float, s: int) -> tuple[int, int, int]:
     """(compact channels floor(r*C), positions H*W, strided positions h'*w') of LightNL on ``x``."""
     _, c, h, w = x.shape
-    return int(math.floor(r * c)), h * w, math.ceil(h / s) * math.ceil(w / s)
+    return lightnl_channels(c, r), h * w, math.ceil(h / s) * math.ceil(w / s)
 
 
 def lightnl_matmul_macs(x: TensorType, r: float, s: int) -> dict[str, int]:
@@ -189,7 +195,7 @@ class LightNL(OpDef):
         expect(x.rank == 4, f"lightnl expects NCHW, got {x}")
         expect(0 < a["r"] <= 1, f"r must be in (0, 1], got {a['r']}")
         expect(a["s"] >= 1, f"s must be positive, got {a['s']}")
-        expect(math.floor(a["r"] * x.shape[1]) >= 1,
+        expect(lightnl_channels(x.shape[1], a["r"]) >= 1,
                f"r={a['r']} of {x.shape[1]} channels leaves no query channel")
         return x
 

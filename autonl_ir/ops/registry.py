@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..choice import MAX_COMBINATIONS, Choice, attr_combinations
-from ..errors import DuplicateNameError, TypeInferenceError, UnknownNameError
+from ..errors import TypeInferenceError
+from ..registry import Registry
 from ..types import TensorType
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,6 +92,16 @@ class OpDef:
         return out
 
     @classmethod
+    def without_defaults(cls, attrs: dict[str, Any], keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """``attrs`` without the entries (of ``keys``, or any) that equal their default, so that
+        the printed IR stays short; ``True`` and ``1`` count as different values."""
+        def default(k: str) -> bool:
+            spec = cls.attrs.get(k)
+            return (spec is not None and not spec.required and (keys is None or k in keys)
+                    and type(attrs[k]) is type(spec.default) and attrs[k] == spec.default)
+        return {k: v for k, v in attrs.items() if not default(k)}
+
+    @classmethod
     def arity_ok(cls, n: int) -> bool:
         lo, hi = (cls.num_inputs, cls.num_inputs) if isinstance(cls.num_inputs, int) else cls.num_inputs
         return lo <= n <= hi
@@ -122,26 +133,21 @@ class OpDef:
         raise NotImplementedError(f"op '{self.name}' is primitive and has no lowering")
 
 
-_OPS: dict[str, OpDef] = {}
+OPS: Registry[OpDef] = Registry("op")
 
 
 def register_op(cls: type[OpDef]) -> type[OpDef]:
     """Class decorator adding an op to the registry; a second op of the same name is refused."""
-    if cls.name in _OPS:
-        raise DuplicateNameError(f"op '{cls.name}' is already registered")
-    _OPS[cls.name] = cls()
+    OPS.register(cls.name, cls())
     return cls
 
 
 def get_op(name: str) -> OpDef:
-    try:
-        return _OPS[name]
-    except KeyError:
-        raise UnknownNameError("op", name, _OPS) from None
+    return OPS.get(name)
 
 
 def all_ops() -> dict[str, OpDef]:
-    return dict(_OPS)
+    return OPS.as_dict()
 
 
 def expect(cond: bool, message: str) -> None:

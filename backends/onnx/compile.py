@@ -16,17 +16,17 @@ import numpy as np
 import onnx
 
 from autonl.ir import AutonlError
-from autonl.ir.io import atomic_write, render
+from autonl.ir import atomic_write, render
 
-from ..deploy import (Model, check_out, deploy_graph, io_signature, prepare_out, reference_input, torch_logits, versions,
-                      write_manifest)
+from ..loading import TorchModel, deploy_model, reference_input, torch_logits
+from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
 from .export import BATCH, OPSET, export_onnx
 from .runtime import accuracy, batches, calibration_batches, quantize_int8, run, session
 
 PARITY_TOL = 1e-4
 
 
-def parity(model: Model, onnx_model: onnx.ModelProto, batch: int = 2) -> dict:
+def parity(model: TorchModel, onnx_model: onnx.ModelProto, batch: int = 2) -> dict:
     """Max |torch - onnxruntime| on a fixed random input (fp32, same weights)."""
     x = reference_input(model.graph, batch=batch)
     ref = torch_logits(model, x)
@@ -37,7 +37,7 @@ def parity(model: Model, onnx_model: onnx.ModelProto, batch: int = 2) -> dict:
             "passed": diff <= PARITY_TOL}
 
 
-def load_data(data: str, model: Model, calib_images: int, eval_images: int | None, skip_corrupt: bool):
+def load_data(data: str, model: TorchModel, calib_images: int, eval_images: int | None, skip_corrupt: bool):
     from autonl.backends.torch.data import make_loaders
 
     resolution = model.graph.inputs[next(iter(model.graph.inputs))].shape[-1]
@@ -46,7 +46,7 @@ def load_data(data: str, model: Model, calib_images: int, eval_images: int | Non
     return train, val, classes
 
 
-def compile_onnx(model: Model, out: str | Path, int8: bool = False, calib_data: str = "digits",
+def compile_onnx(model: TorchModel, out: str | Path, int8: bool = False, calib_data: str = "digits",
                  calib_images: int = 256, calib_method: str = "minmax", eval_images: int | None = None,
                  fold_bn: bool = True, opset: int = OPSET, skip_corrupt: bool = False, int8_exclude=(),
                  log=lambda msg: None) -> dict:
@@ -56,12 +56,13 @@ def compile_onnx(model: Model, out: str | Path, int8: bool = False, calib_data: 
     if opset < 17:
         raise AutonlError(f"opset {opset} is too old; the ONNX backend emits opset 17 or newer")
     check_out(out)
-    graph = deploy_graph(model, fold_bn=fold_bn)
+    deployed = deploy_model(model, fold_bn=fold_bn)
+    graph = deployed.graph
     for pattern in int8_exclude:
         if not any(fnmatch.fnmatchcase(n.name, pattern) for n in graph):
             raise AutonlError(f"--int8-exclude {pattern} matches no node of '{graph.name}' "
                               f"(node names look like {', '.join(list(graph.nodes)[:3])})")
-    onnx_model = export_onnx(graph, opset=opset)
+    onnx_model = export_onnx(deployed, opset=opset)
     check = parity(model, onnx_model)
     log(f"onnxruntime vs torch: max |diff| {check['max_abs_diff']:.2e} on logits up to "
         f"{check['max_abs_logit']:.2f} (tolerance {PARITY_TOL:g})")

@@ -1,4 +1,4 @@
-"""Export a deployment graph (primitives, bound weights) to ONNX, straight from the IR.
+"""Export a deployment model (primitives and their weights) to ONNX, straight from the IR.
 
 Each primitive op has one emitter (``@onnx_op``) that appends ONNX nodes; values and nodes
 keep the IR's names (``mbconv_3.expand``), weights become initializers named like the
@@ -15,33 +15,31 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from autonl.ir import AutonlError, Graph, Node, UnknownNameError, verify
+from autonl.ir import AutonlError, Model, Node, verify
 from autonl.ir.ops import get_op
+from autonl.ir.registry import Registry
 
 OPSET = 17
 BATCH = "batch"
 INT64_MAX = 2**63 - 1
 
 Emitter = Callable[["OnnxBuilder", Node, list[str]], None]
-_ONNX_OPS: dict[str, Emitter] = {}
+ONNX_EMITTERS: Registry[Emitter] = Registry("op for the ONNX backend", plural="ops with an ONNX form")
 
 
 def onnx_op(name: str) -> Callable[[Emitter], Emitter]:
-    def deco(fn: Emitter) -> Emitter:
-        if name in _ONNX_OPS:
-            raise AutonlError(f"op '{name}' already has an ONNX emitter")
-        _ONNX_OPS[name] = fn
-        return fn
-    return deco
+    """Register the ONNX emitter of primitive op ``name``."""
+    return ONNX_EMITTERS.decorator(name)
 
 
 def onnx_ops() -> list[str]:
-    return sorted(_ONNX_OPS)
+    return ONNX_EMITTERS.names()
 
 
 class OnnxBuilder:
-    def __init__(self, graph: Graph):
-        self.graph = graph
+    def __init__(self, model: Model):
+        self.graph = model.graph
+        self.weights = model.weights
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._const = 0
@@ -52,14 +50,14 @@ class OnnxBuilder:
 
     def param(self, node: Node, tensor: str, required: bool = True) -> str | None:
         key = f"{node.name}.{tensor}"
-        if key not in self.graph.params:
+        if key not in self.weights:
             if required:
                 raise AutonlError(f"node %{node.name} ({node.op}): no bound weight '{key}'; "
                                   f"export a model (graph + weights), not a bare graph")
             return None
         if key not in self._bound:
             self._bound.add(key)
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(self.graph.params[key]), key))
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(self.weights[key]), key))
         return key
 
     def const(self, node: Node, value, dtype) -> str:
@@ -76,20 +74,18 @@ class OnnxBuilder:
         return output
 
 
-def export_onnx(graph: Graph, opset: int = OPSET, dynamic_batch: bool = True) -> onnx.ModelProto:
-    """The deployment graph as a checked ONNX model (onnx.checker full check, shape inference)."""
+def export_onnx(model: Model, opset: int = OPSET, dynamic_batch: bool = True) -> onnx.ModelProto:
+    """The deployment model as a checked ONNX model (onnx.checker full check, shape inference)."""
+    graph = model.graph
     verify(graph, allow_relaxed=False)
     composite = sorted({n.op for n in graph if get_op(n.op).composite})
     if composite:
         raise AutonlError(f"graph '{graph.name}' still has composite ops ({', '.join(composite)}); "
-                          f"lower it first (backends.deploy.deploy_graph, or the lower-composites pass)")
-    b = OnnxBuilder(graph)
+                          f"lower it first (the deploy pipeline, or the lower-composites pass)")
+    b = OnnxBuilder(model)
     for name in graph.topological_order():
         node = graph.nodes[name]
-        emitter = _ONNX_OPS.get(node.op)
-        if emitter is None:
-            raise UnknownNameError("op for the ONNX backend", node.op, _ONNX_OPS, plural="ops with an ONNX form")
-        emitter(b, node, list(node.inputs))
+        ONNX_EMITTERS.get(node.op)(b, node, list(node.inputs))
 
     def value(name: str, t) -> onnx.ValueInfoProto:
         shape = [BATCH if dynamic_batch and i == 0 else d for i, d in enumerate(t.shape)]

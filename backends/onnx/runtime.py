@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -119,15 +117,3 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
                         calibration_cache_path=os.path.join(tmp, "calibration.json"),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         return onnx.load(out), excluded
-
-
-def median_latency(fn, x: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
-    """Median seconds of ``fn(x)`` over ``runs`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)

@@ -16,22 +16,19 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from autonl.ir import AutonlError, Graph, Node, UnknownNameError, verify
+from autonl.ir import AutonlError, Graph, Model, Node, verify
 from autonl.ir.ops import get_op, lightnl_order
+from autonl.ir.registry import Registry
 
 from . import modules as M
 
 Lowering = Callable[["LoweringContext", Node, list], fx.Node]
-_TORCH_OPS: dict[str, Lowering] = {}
+TORCH_LOWERINGS: Registry[Lowering] = Registry("op for the torch backend", plural="ops with a torch lowering")
 
 
 def torch_op(name: str) -> Callable[[Lowering], Lowering]:
-    def deco(fn: Lowering) -> Lowering:
-        if name in _TORCH_OPS:
-            raise AutonlError(f"op '{name}' already has a torch lowering")
-        _TORCH_OPS[name] = fn
-        return fn
-    return deco
+    """Register the torch lowering of op ``name``."""
+    return TORCH_LOWERINGS.decorator(name)
 
 
 def var_name(ir_name: str) -> str:
@@ -70,10 +67,23 @@ class LoweringContext:
 def to_torch(graph: Graph) -> fx.GraphModule:
     """The graph as a GraphModule (train mode, freshly initialised weights)."""
     verify(graph, allow_relaxed=False)
-    return lower_graph(graph, LoweringContext(graph), lambda node: _TORCH_OPS.get(node.op))
+    return lower_graph(graph, LoweringContext(graph), lambda node: TORCH_LOWERINGS.get(node.op))
 
 
-def lower_graph(graph: Graph, ctx: LoweringContext, pick: Callable[[Node], Lowering | None]) -> fx.GraphModule:
+def to_torch_with_weights(model: Model) -> fx.GraphModule:
+    """The model's graph as a GraphModule in eval mode, with the model's weights loaded (every
+    tensor the module has, except BN's batch counters, must be among them)."""
+    module = to_torch(model.graph)
+    state = {k: torch.from_numpy(v) for k, v in model.weights.items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise AutonlError(f"the weights do not fit graph '{model.graph.name}': {what}")
+    return module.eval()
+
+
+def lower_graph(graph: Graph, ctx: LoweringContext, pick: Callable[[Node], Lowering]) -> fx.GraphModule:
     """Emit every node with the lowering ``pick`` returns for it (the supernet picks its own
     for relaxed nodes) and wrap the result as a GraphModule."""
     env: dict[str, fx.Node] = {}
@@ -81,18 +91,14 @@ def lower_graph(graph: Graph, ctx: LoweringContext, pick: Callable[[Node], Lower
         env[name] = ctx.fx_graph.placeholder(var_name(name))
     for name in graph.topological_order():
         node = graph.nodes[name]
-        lower = pick(node)
-        if lower is None:
-            raise UnknownNameError("op for the torch backend", node.op, _TORCH_OPS,
-                                   plural="ops with a torch lowering")
-        env[name] = lower(ctx, node, [env[v] for v in node.inputs])
+        env[name] = pick(node)(ctx, node, [env[v] for v in node.inputs])
     outs = [env[v] for v in graph.outputs]
     ctx.fx_graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     return fx.GraphModule(ctx.root, ctx.fx_graph, class_name=var_name(graph.name))
 
 
-def torch_lowering(op: str) -> Lowering | None:
-    return _TORCH_OPS.get(op)
+def torch_lowering(op: str) -> Lowering:
+    return TORCH_LOWERINGS.get(op)
 
 
 # -- primitives ----------------------------------------------------------------------------

@@ -6,11 +6,13 @@ graph alike: ``lower-composites`` keeps weights.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from autonl.ir.ops import get_op, lightnl_channels, mbconv_widths
+
+NonLocalOp = get_op("non_local")
 
 ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu}
 
@@ -47,13 +49,13 @@ class MBConv(nn.Module):
     def __init__(self, cin: int, out: int, e: float, k: int, s: int, se: float, act: str,
                  eps: float, momentum: float):
         super().__init__()
-        hidden = int(round(cin * e))
+        hidden, reduce = mbconv_widths(cin, e, se)
         self.act = ACTIVATIONS[act]
         self.expand = nn.Conv2d(cin, hidden, 1, bias=False) if e != 1 else None
         self.expand_bn = batch_norm(hidden, eps, momentum) if e != 1 else None
         self.dw = nn.Conv2d(hidden, hidden, k, s, padding=k // 2, groups=hidden, bias=False)
         self.dw_bn = batch_norm(hidden, eps, momentum)
-        self.se = SqueezeExcite(hidden, max(1, int(round(cin * se))), act) if se > 0 else None
+        self.se = SqueezeExcite(hidden, reduce, act) if reduce else None
         self.project = nn.Conv2d(hidden, out, 1, bias=False)
         self.project_bn = batch_norm(out, eps, momentum)
 
@@ -66,6 +68,16 @@ class MBConv(nn.Module):
         return self.project_bn(self.project(x))
 
 
+def lightnl_operands(x: torch.Tensor, rc: int, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LightNL's q [N, rc, HW], k^T [N, h'w', rc] and v [N, C, h'w'] read from ``x`` (no
+    embeddings): q, k the first ``rc`` channels, k and v at every s-th row and column."""
+    n, c, h, w = x.shape
+    q = x[:, :rc].reshape(n, rc, h * w)
+    xs = x[:, :, ::s, ::s] if s > 1 else x
+    kt = xs[:, :rc].reshape(n, rc, -1).transpose(1, 2)
+    return q, kt, xs.reshape(n, c, -1)
+
+
 def lightnl_attention(x: torch.Tensor, rc: int, s: int, order: str, mm1: nn.Module, mm2: nn.Module) -> torch.Tensor:
     """LightNL's y = q @ (k^T @ v) / (H*W), channel-major (method.md section 1).
 
@@ -75,10 +87,7 @@ def lightnl_attention(x: torch.Tensor, rc: int, s: int, order: str, mm1: nn.Modu
     value, the IR picks the cheaper statically.
     """
     n, c, h, w = x.shape
-    q = x[:, :rc].reshape(n, rc, h * w)
-    xs = x[:, :, ::s, ::s] if s > 1 else x
-    kt = xs[:, :rc].reshape(n, rc, -1).transpose(1, 2)
-    v = xs.reshape(n, c, -1)
+    q, kt, v = lightnl_operands(x, rc, s)
     if order == "key_value_first":
         y = mm2(mm1(v, kt), q)
     elif order == "affinity_first":
@@ -93,7 +102,7 @@ class LightNL(nn.Module):
 
     def __init__(self, channels: int, r: float, s: int, order: str, eps: float, momentum: float):
         super().__init__()
-        self.rc, self.s, self.order = int(math.floor(r * channels)), s, order
+        self.rc, self.s, self.order = lightnl_channels(channels, r), s, order
         self.mm1, self.mm2 = MatMul(), MatMul()
         self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.bn = batch_norm(channels, eps, momentum, zero_init=True)
@@ -108,7 +117,7 @@ class NonLocal(nn.Module):
 
     def __init__(self, channels: int, ratio: float, eps: float, momentum: float):
         super().__init__()
-        m = int(math.floor(channels * ratio))
+        m = NonLocalOp.inner(channels, {"ratio": ratio})
         self.theta = nn.Conv2d(channels, m, 1, bias=True)
         self.phi = nn.Conv2d(channels, m, 1, bias=True)
         self.g = nn.Conv2d(channels, m, 1, bias=True)

@@ -12,33 +12,32 @@ term), then weights (SGD) and thresholds/importances (Adam) each with its own op
 same loss. Outputs in the run directory: ``decisions.json``, ``search_graph.json``/``.ir``
 (the relaxed graph), ``metrics.jsonl``, ``trace.jsonl`` (every gate's statistic, threshold and
 state per logged step), ``macs.png`` and ``decisions.png``, ``checkpoint.pt`` every N steps,
-``result.json``. ``resume=True`` continues exactly (see :mod:`.train`).
+``result.json``. ``resume=True`` continues exactly (see :mod:`.loop`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
-from autonl.ir import AutonlError, Graph
+from autonl.ir import AutonlError, Graph, atomic_write
 from autonl.ir.costs import format_count
 from autonl.ir.decisions import dumps_decisions
-from autonl.ir.io import atomic_write, load_graph, render, resize_graph
+from autonl.passes import resize_graph
 
+from .device import autocast, pick_device
+from .evaluation import evaluate, recalibrate_bn
+from .loop import Loop, Run, StepResult, cosine_with_warmup, open_run, seed_all
 from .supernet import Supernet
-from .train import (Run, autocast, cosine_with_warmup, epoch_batches, evaluate, pick_device, recalibrate_bn,
-                    rng_state, set_rng_state)
-from .weights import check_state_dict, torch_bytes
 
-SEARCH_FORMAT = "autonl-checkpoint"
+__all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimizers", "plot_search", "search",
+           "search_step"]
 
 
 @dataclass
@@ -183,17 +182,12 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
     from .data import make_loaders
 
     rank, world = distributed()
-    run = Run(Path(out))
-    ckpt = run.start(resume, "search")
-    if ckpt is not None:
-        graph = load_graph(run.folder / "search_graph.json")
-        cfg = SearchConfig.from_dict(ckpt["config"])
+    run, ckpt, graph, cfg = open_run(out, resume, "search", "search_graph.json", SearchConfig, graph, cfg)
     if graph is None or cfg is None:
         raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")
     if not graph.relaxed:
         raise AutonlError(f"graph '{graph.name}' has no choices to search; relax it first (insert-lightnl, relax)")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
+    seed_all(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
@@ -217,73 +211,34 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
             supernet, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     opts = make_optimizers(supernet, cfg)
     w_opt, a_opt, w_sched, a_sched = opts
-    step = 0
-    if ckpt is not None:
-        check_state_dict(ckpt["model"], supernet, str(run.checkpoint), graph.name)
-        supernet.load_state_dict(ckpt["model"])
-        w_opt.load_state_dict(ckpt["w_opt"])
-        a_opt.load_state_dict(ckpt["a_opt"])
-        w_sched.load_state_dict(ckpt["w_sched"])
-        a_sched.load_state_dict(ckpt["a_sched"])
-        step = ckpt["step"]
-        set_rng_state(ckpt["rng"])
-        if rank == 0:
-            run.truncate(step)
-            run.truncate(step, "trace.jsonl")
-    elif rank == 0:
-        run.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(run.folder / "search_graph.json", render(graph, "json"))
-        atomic_write(run.folder / "search_graph.ir", render(graph, "text"))
-    if rank == 0:
-        atomic_write(run.folder / "search_config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+    loop = Loop(run, "search", graph, cfg,
+                {"model": supernet, "w_opt": w_opt, "a_opt": a_opt, "w_sched": w_sched, "a_sched": a_sched},
+                graph_stem="search_graph", config_file="search_config.json", logs=("metrics.jsonl", "trace.jsonl"),
+                extra_state=lambda: {"decisions": supernet.decisions()}, rank=rank)
+    loop.start(ckpt)
     gate_names = [f"{r.node}.{r.attr}" for r in supernet.gate_refs]
-
-    def save_checkpoint() -> None:
-        if rank != 0:
-            return
-        atomic_write(run.checkpoint, torch_bytes({
-            "format": SEARCH_FORMAT, "version": 1, "kind": "search", "step": step, "model": supernet.state_dict(),
-            "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(), "w_sched": w_sched.state_dict(),
-            "a_sched": a_sched.state_dict(), "rng": rng_state(), "config": asdict(cfg),
-            "decisions": supernet.decisions()}))
-
     ce_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"search {graph.name}", unit="step",
-               disable=not progress or rank != 0, dynamic_ncols=True)
-    per_epoch = len(train_loader)
-    seen = correct = 0
-    while step < cfg.steps:
-        epoch, skip = divmod(step, per_epoch)
-        for x, y in epoch_batches(train_loader, epoch, skip):
-            warm = step < cfg.warmup_steps
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss, ce, macs, logits = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
-            if not torch.isfinite(loss):
-                raise AutonlError(f"the loss became {loss.item()} at step {step}; lower --lr")
-            step += 1
-            seen += y.numel()
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                row = {"step": step, "loss": loss.item(), "ce": ce.item(), "train_acc": correct / seen,
-                       "macs": macs.item(), "warmup": warm, "lr": w_sched.get_last_lr()[0],
-                       "arch_lr": a_sched.get_last_lr()[0]}
-                run.log(row)
-                run.log({"step": step, "gates": {
-                    f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold.detach()), 6),
-                                           int(r.gate.decision() == r.gate.on_value)]
-                    for r in supernet.gate_refs}}, "trace.jsonl")
-                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}",
-                                MACs=format_count(row["macs"]), warm="yes" if warm else "no")
-                seen = correct = 0
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint()
-                if rank == 0:
-                    plot_search(run, cfg.target_macs, gate_names)
-            if step >= cfg.steps:
-                break
-    bar.close()
-    return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, step)
+
+    def step(i, x, y):
+        warm = i < cfg.warmup_steps
+        loss, ce, macs, logits = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
+        return StepResult(loss, logits, {"ce": ce, "macs": macs, "warm": warm})
+
+    def row(i, epoch, result, window):
+        warm = result.extra["warm"]
+        metrics = {"step": i, "loss": result.loss.item(), "ce": result.extra["ce"].item(),
+                   "train_acc": window.correct / window.seen, "macs": result.extra["macs"].item(), "warmup": warm,
+                   "lr": w_sched.get_last_lr()[0], "arch_lr": a_sched.get_last_lr()[0]}
+        run.log({"step": i, "gates": {
+            f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold.detach()), 6),
+                                   int(r.gate.decision() == r.gate.on_value)]
+            for r in supernet.gate_refs}}, "trace.jsonl")
+        return metrics, {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_acc']:.2f}",
+                         "MACs": format_count(metrics["macs"]), "warm": "yes" if warm else "no"}
+
+    loop.run_steps(train_loader, device, step, row,
+                   after_checkpoint=lambda: plot_search(run, cfg.target_macs, gate_names), progress=progress)
+    return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, loop.step)
 
 
 def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_loader, val_loader, device,
@@ -312,6 +267,6 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
               "blocks": sum(1 for n in derived if n.op == "mbconv")}
     atomic_write(run.folder / "decisions.json", dumps_decisions(decisions))
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
-    from autonl.backends.deploy import write_run_manifest
+    from autonl.backends.manifest import write_run_manifest
     write_run_manifest(run.folder, "search", asdict(cfg), cfg.seed)
     return result

@@ -18,10 +18,9 @@ learning rate fit every gate (the spec's squared norm up to a per-gate constant)
 """
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
@@ -31,12 +30,34 @@ from torch import nn
 from autonl.ir import AutonlError, Graph, Node, verify
 from autonl.ir.costs import node_cost
 from autonl.ir.choice import attr_combinations
-from autonl.ir.ops import lightnl_order
+from autonl.ir.ops import lightnl_channels, lightnl_order, mbconv_widths
+
+from autonl.ir.registry import Registry
 
 from . import modules as M
-from .lower import LoweringContext, lower_graph, torch_lowering
+from .lower import Lowering, LoweringContext, lower_graph, torch_lowering
 
-SEARCHABLE = {"mbconv": ("k", "e", "skip"), "lightnl": ("insert", "r", "s")}
+
+@dataclass(frozen=True)
+class SupernetLowering:
+    """How the supernet lowers a relaxed node of one op: the lowering, the attributes it can
+    search, and how their options nest in one superkernel (for messages and docs)."""
+
+    lower: Lowering
+    searchable: tuple[str, ...]
+    nesting: str
+
+
+SUPERNET_LOWERINGS: Registry[SupernetLowering] = Registry("op the supernet can search",
+                                                          plural="ops the supernet can search")
+
+
+def supernet_op(name: str, searchable: tuple[str, ...], nesting: str) -> Callable[[Lowering], Lowering]:
+    """Register the supernet lowering of relaxed ``name`` nodes and what it can search."""
+    def deco(fn: Lowering) -> Lowering:
+        SUPERNET_LOWERINGS.register(name, SupernetLowering(fn, searchable, nesting))
+        return fn
+    return deco
 
 
 def ste(u: torch.Tensor, tau: float) -> torch.Tensor:
@@ -94,14 +115,15 @@ class SuperMBConv(nn.Module):
         ks = a["k"].options if "k" in node.choices() else (a["k"],)
         es = a["e"].options if "e" in node.choices() else (a["e"],)
         self.kmin, self.kmax = min(ks), max(ks)
-        self.hmin, self.hmax = int(round(cin * min(es))), int(round(cin * max(es)))
+        self.hmin, self.hmax = mbconv_widths(cin, min(es), 0)[0], mbconv_widths(cin, max(es), 0)[0]
         self.s, self.act = a["s"], M.ACTIVATIONS[a["act"]]
         hidden = self.hmax
         self.expand = nn.Conv2d(cin, hidden, 1, bias=False) if max(es) != 1 else None
         self.expand_bn = M.batch_norm(hidden, a["eps"], a["momentum"]) if max(es) != 1 else None
         self.dw = nn.Conv2d(hidden, hidden, self.kmax, self.s, padding=self.kmax // 2, groups=hidden, bias=False)
         self.dw_bn = M.batch_norm(hidden, a["eps"], a["momentum"])
-        self.se = M.SqueezeExcite(hidden, max(1, int(round(cin * a["se"]))), a["act"]) if a["se"] > 0 else None
+        reduce = mbconv_widths(cin, max(es), a["se"])[1]
+        self.se = M.SqueezeExcite(hidden, reduce, a["act"]) if reduce else None
         self.project = nn.Conv2d(hidden, a["out"], 1, bias=False)
         self.project_bn = M.batch_norm(a["out"], a["eps"], a["momentum"])
         self.gates = nn.ModuleDict()
@@ -160,7 +182,7 @@ class SuperLightNL(nn.Module):
         rs = a["r"].options if "r" in node.choices() else (a["r"],)
         ss = a["s"].options if "s" in node.choices() else (a["s"],)
         self.strides = sorted(ss)
-        self.rc_small, self.rc_big = int(math.floor(min(rs) * c)), int(math.floor(max(rs) * c))
+        self.rc_small, self.rc_big = lightnl_channels(c, min(rs)), lightnl_channels(c, max(rs))
         self.order = lightnl_order(t, max(rs), min(ss))
         self.mm1, self.mm2 = M.MatMul(), M.MatMul()
         self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
@@ -176,11 +198,8 @@ class SuperLightNL(nn.Module):
             self.gates["s"] = Gate(*_binary(node, "s", on_is_larger=False), importance=True)
 
     def _attend(self, x: torch.Tensor, s: int, g_r: torch.Tensor | None) -> torch.Tensor:
-        n, c, h, w = x.shape
-        q = x[:, :self.rc_big].reshape(n, self.rc_big, h * w)
-        xs = x[:, :, ::s, ::s] if s > 1 else x
-        kt = xs[:, :self.rc_big].reshape(n, self.rc_big, -1).transpose(1, 2)
-        v = xs.reshape(n, c, -1)
+        h, w = x.shape[2:]
+        q, kt, v = M.lightnl_operands(x, self.rc_big, s)
         a, b = self.rc_small, self.rc_big
         if self.order == "key_value_first":
             kv = self.mm1(v, kt)                                   # [N, C, rc_big], both parts at once
@@ -214,12 +233,11 @@ class GateRef:
     gate: Gate
 
 
+@supernet_op("mbconv", ("k", "e", "skip"),
+             "the smaller kernel is the centre of the larger; the smaller expansion the first hidden "
+             "channels of the larger; skip gates the whole branch")
 def _super_mbconv(ctx: LoweringContext, node: Node, args: list) -> fx.Node:
     a = ctx.attrs(node)
-    bad = set(node.choices()) - set(SEARCHABLE["mbconv"])
-    if bad:
-        raise AutonlError(f"node %{node.name}: the supernet cannot search mbconv attribute(s) "
-                          f"{sorted(bad)}; searchable: {', '.join(SEARCHABLE['mbconv'])}")
     if "e" in node.choices() and 1 in node.attrs["e"].options:
         raise AutonlError(f"node %{node.name}: expansion 1 has no expansion conv, so it cannot share a "
                           "superkernel with larger expansions; use options above 1")
@@ -231,10 +249,10 @@ def _super_mbconv(ctx: LoweringContext, node: Node, args: list) -> fx.Node:
     return out
 
 
+@supernet_op("lightnl", ("insert", "r", "s"),
+             "the smaller ratio's query/key channels are the first of the larger's; stride gates "
+             "between the two key/value samplings; insert gates the block")
 def _super_lightnl(ctx: LoweringContext, node: Node, args: list) -> fx.Node:
-    bad = set(node.choices()) - set(SEARCHABLE["lightnl"])
-    if bad:
-        raise AutonlError(f"node %{node.name}: the supernet cannot search lightnl attribute(s) {sorted(bad)}")
     a = ctx.attrs(node)
     if a["insert"] is False:
         return args[0]
@@ -280,11 +298,15 @@ class Supernet(nn.Module):
             if node.name in ctx.block_of:
                 return _gated_add
             if node.relaxed:
-                table = {"mbconv": _super_mbconv, "lightnl": _super_lightnl}
-                if node.op not in table:
+                spec = SUPERNET_LOWERINGS.find(node.op)
+                if spec is None:
                     raise AutonlError(f"node %{node.name}: the supernet cannot search {node.op} nodes; "
-                                      f"searchable ops: {', '.join(table)}")
-                return table[node.op]
+                                      f"searchable ops: {', '.join(SUPERNET_LOWERINGS.names())}")
+                bad = sorted(set(node.choices()) - set(spec.searchable))
+                if bad:
+                    raise AutonlError(f"node %{node.name}: the supernet cannot search {node.op} attribute(s) "
+                                      f"{bad}; searchable: {', '.join(spec.searchable)}")
+                return spec.lower
             return torch_lowering(node.op)
 
         self.net = lower_graph(graph, ctx, pick)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from autonl.ir import AutonlError, Graph
-from autonl.ir.io import atomic_write, load_graph, render
+from autonl.ir import atomic_write, load_graph, render
 
 from .lower import to_torch
 

@@ -16,7 +16,7 @@ no new trials. Written: ``model.so`` (host) or ``model.aarch64.so``, ``model.par
 (tvm.runtime.save_param_dict; keys ``p0000``.. in call order), ``input.npy`` and
 ``reference_output.npy`` (a test input and PyTorch's logits for it), ``layers.json``
 (per-layer time, tuned against untuned, host only), for aarch64 targets the C++ runner, its
-runtime libraries and a README for the board (``device.package_runner``), ``manifest.json``.
+runtime libraries and a README for the board (``remote.package_runner``), ``manifest.json``.
 """
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from autonl.ir import AutonlError
-from autonl.ir.io import atomic_write, render
+from autonl.ir import atomic_write, render
 
-from ..deploy import Model, check_out, deploy_graph, io_signature, prepare_out, reference_input, torch_logits, versions, write_manifest
+from ..base import median_ms
+from ..loading import TorchModel, deploy_model, reference_input, torch_logits
+from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
 from ..onnx.compile import PARITY_TOL
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
-from .builder import pooled_builder
+from .build_worker import pooled_builder
 from .targets import NamedTarget, require_cc
 
 
@@ -208,12 +210,7 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
     return rows
 
 
-def median_ms(fn, x, runs: int = 20) -> float:
-    from ..onnx.runtime import median_latency
-    return median_latency(fn, x, runs=runs) * 1e3
-
-
-def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
+def compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
                 prepack: bool = True, tuning_dir: str | Path | None = None, progress: bool = True,
                 log=lambda msg: None) -> dict:
     import tvm
@@ -224,8 +221,9 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
                           f"tune with --target host, or compile '{target.name}' untuned")
     cc = require_cc(target)
     tvm_target = tvm.target.Target(target.target_dict())
-    graph = deploy_graph(model)
-    onnx_model = export_onnx(graph)
+    deployed = deploy_model(model)
+    graph = deployed.graph
+    onnx_model = export_onnx(deployed)
     shape = list(model.graph.inputs[next(iter(model.graph.inputs))].shape)
     mod, params = to_relax(onnx_model, shape)
     out_path = Path(out)
@@ -291,7 +289,7 @@ def compile_tvm(model: Model, out: str | Path, target: NamedTarget, trials_per_t
         files.append(name)
     runner_info = None
     if not target.is_host:   # the C++ runner and a README for the board
-        from .device import package_runner, write_board_readme
+        from .remote import package_runner, write_board_readme
         runner_info = package_runner(out_path, target, cc, log)
         files += runner_info.pop("files") + [write_board_readme(out_path, target, model.graph.name, lib)]
     if layers is not None:

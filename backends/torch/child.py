@@ -1,4 +1,4 @@
-"""Derive a search run: the discrete graph, its weights cut from the supernet, costs, and a
+"""The child network of a search run (``autonl derive``): the discrete graph, its weights cut from the supernet, costs, and a
 comparison with the published networks (method.md section 4)."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 from autonl.ir import AutonlError, Graph, build_preset
 from autonl.ir.costs import format_count
 from autonl.ir.decisions import check_decisions, dumps_decisions, load_decisions
-from autonl.ir.io import atomic_write, load_graph, render, resize_graph
+from autonl.ir import atomic_write, load_graph, render
+from autonl.passes import resize_graph
 
 from .lower import to_torch
 from .supernet import Supernet, inherit_weights
@@ -39,8 +40,8 @@ def comparison_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def derive_run(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None = None,
-               force: bool = False) -> dict:
+def extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None = None,
+                  force: bool = False) -> dict:
     """Write ``out``/ (model folder: graph.json, graph.ir, weights.pt; decisions.json,
     cost.json, comparison.json, comparison.txt). All or nothing: it is assembled in a
     temporary folder beside ``out`` and renamed into place."""
@@ -85,7 +86,7 @@ def derive_run(run_dir: str | Path, out: str | Path, decisions_file: str | Path 
         atomic_write(tmp / "comparison.json", json.dumps(rows, indent=1) + "\n")
         atomic_write(tmp / "comparison.txt", f"at {resolution}x{resolution}\n" + comparison_table(rows) + "\n")
         atomic_write(tmp / "graph_at_cost_resolution.ir", render(at(derived), "text"))
-        from autonl.backends.deploy import write_run_manifest
+        from autonl.backends.manifest import write_run_manifest
         write_run_manifest(tmp, "derive", {"run": str(run_dir), "decisions": str(decisions_file or "decisions.json"),
                                            "cost_resolution": resolution}, config.get("seed"))
         if out.exists():

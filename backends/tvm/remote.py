@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from autonl.ir import AutonlError
-from autonl.ir.io import atomic_write
+from autonl.ir import atomic_write
 
 RUNNER = "autonl_runner"
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")

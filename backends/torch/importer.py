@@ -22,10 +22,10 @@ dropout                     nn.Dropout, F.dropout (identity at inference)
 ==========================  ===================================================
 
 Node names follow the module path (``features.3.conv.0`` becomes ``features_3_conv_0``);
-the weights go along as ``graph.params`` (numpy, keyed ``<node>.<tensor>`` as the torch
-backend's state dict). Anything else is an :class:`UnsupportedOpError` that names the module
-path and the op and lists what is supported. ``fold-mbconv`` (autonl.passes) then folds
-inverted-residual blocks into ``mbconv`` nodes.
+the weights go along in the returned :class:`~autonl.ir.Model` (numpy, keyed
+``<node>.<tensor>`` as the torch backend's state dict). Anything else is an :class:`UnsupportedOpError` that names the module
+path and the op and lists what is supported. The ``import`` pipeline (shape inference,
+``fold-mbconv``) then folds inverted-residual blocks into ``mbconv`` nodes.
 """
 from __future__ import annotations
 
@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AutonlError
-from .graph import Graph
-from .types import TensorType
+from autonl.ir import AutonlError, Graph, Model, TensorType
+from autonl.passes import PassManager
 
 SUPPORTED = ("nn.Conv2d", "nn.BatchNorm2d", "nn.ReLU", "nn.ReLU6", "nn.Hardtanh(0, 6)", "nn.SiLU", "nn.Sigmoid",
              "nn.AdaptiveAvgPool2d(1)", "nn.Flatten", "nn.Linear", "nn.Dropout", "nn.Identity", "+", "*",
@@ -114,9 +113,9 @@ def _is_global_mean(dims, ndim: int) -> bool:
 
 
 def import_module(module, input_shape: tuple[int, ...] | list[int] = (1, 3, 224, 224), name: str | None = None,
-                  fold_blocks: bool = True) -> Graph:
-    """The IR graph of ``module`` (eval mode) for inputs of ``input_shape``, with its weights
-    in ``graph.params``; MBConv blocks folded into ``mbconv`` nodes when ``fold_blocks``."""
+                  fold_blocks: bool = True) -> Model:
+    """The IR model (graph + weights) of ``module`` (eval mode) for inputs of ``input_shape``;
+    MBConv blocks folded into ``mbconv`` nodes when ``fold_blocks``."""
     import torch
 
     if not isinstance(module, torch.nn.Module):
@@ -128,18 +127,12 @@ def import_module(module, input_shape: tuple[int, ...] | list[int] = (1, 3, 224,
     example = torch.randn(shape)
     gname = ir_name(name or type(module).__name__)
     try:
-        graph = _from_fx(module, example, gname)
+        em = _from_fx(module, example, gname)
     except UnsupportedOpError:
         raise
     except _TraceFailed as e:
-        graph = _from_export(module, example, gname, str(e))
-    from autonl.passes import PassManager
-    params = graph.params
-    graph = PassManager(["shape-inference"])(graph).graph
-    graph.params = params
-    if fold_blocks:
-        graph = PassManager(["fold-mbconv"])(graph).graph
-    return graph
+        em = _from_export(module, example, gname, str(e))
+    return PassManager("import" if fold_blocks else "import-no-fold").run(Model(em.graph, em.params))
 
 
 class _TraceFailed(Exception):
@@ -147,7 +140,7 @@ class _TraceFailed(Exception):
 
 
 # -- torch.fx --------------------------------------------------------------------------------
-def _from_fx(module, example, gname: str) -> Graph:
+def _from_fx(module, example, gname: str) -> _Emitter:
     import torch
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
@@ -192,8 +185,7 @@ def _from_fx(module, example, gname: str) -> Graph:
             env[node] = _fx_function(em, node, node.target, args, kwargs, shape, gm)
         elif node.op == "call_method":
             env[node] = _fx_method(em, node, node.target, args, kwargs, shape)
-    em.graph.params = em.params
-    return em.graph
+    return em
 
 
 def _fx_module(em: _Emitter, path: str, m, args: list, shape) -> str:
@@ -334,7 +326,7 @@ def _fx_method(em: _Emitter, node, method: str, args, kwargs, shape) -> str:
 
 
 # -- torch.export ----------------------------------------------------------------------------
-def _from_export(module, example, gname: str, fx_error: str) -> Graph:
+def _from_export(module, example, gname: str, fx_error: str) -> _Emitter:
     import torch
 
     try:
@@ -419,8 +411,7 @@ def _from_export(module, example, gname: str, fx_error: str) -> Graph:
             env[node.name] = a[0]
         else:
             raise UnsupportedOpError(where, f"ATen op {fn}")
-    em.graph.params = em.params
-    return em.graph
+    return em
 
 
 def _export_name(node) -> str:

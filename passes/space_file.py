@@ -1,5 +1,7 @@
 """Search-space files (TOML or JSON): which attributes become choices, and the LightNL
-candidates. ``autonl`` ships ``autonl`` (method.md section 2); any path works too."""
+candidates; read by the ``insert-lightnl`` and ``relax`` passes. ``autonl`` ships
+``autonl`` (method.md section 2); any path works too. (The space of a relaxed graph, its
+choices, is :class:`autonl.passes.SearchSpace`.)"""
 from __future__ import annotations
 
 import json
@@ -46,7 +48,7 @@ class LightNLSpec:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SpaceFile:
     rules: tuple[ChoiceRule, ...] = ()
     lightnl: LightNLSpec | None = None
     source: str = "<space>"
@@ -57,7 +59,7 @@ def _fail(source: str, message: str) -> AutonlError:
     return AutonlError(f"{source}: {message}")
 
 
-def parse_space(doc: Any, source: str) -> SearchSpace:
+def parse_space(doc: Any, source: str) -> SpaceFile:
     if not isinstance(doc, dict):
         raise _fail(source, "a search space is a table with [[choice]] rules and an optional [lightnl]")
     unknown = set(doc) - {"choice", "lightnl"}
@@ -114,10 +116,10 @@ def parse_space(doc: Any, source: str) -> SearchSpace:
         for s in lightnl.strides:
             if not isinstance(s, int) or isinstance(s, bool) or s < 1:
                 raise _fail(source, f"[lightnl]: stride {s!r} must be a positive integer")
-    return SearchSpace(tuple(rules), lightnl, source)
+    return SpaceFile(tuple(rules), lightnl, source)
 
 
-def load_space(space: str | Path) -> SearchSpace:
+def load_space(space: str | Path) -> SpaceFile:
     """A built-in space by name (``autonl``) or a ``.toml``/``.json`` file."""
     if str(space) in BUILTIN_SPACES:
         text = resources.files("autonl.ir").joinpath(f"spaces/{space}.toml").read_text()

@@ -1,0 +1,48 @@
+"""The ``onnx`` backend: ``model.onnx`` (fp32, BN folded) checked in onnxruntime against
+torch, optionally ``model.int8.onnx`` (static int8); runners are onnxruntime sessions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..base import Backend, Option, register_backend
+
+DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with train/ and val/."
+
+
+@register_backend
+class OnnxBackend(Backend):
+    name = "onnx"
+    doc = "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8"
+    options = (
+        Option("int8", False, "Also write model.int8.onnx (static int8, calibrated on --calib-data).", bool),
+        Option("calib_data", "digits", "Calibration and accuracy data. " + DATA_HELP),
+        Option("calib_images", 256, "Images to calibrate int8 on.", int),
+        Option("calib_method", "minmax", "Calibration method.", ("minmax", "entropy", "percentile")),
+        Option("eval_images", None, "Validation images for the int8 accuracy check (default: all).", int),
+        Option("int8_exclude", (), "Keep nodes matching this name pattern in fp32 (e.g. 'lightnl_*'); repeatable.",
+               str, multiple=True, metavar="GLOB"),
+        Option("no_fold_bn", False, "Keep BatchNormalization nodes.", bool),
+        Option("opset", 17, "ONNX opset.", int),
+        Option("skip_corrupt", False, "Skip unreadable calibration images instead of stopping.", bool),
+    )
+
+    def compile(self, model, out, options, log):
+        from .compile import compile_onnx
+        o = self.check_options(options)
+        return compile_onnx(model, out, int8=o["int8"], calib_data=o["calib_data"], calib_images=o["calib_images"],
+                            calib_method=o["calib_method"], eval_images=o["eval_images"],
+                            fold_bn=not o["no_fold_bn"], opset=o["opset"], skip_corrupt=o["skip_corrupt"],
+                            int8_exclude=o["int8_exclude"], log=log)
+
+    def run_options(self, data):
+        return {"int8": True, "calib_data": data}   # int8 calibrated and checked on the run's own data
+
+    def load(self, folder):
+        from .runtime import run, session
+        folder = Path(folder)
+        runners = {}
+        for label, file in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8.onnx")):
+            if (folder / file).is_file():
+                sess = session(str(folder / file))
+                runners[label] = lambda x, s=sess: run(s, x)
+        return runners

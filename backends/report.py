@@ -1,0 +1,78 @@
+"""The report of ``autonl run``: ``report.md`` and ``report.html`` with the same content (plots,
+the derived architecture next to the published ones, accuracy, latency, time per stage)."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from autonl.ir import atomic_write
+
+
+def _table(rows: list[list], head: list[str]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, s: dict) -> None:
+    """report.md and report.html: the same content; images are the run's own PNGs."""
+    arch = []
+    for name, c in s["derived"].items():
+        nl = ", ".join(f"{d['after']} (r={d['r']}, s={d['s']})" for d in c.get("lightnl", [])) or "-"
+        arch.append([name, f"{c['macs'] / 1e6:.1f}M", f"{c['params'] / 1e6:.2f}M", c.get("blocks", "-"),
+                     len(c.get("lightnl", [])), nl])
+    arch_head = ["network", "MACs", "params", "blocks", "LightNL", "LightNL after (ratio, stride)"]
+    train = s["train"]
+    acc_rows = [["supernet at the end of the search", f"{s['search'].get('supernet_val_acc', float('nan')):.3f}"],
+                ["derived network after fine-tuning (fp32)", f"{train['val_acc']:.3f}"]]
+    if s.get("int8") and s["int8"].get("accuracy"):
+        acc_rows.append(["deployed int8 (onnxruntime)", f"{s['int8']['accuracy']['int8']:.3f}"])
+    lat = s["latency"]
+    base = lat["torch eager"]
+    lat_rows = [[k, f"{v:.2f}", f"{v / base:.2f}x"] for k, v in lat.items()]
+    checks = s.get("deploy_checks") or {}
+    parity = checks.get("parity", {}).get("max_abs_diff", checks.get("vs_torch_max_abs_diff"))
+    srch = s["search"]
+    images = [("MACs of the sampled network against search step", "search/macs.png"),
+              ("Decisions per block (LightNL on/off, ratio, stride)", "search/decisions.png"),
+              ("Fine-tuning: loss and accuracy", "train/curves.png")]
+    images = [(t, p) for t, p in images if (out / p).is_file()]
+    md = [f"# AutoNL run: {s['data']}, {s['target_macs'] / 1e6:.0f}M MACs, {s['backend']}", "",
+          f"Search on `{s['data']}` toward {s['target_macs'] / 1e6:.0f}M MACs (counted at 224x224): the derived "
+          f"network has {srch['derived_macs'] / 1e6:.1f}M MACs at 224x224 "
+          f"({srch['off_target']:+.1%} off target), {srch['lightnl_blocks']} LightNL blocks in "
+          f"{srch['blocks']} MBConvs. Costs below at {s['resolution']}x{s['resolution']}.", ""]
+    for title, path in images:
+        md += [f"## {title}", "", f"![{title}]({path})", ""]
+    md += ["## Derived architecture next to the published ones", "", _table(arch, arch_head), "",
+           "## Accuracy (validation split)", "", _table(acc_rows, ["model", "accuracy"]), "",
+           "## Latency (batch 1, this machine, median, runtimes alternating)", "",
+           _table(lat_rows, ["runtime", "ms", "vs torch eager"]), "",
+           f"Deployed model against torch on the same weights: max |diff| {parity:.2e}." if parity is not None
+           else "", "",
+           "## Time per stage", "", _table([[k, f"{v:.0f} s"] for k, v in s["seconds"].items()], ["stage", "time"]),
+           "", "Files: `search/`, `derived/`, `train/`, `deploy/`, `summary.json`, `manifest.json` (sha256 of "
+           "every file).", ""]
+    atomic_write(out / "report.md", "\n".join(md))
+
+    def h_table(rows, head):
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><tr>{th}</tr>{trs}</table>"
+
+    body = [f"<h1>{html.escape(md[0][2:])}</h1>", f"<p>{html.escape(md[2])}</p>"]
+    for title, path in images:
+        body += [f"<h2>{html.escape(title)}</h2>", f'<img src="{html.escape(path)}" alt="{html.escape(title)}">']
+    body += ["<h2>Derived architecture next to the published ones</h2>", h_table(arch, arch_head),
+             "<h2>Accuracy (validation split)</h2>", h_table(acc_rows, ["model", "accuracy"]),
+             "<h2>Latency (batch 1, this machine, median)</h2>",
+             h_table(lat_rows, ["runtime", "ms", "vs torch eager"])]
+    if parity is not None:
+        body.append(f"<p>Deployed model against torch on the same weights: max |diff| {parity:.2e}.</p>")
+    body += ["<h2>Time per stage</h2>", h_table([[k, f"{v:.0f} s"] for k, v in s["seconds"].items()],
+                                                ["stage", "time"])]
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>AutoNL run</title><style>"
+            "body{font-family:sans-serif;max-width:1000px;margin:2em auto}img{max-width:100%}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+            "</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    atomic_write(out / "report.html", page)

@@ -1,0 +1,137 @@
+"""The built-in datasets: ``digits`` (the UCI hand-written digits) and ``longrange`` (synthetic).
+
+See :mod:`autonl.backends.torch.data` for what each holds and how it is augmented.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autonl.ir import AutonlError
+
+from .loader import AugmentedDataset, fixed_subset
+from .transforms import resize
+
+__all__ = ["BUILTIN_DATASETS", "LONGRANGE_SIZES", "DigitsDataset", "LongRangeDataset", "digits_arrays"]
+
+BUILTIN_DATASETS = ("digits", "longrange")
+LONGRANGE_SIZES = (4000, 1000)          # default train / val sizes of the synthetic set
+DIGITS_ASSET = Path(__file__).resolve().parent / "assets" / "digits.npz"
+_SPLIT_IDS = {"train": 0, "val": 1}
+
+
+@functools.lru_cache(maxsize=1)
+def digits_arrays():
+    """``(images uint8 [N,8,8] of 0..16, labels int64 [N], split [N]: 0 train, 1 val)`` of the asset."""
+    try:
+        with np.load(DIGITS_ASSET) as z:
+            return z["images"], z["labels"].astype(np.int64), z["split"]
+    except (OSError, KeyError, ValueError) as e:
+        raise AutonlError(f"cannot read the digits asset '{DIGITS_ASSET}' ({e}); "
+                          f"reinstall autonl or run scripts/make_digits_asset.py") from None
+
+
+class DigitsDataset(AugmentedDataset):
+    """The built-in 8x8 digits (see :mod:`.data`), upscaled to ``resolution``."""
+
+    def __init__(self, split: str, resolution: int, transform, limit: int | None = None):
+        images, labels, splits = digits_arrays()
+        idx = np.flatnonzero(splits == _SPLIT_IDS[split])
+        idx = idx[fixed_subset(len(idx), limit)]
+        # 0..16 ink counts -> 0..255, white digit on black, grey repeated to RGB
+        grey = torch.from_numpy(images[idx].astype(np.float32) / 16.0)
+        self.images = grey.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+        self.labels, self.resolution = labels[idx], resolution
+        self.classes, self.transform = [str(d) for d in range(10)], transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def load(self, i):
+        # upscale before cropping, so crops are not limited to whole 8x8 pixels
+        return resize(self.images[i], (self.resolution, self.resolution)), int(self.labels[i])
+
+
+def _pattern_bank(inner: int, k: int = 8, grid: int = 3) -> np.ndarray:
+    """``k`` patterns, each a ``grid x grid`` arrangement of saturated colours, scaled to
+    ``inner x inner``; any two differ in at least 3 cells. Fixed: train and val share it."""
+    palette = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], np.float32)
+    rng, cells = np.random.default_rng(20200614), []
+    while len(cells) < k:
+        c = rng.integers(len(palette), size=(grid, grid))
+        if all((c != o).sum() >= 3 for o in cells):
+            cells.append(c)
+    pick = np.arange(inner) * grid // inner
+    return np.stack([palette[c][pick][:, pick] for c in cells])
+
+
+class LongRangeDataset(AugmentedDataset):
+    """Synthetic "same or different?" task whose answer needs two distant positions.
+
+    Image ``i`` of a split is a pure function of ``(seed, split, i, resolution)``
+    (:meth:`render`). On a noisy grey background (per-pixel N(0.5, 0.12) clipped to
+    [0.1, 0.9], so never saturated) sit two *key* patches of ``p = max(8, R // 8)`` pixels
+    (8 up to 64 px) with a white 1-pixel frame around a ``(p-2)^2`` pattern drawn from a
+    fixed bank of 8 saturated 3x3 colour arrangements; their centres lie at least R/2
+    apart. At least 8 px so that each pattern cell is 2 px wide and survives a stride-2
+    stem: with 5 px patches (1-px cells) neither network of
+    ``benchmarks/longrange_ablation.py`` learnt the task at all. Label 1 if both keys show
+    the same pattern, else 0; labels alternate within consecutive pairs of indices (random
+    order per pair), so every split is balanced. From 32 px on, two *distractor* patches
+    (same bank, black frame) are added, so that the frame, not the mere presence of a
+    pattern, marks what to compare.
+
+    Why local networks struggle: a feature that sees one key at a time, globally pooled
+    and read by a linear classifier (MobileNet's head), gives phi(A)+phi(A) for "same" and
+    phi(A)+phi(B) for "different", and no linear function separates those for all A != B.
+    The network has to correlate features at two far-apart positions, which is what a
+    non-local block's products between positions do. Augmentation: horizontal flip only
+    (it keeps same/different); a crop could cut a key out and change the answer.
+    """
+    PATTERNS = 8
+
+    def __init__(self, split: str, length: int, resolution: int, seed: int, transform):
+        if resolution < 16:
+            raise AutonlError(f"the longrange dataset needs a resolution of at least 16 (got {resolution})")
+        self.split, self.length, self.resolution, self.seed = split, length, resolution, seed
+        self.patch = max(8, resolution // 8)
+        self.distractors = 2 if resolution >= 32 else 0
+        self.bank = _pattern_bank(self.patch - 2, self.PATTERNS)
+        self.classes, self.transform = ["different", "same"], transform
+
+    def __len__(self):
+        return self.length
+
+    def label(self, i: int) -> int:
+        pair = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], i // 2, 0])
+        return int(pair.integers(2)) ^ (i % 2)
+
+    def render(self, i: int) -> tuple[torch.Tensor, int]:
+        """``(uint8 [3,R,R], label)`` of image ``i``."""
+        r, p, label = self.resolution, self.patch, self.label(i)
+        rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], i, 1])
+        img = np.clip(rng.normal(0.5, 0.12, (r, r, 3)), 0.1, 0.9).astype(np.float32)
+        a = int(rng.integers(self.PATTERNS))
+        b = a if label else int((a + 1 + rng.integers(self.PATTERNS - 1)) % self.PATTERNS)
+        while True:  # accepts about half of the draws
+            pos = rng.integers(0, r - p + 1, size=(2, 2))
+            if np.hypot(*(pos[0] - pos[1])) >= r / 2:
+                break
+        boxes = [tuple(pos[0]), tuple(pos[1])]
+        for _ in range(self.distractors):
+            for _try in range(50):  # keep distractors off the keys and each other (1 px gap)
+                y, x = (int(v) for v in rng.integers(0, r - p + 1, size=2))
+                if all(abs(y - by) > p or abs(x - bx) > p for by, bx in boxes):
+                    boxes.append((y, x))
+                    break
+        kinds = [a, b] + [int(rng.integers(self.PATTERNS)) for _ in boxes[2:]]
+        for n, ((y, x), k) in enumerate(zip(boxes, kinds)):
+            img[y:y + p, x:x + p] = 1.0 if n < 2 else 0.0
+            img[y + 1:y + p - 1, x + 1:x + p - 1] = self.bank[k]
+        return torch.from_numpy(np.round(img * 255).astype(np.uint8)).permute(2, 0, 1).contiguous(), label
+
+    def load(self, i):
+        return self.render(i)

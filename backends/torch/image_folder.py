@@ -1,0 +1,217 @@
+"""ImageFolder trees: the layout scan, the up-front check that every file decodes, the dataset.
+
+``ROOT/{train,val}/<class>/*.{jpg,jpeg,png,bmp,webp}``; classes are sorted by folder name
+and train and val must have the same classes. :func:`find_unreadable` decodes every file
+once before training (in parallel, with progress, remembered in a cache across runs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from autonl.ir import AutonlError
+
+from .loader import SKIP_HINT, AugmentedDataset, CorruptImageWarning, Unreadable, fixed_subset
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "find_unreadable", "scan_image_folder"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_PROGRESS_MIN_FILES = 2000              # below this, checking is quick enough to stay silent
+_PARALLEL_MIN_FILES = 256               # below this, starting workers costs more than it saves
+_CACHE_MIN_FILES = 1000                 # below this, re-checking is cheaper than remembering
+
+
+def _decode(path: str) -> torch.Tensor:
+    with warnings.catch_warnings():
+        # Pillow warns about e.g. palette transparency on every decode, epoch after epoch
+        warnings.simplefilter("ignore", UserWarning)
+        with Image.open(path) as im:
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _why_unreadable(path: str) -> str:
+    """'' when ``path`` decodes fully, else a one-line reason without the path in it."""
+    try:
+        _decode(path)
+        return ""
+    except Image.UnidentifiedImageError:
+        return "not a recognisable image"
+    except Exception as e:  # noqa: BLE001 - any failure to decode makes the file unusable
+        if isinstance(e, OSError) and e.errno is not None:  # the file system failed, not the decoder
+            return e.strerror or str(e)
+        return " ".join(str(e).replace(path, "<file>").split()) or type(e).__name__
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _scan_split(root: Path, split: str) -> tuple[list[str], list[list[str]]]:
+    d = root / split
+    if not d.is_dir():
+        raise AutonlError(f"dataset folder '{root}' has no {split}/ subfolder "
+                          f"(expected {root}/{split}/<class>/<image>)")
+    classes = sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise AutonlError(f"'{d}' has no class folders (expected {d}/<class>/<image>)")
+    files = []
+    for c in classes:
+        found = []
+        for dirpath, dirnames, names in os.walk(d / c, followlinks=True):
+            dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+            found += [os.path.join(dirpath, n) for n in sorted(names) if _is_image(n)]
+        if not found:
+            raise AutonlError(f"class folder '{d / c}' has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files.append(found)
+    return classes, files
+
+
+def scan_image_folder(root) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """Check the layout of an ImageFolder root (no decoding): ``(classes, {split: [(path, label)]})``."""
+    root = Path(os.path.expanduser(str(root)))
+    if not root.exists():
+        raise AutonlError(f"dataset folder '{root}' does not exist")
+    if not root.is_dir():
+        raise AutonlError(f"dataset '{root}' is not a folder (expected ROOT/train/<class>/<image>)")
+    try:
+        scans = {s: _scan_split(root, s) for s in ("train", "val")}
+    except OSError as e:  # e.g. a folder without read permission
+        raise AutonlError(f"cannot read '{e.filename or root}': {e.strerror or e}") from None
+    (train_classes, _), (val_classes, _) = scans["train"], scans["val"]
+    if train_classes != val_classes:
+        only_t = sorted(set(train_classes) - set(val_classes)) or ["-"]
+        only_v = sorted(set(val_classes) - set(train_classes)) or ["-"]
+        raise AutonlError(f"'{root}': train/ and val/ have different classes "
+                          f"(only in train: {', '.join(only_t)}; only in val: {', '.join(only_v)})")
+    samples = {s: [(p, label) for label, ps in enumerate(files) for p in ps] for s, (_, files) in scans.items()}
+    return train_classes, samples
+
+
+class _Progress:
+    def __init__(self, total: int, what: str):
+        self.total, self.what, self.shown = total, what, -1
+        self.on = total >= _PROGRESS_MIN_FILES
+        self.tty = self.on and sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        pct = 100 * done // max(self.total, 1)
+        # a terminal gets a live line; a log file gets one line per 10% instead of a flood
+        if not self.on or pct == self.shown or (not self.tty and pct % 10 and done < self.total):
+            return
+        self.shown = pct
+        end = "\r" if self.tty and done < self.total else "\n"
+        print(f"checking {self.what}: {done}/{self.total} images ({pct}%)", end=end, file=sys.stderr, flush=True)
+
+
+class _CheckFiles(Dataset):
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return _why_unreadable(str(self.paths[i]))
+
+
+def _cache_file(paths) -> Path | None:
+    base = os.environ.get("AUTONL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "autonl")
+    h = hashlib.sha1()
+    try:
+        for p in paths:
+            st = os.stat(p)
+            h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return Path(base) / "checked-images" / f"{h.hexdigest()}.json"
+
+
+def find_unreadable(paths, what: str, workers: int = 0) -> dict[str, str]:
+    """Decode every file once; ``{path: reason}`` for those that fail.
+
+    The result for a large set is remembered under ``$AUTONL_CACHE_DIR`` (default
+    ``~/.cache/autonl``), keyed by every file's path, size and mtime, so that an unchanged
+    dataset is not decoded again on the next run.
+    """
+    paths = [str(p) for p in paths]
+    cache = _cache_file(paths) if len(paths) >= _CACHE_MIN_FILES else None
+    if cache is not None and cache.is_file():
+        try:  # by position: the same files may be spelled differently (relative, ./) next time
+            return {paths[i]: str(r) for i, r in json.loads(cache.read_text())["unreadable"]}
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            pass
+    progress, reasons = _Progress(len(paths), what), []
+    if workers > 0 and len(paths) >= _PARALLEL_MIN_FILES:
+        # workers return reasons as strings and never raise, so nothing comes back as a traceback
+        for chunk in DataLoader(_CheckFiles(paths), batch_size=32, num_workers=workers, collate_fn=list):
+            reasons += chunk
+            progress.update(len(reasons))
+    else:
+        for p in paths:
+            reasons.append(_why_unreadable(p))
+            progress.update(len(reasons))
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"unreadable": [[i, r] for i, r in enumerate(reasons) if r]}))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only home only costs a re-check next time
+    return {p: r for p, r in zip(paths, reasons) if r}
+
+
+class ImageFolderDataset(AugmentedDataset):
+    """Samples ``[(path, label)]`` from :func:`scan_image_folder`, decoded with Pillow to RGB.
+
+    Why check every file here rather than in the workers: a worker's exception reaches the
+    main process with the worker's traceback glued into its message, and a bad file found
+    hours into training costs the run. Decoding everything once up front (in parallel,
+    remembered across runs) gives one clean line before training starts, and fixes the
+    sample count (hence the epoch length) before the sampler is built. A file that breaks
+    after the check is still caught: ``load`` returns an ``Unreadable`` marker that
+    ``_Loader`` turns into the same one-line error (or skips).
+    """
+
+    def __init__(self, samples, classes, transform, what: str = "images", skip_corrupt: bool = False,
+                 workers: int = 0, limit: int | None = None):
+        samples = [samples[i] for i in fixed_subset(len(samples), limit)]
+        bad = find_unreadable([p for p, _ in samples], what, workers)
+        if bad and not skip_corrupt:
+            first = next(p for p, _ in samples if p in bad)
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise AutonlError(f"corrupt or truncated image '{first}' ({bad[first]}){more}; {SKIP_HINT}")
+        if bad:
+            before = {label for _, label in samples}  # a small subset may lack classes anyway
+            samples = [s for s in samples if s[0] not in bad]
+            warnings.warn(f"skipped {len(bad)} corrupt or truncated image{'s' * (len(bad) > 1)} in {what} "
+                          f"(first: {next(iter(bad))})", CorruptImageWarning, stacklevel=3)
+            for label in sorted(before - {label for _, label in samples}):
+                raise AutonlError(f"class '{classes[label]}' in {what} has no readable images left "
+                                  f"after skipping corrupt ones")
+        # numpy arrays, not lists of str: workers touching Python objects copy the pages
+        # holding their refcounts, which grows memory per worker on large datasets
+        self.paths = np.array([p for p, _ in samples])
+        self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self.classes, self.transform, self.skipped = list(classes), transform, len(bad)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def load(self, i):
+        path = str(self.paths[i])
+        try:
+            return _decode(path), int(self.labels[i])
+        except Exception:  # noqa: BLE001 - reported by the main process, see the class docstring
+            return Unreadable(path, _why_unreadable(path) or "could not be read")

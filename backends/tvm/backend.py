@@ -1,0 +1,47 @@
+"""The ``tvm`` backend: a Relax/LLVM library (``model.so`` for the host, ``model.aarch64.so``
+for boards) with its weights, optionally MetaSchedule-tuned; the runner is the Relax VM
+(host libraries only: an aarch64 library runs on its board, ``autonl deploy``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from autonl.ir import AutonlError
+
+from ..base import Backend, Option, register_backend
+
+
+@register_backend
+class TvmBackend(Backend):
+    name = "tvm"
+    doc = "TVM Relax library (.so) + params for a CPU target, optionally MetaSchedule-tuned"
+    options = (
+        Option("target", "host", "A named target (autonl targets)."),
+        Option("tune_trials", 0, "MetaSchedule trials per task (0: untuned, unless --out holds a tuning database).",
+               int),
+        Option("tuning_dir", None, "The tuning database (default OUT/tuning)."),
+        Option("no_prepack", False, "No weight-layout prepacking after tuning.", bool),
+    )
+
+    def compile(self, model, out, options, log):
+        from .compile import compile_tvm
+        from .targets import get_target
+        o = self.check_options(options)
+        target = get_target(o["target"])
+        if o["tune_trials"] < 0:
+            raise AutonlError(f"--tune-trials must be >= 0 (got {o['tune_trials']})")
+        return compile_tvm(model, out, target, trials_per_task=o["tune_trials"], prepack=not o["no_prepack"],
+                           tuning_dir=o["tuning_dir"], log=log)
+
+    def load(self, folder):
+        import tvm
+
+        from .compile import vm_runner
+        folder = Path(folder)
+        if not (folder / "model.so").is_file():
+            raise AutonlError(f"{folder}: no host library model.so (an aarch64 library runs on its board: "
+                              "autonl deploy)")
+        from .remote import load_manifest
+        tuned = load_manifest(folder).get("tuned")
+        params = tvm.runtime.load_param_dict((folder / "model.params").read_bytes())
+        return {"TVM (tuned)" if tuned else "TVM (untuned)": vm_runner(tvm.runtime.load_module(str(folder / "model.so")),
+                                 [params[k] for k in sorted(params)])}

@@ -1,0 +1,172 @@
+"""Commands that compile and run models: compile, run, targets, deploy, profile."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from autonl.backends.base import Backend, all_backends, get_backend
+from autonl.ir import AutonlError
+from autonl.passes.sources import load_target
+
+from .app import cli
+from .options import parse_macs, with_preset_options, write_json
+
+
+def load_deployable(source: str, resolution, width, batch, classes, seed: int):
+    """A model folder or run folder (trained weights), or a preset or graph file (random weights)."""
+    from autonl.backends.loading import load_model_or_graph, model_folder
+
+    if Path(source).is_dir() and model_folder(source) is not None:
+        given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
+                                ("--classes", classes)) if v is not None]
+        if given:
+            raise AutonlError(f"{', '.join(given)} apply to presets only, not to the model folder {source}")
+        return load_model_or_graph(source)
+    if Path(source).is_dir():
+        raise AutonlError(f"{source}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
+    return load_model_or_graph(load_target(source, resolution, width, batch, classes), seed=seed)
+
+
+@cli.command("run")
+@click.option("--data", default="builtin", show_default=True,
+              help="builtin (the digits), another built-in dataset, or an ImageFolder root with train/ and val/.")
+@click.option("--target-macs", "target_macs", default="300M", show_default=True,
+              help="MAC target of the derived network, counted at 224x224.")
+@click.option("--backend", default="onnx", show_default=True, help="onnx (fp32 + int8) or tvm (host library).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--search-steps", type=int, default=150, show_default=True)
+@click.option("--train-steps", type=int, default=150, show_default=True)
+@click.option("--resolution", "-r", type=int, default=32, show_default=True, help="Search and training input size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def run_cmd(data, target_macs, backend, out, search_steps, train_steps, resolution, seed, force):
+    """The whole path in one command: search, derive, fine-tune, compile (with its parity
+    check), then report.md / report.html (plots, architecture next to MobileNetV2 and
+    AutoNL-S/L, costs, accuracy, latencies) and manifest.json in --out."""
+    chosen = get_backend(backend)
+    for name, v in (("--search-steps", search_steps), ("--train-steps", train_steps), ("--resolution", resolution)):
+        if v < 1:
+            raise AutonlError(f"{name} must be >= 1 (got {v})")
+    from autonl.backends.pipeline import run_pipeline
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    summary = run_pipeline(data, parse_macs(target_macs), chosen, out, search_steps, train_steps, resolution,
+                           seed, force, log)
+    lat = summary["latency"]
+    click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
+               f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f}; latency " +
+               ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()))
+    click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
+
+
+@cli.command()
+def targets():
+    """List the named TVM targets and the target dicts they resolve to."""
+    from autonl.backends.tvm import TARGETS
+    for name, t in TARGETS.items():
+        click.echo(f"{name:<12} {t.doc}")
+        click.echo(f"{'':<12} {json.dumps(t.target_dict())}")
+
+
+def backend_options(f):
+    """One flag per backend option (every registered backend), with its default; which backend
+    an option belongs to is checked after parsing (:func:`options_for`)."""
+    owners: dict[str, tuple] = {}
+    for b in all_backends().values():
+        for o in b.options:
+            owners.setdefault(o.name, (o, []))[1].append(b.name)
+    for o, names in reversed(list(owners.values())):
+        kind = {"is_flag": True} if o.type is bool else {"multiple": True} if o.multiple else \
+            {"type": click.Choice(list(o.type)) if isinstance(o.type, tuple) else o.type,
+             "show_default": o.default is not None}
+        f = click.option(o.flag, o.name, default=o.default, metavar=o.metavar,
+                         help=f"{'/'.join(names).upper()}: {o.help}", **kind)(f)
+    return f
+
+
+def options_for(backend: Backend, values: dict) -> dict:
+    """The options given on the command line for ``backend``; an option of another backend
+    is an error naming it and its backend (never silently dropped)."""
+    ctx = click.get_current_context()
+    given = {k for k in values if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    mine = {o.name for o in backend.options}
+    for name in sorted(given - mine):
+        owner = [b.name for b in all_backends().values() if any(o.name == name for o in b.options)]
+        flag = "--" + name.replace("_", "-")
+        raise AutonlError(f"{flag} applies to the {' and '.join(owner)} backend, not to {backend.name}")
+    return {k: v for k, v in values.items() if k in given}
+
+
+@cli.command("compile")
+@click.argument("source")
+@click.option("--backend", default="onnx", show_default=True, help="A registered backend (autonl compile --help).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(), help="Output folder.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Weight init for presets and graph files.")
+@backend_options
+@with_preset_options
+def compile_cmd(source, backend, out, seed, resolution, width, batch, classes, **options):
+    """Compile a model for deployment: SOURCE is a model folder, a run folder (its model/),
+    a preset or a graph file (the last two with random weights, for latency work).
+
+    onnx writes model.onnx (and model.int8.onnx with --int8); tvm a library (model.so, or
+    model.aarch64.so and a C++ runner for boards). Both write deploy_graph.ir and
+    manifest.json (inputs, outputs, MACs, checks, files with sha256) to --out, after checking
+    the compiled model against the torch backend (max |diff| <= 1e-4)."""
+    chosen = get_backend(backend)
+    given = options_for(chosen, options)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    model = load_deployable(source, resolution, width, batch, classes, seed)
+    manifest = chosen.compile(model, out, given, log)
+    files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
+    click.echo(f"wrote {out}/: {files}, manifest.json")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path())
+@click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="Run on a TVM RPC server (python3 -m tvm.exec.rpc_server).")
+@click.option("--qemu", is_flag=True, help="Run the folder's aarch64 C++ runner here under qemu-aarch64.")
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs.")
+@click.option("--input", "input_npy", type=click.Path(), help="A float32 .npy input (default: the folder's input.npy).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
+    """Run a TVM deploy folder (autonl compile --backend tvm) on a device: through TVM RPC
+    (--rpc: upload the library, run and time it there) or under qemu-user (--qemu: the
+    cross-built runner). Prints the median latency and the largest difference from the
+    logits PyTorch gave on this machine."""
+    from autonl.backends.tvm import remote
+
+    if bool(rpc_addr) == bool(qemu):
+        raise AutonlError("give one of --rpc HOST:PORT or --qemu")
+    if runs < 1:
+        raise AutonlError(f"--runs must be >= 1 (got {runs})")
+    res = remote.run_qemu(folder, runs, input_npy) if qemu else remote.run_rpc(rpc_addr, folder, runs, input_npy)
+    diff = res.get("vs_reference_max_abs_diff")
+    click.echo(f"{res['where']}: median {res['median_ms']:.2f} ms over {res['runs']} runs"
+               + (f"; max |output - reference| {diff:.2e}" if diff is not None else ""))
+    write_json(json_out, res)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path())
+@click.option("--runs", type=int, default=5, show_default=True, help="Runs; each kernel's median is reported.")
+@click.option("--top", type=int, default=15, show_default=True, help="Kernels to print.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every kernel's time as JSON.")
+def profile(folder, runs, top, json_out):
+    """Per-layer (fused kernel) time of a TVM deploy folder, on the machine the library was
+    built for (run it on the board for aarch64 folders). TVM 0.27's runtime has no VM
+    profiler: kernels are timed through the VM's instrument hook."""
+    from autonl.backends.tvm import remote
+
+    if runs < 1:
+        raise AutonlError(f"--runs must be >= 1 (got {runs})")
+    res = remote.profile(folder, runs=runs)
+    click.echo(f"{res['library']} ({res['target']}): {res['model_us'] / 1e3:.2f} ms a run; its "
+               f"{len(res['kernels'])} kernels take {res['kernels_us'] / 1e3:.2f} ms (median of {runs} runs, "
+               f"timed one by one through the VM's instrument hook)")
+    click.echo(f"{'kernel':<52} {'calls':>5} {'us':>10} {'share':>6}")
+    for r in res["kernels"][:top]:
+        click.echo(f"{r['kernel'][:52]:<52} {r['calls']:>5} {r['total_us']:>10.1f} {r['share']:>6.1%}")
+    write_json(json_out, res)
