@@ -86,7 +86,10 @@ class _ToGraph(Transformer):
         return False
 
     def string(self, tok):
-        return json.loads(tok)
+        try:
+            return json.loads(tok)
+        except json.JSONDecodeError as e:   # e.g. a raw control character inside the quotes
+            raise _SemanticError(f"bad string {tok[:40]!s}: {e.msg}", tok) from None
 
     def list(self, *items):
         return [v for v in items if v is not None]

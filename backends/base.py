@@ -75,30 +75,13 @@ class Backend:
 
 
 BACKENDS: Registry[Backend] = Registry("backend")
-_loaded = False
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from .onnx import backend as _onnx  # noqa: F401  (registers "onnx")
-        from .tvm import backend as _tvm  # noqa: F401  (registers "tvm")
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: add a backend (its instance) to :data:`BACKENDS`; look backends up
+    through :mod:`autonl.backends.catalog`, which loads the built-in ones."""
     BACKENDS.register(cls.name, cls())
     return cls
-
-
-def get_backend(name: str) -> Backend:
-    _load_builtins()
-    return BACKENDS.get(name)
-
-
-def all_backends() -> dict[str, Backend]:
-    _load_builtins()
-    return BACKENDS.as_dict()
 
 
 def median_ms(fn: Runner, x: np.ndarray, runs: int = 20, warmup: int = 3) -> float:

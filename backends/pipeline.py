@@ -18,7 +18,8 @@ from pathlib import Path
 from autonl.ir import AutonlError, atomic_write
 from autonl.passes.sources import load_target, relaxed_graph
 
-from .base import Backend, get_backend
+from .base import Backend
+from .catalog import get_backend
 from .loading import load_model_or_graph
 from .manifest import check_out, versions, write_manifest
 from .report import write_report

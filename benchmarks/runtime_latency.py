@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from autonl.backends.deploy import deploy_graph, load_model_or_graph, reference_input
+from autonl.backends.loading import deploy_model, load_model_or_graph, reference_input
 from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import quantize_int8, run, session
 from autonl.ir import build_preset
@@ -63,7 +63,7 @@ def tvm_tuned_runner(fp32, shape, trials: int, work_dir: str):
 def runners_for(name: str, resolution: int, threads: int, batch: int, tune_trials: int = 0,
                 tuning_dir: str = "runs/bench-tuning") -> dict:
     model = load_model_or_graph(build_preset(name, resolution=resolution))
-    fp32 = export_onnx(deploy_graph(model))
+    fp32 = export_onnx(deploy_model(model))
     calib = [reference_input(model.graph, batch=8, seed=s) for s in range(4)]
     int8, _ = quantize_int8(fp32, calib)
     s32, s8 = session(fp32, threads), session(int8, threads)

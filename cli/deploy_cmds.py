@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from autonl.backends.base import Backend, all_backends, get_backend
+from autonl.backends.base import Backend
+from autonl.backends.catalog import all_backends, get_backend
 from autonl.ir import AutonlError
 from autonl.passes.sources import load_target
 

@@ -36,7 +36,7 @@ def show(target, cost, as_json, fmt, other, resolution, width, batch, classes):
     """
     graph = load_target(target, resolution, width, batch, classes)
     if other is not None:
-        from autonl.ir.diff import diff_graphs
+        from autonl.ir import diff_graphs
         second = load_target(other, resolution, width, batch, classes)
         lines = diff_graphs(graph, second)
         for line in lines:

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from autonl.ir import AutonlError, atomic_write
+from autonl.ir import AutonlError
 
 preset_options = [
     click.option("--resolution", "-r", type=int, help="Input height and width (presets; default 224)."),

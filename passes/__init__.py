@@ -17,7 +17,7 @@ run through the ``search-space`` pipeline).
 """
 from . import (cost, dce, derive, fold_bn, fold_mbconv, insert_lightnl, lower_composites,  # noqa: F401
                relax, resize, shape_inference)  # (register the built-in passes)
-from . import pipelines  # noqa: F401  (registers the pipelines and the search-space preset)
+from . import pipelines, presets  # noqa: F401  (register the pipelines and the search-space preset)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost import CostReport, analyze_cost
 from .manager import DumpIR, Instrument, PassManager, Timing

@@ -42,7 +42,7 @@ class FoldBatchNorm(Pass):
             raise AutonlError(f"graph '{graph.name}' still has choices; derive it first")
         pairs = self.pairs(graph)
         if pairs and not weights:
-            raise AutonlError(f"graph '{graph.name}' has no weights; fold-bn rewrites weights, so it "
+            raise AutonlError(f"graph '{graph.name}' has no bound weights; fold-bn rewrites weights, so it "
                               f"runs on a model (autonl compile, or PassManager(...)(Model(graph, weights)))")
         for conv, bn in pairs:
             needed = [f"{conv}.weight"] + [f"{bn}.{t}" for t in ("weight", "bias", "running_mean", "running_var")]

@@ -23,6 +23,7 @@ from autonl.ir.atomic import atomic_write
 from autonl.ir.text_form import print_graph
 
 from .base import Pass, PassError, PassResult
+from .pipelines import get_pipeline
 from .registry import create_pass
 
 
@@ -72,7 +73,6 @@ class PassManager:
     def __init__(self, passes: Sequence[Pass | str] | str, verify_each: bool = True,
                  instruments: Iterable[Instrument] = ()):
         if isinstance(passes, str):
-            from .pipelines import get_pipeline
             passes = get_pipeline(passes).passes
         self.passes = [create_pass(p) for p in passes]
         self.verify_each = verify_each

@@ -11,15 +11,12 @@ pipeline                  passes
 ``import-no-fold``        shape-inference
 ========================  =====================================================================
 
-``search_space_pipeline(space)`` is ``search-space`` with another space file. The
-``search-space`` preset is the AutoNL macro network run through ``search-space``.
+``search_space_pipeline(space)`` is ``search-space`` with another space file.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autonl.ir import Graph
-from autonl.ir.presets import SEARCH_MACRO, register_preset
 from autonl.ir.registry import Registry
 
 
@@ -55,14 +52,3 @@ register_pipeline("search-space", search_space_pipeline("autonl"),
 register_pipeline("import", ("shape-inference", "fold-mbconv"),
                   "types, then inverted residuals folded into mbconv nodes (after autonl import)")
 register_pipeline("import-no-fold", ("shape-inference",), "types only (autonl import --no-fold)")
-
-
-def _search_space(graph: Graph) -> Graph:
-    from .manager import PassManager
-    return PassManager("search-space")(graph).graph
-
-
-register_preset("search-space", SEARCH_MACRO,
-                "The AutoNL search space (method.md section 2): Single-Path NAS macro network, "
-                "kernel {3,5}, expansion {3,6}, skip, and a LightNL candidate after every block",
-                transform=_search_space)

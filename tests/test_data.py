@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from autonl.backends.torch import data as D
+from autonl.backends.torch import image_folder
 from autonl.backends.torch.data import (BUILTIN_DATASETS, IMAGENET_MEAN, IMAGENET_STD, CorruptImageWarning,
                                         EvalTransform, LongRangeDataset, describe, make_loaders,
                                         random_resized_crop_box)
@@ -185,7 +186,8 @@ def test_digits_asset_has_all_images_in_a_fixed_stratified_split():
     asset = Path(D.__file__).parent / "assets" / "digits.npz"
     assert asset.stat().st_size < 100_000
     # scikit-learn made the asset; it is never imported at run time
-    assert not re.search(r"^\s*(import|from)\s+sklearn", Path(D.__file__).read_text(), re.M)
+    for module in Path(D.__file__).parent.glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+sklearn", module.read_text(), re.M), module
 
 
 def test_describe_is_one_line(tmp_path):
@@ -283,7 +285,7 @@ def _corrupt_folder(tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_images_are_named_in_one_line(tmp_path, monkeypatch, workers):
-    monkeypatch.setattr(D, "_PARALLEL_MIN_FILES", 1)  # check in worker processes when there are workers
+    monkeypatch.setattr(image_folder, "_PARALLEL_MIN_FILES", 1)  # check in worker processes when there are workers
     root, bad_jpg, bad_png = _corrupt_folder(tmp_path)
     with pytest.raises(AutonlError) as e:
         make_loaders(str(root), 32, 4, workers=workers)
@@ -345,8 +347,8 @@ def test_a_file_broken_after_the_check_is_caught_in_the_workers(tmp_path, skip):
 
 
 def test_checking_many_files_shows_progress_and_is_remembered(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(D, "_PROGRESS_MIN_FILES", 1)
-    monkeypatch.setattr(D, "_CACHE_MIN_FILES", 1)
+    monkeypatch.setattr(image_folder, "_PROGRESS_MIN_FILES", 1)
+    monkeypatch.setattr(image_folder, "_CACHE_MIN_FILES", 1)
     root = make_folder(tmp_path / "ds")
     make_loaders(str(root), 32, 4, workers=0)
     err = capsys.readouterr().err
@@ -357,14 +359,14 @@ def test_checking_many_files_shows_progress_and_is_remembered(tmp_path, monkeypa
         raise AssertionError("an unchanged folder was decoded again")
 
     with monkeypatch.context() as m:
-        m.setattr(D, "_why_unreadable", no_decoding)
+        m.setattr(image_folder, "_why_unreadable", no_decoding)
         make_loaders(str(root), 32, 4, workers=0)
     _truncated_jpeg(root / "train" / "cat" / "im0.png")  # a changed file: checked again
     with pytest.raises(AutonlError, match="corrupt or truncated image"):
         make_loaders(str(root), 32, 4, workers=0)
     # a remembered bad file is reported without decoding, under the name given this time
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(D, "_why_unreadable", no_decoding)
+    monkeypatch.setattr(image_folder, "_why_unreadable", no_decoding)
     with pytest.raises(AutonlError) as e:
         make_loaders("ds", 32, 4, workers=0)
     assert str(e.value).startswith("corrupt or truncated image 'ds/train/cat/im0.png' (")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from autonl.backends.deploy import randomize_bn
+from autonl.backends.loading import randomize_bn
 from autonl.ir import build_preset, load_graph
 from autonl.backends.torch.importer import UnsupportedOpError, import_module
 from autonl.passes import PassManager, analyze_cost
@@ -23,7 +23,8 @@ from torch_mobilenetv2 import MobileNetV2  # noqa: E402
 def test_mobilenetv2_imports_with_the_presets_costs_17_mbconvs_and_the_same_logits():
     torch.manual_seed(0)
     net = randomize_bn(MobileNetV2()).eval()
-    graph = import_module(net, (1, 3, 224, 224))
+    model = import_module(net, (1, 3, 224, 224))
+    graph = model.graph
     cost, preset = analyze_cost(graph), analyze_cost(build_preset("mobilenetv2"))
     assert (cost.macs, cost.params) == (preset.macs, preset.params)
     assert round(cost.macs / 1e6, 1) == 300.8 and round(cost.params / 1e6, 2) == 3.50
@@ -31,7 +32,7 @@ def test_mobilenetv2_imports_with_the_presets_costs_17_mbconvs_and_the_same_logi
     assert graph.node("features_0_0").op == "conv2d" and graph.node("classifier_1").op == "linear"
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        want, got = net(x), module_with_params(graph)(x)
+        want, got = net(x), module_with_params(model)(x)
     assert want.abs().max() > 0.05
     assert (want - got).abs().max().item() <= 1e-5
 
@@ -56,12 +57,13 @@ class SEBlock(nn.Module):
 def test_a_block_with_squeeze_excitation_folds_and_keeps_its_logits():
     torch.manual_seed(1)
     net = randomize_bn(nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), SEBlock(), nn.AdaptiveAvgPool2d(1), nn.Flatten())).eval()
-    graph = import_module(net, (1, 3, 32, 32))
+    model = import_module(net, (1, 3, 32, 32))
+    graph = model.graph
     (block,) = [n for n in graph if n.op == "mbconv"]
     assert block.attrs == {"out": 16, "e": 4, "k": 5, "se": 0.25, "act": "silu"}
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert (net(x) - module_with_params(graph)(x)).abs().max().item() <= 1e-5
+        assert (net(x) - module_with_params(model)(x)).abs().max().item() <= 1e-5
 
 
 def test_data_dependent_control_flow_falls_back_to_torch_export():
@@ -77,11 +79,12 @@ def test_data_dependent_control_flow_falls_back_to_torch_export():
             return y.mean((2, 3))
 
     net = randomize_bn(Branchy()).eval()
-    graph = import_module(net, (1, 3, 8, 8))
+    model = import_module(net, (1, 3, 8, 8))
+    graph = model.graph
     assert [n.op for n in graph] == ["conv2d", "batch_norm", "relu", "global_avg_pool"]
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
-        assert (net(x) - module_with_params(graph)(x)).abs().max().item() <= 1e-5
+        assert (net(x) - module_with_params(model)(x)).abs().max().item() <= 1e-5
 
 
 def test_an_unsupported_op_names_the_module_path_and_the_op():

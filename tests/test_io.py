@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from autonl.ir import AutonlError, build_preset, parse_graph, structural_equal
+from autonl.ir import AutonlError, assert_structural_equal, build_preset, parse_graph, structural_equal
 from autonl.ir import atomic_write, load_graph, save_graph
 
 
@@ -44,3 +44,13 @@ def test_structural_equal_ignores_names_not_structure():
     c1 = parse_graph("graph g(%x: f32[1,8,4,4]) {\n  %c : f32[1,8,4,4] = conv2d(%x) {out=8}\n  return %c\n}")
     c2 = parse_graph("graph g(%x: f32[1,8,4,4]) {\n  %c : f32[1,8,4,4] = conv2d(%x) {out=8, k=1, s=1}\n  return %c\n}")
     assert structural_equal(c1, c2)
+
+
+def test_structural_equal_says_what_differs():
+    a = parse_graph("graph g(%x: f32[1,4]) {\n  %a : f32[1,4] = relu(%x)\n  return %a\n}")
+    b = parse_graph("graph g(%x: f32[1,4]) {\n  %a : f32[1,4] = relu6(%x)\n  return %a\n}")
+    result = structural_equal(a, b)
+    assert not result and result.differences == ("~ %a: op relu -> relu6",)
+    with pytest.raises(AssertionError, match=r"~ %a: op relu -> relu6"):
+        assert_structural_equal(b, a)
+    assert str(structural_equal(a, a)) == "the graphs are structurally equal"

@@ -6,8 +6,8 @@ import onnx
 import pytest
 import torch
 
-from autonl.backends.deploy import (bind_params, deploy_graph, load_model_or_graph, reference_input, sha256,
-                                    torch_logits)
+from autonl.backends.loading import deploy_model, ir_model, load_model_or_graph, reference_input, torch_logits
+from autonl.backends.manifest import sha256
 from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.ir import build_preset
@@ -20,11 +20,12 @@ from helpers import assert_one_line_error, discrete_presets, module_with_params,
 @pytest.mark.parametrize("name", discrete_presets())
 def test_fold_bn_keeps_logits(name):
     model = randomized(name, resolution=96)
-    lowered = PassManager(["lower-composites"])(bind_params(model.graph, model.module)).graph
-    folded = PassManager(["fold-bn"])(lowered).graph
-    n_bn = sum(n.op == "batch_norm" for n in lowered)
-    assert n_bn > 0 and sum(n.op == "batch_norm" for n in folded) == 0
-    assert not any(k.startswith(tuple(n.name + "." for n in lowered if n.op == "batch_norm")) for k in folded.params)
+    lowered = PassManager(["lower-composites"]).run(ir_model(model.graph, model.module))
+    folded = PassManager(["fold-bn"]).run(lowered)
+    n_bn = sum(n.op == "batch_norm" for n in lowered.graph)
+    assert n_bn > 0 and sum(n.op == "batch_norm" for n in folded.graph) == 0
+    assert not any(k.startswith(tuple(n.name + "." for n in lowered.graph if n.op == "batch_norm"))
+                   for k in folded.weights)
     x = torch.from_numpy(reference_input(model.graph, batch=2))
     with torch.inference_mode():
         ref, got = module_with_params(lowered)(x), module_with_params(folded)(x)
@@ -42,7 +43,7 @@ def test_fold_bn_needs_weights(cli):
 @pytest.mark.parametrize("name", discrete_presets())
 def test_onnxruntime_matches_torch_at_224(name):
     model = randomized(name)
-    proto = export_onnx(deploy_graph(model))
+    proto = export_onnx(deploy_model(model))
     assert proto.opset_import[0].version >= 17
     onnx.checker.check_model(proto, full_check=True)
     # shape inference gave every intermediate value a type
@@ -57,7 +58,7 @@ def test_onnxruntime_matches_torch_at_224(name):
 
 def test_lightnl_exports_in_its_cheaper_order():
     model = randomized("autonl-l", resolution=224)
-    proto = export_onnx(deploy_graph(model))
+    proto = export_onnx(deploy_model(model))
     matmuls = {n.name: n for n in proto.graph.node if n.op_type == "MatMul"}
     graph = model.graph
     blocks = [n for n in graph if n.op == "lightnl" and n.attrs.get("insert", True)]

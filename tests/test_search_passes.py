@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from autonl.ir import AutonlError, Choice, build_preset, choice_space, parse_graph, structural_equal
+from autonl.ir import AutonlError, Choice, assert_structural_equal, build_preset, choice_space, parse_graph
 from autonl.passes import PassManager, analyze_cost, create_pass, find_nodes
 from autonl.passes.derive import Derive
 from autonl.passes.insert_lightnl import InsertLightNL
@@ -41,7 +41,7 @@ EXPECTED = """graph g(%x: f32[1,16,8,8]) {
 def test_insert_lightnl_sits_between_projection_and_residual():
     result = InsertLightNL()(typed(BEFORE))
     assert result.modified
-    assert structural_equal(result.graph, typed(EXPECTED))
+    assert_structural_equal(result.graph, typed(EXPECTED))
     assert list(result.graph.nodes)[:4] == ["stem", "mbconv_1", "lightnl_1", "add_1"]
     assert not InsertLightNL()(result.graph).modified  # a block with a LightNL already keeps it
 
@@ -152,7 +152,7 @@ def test_published_decisions_derive_the_preset(tmp_path, preset, title):
     (tmp_path / "d.json").write_text(json.dumps(decisions))
     derived = PassManager([create_pass(f'derive{{decisions="{tmp_path / "d.json"}"}}')])(space).graph
     target = build_preset(preset)
-    assert structural_equal(derived, target)
+    assert_structural_equal(derived, target)
     a, b = analyze_cost(derived), analyze_cost(target)
     assert (a.macs, a.params, a.lightnl_macs) == (b.macs, b.params, b.lightnl_macs)
 

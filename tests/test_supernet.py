@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from autonl.ir import AutonlError, Choice, build_preset, choice_space
-from autonl.passes import analyze_cost
+from autonl.ir import AutonlError, Choice, build_preset
+from autonl.passes import SearchSpace, analyze_cost
 from autonl.passes.derive import Derive
 from autonl.backends.torch.lower import to_torch
 from autonl.backends.torch.supernet import Supernet, inherit_weights
@@ -27,7 +27,7 @@ def randomize(module, seed=0):
 
 
 def random_decisions(graph, rng):
-    return {n: {a: rng.choice(c.options) for a, c in attrs.items()} for n, attrs in choice_space(graph).items()}
+    return SearchSpace(graph).random(rng)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from autonl.backends.deploy import deploy_graph, reference_input, torch_logits
+from autonl.backends.loading import deploy_model, reference_input, torch_logits
 from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.backends.tvm import TARGETS, get_target
@@ -19,7 +19,7 @@ from helpers import assert_one_line_error, discrete_presets, randomized
 def test_tvm_matches_onnxruntime_and_torch_at_224(name):
     import tvm
     model = randomized(name)
-    proto = export_onnx(deploy_graph(model))
+    proto = export_onnx(deploy_model(model))
     mod, params = to_relax(proto, [1, 3, 224, 224])
     ex, main_params = build(mod, tvm.target.Target(get_target("host").target_dict()), params, False, None)
     x = reference_input(model.graph)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from autonl.backends.deploy import load_model_or_graph
+from autonl.backends.loading import load_model_or_graph
 from autonl.backends.tvm import get_target
 from autonl.backends.tvm.compile import compile_tvm
 from autonl.backends.tvm.remote import find_runtime, runtime_dir

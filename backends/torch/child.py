@@ -15,7 +15,7 @@ from autonl.passes import resize_graph
 
 from .lower import to_torch
 from .supernet import Supernet, inherit_weights
-from .train import read_checkpoint
+from .checkpoint import read_checkpoint
 from .weights import check_state_dict, save_model
 
 REFERENCES = ("mobilenetv2", "autonl-s", "autonl-l")

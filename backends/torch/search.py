@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ from autonl.ir.costs import format_count
 from autonl.ir.decisions import dumps_decisions
 from autonl.passes import resize_graph
 
+from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
 from .loop import Loop, Run, StepResult, cosine_with_warmup, open_run, seed_all
@@ -38,49 +39,6 @@ from .supernet import Supernet
 
 __all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimizers", "plot_search", "search",
            "search_step"]
-
-
-@dataclass
-class SearchConfig:
-    target_macs: float
-    data: str = "digits"
-    lam: float = 5.0
-    steps: int = 300
-    warmup_steps: int = 100
-    batch_size: int = 64
-    lr: float = 0.05
-    arch_lr: float = 0.05
-    arch_optimizer: str = "adam"         # adam: every gate moves alike; sgd: in proportion to its pull
-    tau: float = 1.0
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    cost_resolution: int | None = None   # count MACs at this input size (default: the search's)
-    log_every: int = 5
-    checkpoint_every: int = 50
-    train_size: int | None = None
-    val_size: int | None = None
-    skip_corrupt: bool = False
-
-    def __post_init__(self):
-        if not self.target_macs > 0:
-            raise AutonlError(f"the MAC target must be positive, got {self.target_macs}")
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise AutonlError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
-        if self.arch_optimizer not in ("adam", "sgd"):
-            raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
-        if self.lam < 0 or self.tau <= 0 or self.lr <= 0 or self.arch_lr <= 0:
-            raise AutonlError("need lambda >= 0 and positive tau, lr and arch lr")
-
-    @staticmethod
-    def from_dict(d: dict) -> "SearchConfig":
-        known = {f.name for f in fields(SearchConfig)}
-        return SearchConfig(**{k: v for k, v in d.items() if k in known})
 
 
 def check_target(supernet: Supernet, target: float) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from autonl.ir import AutonlError, Graph, atomic_write
 
 from .checkpoint import read_checkpoint
+from .config import TrainConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
 from .loop import Loop, StepResult, cosine_with_warmup, open_run, seed_all
@@ -37,42 +38,6 @@ from .weights import load_weights, save_model
 # imports them from here
 __all__ = ["TrainConfig", "evaluate", "make_optimizer", "pick_device", "plot_curves", "read_checkpoint", "train",
            "train_step"]
-
-
-@dataclass
-class TrainConfig:
-    data: str = "digits"
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 0.1
-    optimizer: str = "sgd"          # sgd (Nesterov momentum 0.9) or rmsprop (TF-style, as MnasNet)
-    weight_decay: float = 4e-5
-    warmup_steps: int = 20
-    label_smoothing: float = 0.1
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 100
-    log_every: int = 10
-    checkpoint_every: int = 100
-    train_size: int | None = None
-    val_size: int | None = None
-    skip_corrupt: bool = False
-    precise_bn: int = 20               # batches to re-estimate BN statistics before each evaluation
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "rmsprop"):
-            raise AutonlError(f"unknown optimizer '{self.optimizer}'; known optimizers: rmsprop, sgd")
-        for name in ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise AutonlError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (self.lr > 0 and 0 <= self.label_smoothing < 1 and self.warmup_steps >= 0):
-            raise AutonlError("need lr > 0, 0 <= label smoothing < 1 and warm-up steps >= 0")
-
-    @staticmethod
-    def from_dict(d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
