@@ -47,6 +47,11 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.kind, name, self._entries, plural=self.plural) from None
 
+    __getitem__ = get
+
+    def values(self) -> list[T]:
+        return [entry for _, entry in self.items()]
+
     def find(self, name: str) -> T | None:
         """The entry, or None (no error, no plugin loading)."""
         return self._entries.get(name)

@@ -13,7 +13,7 @@ from autonl.ir.files import format_for
 from autonl.ir.ops import all_ops
 from autonl.ir.ops.registry import REQUIRED
 from autonl.ir import all_presets, atomic_write
-from autonl.passes import DumpIR, PassManager, Timing, all_passes, analyze_cost
+from autonl.passes import PIPELINES, DumpIR, PassManager, Timing, all_passes, analyze_cost, get_pipeline
 from autonl.passes.sources import load_target
 
 from .app import cli
@@ -91,15 +91,19 @@ def ops(name):
 
 @cli.command("passes")
 def list_passes():
-    """List the registered passes (built-ins and plugins)."""
+    """List the registered passes (built-ins and plugins), then the named pipelines."""
     for name, cls in all_passes().items():
         doc = (cls.__doc__ or "").strip().split("\n")[0]
         click.echo(f"{name:<18} {doc}")
+    click.echo("\npipelines (PassManager(NAME), autonl opt --pipeline NAME):")
+    for name, p in PIPELINES.items():
+        click.echo(f"{name:<18} {' -> '.join(p.passes)}: {p.doc}")
 
 
 @cli.command()
 @click.argument("target")
-@click.option("--pass", "-p", "pass_specs", multiple=True, required=True,
+@click.option("--pipeline", "pipeline", metavar="NAME", help="Run this registered pipeline first (autonl passes).")
+@click.option("--pass", "-p", "pass_specs", multiple=True,
               help="A pass name, or name{option=value}; repeat for a pipeline.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]),
@@ -107,12 +111,15 @@ def list_passes():
 @click.option("--dump-dir", type=click.Path(file_okay=False), help="Write the IR before and after each pass.")
 @click.option("--timing", is_flag=True, help="Print per-pass timings to stderr.")
 @with_preset_options
-def opt(target, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch, classes):
+def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch, classes):
     """Run passes over a preset or graph file and print or write the result."""
+    passes = [*(get_pipeline(pipeline).passes if pipeline else ()), *pass_specs]
+    if not passes:
+        raise click.UsageError("give --pipeline NAME or at least one --pass/-p")
     graph = load_target(target, resolution, width, batch, classes)
     timer = Timing()
     instruments = [timer] + ([DumpIR(Path(dump_dir))] if dump_dir else [])
-    result = PassManager(list(pass_specs), instruments=instruments)(graph)
+    result = PassManager(passes, instruments=instruments)(graph)
     if timing:
         click.echo(timer.table(), err=True)
     if out:

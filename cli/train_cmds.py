@@ -43,9 +43,7 @@ from .options import DATA_HELP, parse_macs
 @click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
 @click.option("--resolution", "-r", type=int, help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=float, help="Width multiplier for presets.")
-def train(target, data, out, steps, batch_size, lr, optimizer, weight_decay, warmup_steps, label_smoothing,
-          eval_every, checkpoint_every, workers, seed, device, train_size, val_size, skip_corrupt, precise_bn,
-          resume, init, from_scratch, resolution, width):
+def train(target, out, resume, init, from_scratch, resolution, width, **config):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
@@ -55,17 +53,13 @@ def train(target, data, out, steps, batch_size, lr, optimizer, weight_decay, war
     if model_folder and not from_scratch and init is None:
         init = target
     from autonl.backends.torch.data import num_classes
-    from autonl.backends.torch.train import TrainConfig, train as run_training
+    from autonl.backends.torch.train import train as run_training
 
-    cfg = TrainConfig(data=data, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                      weight_decay=weight_decay, warmup_steps=warmup_steps, label_smoothing=label_smoothing,
-                      workers=workers, seed=seed, device=device, eval_every=eval_every,
-                      checkpoint_every=checkpoint_every, train_size=train_size, val_size=val_size,
-                      skip_corrupt=skip_corrupt, precise_bn=precise_bn)
+    cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
     graph = None
     if not resume:
         if target in all_presets():  # a preset gets as many outputs as the data has classes
-            graph = load_target(target, resolution or 32, width, None, num_classes(data))
+            graph = load_target(target, resolution or 32, width, None, num_classes(cfg.data))
         else:
             graph = load_target(target, resolution, width)
     result = run_training(graph, cfg, out, resume=resume, init=init)
@@ -128,9 +122,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--val-size", type=int)
 @click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun, DDP: gloo on CPU, nccl on GPU).")
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
-def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batch_size, lr, arch_lr, arch_optimizer, tau,
-           resolution, width, cost_resolution, checkpoint_every, workers, seed, device, train_size, val_size,
-           nproc, resume):
+def search(target, target_macs, out, space, resolution, width, nproc, resume, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
     if nproc < 1:
         raise AutonlError("--nproc must be at least 1")
@@ -143,17 +135,14 @@ def search(target, target_macs, data, out, space, lam, steps, warmup_steps, batc
                "-m", "autonl.cli.main", *args]
         return subprocess.call(cmd)
     from autonl.backends.torch.data import num_classes
-    from autonl.backends.torch.search import SearchConfig, search as run_search
+    from autonl.backends.torch.search import search as run_search
 
     macs = parse_macs(target_macs)
     graph = cfg = None
     if not resume:
-        cfg = SearchConfig(target_macs=macs, data=data, lam=lam, steps=steps, warmup_steps=warmup_steps,
-                           batch_size=batch_size, lr=lr, arch_lr=arch_lr, arch_optimizer=arch_optimizer, tau=tau, workers=workers, seed=seed,
-                           device=device, cost_resolution=cost_resolution, checkpoint_every=checkpoint_every,
-                           train_size=train_size, val_size=val_size)
+        cfg = SearchConfig(target_macs=macs, **config)   # the other options are SearchConfig fields
         graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
-                              num_classes(data))
+                              num_classes(cfg.data))
     result = run_search(graph, cfg, out, resume=resume)
     if result:
         click.echo(json.dumps(result))

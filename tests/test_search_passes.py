@@ -4,7 +4,7 @@ import json
 import pytest
 
 from autonl.ir import AutonlError, Choice, assert_structural_equal, build_preset, choice_space, parse_graph
-from autonl.passes import PassManager, analyze_cost, create_pass, find_nodes
+from autonl.passes import PassManager, SearchSpace, analyze_cost, create_pass, find_nodes
 from autonl.passes.derive import Derive
 from autonl.passes.insert_lightnl import InsertLightNL
 from autonl.passes.relax import Relax
@@ -166,7 +166,7 @@ def test_published_decisions_derive_the_preset(tmp_path, preset, title):
 ])
 def test_bad_decisions(edit, fragment):
     space = build_preset("search-space", resolution=64)
-    decisions = {n: {a: c.options[0] for a, c in attrs.items()} for n, attrs in choice_space(space).items()}
+    decisions = SearchSpace(space).default()
     edit(decisions)
     with pytest.raises(AutonlError) as info:
         Derive(decisions)(space)

@@ -33,6 +33,7 @@ from autonl.ir.choice import attr_combinations
 from autonl.ir.ops import lightnl_channels, lightnl_order, mbconv_widths
 
 from autonl.ir.registry import Registry
+from autonl.passes import SearchSpace
 
 from . import modules as M
 from .lower import Lowering, LoweringContext, lower_graph, torch_lowering
@@ -334,13 +335,11 @@ class Supernet(nn.Module):
     # -- decisions -------------------------------------------------------------------------
     def decisions(self) -> dict[str, dict[str, Any]]:
         """The current hard decision of every gate (run a forward pass first)."""
-        out: dict[str, dict[str, Any]] = {}
+        # a choice without a gate (the ratio of an absent LightNL, which derive removes) still
+        # needs a decision: the space's default
+        out = SearchSpace(self.graph).default()
         for r in self.gate_refs:
-            out.setdefault(r.node, {})[r.attr] = r.gate.decision()
-        # a LightNL that the derive rule removes still needs a decision for every choice
-        for node in self.graph:
-            for attr, choice in node.choices().items():
-                out.setdefault(node.name, {}).setdefault(attr, choice.options[0])
+            out[r.node][r.attr] = r.gate.decision()
         return out
 
     def force(self, decisions: dict[str, dict[str, Any]] | None) -> None:

@@ -10,7 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from autonl.ir import UnknownNameError
+from autonl.ir.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ def host_triple() -> str:
 
 AARCH64_CC = "aarch64-linux-gnu-g++"
 
-TARGETS: dict[str, NamedTarget] = {t.name: t for t in (
+TARGETS: Registry[NamedTarget] = Registry("target")
+for _t in (
     NamedTarget("host", "this machine (x86-64 with its own CPU's features, all its cores)", "x86_64-linux-gnu"),
     NamedTarget("arm64", "generic aarch64 Linux with NEON (any ARMv8-A board)", "aarch64-linux-gnu",
                 mattr=("+neon",), cross_cc=AARCH64_CC),
@@ -64,13 +65,12 @@ TARGETS: dict[str, NamedTarget] = {t.name: t for t in (
     NamedTarget("android-a78", "Android phone big core (Cortex-A78, e.g. Snapdragon 888 / Dimensity 1200), "
                 "aarch64 Linux ABI", "aarch64-linux-gnu", mcpu="cortex-a78", mattr=("+neon", "+dotprod"),
                 cores=4, cross_cc=AARCH64_CC),
-)}
+):
+    TARGETS.register(_t.name, _t)
 
 
 def get_target(name: str) -> NamedTarget:
-    if name not in TARGETS:
-        raise UnknownNameError("target", name, TARGETS, plural="targets")
-    return TARGETS[name]
+    return TARGETS.get(name)
 
 
 def require_cc(target: NamedTarget) -> str | None:
