@@ -184,6 +184,11 @@ class Graph:
     def __deepcopy__(self, memo) -> "Graph":
         return self.copy()
 
+    def __reduce__(self):
+        """Pickle as its parts (the node table and users index are rebuilt on load)."""
+        nodes = [(n.name, n.op, list(n.inputs), n.attrs, n.type, n.line, n.column) for n in self._nodes.values()]
+        return _rebuild_graph, (self.name, self.inputs, nodes, self.outputs, self.source)
+
     # -- the node table and its users index ------------------------------------------
     @property
     def nodes(self) -> dict[str, Node]:
@@ -247,10 +252,6 @@ class Graph:
     def users(self, value: str) -> list[Node]:
         """The nodes that read ``value`` (each once), from the index: O(users)."""
         return [self._nodes[n] for n in self._users.get(value, ())]
-
-    def is_used(self, value: str) -> bool:
-        """Whether a node or a graph output reads ``value``."""
-        return bool(self._users.get(value)) or value in self.outputs
 
     @property
     def relaxed(self) -> bool:
@@ -424,6 +425,12 @@ class Graph:
             g.add_node(f"output_{i}", label=f'"output {i}"', shape="ellipse")
             g.add_edge(out, f"output_{i}")
         return nx.nx_pydot.to_pydot(g).to_string()
+
+
+def _rebuild_graph(name, inputs, nodes, outputs, source) -> Graph:
+    graph = Graph(name, inputs, (Node(*n) for n in nodes), outputs)
+    graph.source = source
+    return graph
 
 
 def _short(v: Any) -> str:

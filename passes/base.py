@@ -12,15 +12,7 @@ Modelled on onnx-ir's pass infrastructure:
   ``call(graph, weights)`` with the model's weights (``{"<node>.<tensor>": array}``) and
   returns them in ``PassResult.weights``. Weight arrays are replaced, never written into.
 
-A custom pass is a subclass with ``call``, registered by name::
-
-    @register_pass("relu6-to-relu")
-    class Relu6ToRelu(Pass):
-        def call(self, graph):
-            nodes = [n for n in graph if n.op == "relu6"]
-            for n in nodes:
-                n.op = "relu"
-            return PassResult(graph, modified=bool(nodes))
+A custom pass is a subclass with ``call``, registered by name (see :mod:`autonl.passes`).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The shape of the code: layers one way (import-linter), no import cycle, small modules, the IR
 without torch, every op covered by every backend, the registries and the pass contract."""
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -161,7 +162,8 @@ def test_editing_api_keeps_users_and_refuses_erasing_a_used_node():
     assert [n.name for n in g.users("stem")] == ["stem_act"]
     with pytest.raises(TypeError, match="cannot be edited in place"):
         g.node("stem_act").inputs.append("x")
-    assert isinstance(g, Graph)
+    again = pickle.loads(pickle.dumps(g))           # the users index is rebuilt, not pickled
+    assert again == g and isinstance(again, Graph) and [n.name for n in again.users("stem")] == ["stem_act"]
 
 
 def test_a_plugin_that_shadows_a_built_in_pass_is_refused(tmp_path):
