@@ -43,7 +43,7 @@ def check_discrete(graph: Graph) -> None:
 def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     """A model folder or run folder (trained weights), or a discrete graph (random weights)."""
     from autonl.backends.torch.lower import to_torch
-    from autonl.backends.torch.weights import WEIGHTS_FILE, load_model
+    from autonl.backends.torch.weights import WEIGHTS_FILE, load_model, read_model_graph
 
     if isinstance(src, Graph):
         check_discrete(src)
@@ -53,9 +53,9 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     folder = model_folder(src)
     if folder is None:
         raise AutonlError(f"{src}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
-    from autonl.ir import load_graph
-    check_discrete(load_graph(folder / "graph.json"))
-    graph, module = load_model(folder)
+    graph = read_model_graph(folder)        # graph.json, checked against graph.ir
+    check_discrete(graph)
+    graph, module = load_model(folder, graph)   # weights checked: names, shapes, dtypes, finite
     return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder))
 
 

@@ -21,6 +21,7 @@ from autonl.passes.sources import load_target, relaxed_graph
 from .base import Backend
 from .catalog import get_backend
 from .loading import load_model_or_graph
+from .locks import output_lock
 from .manifest import check_out, versions, write_manifest
 from .report import write_report
 
@@ -35,15 +36,23 @@ def _stage(log, name: str):
 def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str | Path, search_steps: int = 150,
                  train_steps: int = 150, resolution: int = 32, seed: int = 0, force: bool = False,
                  log=print) -> dict:
+    """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
+    its own folder inside it as well."""
+    backend = get_backend(backend) if isinstance(backend, str) else backend
+    data = BUILTIN.get(data, data)
+    out = Path(out)
+    check_out(out)
+    with output_lock(out, "run"):
+        return _run_pipeline(data, target_macs, backend, out, search_steps, train_steps, resolution, seed, force, log)
+
+
+def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, search_steps: int, train_steps: int,
+                  resolution: int, seed: int, force: bool, log) -> dict:
     from .torch.child import extract_child
     from .torch.data import num_classes
     from .torch.search import SearchConfig, search as run_search
     from .torch.train import TrainConfig, train as run_training
 
-    backend = get_backend(backend) if isinstance(backend, str) else backend
-    data = BUILTIN.get(data, data)
-    out = Path(out)
-    check_out(out)
     if out.exists() and any(out.iterdir()):
         if not force:
             raise AutonlError(f"{out}: exists and is not empty; give another --out, or --force to replace it")

@@ -12,8 +12,10 @@ from autonl.backends.catalog import all_backends, get_backend
 from autonl.ir import AutonlError
 from autonl.passes.sources import load_target
 
+from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range
+
 from .app import cli
-from .options import parse_macs, with_preset_options, write_json
+from .options import lock_output, parse_macs, ranged, with_preset_options, write_json
 
 
 def load_deployable(source: str, resolution, width, batch, classes, seed: int):
@@ -38,23 +40,24 @@ def load_deployable(source: str, resolution, width, batch, classes, seed: int):
               help="MAC target of the derived network, counted at 224x224.")
 @click.option("--backend", default="onnx", show_default=True, help="onnx (fp32 + int8) or tvm (host library).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--search-steps", type=int, default=150, show_default=True)
-@click.option("--train-steps", type=int, default=150, show_default=True)
-@click.option("--resolution", "-r", type=int, default=32, show_default=True, help="Search and training input size.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--search-steps", type=ranged(Range(2)), default=150, show_default=True,
+              help="Search steps (a fifth of them, at least one, warm-up).")
+@click.option("--train-steps", type=ranged(POSITIVE_INT), default=150, show_default=True)
+@click.option("--resolution", "-r", type=ranged(RESOLUTION), default=32, show_default=True,
+              help="Search and training input size.")
+@click.option("--seed", type=ranged(SEED), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def run_cmd(data, target_macs, backend, out, search_steps, train_steps, resolution, seed, force):
     """The whole path in one command: search, derive, fine-tune, compile (with its parity
     check), then report.md / report.html (plots, architecture next to MobileNetV2 and
     AutoNL-S/L, costs, accuracy, latencies) and manifest.json in --out."""
+    lock_output(out, "run")
     chosen = get_backend(backend)
-    for name, v in (("--search-steps", search_steps), ("--train-steps", train_steps), ("--resolution", resolution)):
-        if v < 1:
-            raise AutonlError(f"{name} must be >= 1 (got {v})")
+    macs = parse_macs(target_macs)
     from autonl.backends.pipeline import run_pipeline
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    summary = run_pipeline(data, parse_macs(target_macs), chosen, out, search_steps, train_steps, resolution,
+    summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution,
                            seed, force, log)
     lat = summary["latency"]
     click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
@@ -72,6 +75,27 @@ def targets():
         click.echo(f"{'':<12} {json.dumps(t.target_dict())}")
 
 
+RUNS = Range(1, 1_000_000)
+
+# The range of a numeric backend option: from the Option itself where it says (``min``/``max``
+# attributes), else these bounds for the built-in options, else any integer >= 0 (every
+# numeric option so far counts something). TODO: move into Option (backends/base.py).
+OPTION_BOUNDS = {"calib_images": (1, None), "eval_images": (1, None), "opset": (17, None),
+                 "tune_trials": (0, None)}
+
+
+def option_type(o):
+    """The click type of backend option ``o``: a choice, a ranged number, or ``o.type``."""
+    if isinstance(o.type, tuple):
+        return click.Choice(list(o.type))
+    if o.type in (int, float):
+        lo, hi = OPTION_BOUNDS.get(o.name, (0, None))
+        lo = lo if getattr(o, "min", None) is None else o.min
+        hi = hi if getattr(o, "max", None) is None else o.max
+        return ranged(Range(lo, hi, integer=o.type is int))
+    return o.type
+
+
 def backend_options(f):
     """One flag per backend option (every registered backend), with its default; which backend
     an option belongs to is checked after parsing (:func:`options_for`)."""
@@ -81,8 +105,7 @@ def backend_options(f):
             owners.setdefault(o.name, (o, []))[1].append(b.name)
     for o, names in reversed(list(owners.values())):
         kind = {"is_flag": True} if o.type is bool else {"multiple": True} if o.multiple else \
-            {"type": click.Choice(list(o.type)) if isinstance(o.type, tuple) else o.type,
-             "show_default": o.default is not None}
+            {"type": option_type(o), "show_default": o.default is not None}
         f = click.option(o.flag, o.name, default=o.default, metavar=o.metavar,
                          help=f"{'/'.join(names).upper()}: {o.help}", **kind)(f)
     return f
@@ -105,7 +128,8 @@ def options_for(backend: Backend, values: dict) -> dict:
 @click.argument("source")
 @click.option("--backend", default="onnx", show_default=True, help="A registered backend (autonl compile --help).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(), help="Output folder.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Weight init for presets and graph files.")
+@click.option("--seed", type=ranged(SEED), default=0, show_default=True,
+              help="Weight init for presets and graph files.")
 @backend_options
 @with_preset_options
 def compile_cmd(source, backend, out, seed, resolution, width, batch, classes, **options):
@@ -118,6 +142,7 @@ def compile_cmd(source, backend, out, seed, resolution, width, batch, classes, *
     the compiled model against the torch backend (max |diff| <= 1e-4)."""
     chosen = get_backend(backend)
     given = options_for(chosen, options)
+    lock_output(out, "compile")
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     model = load_deployable(source, resolution, width, batch, classes, seed)
     manifest = chosen.compile(model, out, given, log)
@@ -129,7 +154,7 @@ def compile_cmd(source, backend, out, seed, resolution, width, batch, classes, *
 @click.argument("folder", type=click.Path())
 @click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="Run on a TVM RPC server (python3 -m tvm.exec.rpc_server).")
 @click.option("--qemu", is_flag=True, help="Run the folder's aarch64 C++ runner here under qemu-aarch64.")
-@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs.")
+@click.option("--runs", type=ranged(RUNS), default=20, show_default=True, help="Timed runs.")
 @click.option("--input", "input_npy", type=click.Path(), help="A float32 .npy input (default: the folder's input.npy).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the result as JSON.")
 def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
@@ -141,8 +166,6 @@ def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
 
     if bool(rpc_addr) == bool(qemu):
         raise AutonlError("give one of --rpc HOST:PORT or --qemu")
-    if runs < 1:
-        raise AutonlError(f"--runs must be >= 1 (got {runs})")
     res = remote.run_qemu(folder, runs, input_npy) if qemu else remote.run_rpc(rpc_addr, folder, runs, input_npy)
     diff = res.get("vs_reference_max_abs_diff")
     click.echo(f"{res['where']}: median {res['median_ms']:.2f} ms over {res['runs']} runs"
@@ -152,8 +175,8 @@ def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
 
 @cli.command()
 @click.argument("folder", type=click.Path())
-@click.option("--runs", type=int, default=5, show_default=True, help="Runs; each kernel's median is reported.")
-@click.option("--top", type=int, default=15, show_default=True, help="Kernels to print.")
+@click.option("--runs", type=ranged(RUNS), default=5, show_default=True, help="Runs; each kernel's median is reported.")
+@click.option("--top", type=ranged(POSITIVE_INT), default=15, show_default=True, help="Kernels to print.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every kernel's time as JSON.")
 def profile(folder, runs, top, json_out):
     """Per-layer (fused kernel) time of a TVM deploy folder, on the machine the library was
@@ -161,8 +184,6 @@ def profile(folder, runs, top, json_out):
     profiler: kernels are timed through the VM's instrument hook."""
     from autonl.backends.tvm import remote
 
-    if runs < 1:
-        raise AutonlError(f"--runs must be >= 1 (got {runs})")
     res = remote.profile(folder, runs=runs)
     click.echo(f"{res['library']} ({res['target']}): {res['model_us'] / 1e3:.2f} ms a run; its "
                f"{len(res['kernels'])} kernels take {res['kernels_us'] / 1e3:.2f} ms (median of {runs} runs, "

@@ -17,7 +17,7 @@ from autonl.passes import PIPELINES, DumpIR, PassManager, Timing, all_passes, an
 from autonl.passes.sources import load_target
 
 from .app import cli
-from .options import with_preset_options
+from .options import InputShape, with_preset_options
 
 
 @cli.command()
@@ -131,7 +131,9 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
 
 
 def _load_callable(spec: str):
-    """``package.module:callable`` or ``path/to/file.py:callable``."""
+    """``package.module:callable`` or ``path/to/file.py:callable``, called: the torch.nn.Module
+    it returns. A module or callable that fails, exits (SystemExit) or returns anything else
+    is one line naming ``spec``."""
     import importlib
     import importlib.util
 
@@ -153,20 +155,33 @@ def _load_callable(spec: str):
             module = importlib.import_module(mod_name)
     except AutonlError:
         raise
+    except SystemExit as e:  # the module called sys.exit() (or exit()) while being imported
+        raise AutonlError(f"importing {mod_name} failed: it exited (SystemExit: {e.code!r}) instead of "
+                          f"defining '{attr}'") from None
     except Exception as e:  # noqa: BLE001  (the user's module failed to import)
         raise AutonlError(f"importing {mod_name} failed: {type(e).__name__}: {e}") from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise AutonlError(f"{mod_name} has no callable '{attr}'")
     try:
-        return fn()
+        net = fn()
+    except SystemExit as e:  # e.g. sys:exit, or a script's main() that ends with sys.exit
+        raise AutonlError(f"{spec}() exited (SystemExit: {e.code!r}) instead of returning a torch.nn.Module") \
+            from None
     except Exception as e:  # noqa: BLE001
         raise AutonlError(f"{spec}() failed: {type(e).__name__}: {e}") from None
+    import torch
+    if not isinstance(net, torch.nn.Module):
+        t = type(net)
+        what = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+        raise AutonlError(f"{spec}() returned {what}, not a torch.nn.Module")
+    return net
 
 
 @cli.command("import")
 @click.argument("spec", metavar="MODULE:CALLABLE")
-@click.option("--input-shape", default="1,3,224,224", show_default=True, help="N,C,H,W of the example input.")
+@click.option("--input-shape", type=InputShape(), default="1,3,224,224", show_default=True,
+              help="N,C,H,W of the example input (each at most 4096).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(),
               help="A graph file (.ir/.txt text form, .json), with its weights beside it as <name>.weights.pt; "
                    "or a folder, written as a model folder (graph.json, graph.ir, weights.pt).")
@@ -181,15 +196,15 @@ def import_cmd(spec, input_shape, out, no_fold):
     from autonl.backends.torch.weights import save_model, torch_bytes
     from autonl.ir import save_graph
 
-    try:
-        shape = [int(v) for v in input_shape.split(",")]
-    except ValueError:
-        raise AutonlError(f"--input-shape {input_shape!r}: expected N,C,H,W integers, e.g. 1,3,224,224") from None
+    shape = list(input_shape)
     out_path = Path(out)
     as_file = out_path.suffix in (".ir", ".txt", ".json")
     check_out(out_path.parent if as_file else out_path)
     net = _load_callable(spec)
-    model = import_module(net, shape, name=spec.rpartition(":")[2])
+    try:
+        model = import_module(net, shape, name=spec.rpartition(":")[2])
+    except SystemExit as e:  # the module's forward exited while being traced
+        raise AutonlError(f"{spec}: the module exited while being traced (SystemExit: {e.code!r})") from None
     graph, module = model.graph, to_torch_with_weights(model)
     blocks = sum(1 for n in graph if n.op == "mbconv")
     if as_file:

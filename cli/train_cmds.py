@@ -11,47 +11,54 @@ import click
 from autonl.ir import AutonlError, all_presets
 from autonl.passes.sources import load_target, relaxed_graph
 
-from autonl.backends.torch.config import SearchConfig, TrainConfig
+from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, parse_macs
+from .options import DATA_HELP, WIDTH, config_option, config_type, lock_output, parse_macs, ranged
+
+NPROC = Range(1, 256)
 
 
 @cli.command()
 @click.argument("target")
 @click.option("--data", default=TrainConfig.data, show_default=True, help=DATA_HELP)
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--steps", type=int, default=TrainConfig.steps, show_default=True)
-@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
-@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True)
+@config_option(TrainConfig, "--steps")
+@config_option(TrainConfig, "--batch-size")
+@config_option(TrainConfig, "--lr")
 @click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default=TrainConfig.optimizer, show_default=True)
-@click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
-@click.option("--warmup-steps", type=int, default=TrainConfig.warmup_steps, show_default=True)
-@click.option("--label-smoothing", type=float, default=TrainConfig.label_smoothing, show_default=True)
-@click.option("--eval-every", type=int, default=TrainConfig.eval_every, show_default=True)
-@click.option("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, show_default=True)
-@click.option("--workers", type=int, default=TrainConfig.workers, show_default=True, help="Data-loading processes.")
-@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@config_option(TrainConfig, "--weight-decay")
+@config_option(TrainConfig, "--warmup-steps")
+@config_option(TrainConfig, "--label-smoothing")
+@config_option(TrainConfig, "--eval-every")
+@config_option(TrainConfig, "--checkpoint-every")
+@config_option(TrainConfig, "--workers", help="Data-loading processes.")
+@config_option(TrainConfig, "--seed")
 @click.option("--device", default=TrainConfig.device, show_default=True, help="auto (GPU when present), cpu, cuda, cuda:N.")
-@click.option("--train-size", type=int, help="Use at most this many training images.")
-@click.option("--val-size", type=int, help="Use at most this many validation images.")
+@config_option(TrainConfig, "--train-size", help="Use at most this many training images.")
+@config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images instead of stopping.")
-@click.option("--precise-bn", type=int, default=TrainConfig.precise_bn, show_default=True,
-              help="Training batches to re-estimate BN statistics before each evaluation (0: off).")
+@config_option(TrainConfig, "--precise-bn",
+               help="Training batches to re-estimate BN statistics before each evaluation (0: off).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")
 @click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
-@click.option("--resolution", "-r", type=int, help="Input size for presets (default 32).")
-@click.option("--width", "-w", type=float, help="Width multiplier for presets.")
+@click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Input size for presets (default 32).")
+@click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
 def train(target, out, resume, init, from_scratch, resolution, width, **config):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
+    lock_output(out, "train")
     model_folder = Path(target).is_dir() and (Path(target) / "weights.pt").is_file()
     if from_scratch and init:
         raise AutonlError("--from-scratch and --init contradict each other; pick one")
     if model_folder and not from_scratch and init is None:
         init = target
+    from autonl.backends.torch.weights import read_model_graph
+    for folder in (target, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
+        if folder is not None and (Path(folder) / "graph.json").is_file():
+            read_model_graph(folder)
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.train import train as run_training
 
@@ -70,10 +77,10 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
 @cli.command("eval")
 @click.argument("model")
 @click.option("--data", default="digits", show_default=True, help=DATA_HELP)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--batch-size", type=config_type(TrainConfig, "batch_size"), default=128, show_default=True)
+@click.option("--workers", type=config_type(TrainConfig, "workers"), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--val-size", type=int, help="Use at most this many validation images.")
+@config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True)
 def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt):
     """Evaluate a model folder (or a run folder's model/) on a dataset's validation split."""
@@ -103,29 +110,28 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
               help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
-@click.option("--lambda", "lam", type=float, default=SearchConfig.lam, show_default=True, help="Weight of the cost term.")
-@click.option("--steps", type=int, default=SearchConfig.steps, show_default=True)
-@click.option("--warmup-steps", type=int, default=SearchConfig.warmup_steps, show_default=True, help="Steps with every option on.")
-@click.option("--batch-size", type=int, default=SearchConfig.batch_size, show_default=True)
-@click.option("--lr", type=float, default=SearchConfig.lr, show_default=True, help="Weights (SGD).")
-@click.option("--arch-lr", type=float, default=SearchConfig.arch_lr, show_default=True, help="Thresholds (Adam).")
+@config_option(SearchConfig, "--lambda", "lam", help="Weight of the cost term.")
+@config_option(SearchConfig, "--steps")
+@config_option(SearchConfig, "--warmup-steps", help="Steps with every option on.")
+@config_option(SearchConfig, "--batch-size")
+@config_option(SearchConfig, "--lr", help="Weights (SGD).")
+@config_option(SearchConfig, "--arch-lr", help="Thresholds (Adam).")
 @click.option("--arch-optimizer", type=click.Choice(["adam", "sgd"]), default=SearchConfig.arch_optimizer, show_default=True)
-@click.option("--tau", type=float, default=SearchConfig.tau, show_default=True, help="Sigmoid temperature of the gates.")
-@click.option("--resolution", "-r", type=int, help="Search input size for presets (default 32).")
-@click.option("--width", "-w", type=float, help="Width multiplier for presets.")
-@click.option("--cost-resolution", type=int, help="Count MACs at this input size (default: the search's).")
-@click.option("--checkpoint-every", type=int, default=SearchConfig.checkpoint_every, show_default=True)
-@click.option("--workers", type=int, default=SearchConfig.workers, show_default=True)
-@click.option("--seed", type=int, default=SearchConfig.seed, show_default=True)
+@config_option(SearchConfig, "--tau", help="Sigmoid temperature of the gates.")
+@click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Search input size for presets (default 32).")
+@click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
+@config_option(SearchConfig, "--cost-resolution", help="Count MACs at this input size (default: the search's).")
+@config_option(SearchConfig, "--checkpoint-every")
+@config_option(SearchConfig, "--workers")
+@config_option(SearchConfig, "--seed")
 @click.option("--device", default=SearchConfig.device, show_default=True, help="auto (GPU when present), cpu, cuda.")
-@click.option("--train-size", type=int)
-@click.option("--val-size", type=int)
-@click.option("--nproc", type=int, default=1, show_default=True, help="Processes (torchrun, DDP: gloo on CPU, nccl on GPU).")
+@config_option(SearchConfig, "--train-size", help="Use at most this many training images.")
+@config_option(SearchConfig, "--val-size", help="Use at most this many validation images.")
+@click.option("--nproc", type=ranged(NPROC), default=1, show_default=True,
+              help="Processes (torchrun, DDP: gloo on CPU, nccl on GPU).")
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
 def search(target, target_macs, out, space, resolution, width, nproc, resume, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
-    if nproc < 1:
-        raise AutonlError("--nproc must be at least 1")
     if nproc > 1 and os.environ.get("WORLD_SIZE") is None:
         import subprocess
         args = [a for a in sys.argv[1:]]
@@ -134,6 +140,8 @@ def search(target, target_macs, out, space, resolution, width, nproc, resume, **
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "autonl.cli.main", *args]
         return subprocess.call(cmd)
+    if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
+        lock_output(out, "search")
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.search import search as run_search
 
@@ -157,6 +165,7 @@ def search(target, target_macs, out, space, resolution, width, nproc, resume, **
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def derive(run_dir, out, decisions, force):
     """Derive a search run: discrete graph + inherited weights + costs + comparison."""
+    lock_output(out, "derive")
     from autonl.backends.torch.child import comparison_table, extract_child
 
     result = extract_child(run_dir, out, decisions, force)

@@ -18,6 +18,7 @@ import onnx
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write, render
 
+from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
 from .export import BATCH, OPSET, export_onnx
@@ -50,12 +51,21 @@ def compile_onnx(model: TorchModel, out: str | Path, int8: bool = False, calib_d
                  calib_images: int = 256, calib_method: str = "minmax", eval_images: int | None = None,
                  fold_bn: bool = True, opset: int = OPSET, skip_corrupt: bool = False, int8_exclude=(),
                  log=lambda msg: None) -> dict:
-    """Compile ``model`` into ``out``; return the manifest."""
-    from autonl.passes import analyze_cost
-
+    """Compile ``model`` into ``out``; return the manifest. The lock of ``out``
+    (:mod:`autonl.backends.locks`) is held from before any work to the manifest."""
     if opset < 17:
         raise AutonlError(f"opset {opset} is too old; the ONNX backend emits opset 17 or newer")
     check_out(out)
+    with output_lock(out, "compile"):
+        return _compile_onnx(model, out, int8, calib_data, calib_images, calib_method, eval_images, fold_bn, opset,
+                             skip_corrupt, int8_exclude, log)
+
+
+def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: str, calib_images: int,
+                  calib_method: str, eval_images: int | None, fold_bn: bool, opset: int, skip_corrupt: bool,
+                  int8_exclude, log) -> dict:
+    from autonl.passes import analyze_cost
+
     deployed = deploy_model(model, fold_bn=fold_bn)
     graph = deployed.graph
     for pattern in int8_exclude:

@@ -13,6 +13,7 @@ from autonl.ir.decisions import check_decisions, dumps_decisions, load_decisions
 from autonl.ir import atomic_write, load_graph, render
 from autonl.passes import resize_graph
 
+from ..locks import output_lock
 from .lower import to_torch
 from .supernet import Supernet, inherit_weights
 from .checkpoint import read_checkpoint
@@ -44,7 +45,13 @@ def extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Pa
                   force: bool = False) -> dict:
     """Write ``out``/ (model folder: graph.json, graph.ir, weights.pt; decisions.json,
     cost.json, comparison.json, comparison.txt). All or nothing: it is assembled in a
-    temporary folder beside ``out`` and renamed into place."""
+    temporary folder beside ``out`` and renamed into place, under the lock of ``out``
+    (:mod:`autonl.backends.locks`)."""
+    with output_lock(out, "derive"):
+        return _extract_child(run_dir, out, decisions_file, force)
+
+
+def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None, force: bool) -> dict:
     from autonl.passes.derive import Derive
 
     run, out = Path(run_dir), Path(out)

@@ -1,42 +1,128 @@
-"""The configurations of a training run and of a search run: their fields, defaults and
-checks, in one place that imports no torch, so the command line takes its defaults from
-here instead of repeating them."""
+"""The configurations of a training run and of a search run: their fields, defaults, ranges
+and checks, in one place that imports no torch, so the command line takes its defaults and
+its option types from here instead of repeating them.
+
+Every numeric field carries its :class:`Range` (field metadata ``"range"``);
+``__post_init__`` checks each one, and the command line builds its click types from the
+same ranges (``autonl.cli.options.ranged``), so a value out of range is refused while the
+command line is parsed, with the same one line as here.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
 
 from autonl.ir import AutonlError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option may take: ``lo <= v <= hi`` (``lo < v`` with ``lo_open``,
+    ``v < hi`` with ``hi_open``; ``None``: no bound); integers only, or finite numbers."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = True
+
+    def __str__(self) -> str:
+        lo, hi = self.lo, self.hi
+        if self.integer:
+            what = "a positive integer" if lo is not None and lo >= 1 else "an integer"
+            if lo is not None and hi is not None:
+                return f"{what} in {lo}..{hi}"
+            if lo is not None and lo > 1:
+                return f"an integer >= {lo}"
+            if lo is not None and lo == 0:
+                return f"{what} >= 0"
+            return what if hi is None else f"{what} <= {hi}"
+        if lo is not None and hi is not None:
+            return f"a number in {'(' if self.lo_open else '['}{lo:g}, {hi:g}{')' if self.hi_open else ']'}"
+        if lo is not None:
+            return f"a finite number {'>' if self.lo_open else '>='} {lo:g}"
+        if hi is not None:
+            return f"a finite number {'<' if self.hi_open else '<='} {hi:g}"
+        return "a finite number"
+
+    def holds(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+    def check(self, flag: str, value) -> None:
+        """One line ``--flag must be ... (got v)`` unless ``value`` is in range."""
+        if not self.holds(value):
+            raise AutonlError(f"{flag} must be {self} (got {value!r})")
+
+
+POSITIVE_INT = Range(1)                  # steps, batch sizes, sizes, intervals, runs
+NON_NEGATIVE_INT = Range(0)              # warm-up steps, BN batches, trials
+RESOLUTION = Range(8, 4096)              # input height and width
+SEED = Range(0, 2**32 - 1)               # numpy and torch both take it
+WORKERS = Range(0, 256)                  # data-loading processes
+POSITIVE = Range(0, lo_open=True, integer=False)         # learning rates, temperatures
+NON_NEGATIVE = Range(0, integer=False)                   # weights of loss terms
+FRACTION = Range(0, 1, hi_open=True, integer=False)      # label smoothing
+
+
+def _f(default, rng: Range, flag: str | None = None):
+    """A dataclass field with its range (and its flag, where it is not ``--field-name``)."""
+    return field(default=default, metadata={"range": rng, **({"flag": flag} if flag else {})})
+
+
+def flag_of(cls, name: str) -> str:
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.metadata.get("flag", "--" + name.replace("_", "-"))
+
+
+def range_of(cls, name: str) -> Range:
+    """The range of field ``name`` of the config class ``cls``."""
+    return next(f for f in fields(cls) if f.name == name).metadata["range"]
+
+
+def check_ranges(cfg) -> None:
+    """Every ranged field of ``cfg`` in its range (``None`` allowed where that is the default)."""
+    for f in fields(cfg):
+        rng = f.metadata.get("range")
+        value = getattr(cfg, f.name)
+        if rng is not None and not (value is None and f.default is None):
+            rng.check(f.metadata.get("flag", "--" + f.name.replace("_", "-")), value)
 
 
 @dataclass
 class TrainConfig:
     data: str = "digits"
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 0.1
+    steps: int = _f(300, POSITIVE_INT)
+    batch_size: int = _f(64, POSITIVE_INT)
+    lr: float = _f(0.1, POSITIVE)
     optimizer: str = "sgd"          # sgd (Nesterov momentum 0.9) or rmsprop (TF-style, as MnasNet)
-    weight_decay: float = 4e-5
-    warmup_steps: int = 20
-    label_smoothing: float = 0.1
-    workers: int = 2
-    seed: int = 0
+    weight_decay: float = _f(4e-5, Range(0, 1, integer=False))
+    warmup_steps: int = _f(20, NON_NEGATIVE_INT)
+    label_smoothing: float = _f(0.1, FRACTION)
+    workers: int = _f(2, WORKERS)
+    seed: int = _f(0, SEED)
     device: str = "auto"
-    eval_every: int = 100
-    log_every: int = 10
-    checkpoint_every: int = 100
-    train_size: int | None = None
-    val_size: int | None = None
+    eval_every: int = _f(100, POSITIVE_INT)
+    log_every: int = _f(10, POSITIVE_INT)
+    checkpoint_every: int = _f(100, POSITIVE_INT)
+    train_size: int | None = _f(None, POSITIVE_INT)
+    val_size: int | None = _f(None, POSITIVE_INT)
     skip_corrupt: bool = False
-    precise_bn: int = 20               # batches to re-estimate BN statistics before each evaluation
+    precise_bn: int = _f(20, NON_NEGATIVE_INT)   # batches to re-estimate BN statistics before each evaluation
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "rmsprop"):
             raise AutonlError(f"unknown optimizer '{self.optimizer}'; known optimizers: rmsprop, sgd")
-        for name in ("steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise AutonlError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (self.lr > 0 and 0 <= self.label_smoothing < 1 and self.warmup_steps >= 0):
-            raise AutonlError("need lr > 0, 0 <= label smoothing < 1 and warm-up steps >= 0")
+        check_ranges(self)
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
@@ -48,38 +134,35 @@ class TrainConfig:
 class SearchConfig:
     target_macs: float
     data: str = "digits"
-    lam: float = 5.0
-    steps: int = 300
-    warmup_steps: int = 100
-    batch_size: int = 64
-    lr: float = 0.05
-    arch_lr: float = 0.05
+    lam: float = _f(5.0, NON_NEGATIVE, "--lambda")
+    steps: int = _f(300, POSITIVE_INT)
+    warmup_steps: int = _f(100, NON_NEGATIVE_INT)
+    batch_size: int = _f(64, POSITIVE_INT)
+    lr: float = _f(0.05, POSITIVE)
+    arch_lr: float = _f(0.05, POSITIVE)
     arch_optimizer: str = "adam"         # adam: every gate moves alike; sgd: in proportion to its pull
-    tau: float = 1.0
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    workers: int = 2
-    seed: int = 0
+    tau: float = _f(1.0, POSITIVE)
+    weight_decay: float = _f(4e-5, Range(0, 1, integer=False))
+    label_smoothing: float = _f(0.0, FRACTION)
+    workers: int = _f(2, WORKERS)
+    seed: int = _f(0, SEED)
     device: str = "auto"
-    cost_resolution: int | None = None   # count MACs at this input size (default: the search's)
-    log_every: int = 5
-    checkpoint_every: int = 50
-    train_size: int | None = None
-    val_size: int | None = None
+    cost_resolution: int | None = _f(None, RESOLUTION)   # count MACs at this input size (default: the search's)
+    log_every: int = _f(5, POSITIVE_INT)
+    checkpoint_every: int = _f(50, POSITIVE_INT)
+    train_size: int | None = _f(None, POSITIVE_INT)
+    val_size: int | None = _f(None, POSITIVE_INT)
     skip_corrupt: bool = False
 
     def __post_init__(self):
-        if not self.target_macs > 0:
-            raise AutonlError(f"the MAC target must be positive, got {self.target_macs}")
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise AutonlError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.warmup_steps < self.steps:
+        if isinstance(self.target_macs, bool) or not isinstance(self.target_macs, (int, float)) \
+                or not math.isfinite(self.target_macs) or not self.target_macs > 0:
+            raise AutonlError(f"the MAC target must be a positive number, got {self.target_macs}")
+        check_ranges(self)
+        if not self.warmup_steps < self.steps:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
         if self.arch_optimizer not in ("adam", "sgd"):
             raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
-        if self.lam < 0 or self.tau <= 0 or self.lr <= 0 or self.arch_lr <= 0:
-            raise AutonlError("need lambda >= 0 and positive tau, lr and arch lr")
 
     @staticmethod
     def from_dict(d: dict) -> "SearchConfig":

@@ -18,6 +18,10 @@ batches are ``(float32 [N,3,R,R] normalised with ImageNet mean/std, int64 [N])``
 Augmentation draws from a ``torch.Generator`` seeded per sample by the sampler, so a batch
 depends on (seed, epoch, position) only, not on the number of workers or their timing.
 
+Images are bounded: one of more than ``$AUTONL_MAX_IMAGE_PIXELS`` pixels (default 64,000,000)
+is refused from its header, before decoding, like a corrupt file (named in one line;
+``skip_corrupt`` leaves it out); see :mod:`.image_folder`.
+
 This module holds the entry points; the pieces live in :mod:`.transforms`,
 :mod:`.image_folder`, :mod:`.builtin_data` and :mod:`.loader`.
 """
@@ -33,6 +37,7 @@ from torch.utils.data import DataLoader
 from autonl.ir import AutonlError
 
 from .builtin_data import BUILTIN_DATASETS, LONGRANGE_SIZES, DigitsDataset, LongRangeDataset, digits_arrays
+from .config import RESOLUTION, SEED, WORKERS
 from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, find_unreadable, scan_image_folder
 from .loader import CorruptImageWarning, seeded_loader
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, random_resized_crop_box
@@ -65,9 +70,11 @@ def num_classes(data: str) -> int:
     return len(scan_image_folder(source)[0])
 
 
-def _check_int(name: str, value, lo: int) -> None:
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise AutonlError(f"{name} must be an integer >= {lo} (got {value!r})")
+    if hi is not None and value > hi:
+        raise AutonlError(f"{name} must be an integer <= {hi} (got {value!r})")
 
 
 def make_loaders(data: str, resolution: int, batch_size: int, workers: int = 2, seed: int = 0,
@@ -80,10 +87,10 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int = 2, 
     shuffles and drops a ragged last batch; the val loader keeps order. Same ``seed``, same
     batches, epoch by epoch, whatever ``workers`` is.
     """
-    _check_int("resolution", resolution, 8)
+    _check_int("resolution", resolution, 8, RESOLUTION.hi)
     _check_int("batch_size", batch_size, 1)
-    _check_int("workers", workers, 0)
-    _check_int("seed", seed, 0)
+    _check_int("workers", workers, 0, WORKERS.hi)
+    _check_int("seed", seed, 0, SEED.hi)
     for name, v in (("train_size", train_size), ("val_size", val_size)):
         if v is not None:
             _check_int(name, v, 1)

@@ -3,12 +3,18 @@
 ``ROOT/{train,val}/<class>/*.{jpg,jpeg,png,bmp,webp}``; classes are sorted by folder name
 and train and val must have the same classes. :func:`find_unreadable` decodes every file
 once before training (in parallel, with progress, remembered in a cache across runs).
+
+Every decode is bounded: an image of more than ``$AUTONL_MAX_IMAGE_PIXELS`` pixels (default
+64,000,000) is refused from its header, before its pixels are decoded, and treated as an
+unreadable file (one line naming it; ``--skip-corrupt`` leaves it out). Pillow's own
+decompression-bomb check is set to the same limit and made an error, not a warning.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -20,9 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from autonl.ir import AutonlError
 
-from .loader import SKIP_HINT, AugmentedDataset, CorruptImageWarning, Unreadable, fixed_subset
+from .loader import TOO_LARGE, AugmentedDataset, CorruptImageWarning, Unreadable, fixed_subset, image_kind, \
+    unreadable_error
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "find_unreadable", "scan_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageFolderDataset", "find_unreadable", "max_image_pixels",
+           "scan_image_folder"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _PROGRESS_MIN_FILES = 2000              # below this, checking is quick enough to stay silent
@@ -30,13 +38,69 @@ _PARALLEL_MIN_FILES = 256               # below this, starting workers costs mor
 _CACHE_MIN_FILES = 1000                 # below this, re-checking is cheaper than remembering
 
 
+MAX_PIXELS_ENV = "AUTONL_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+def max_image_pixels() -> int:
+    """The most pixels (width x height) an image may have: ``$AUTONL_MAX_IMAGE_PIXELS``, else
+    64,000,000; a value that is not a positive integer is a one-line error."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AutonlError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels, "
+                          f"e.g. {DEFAULT_MAX_PIXELS} (the default)")
+    return value
+
+
+class ImageTooLarge(ValueError):
+    """An image over the pixel limit, refused before its pixels were decoded."""
+
+
+def _too_large(pixels: int | None, limit: int, size: tuple[int, int] | None = None) -> ImageTooLarge:
+    what = f"{size[0]}x{size[1]} = " if size else ""
+    what += f"{pixels:,} pixels, over" if pixels is not None else "over"
+    return ImageTooLarge(f"{TOO_LARGE}{what} the limit of {limit:,} pixels (set {MAX_PIXELS_ENV} to change it)")
+
+
 def _decode(path: str) -> torch.Tensor:
+    limit = max_image_pixels()
+    saved = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
         # Pillow warns about e.g. palette transparency on every decode, epoch after epoch
         warnings.simplefilter("ignore", UserWarning)
-        with Image.open(path) as im:
-            arr = np.array(im.convert("RGB"), dtype=np.uint8)
+        # its decompression-bomb check, at our limit, is an error: nothing over it is decoded
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            with Image.open(path) as im:
+                w, h = im.size                      # from the header: nothing decoded yet
+                if w * h > limit:
+                    raise _too_large(w * h, limit, (w, h))
+                arr = np.array(im.convert("RGB"), dtype=np.uint8)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            raise _size_of_a_bomb(path, str(e), limit) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _size_of_a_bomb(path: str, pillow_says: str, limit: int) -> ImageTooLarge:
+    """The error for an image Pillow refused at open: its size read again from the header alone
+    (open decodes no pixels), else the pixel count Pillow gave."""
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as im:
+            w, h = im.size
+        return _too_large(w * h, limit, (w, h))
+    except Exception:  # noqa: BLE001 - only the message is at stake
+        found = re.search(r"\((\d+) pixels\)", pillow_says)
+        return _too_large(int(found.group(1)) if found else None, limit)
 
 
 def _why_unreadable(path: str) -> str:
@@ -46,6 +110,8 @@ def _why_unreadable(path: str) -> str:
         return ""
     except Image.UnidentifiedImageError:
         return "not a recognisable image"
+    except ImageTooLarge as e:
+        return str(e)
     except Exception as e:  # noqa: BLE001 - any failure to decode makes the file unusable
         if isinstance(e, OSError) and e.errno is not None:  # the file system failed, not the decoder
             return e.strerror or str(e)
@@ -127,7 +193,7 @@ class _CheckFiles(Dataset):
 def _cache_file(paths) -> Path | None:
     base = os.environ.get("AUTONL_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "autonl")
-    h = hashlib.sha1()
+    h = hashlib.sha1(f"max pixels {max_image_pixels()}\n".encode())  # another limit, another verdict
     try:
         for p in paths:
             st = os.stat(p)
@@ -186,16 +252,16 @@ class ImageFolderDataset(AugmentedDataset):
 
     def __init__(self, samples, classes, transform, what: str = "images", skip_corrupt: bool = False,
                  workers: int = 0, limit: int | None = None):
+        max_image_pixels()  # a bad $AUTONL_MAX_IMAGE_PIXELS: one line here, not a reason per file
         samples = [samples[i] for i in fixed_subset(len(samples), limit)]
         bad = find_unreadable([p for p, _ in samples], what, workers)
         if bad and not skip_corrupt:
             first = next(p for p, _ in samples if p in bad)
-            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-            raise AutonlError(f"corrupt or truncated image '{first}' ({bad[first]}){more}; {SKIP_HINT}")
+            raise unreadable_error(first, bad[first], len(bad) - 1)
         if bad:
             before = {label for _, label in samples}  # a small subset may lack classes anyway
             samples = [s for s in samples if s[0] not in bad]
-            warnings.warn(f"skipped {len(bad)} corrupt or truncated image{'s' * (len(bad) > 1)} in {what} "
+            warnings.warn(f"skipped {len(bad)} {image_kind(bad.values())} image{'s' * (len(bad) > 1)} in {what} "
                           f"(first: {next(iter(bad))})", CorruptImageWarning, stacklevel=3)
             for label in sorted(before - {label for _, label in samples}):
                 raise AutonlError(f"class '{classes[label]}' in {what} has no readable images left "

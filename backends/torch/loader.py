@@ -34,8 +34,20 @@ class Unreadable(NamedTuple):
     reason: str
 
 
-def _corrupt_error(path: str, reason: str) -> AutonlError:
-    return AutonlError(f"corrupt or truncated image '{path}' ({reason}); {SKIP_HINT}")
+TOO_LARGE = "too large: "   # how the reason for an image over the pixel limit starts
+
+
+def image_kind(reasons) -> str:
+    """What unreadable files with these reasons are: corrupt or truncated, oversized, or both."""
+    large = [r.startswith(TOO_LARGE) for r in reasons]
+    return "oversized" if all(large) else "corrupt, truncated or oversized" if any(large) else "corrupt or truncated"
+
+
+def unreadable_error(path: str, reason: str, more: int = 0) -> AutonlError:
+    """The one line for an image that cannot be used (and ``more`` others)."""
+    head = f"image '{path}' is {reason}" if reason.startswith(TOO_LARGE) else \
+        f"corrupt or truncated image '{path}' ({reason})"
+    return AutonlError(f"{head}{f' and {more} more' if more else ''}; {SKIP_HINT}")
 
 
 def _sample_key(key) -> tuple[int, int]:
@@ -136,7 +148,7 @@ class _Loader(DataLoader):
                     getattr(it, "_shutdown_workers", lambda: None)()
                     if self._iterator is it:
                         self._iterator = None
-                    raise _corrupt_error(path, reason)
+                    raise unreadable_error(path, reason)
                 warnings.warn(f"skipped {len(batch.unreadable)} image(s) that became unreadable "
                               f"(first: {path}: {reason})", CorruptImageWarning, stacklevel=2)
                 if batch.good is None:

@@ -31,6 +31,7 @@ from autonl.ir.costs import format_count
 from autonl.ir.decisions import dumps_decisions
 from autonl.passes import resize_graph
 
+from ..locks import output_lock
 from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
@@ -136,10 +137,17 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
 
 def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool = False,
            progress: bool = True) -> dict:
-    """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary."""
+    """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary.
+    Rank 0, the one that writes ``out``, holds its lock (:mod:`autonl.backends.locks`) throughout."""
+    rank, world = distributed()
+    with output_lock(out, "search", enabled=rank == 0):
+        return _search(graph, cfg, out, resume, progress, rank, world)
+
+
+def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool, progress: bool,
+            rank: int, world: int) -> dict:
     from .data import make_loaders
 
-    rank, world = distributed()
     run, ckpt, graph, cfg = open_run(out, resume, "search", "search_graph.json", SearchConfig, graph, cfg)
     if graph is None or cfg is None:
         raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")

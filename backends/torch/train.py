@@ -26,6 +26,7 @@ from torch import nn
 
 from autonl.ir import AutonlError, Graph, atomic_write
 
+from ..locks import output_lock
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .device import autocast, pick_device
@@ -91,7 +92,14 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
 
 def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool = False,
           init: str | Path | None = None, progress: bool = True) -> dict:
-    """Train ``graph`` (or, with ``resume``, the run in ``out``); return the final metrics."""
+    """Train ``graph`` (or, with ``resume``, the run in ``out``); return the final metrics. The
+    lock of ``out`` (:mod:`autonl.backends.locks`) is held throughout."""
+    with output_lock(out, "train"):
+        return _train(graph, cfg, out, resume, init, progress)
+
+
+def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool, init: str | Path | None,
+           progress: bool) -> dict:
     from .data import make_loaders
 
     run, ckpt, graph, cfg = open_run(out, resume, "train", "graph.json", TrainConfig, graph, cfg)

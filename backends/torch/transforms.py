@@ -16,6 +16,7 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform", "TrainTransform", "
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_ASPECT = 4      # EvalTransform: resize at most this many times the crop's side along the long side
 
 
 def _to_float(img: torch.Tensor) -> torch.Tensor:
@@ -96,6 +97,18 @@ class EvalTransform:
         short = int(round(s / self.crop_fraction))
         h, w = img.shape[-2:]
         nh, nw = (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
+        if max(nh, nw) > MAX_ASPECT * short:
+            # a strip (say 1 x 64M pixels) would be resized whole to short x 2.4G pixels, far
+            # more than the image itself: keep the middle part that holds the crop (with a wide
+            # margin for the resampling filter) before resizing, so the work stays bounded
+            if nw > nh:
+                keep = min(w, math.ceil(w * MAX_ASPECT * short / nw))
+                img = img[..., (w - keep) // 2:(w - keep) // 2 + keep]
+                nw = max(short, round(keep * short / h))
+            else:
+                keep = min(h, math.ceil(h * MAX_ASPECT * short / nh))
+                img = img[..., (h - keep) // 2:(h - keep) // 2 + keep, :]
+                nh = max(short, round(keep * short / w))
         img = resize(_to_float(img), (nh, nw))
         top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
         return _normalize(img[..., top:top + s, left:left + s])

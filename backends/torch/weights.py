@@ -4,6 +4,13 @@
 ``weights.pt`` (each to a temporary name, then renamed); ``load_model(folder)`` reads
 them back into a fresh module. Files that are not torch files, are truncated, or do not
 fit the graph are refused with one line naming the file and the tensor.
+
+One source of truth: ``graph.json`` is the graph of a model folder; ``graph.ir`` is its text
+form, written beside it for people to read, and must say the same (a folder whose two
+files disagree was edited by hand or half-copied, and is refused, naming the first
+difference). The weights must fit the module built from ``graph.json`` exactly: the same
+names, shapes and dtypes (a float64 or float16 tensor where the module has float32 is not
+silently cast), and every value finite.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import torch
 from torch import nn
 
 from autonl.ir import AutonlError, Graph
-from autonl.ir import atomic_write, load_graph, render
+from autonl.ir import atomic_write, diff_graphs, load_graph, render
 
 from .lower import to_torch
 
@@ -46,7 +53,8 @@ def read_torch_file(path: str | Path, what: str = "weights file") -> dict:
 
 
 def check_state_dict(state: dict, module: nn.Module, source: str, graph_name: str) -> None:
-    """Raise one line if ``state`` does not fit ``module`` exactly (names and shapes)."""
+    """Raise one line if ``state`` does not fit ``module`` exactly (names, shapes, dtypes) or
+    holds a value that is not finite."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -63,6 +71,20 @@ def check_state_dict(state: dict, module: nn.Module, source: str, graph_name: st
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             raise AutonlError(f"{source}: {k} has shape {shape} in the file but {tuple(v.shape)} "
                               f"in graph '{graph_name}'")
+        if got.dtype != v.dtype:
+            raise AutonlError(f"{source}: {k} is {_dtype(got)} in the file but {_dtype(v)} in graph "
+                              f"'{graph_name}' (weights are not converted silently)")
+        if got.is_floating_point() or got.is_complex():
+            bad = ~torch.isfinite(got)
+            if bool(bad.any()):
+                n, nan = int(bad.sum()), int(torch.isnan(got).sum())
+                kinds = " and ".join(w for w, c in (("NaN", nan), ("inf", n - nan)) if c)
+                raise AutonlError(f"{source}: {k} holds {n} non-finite value{'s' * (n > 1)} ({kinds}) "
+                                  f"among its {got.numel()}; such weights are unusable")
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def load_weights(module: nn.Module, path: str | Path, graph_name: str = "the graph") -> None:
@@ -83,8 +105,9 @@ def save_model(graph: Graph, module: nn.Module, folder: str | Path) -> Path:
     return folder
 
 
-def load_model(folder: str | Path) -> tuple[Graph, torch.fx.GraphModule]:
-    """A model folder (graph.json + weights.pt) as (graph, module in eval mode)."""
+def read_model_graph(folder: str | Path) -> Graph:
+    """The graph of a model folder: ``graph.json``, the authoritative file; ``graph.ir``,
+    where present, must agree with it (one line naming graph.ir and the first difference)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise AutonlError(f"{folder}: no such model folder")
@@ -92,6 +115,26 @@ def load_model(folder: str | Path) -> tuple[Graph, torch.fx.GraphModule]:
     if not graph_path.exists():
         raise AutonlError(f"{folder}: no {GRAPH_FILE} here; a model folder holds {GRAPH_FILE} and {WEIGHTS_FILE}")
     graph = load_graph(graph_path)
+    text_path = folder / TEXT_FILE
+    if text_path.exists():
+        text = load_graph(text_path)
+        if render(text, "text") != render(graph, "text"):
+            diffs = diff_graphs(graph, text) or ([f"graph name {graph.name} -> {text.name}"]
+                                                 if graph.name != text.name else ["their text forms differ"])
+            more = f" (+{len(diffs) - 1} more)" if len(diffs) > 1 else ""
+            raise AutonlError(f"{text_path}: disagrees with {GRAPH_FILE}, the authoritative graph of a model "
+                              f"folder ({GRAPH_FILE} -> {TEXT_FILE}: {diffs[0]}{more}); delete {TEXT_FILE} or "
+                              f"rewrite it from {GRAPH_FILE}")
+    return graph
+
+
+def load_model(folder: str | Path, graph: Graph | None = None) -> tuple[Graph, torch.fx.GraphModule]:
+    """A model folder (graph.json + weights.pt, checked against each other and graph.ir) as
+    (graph, module in eval mode); ``graph``: the folder's graph, already read by
+    :func:`read_model_graph`."""
+    folder = Path(folder)
+    if graph is None:
+        graph = read_model_graph(folder)
     module = to_torch(graph)
     load_weights(module, folder / WEIGHTS_FILE, graph.name)
     return graph, module.eval()

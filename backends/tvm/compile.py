@@ -33,6 +33,7 @@ from autonl.ir import AutonlError
 from autonl.ir import atomic_write, render
 
 from ..base import median_ms
+from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
 from ..onnx.compile import PARITY_TOL
@@ -213,9 +214,18 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
 def compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
                 prepack: bool = True, tuning_dir: str | Path | None = None, progress: bool = True,
                 log=lambda msg: None) -> dict:
+    """Compile (and tune) ``model`` into ``out``; return the manifest. The lock of ``out``
+    (:mod:`autonl.backends.locks`) is held from before any work to the manifest, so two
+    compiles never share the default tuning database ``out/tuning``."""
+    check_out(out)
+    with output_lock(out, "compile"):
+        return _compile_tvm(model, out, target, trials_per_task, prepack, tuning_dir, progress, log)
+
+
+def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int, prepack: bool,
+                 tuning_dir: str | Path | None, progress: bool, log) -> dict:
     import tvm
 
-    check_out(out)
     if trials_per_task > 0 and not target.is_host:
         raise AutonlError(f"tuning measures on the target's CPU; target '{target.name}' is not this machine: "
                           f"tune with --target host, or compile '{target.name}' untuned")

@@ -1,0 +1,198 @@
+"""One writer per output folder: an exclusive lock that search, train, derive, compile and
+``autonl run`` hold while they write.
+
+The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on a file *beside* the folder,
+``<parent>/.<name>.lock``, so it exists before the folder does and covers derive's
+temporary-folder-then-rename. The holder writes its PID and command into the file; a second
+writer gets one line naming them, before it does any work, instead of waiting.
+
+The PID text is only a label for that line: whether a lock is held is the kernel's answer to
+``flock``, never the text. A process that dies, even by SIGKILL, loses its lock with its last
+file descriptor, so the file it leaves behind is taken over by the next writer. Children that
+a holder forks (e.g. data-loading workers) close their copy of the descriptor at once, so
+the lock does not outlive the holder. On release (success, error or Ctrl-C) the holder
+removes the file while it still holds the lock; a writer that opened the old file meanwhile
+sees that it was replaced or removed and tries again.
+
+Nested outputs (``autonl run`` locks ``runs/r`` and then search locks ``runs/r/search``) are
+different lock files; locking a folder this process already holds again is a no-op.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from autonl.ir import AutonlError
+
+__all__ = ["lock_path", "output_lock"]
+
+_HELD: dict[str, tuple[Path, int]] = {}   # lock_path(out) -> (lock file, descriptor) held here
+_GUARD = threading.Lock()
+
+
+def _drop_inherited() -> None:
+    """In a forked child: close the inherited descriptors (the parent keeps its locks; the
+    child must not keep them alive after the parent is gone) and forget them."""
+    global _GUARD
+    for _, fd in _HELD.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+    _GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_drop_inherited)
+
+
+def lock_path(out: str | Path) -> Path:
+    """The lock file of output folder ``out``: ``<parent>/.<name>.lock``."""
+    folder = Path(os.path.abspath(out))
+    return folder.parent / f".{folder.name}.lock"
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """(PID, command) as the holder wrote them; it writes them just after it locks, so an
+    empty file is read again for a moment."""
+    text = ""
+    for _ in range(20):
+        text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
+        if text:
+            break
+        time.sleep(0.01)
+    pid, _, what = text.partition(" ")
+    return (pid if pid.isdigit() else "unknown"), (what or "?")
+
+
+def _make_parents(folder: Path, out: Path) -> list[Path]:
+    """Create ``folder`` and the folders above it that are missing; return those created,
+    deepest last."""
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AutonlError(f"{out}: cannot create the output folder: {probe} is not a folder")
+    created = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+            created.append(d)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            _remove_empty(created)
+            raise AutonlError(f"{out}: cannot create the output folder: {e.strerror or e}") from None
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _acquire(path: Path, out: Path, what: str) -> tuple[int, list[Path]]:
+    """Lock ``path``: (its descriptor, the folders made for it)."""
+    created: list[Path] = []
+    try:
+        for _ in range(100):
+            created += _make_parents(path.parent, out)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:     # its folder was removed by a writer that just finished
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, holder = _holder(fd)
+                os.close(fd)
+                raise AutonlError(f"{out}: another autonl process (PID {pid}, autonl {holder}) is writing this "
+                                  "folder; wait for it or pick another --out") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if not _same_file(fd, path):  # the holder before us removed the file after we opened it
+                os.close(fd)
+                continue
+            try:
+                os.ftruncate(fd, 0)       # a dead holder's text is not ours
+                os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd, created
+        raise AutonlError(f"{out}: could not take the lock {path}; another process keeps replacing it")
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _lock(out: Path, what: str) -> tuple[Path, int, list[Path]]:
+    """Lock ``out`` beside it; inside it when the folder exists but its parent cannot be
+    written (``--out .`` in a folder whose parent is not ours)."""
+    path = lock_path(out)
+    try:
+        return (path, *_acquire(path, out, what))
+    except PermissionError:
+        if not out.is_dir():
+            raise AutonlError(f"{out}: cannot create the output folder: {path.parent} is not writable") from None
+    except OSError as e:
+        if e.errno != errno.EROFS or not out.is_dir():
+            raise AutonlError(f"{out}: cannot create the lock file {path}: {e.strerror or e}") from None
+    path = out / ".autonl.lock"
+    try:
+        return (path, *_acquire(path, out, what))
+    except OSError as e:
+        raise AutonlError(f"{out}: cannot create the lock file {path}: {e.strerror or e}") from None
+
+
+def _release(path: Path, fd: int, created: list[Path]) -> None:
+    try:
+        os.unlink(path)                   # still locked: nobody can take the old file meanwhile
+    except OSError:
+        pass
+    os.close(fd)
+    _remove_empty(created)                # folders made only for the lock, when nothing else went there
+
+
+@contextmanager
+def output_lock(out: str | Path, what: str, enabled: bool = True) -> Iterator[Path]:
+    """Hold the exclusive lock of output folder ``out`` for ``autonl {what}``; yield the lock
+    file's path. Raise :class:`AutonlError` at once, without waiting, when another process
+    holds it. ``enabled=False`` locks nothing (the ranks of a torchrun job that do not write)."""
+    out = Path(out)
+    key = str(lock_path(out))
+    with _GUARD:
+        held = _HELD.get(key) if enabled else (lock_path(out), -1)
+        if held is None:
+            path, fd, created = _lock(out, what)
+            _HELD[key] = (path, fd)
+    if held is not None:              # not enabled, or already ours (a nested call on the same folder)
+        yield held[0]
+        return
+    try:
+        yield path
+    finally:
+        with _GUARD:
+            entry = _HELD.pop(key, None)
+            if entry == (path, fd):   # not when a forked child unwinds its copy of the stack
+                _release(path, fd, created)
