@@ -56,9 +56,10 @@ def assert_structural_equal(actual: Graph, expected: Graph) -> None:
 def _isomorphic(a: Graph, b: Graph) -> bool:
     def labelled(g: Graph) -> nx.MultiDiGraph:
         h = g.to_networkx()
+        input_pos = {v: i for i, v in enumerate(g.inputs)}
         for v in h.nodes:
             d = h.nodes[v]
-            d["label"] = (("input", list(g.inputs).index(v), str(d["type"])) if d["kind"] == "input"
+            d["label"] = (("input", input_pos[v], str(d["type"])) if d["kind"] == "input"
                           else (d["op"], repr(_full_attrs(d["op"], g.nodes[v].attrs)), str(d["type"])))
         for i, out in enumerate(g.outputs):
             h.add_node(("output", i), label=("output", i))

@@ -17,6 +17,9 @@ def node_cost(graph: Graph, node: Node, attrs: dict[str, Any] | None = None) -> 
 
 def node_cost_range(graph: Graph, node: Node) -> tuple[Cost, Cost]:
     """(cheapest, dearest) cost over the node's choices, ordered by MACs then parameters."""
+    if not node.relaxed:
+        cost = node_cost(graph, node)
+        return cost, cost
     costs = [node_cost(graph, node, a) for a in attr_combinations(node.attrs)]
     key = lambda c: (c.macs, c.params)  # noqa: E731
     return min(costs, key=key), max(costs, key=key)

@@ -10,7 +10,7 @@ from .graph import Graph
 from .json_form import dumps as json_dumps
 from .json_form import load_json
 from .text_form import load_text, print_graph
-from .verify import infer_types, verify
+from .verify import infer_and_verify
 
 FORMATS = ("text", "json", "dot")
 
@@ -36,8 +36,7 @@ def load_graph(path: str | Path, fmt: str | None = None, check: bool = True) -> 
     graph = load_json(path) if kind == "json" else load_text(path)
     graph.source = str(path)
     if check:
-        infer_types(graph, only_missing=True)
-        verify(graph)
+        infer_and_verify(graph)  # infer_types(graph, only_missing=True), then verify(graph)
     return graph
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ import jsonschema
 from .choice import Choice
 from .errors import AutonlError, ParseError
 from .graph import Graph, Node
+from .text_form import MAX_NESTING
 from .types import TensorType
 
 FORMAT = "autonl-ir"
@@ -26,7 +28,20 @@ VERSION = 1
 @lru_cache(maxsize=None)
 def _validator() -> jsonschema.protocols.Validator:
     schema = json.loads(resources.files(__package__).joinpath("schema/graph-v1.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(_inline_refs(schema, schema["$defs"]))
+
+
+def _inline_refs(schema: Any, defs: dict) -> Any:
+    """The schema with each ``{"$ref": "#/$defs/x"}`` replaced by ``x`` itself: the same checks and
+    messages, without a reference lookup per node (a third of the time of a large file)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if len(schema) == 1 and isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref[len("#/$defs/"):]], defs)
+        return {k: _inline_refs(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs) for v in schema]
+    return schema
 
 
 def _value_to_json(v: Any) -> Any:
@@ -62,6 +77,13 @@ def dumps(graph: Graph) -> str:
 
 def graph_from_dict(doc: Any, file: str | None = None) -> Graph:
     where = file or "<json>"
+    try:
+        return _from_dict(doc, where)
+    except RecursionError:  # the schema's message shows the offending value, recursively
+        raise ParseError("arrays and objects nested too deeply to check against the schema", where) from None
+
+
+def _from_dict(doc: Any, where: str) -> Graph:
     if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("version") != VERSION:
         raise ParseError(f"schema version {doc.get('version')!r} is not supported "
                          f"(this autonl reads version {VERSION})", where)
@@ -88,11 +110,34 @@ def graph_from_dict(doc: Any, file: str | None = None) -> Graph:
 
 
 def loads(text: str, file: str | None = None) -> Graph:
+    where = file or "<json>"
     try:
         doc = json.loads(text)
+        return _from_dict(doc, where)
     except json.JSONDecodeError as e:
-        raise ParseError(e.msg, file or "<json>", e.lineno, e.colno) from None
-    return graph_from_dict(doc, file)
+        raise ParseError(e.msg, where, e.lineno, e.colno) from None
+    except RecursionError:  # json.loads (and the schema's messages) recurse on nesting
+        raise _too_deep(text, where) from None
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _too_deep(text: str, where: str, limit: int = MAX_NESTING) -> ParseError:
+    """The error for a document nested too deeply to read, at the first bracket past ``limit``."""
+    depth = 0
+    for m in _JSON_TOKENS.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > limit:
+                pos = m.start()
+                line = text.count("\n", 0, pos) + 1
+                return ParseError(f"arrays and objects nested deeper than {limit} levels", where,
+                                  line, pos - text.rfind("\n", 0, pos))
+        elif c == "]" or c == "}":
+            depth -= 1
+    return ParseError("arrays and objects nested too deeply to read", where)
 
 
 def load_json(path: str | Path) -> Graph:

@@ -16,11 +16,13 @@ JSON strings, lists ``[1, 2]`` and ``choice(a, b, ...)``. Node types may be left
 from __future__ import annotations
 
 import json
+import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from lark import Lark, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .choice import Choice
 from .costs import format_count, node_cost_range
@@ -35,7 +37,7 @@ param: VALUE ":" type
 type: NAME "[" [INT ("," INT)*] "]"
 stmt: VALUE [":" type] "=" NAME "(" [VALUE ("," VALUE)*] ")" [attrs]
 ret: "return" VALUE ("," VALUE)*
-attrs: "{" [attr ("," attr)*] "}"
+attrs: LBRACE [attr ("," attr)*] "}"
 attr: NAME "=" value
 ?value: FLOAT        -> float
       | INT          -> int
@@ -43,7 +45,7 @@ attr: NAME "=" value
       | "false"      -> false
       | STRING       -> string
       | "[" [value ("," value)*] "]"   -> list
-      | "choice" "(" value ("," value)* ")" -> choice
+      | CHOICE "(" value ("," value)* ")" -> choice
 
 
 VALUE: "%" /[A-Za-z_][A-Za-z0-9_.]*/
@@ -51,14 +53,20 @@ NAME: /[A-Za-z_][A-Za-z0-9_]*/
 INT: /[+-]?[0-9]+/
 FLOAT: /[+-]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+/
 STRING: /"([^"\\\n]|\\.)*"/
+LBRACE: "{"
+CHOICE: "choice"
 COMMENT: /#[^\n]*/
 %import common.WS
 %ignore WS
 %ignore COMMENT
 """
+# ``LBRACE`` and ``CHOICE`` are the names lark gives these literals anyway; naming them keeps
+# their tokens, so that an error in an attribute block or a choice points at its start.
 
-_PARSER = Lark(GRAMMAR, start=["graph", "attr_block"], parser="lalr", propagate_positions=True,
-               maybe_placeholders=True)
+# Attribute values nested deeper than this are refused with a ParseError (a valid graph needs
+# two levels: a choice of lists). Everything downstream (printing, comparing, the JSON form)
+# walks values recursively, so the cap is what keeps a crafted file from a RecursionError.
+MAX_NESTING = 32
 
 _READABLE = {"VALUE": "a %value", "NAME": "a name", "INT": "an integer",
              "FLOAT": "a float", "STRING": "a string", "$END": "end of input"}
@@ -71,8 +79,49 @@ class _SemanticError(Exception):
         self.column = getattr(tok, "column", None)
 
 
+class _Failed:
+    """A semantic error found while parsing. The transformer runs inside the LALR parser (no
+    parse tree is built), so instead of raising at once it hands this up to the end of the
+    parse: a syntax error anywhere still wins, and of several semantic errors the first in
+    post-order (what a tree transformer would raise) is reported."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, message: str, tok: Any):
+        self.error = _SemanticError(message, tok)
+
+
+def _failed(values) -> _Failed | None:
+    for v in values:
+        if type(v) is _Failed:
+            return v
+    return None
+
+
+def _too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether lists and choices nest deeper than ``limit`` in ``value`` (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        items = v if isinstance(v, list) else v.options if isinstance(v, Choice) else None
+        if items is None:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((x, depth + 1) for x in items if isinstance(x, (list, Choice)))
+    return False
+
+
+@lru_cache(maxsize=4096)
+def _tensor_type(dtype: str, dims: tuple[str, ...]) -> TensorType:
+    """Types are immutable: the nodes of a file share one object per distinct type."""
+    return TensorType(dtype, tuple(int(d) for d in dims))
+
+
 @v_args(inline=True)
 class _ToGraph(Transformer):
+    """Builds values, nodes and the graph as the LALR parser reduces (``Lark(transformer=...)``)."""
+
     def int(self, tok):
         return int(tok)
 
@@ -89,42 +138,60 @@ class _ToGraph(Transformer):
         try:
             return json.loads(tok)
         except json.JSONDecodeError as e:   # e.g. a raw control character inside the quotes
-            raise _SemanticError(f"bad string {tok[:40]!s}: {e.msg}", tok) from None
+            return _Failed(f"bad string {tok[:40]!s}: {e.msg}", tok)
 
     def list(self, *items):
-        return [v for v in items if v is not None]
+        return _failed(items) or [v for v in items if v is not None]
 
-    def choice(self, *options):
+    def choice(self, keyword, *options):
+        failed = _failed(options)
+        if failed is not None:
+            return failed
+        if any(_too_deep(o, MAX_NESTING - 1) for o in options):
+            return _Failed(f"a choice option is nested deeper than {MAX_NESTING} levels", keyword)
         try:
             return Choice(*options)
         except AutonlError as e:
-            raise _SemanticError(str(e), None) from None
+            return _Failed(str(e), keyword)
 
     def attr(self, name, value):
-        return (str(name), value)
+        if type(value) is _Failed:
+            return value
+        if isinstance(value, (list, Choice)) and _too_deep(value):
+            return _Failed(f"the value of attribute '{name}' is nested deeper than {MAX_NESTING} levels", name)
+        return (sys.intern(str(name)), value)
 
-    def attrs(self, *items):
+    def attrs(self, brace, *items):
+        failed = _failed(items)
+        if failed is not None:
+            return failed
         out: dict[str, Any] = {}
         for item in items:
             if item is None:
                 continue
             if item[0] in out:
-                raise _SemanticError(f"attribute '{item[0]}' is given twice", None)
+                return _Failed(f"attribute '{item[0]}' is given twice", brace)
             out[item[0]] = item[1]
         return out
 
     def type(self, dtype, *dims):
         try:
-            return TensorType(str(dtype), tuple(int(d) for d in dims if d is not None))
+            return _tensor_type(str(dtype), tuple(str(d) for d in dims if d is not None))
         except AutonlError as e:
-            raise _SemanticError(str(e), dtype) from None
+            return _Failed(str(e), dtype)
 
     def param(self, value, type_):
+        if type(type_) is _Failed:
+            return type_
         return (value, type_)
 
     def stmt(self, value, type_, op, *rest):
+        failed = _failed((type_, *rest))
+        if failed is not None:
+            return failed
         *inputs, attrs = rest
-        node = Node(value[1:], str(op), [str(v)[1:] for v in inputs if v is not None], attrs or {}, type_)
+        node = Node(value[1:], sys.intern(str(op)), [str(v)[1:] for v in inputs if v is not None], attrs or {},
+                    type_)
         node.line, node.column = value.line, value.column
         return node
 
@@ -133,6 +200,9 @@ class _ToGraph(Transformer):
 
     def graph(self, name, *rest):
         # rest: params (or None), declared output types (or None), statements..., ret
+        failed = _failed(rest)
+        if failed is not None:
+            return failed
         ret = rest[-1]
         params = [p for p in rest[:-1] if isinstance(p, tuple)]
         out_types = [t for t in rest[:-1] if isinstance(t, TensorType)]
@@ -140,27 +210,35 @@ class _ToGraph(Transformer):
         inputs: dict[str, TensorType] = {}
         for tok, t in params:
             if tok[1:] in inputs:
-                raise _SemanticError(f"graph input {tok} is declared twice", tok)
+                return _Failed(f"graph input {tok} is declared twice", tok)
             inputs[tok[1:]] = t
         g = Graph(str(name), inputs)
         for n in nodes:
             if n.name in g:
-                raise _SemanticError(f"%{n.name} is defined twice", n)
+                return _Failed(f"%{n.name} is defined twice", n)
             g.nodes[n.name] = n
         g.outputs = [v for v, _ in ret]
         if out_types:
             if len(out_types) != len(ret):
-                raise _SemanticError(f"the header declares {len(out_types)} output types but "
-                                     f"return lists {len(ret)} values", ret[0][1])
+                return _Failed(f"the header declares {len(out_types)} output types but "
+                               f"return lists {len(ret)} values", ret[0][1])
             for (v, tok), t in zip(ret, out_types):
                 declared = g.nodes[v].type if v in g.nodes else g.inputs.get(v)
                 if declared is not None and declared != t:
-                    raise _SemanticError(f"return value %{v} has type {declared} but the header "
-                                         f"declares {t}", tok)
+                    return _Failed(f"return value %{v} has type {declared} but the header "
+                                   f"declares {t}", tok)
         return g
 
     def attr_block(self, attrs):
+        if type(attrs) is _Failed:
+            return attrs
         return attrs or {}
+
+
+# No parse tree and no position bookkeeping: the transformer builds the graph as the parser
+# reduces, so memory stays near the size of the graph and nothing recurses on nesting depth.
+_PARSER = Lark(GRAMMAR, start=["graph", "attr_block"], parser="lalr", transformer=_ToGraph(),
+               maybe_placeholders=True)
 
 
 def _describe_expected(expected) -> str:
@@ -179,8 +257,7 @@ def _describe_expected(expected) -> str:
 
 def _parse(text: str, start: str, file: str | None):
     try:
-        tree = _PARSER.parse(text, start=start)
-        return _ToGraph().transform(tree)
+        result = _PARSER.parse(text, start=start)
     except UnexpectedToken as e:
         got = "end of input" if e.token.type == "$END" else f"'{e.token}'"
         raise ParseError(f"unexpected {got}; expected {_describe_expected(e.expected)}",
@@ -192,14 +269,10 @@ def _parse(text: str, start: str, file: str | None):
                          file, e.line, e.column) from None
     except UnexpectedInput as e:  # pragma: no cover - other lark position errors
         raise ParseError(str(e).splitlines()[0], file, e.line, e.column) from None
-    except VisitError as e:
-        orig = e.orig_exc
-        if isinstance(orig, _SemanticError):
-            meta = getattr(e.obj, "meta", None)
-            line = orig.line or getattr(meta, "line", None)
-            col = orig.column or getattr(meta, "column", None)
-            raise ParseError(str(orig), file, line, col) from None
-        raise
+    if type(result) is _Failed:
+        err = result.error
+        raise ParseError(str(err), file, err.line, err.column) from None
+    return result
 
 
 def parse_graph(text: str, file: str | None = None) -> Graph:

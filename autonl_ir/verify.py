@@ -62,8 +62,9 @@ def infer_node_type(graph: Graph, node: Node):
         raise _error(graph, node, str(e)) from None
 
 
-def check_structure(graph: Graph, allow_relaxed: bool = True) -> None:
-    """Everything but types: names, ops, arity, attributes, dangling values, outputs, cycles."""
+def check_structure(graph: Graph, allow_relaxed: bool = True) -> list[str]:
+    """Everything but types: names, ops, arity, attributes, dangling values, outputs, cycles.
+    Returns the topological order (:meth:`Graph.topological_order`)."""
     if not NAME_RE.match(graph.name) or "." in graph.name:
         raise VerifyError(f"graph name '{graph.name}' is not an identifier")
     for v in graph.inputs:
@@ -89,18 +90,25 @@ def check_structure(graph: Graph, allow_relaxed: bool = True) -> None:
     for v in graph.outputs:
         if v not in graph:
             raise VerifyError(f"graph output %{v} is not defined by any node or graph input")
-    cycle = graph.find_cycle()
-    if cycle:
+    order = graph._stored_or_topological_order()
+    if order is None:
+        cycle = graph.find_cycle()
         path = " -> ".join("%" + c for c in cycle + cycle[:1])
         raise _error(graph, graph.nodes[cycle[0]], f"is part of a cycle: {path}")
+    return order
 
 
 def verify(graph: Graph, allow_relaxed: bool = True) -> None:
     """Raise :class:`VerifyError` for the first problem found; return None for a valid graph.
 
     ``allow_relaxed=False`` also rejects choices (backends need discrete graphs)."""
-    check_structure(graph, allow_relaxed)
-    for name in graph.topological_order():
+    _check_types(graph, check_structure(graph, allow_relaxed))
+
+
+def _check_types(graph: Graph, order: list[str], skip: set[str] | frozenset = frozenset()) -> None:
+    for name in order:
+        if name in skip:
+            continue
         node = graph.nodes[name]
         inferred = infer_node_type(graph, node)
         if node.type is None:
@@ -115,14 +123,31 @@ def infer_types(graph: Graph, only_missing: bool = False) -> bool:
 
     With ``only_missing`` declared types are kept (the verifier then checks them).
     """
-    check_structure(graph)
+    return _infer(graph, check_structure(graph), only_missing, set())
+
+
+def _infer(graph: Graph, order: list[str], only_missing: bool, inferred: set[str]) -> bool:
+    """Infer types in ``order``; add the names of the nodes whose type was inferred to ``inferred``."""
     changed = False
-    for name in graph.topological_order():
+    for name in order:
         node = graph.nodes[name]
         if only_missing and node.type is not None:
             continue
         t = infer_node_type(graph, node)
+        inferred.add(name)
         if t != node.type:
             node.type = t
             changed = True
     return changed
+
+
+def infer_and_verify(graph: Graph) -> None:
+    """``infer_types(graph, only_missing=True)`` then ``verify(graph)``, as a file is loaded,
+    with one structural check and one topological order for both.
+
+    A type inferred here is not inferred again: its inputs' types were final when it was
+    (declared ones are kept, inferred ones come first in the order), so it would match."""
+    order = check_structure(graph)
+    inferred: set[str] = set()
+    _infer(graph, order, True, inferred)
+    _check_types(graph, order, inferred)
