@@ -1,6 +1,8 @@
 """Output folders and manifests: checking and creating an output folder before any work,
-and the one manifest writer (files with size and sha256, versions) that deploy folders,
-run folders and ``autonl run`` share."""
+the one manifest writer (files with size and sha256, versions) that deploy folders, run
+folders and ``autonl run`` share, and the one check of a folder's files against its
+manifest, made before anything in a deploy folder is loaded or run (:func:`verified`,
+:func:`verified_bytes`, :func:`verify_folder`)."""
 from __future__ import annotations
 
 import hashlib
@@ -62,6 +64,90 @@ def write_manifest(out: Path, manifest: dict, files: list[str]) -> dict:
     manifest["files"] = {name: {"bytes": (out / name).stat().st_size, "sha256": sha256(out / name)}
                          for name in files}
     atomic_write(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+CHANGED = "the folder was changed after autonl compile wrote it"
+_HEX = frozenset("0123456789abcdef")
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """``folder/manifest.json`` with its ``files`` table; one line if it is missing or unreadable."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise AutonlError(f"{folder}: no manifest.json, so its files cannot be checked before they are loaded; "
+                          f"make the folder with autonl compile")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AutonlError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); {CHANGED}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise AutonlError(f"{path}: has no 'files' table (size and sha256 of each file); {CHANGED}")
+    return manifest
+
+
+def _entry(folder: Path, name: str, manifest: dict) -> tuple[int, str]:
+    files = manifest.get("files")
+    info = files.get(name) if isinstance(files, dict) else None
+    if info is None:
+        raise AutonlError(f"{folder / name}: not listed in {folder / 'manifest.json'}, so it cannot be checked "
+                          f"before it is loaded; {CHANGED}")
+    size, digest = (info.get("bytes"), info.get("sha256")) if isinstance(info, dict) else (None, None)
+    if not isinstance(size, int) or not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
+        raise AutonlError(f"{folder / 'manifest.json'}: the entry for {name} has no valid bytes and sha256; {CHANGED}")
+    return size, digest
+
+
+def _locate(folder, name: str, manifest: dict | None) -> tuple[Path, Path, tuple[int, str]]:
+    """(folder, its file ``name``, (bytes, sha256) from the manifest); one line if the
+    manifest does not list the file or the file is missing."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    want = _entry(folder, name, manifest)
+    path = folder / name
+    if not path.is_file():
+        raise AutonlError(f"{path}: missing (manifest.json lists it); {CHANGED}")
+    return folder, path, want
+
+
+def _compare(folder: Path, name: str, want: tuple[int, str], size: int, digest) -> None:
+    """Size first (no hashing needed), then ``digest()``, the file's sha256."""
+    if size != want[0]:
+        raise AutonlError(f"{folder / name}: {size} bytes, manifest.json says {want[0]}; {CHANGED}")
+    got = digest()
+    if got != want[1]:
+        raise AutonlError(f"{folder / name}: sha256 does not match manifest.json (expected {want[1][:12]}..., "
+                          f"got {got[:12]}...); {CHANGED}")
+
+
+def verified(folder: str | Path, name: str, manifest: dict | None = None) -> Path:
+    """``folder/name``, after checking its size and sha256 against the folder's manifest.json
+    (``manifest`` if already read). A file that is missing, not listed, or differs: one line.
+
+    The check guards against a corrupt, truncated or edited copy; the manifest sits in the
+    same folder, so it is not a signature against someone who can rewrite both. Between this
+    check and a later read the file could change again: where a file is read into memory
+    anyway, use :func:`verified_bytes`, which checks the very bytes it returns."""
+    folder, path, want = _locate(folder, name, manifest)
+    _compare(folder, name, want, path.stat().st_size, lambda: sha256(path))
+    return path
+
+
+def verified_bytes(folder: str | Path, name: str, manifest: dict | None = None) -> bytes:
+    """The contents of ``folder/name``, read once and checked against the manifest."""
+    folder, path, want = _locate(folder, name, manifest)
+    data = path.read_bytes()
+    _compare(folder, name, want, len(data), lambda: hashlib.sha256(data).hexdigest())
+    return data
+
+
+def verify_folder(folder: str | Path, names, manifest: dict | None = None) -> dict:
+    """Check each of ``names`` (relative to ``folder``) against the manifest; return the manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    for name in names:
+        verified(folder, name, manifest)
     return manifest
 
 

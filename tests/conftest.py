@@ -1,11 +1,24 @@
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every process the suite starts inherits this mark (through the environment), so that the
+# processes it leaves behind are found even after they were orphaned (reparented to PID 1),
+# where `children()` of this process no longer sees them. Fresh per session: other
+# sessions running at the same time on the machine have their own.
+SESSION_MARK = "AUTONL_TEST_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+LEFTOVER_GRACE_S = 10.0
 
 
 def autonl_exe() -> str:
@@ -15,19 +28,147 @@ def autonl_exe() -> str:
     return str(exe)
 
 
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def suite_processes(mark: str | None = None) -> dict[int, psutil.Process]:
+    """Live processes started by this session (its descendants, and any process whose
+    environment carries the session's mark, orphans included), this process excluded."""
+    mark = mark or os.environ[SESSION_MARK]
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for p in psutil.process_iter():
+        if p.pid == me.pid or p.pid in found:
+            continue
+        try:
+            if p.environ().get(SESSION_MARK) == mark:
+                found[p.pid] = p
+        except psutil.Error:      # gone, a zombie, or another user's
+            pass
+    return {pid: p for pid, p in found.items() if _alive(p)}
+
+
+def describe(p: psutil.Process) -> str:
+    try:
+        started_by = p.environ().get("PYTEST_CURRENT_TEST", "?")
+        return f"pid {p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:160]} [started during {started_by}]"
+    except psutil.Error:
+        return f"pid {p.pid}"
+
+
+def leftovers(before: set[int] = frozenset(), grace: float = LEFTOVER_GRACE_S) -> list[psutil.Process]:
+    """The session's processes not in ``before`` that are still alive after ``grace`` seconds."""
+    deadline = time.time() + grace
+    while True:
+        left = [p for pid, p in suite_processes().items() if pid not in before]
+        if not left or time.time() >= deadline:
+            return left
+        time.sleep(0.25)
+
+
+def stop_process_tree(proc, timeout: float = 10.0) -> None:
+    """Stop ``proc`` (a Popen or a pid) and every process under it, reaped: SIGTERM, then
+    SIGKILL after ``timeout``. The tree is listed before anything is killed, since a child
+    whose parent died is reparented and no longer found under it."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    if isinstance(proc, subprocess.Popen):
+        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+            proc.wait(timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes_per_test():
+    """Each test (with its function fixtures) stops every process it started."""
+    before = set(suite_processes())
+    yield
+    left = leftovers(before)
+    if left:
+        text = "; ".join(describe(p) for p in left)
+        for p in left:
+            stop_process_tree(p.pid)
+        pytest.fail(f"{len(left)} process(es) still running {LEFTOVER_GRACE_S:g} s after the test: {text}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes():
+    """The session ends with no process it started still running (orphans included)."""
+    yield
+    left = leftovers()
+    if left:
+        text = "; ".join(describe(p) for p in left)
+        for p in left:
+            stop_process_tree(p.pid)
+        pytest.fail(f"the test session left {len(left)} process(es) running: {text}")
+
+
 @pytest.fixture
 def cli():
-    """Run the installed `autonl` command; returns the CompletedProcess (text mode)."""
+    """Run the installed `autonl` command; returns the CompletedProcess (text mode). On a
+    timeout or an interrupt the command is stopped with every process under it."""
 
-    def run(*args, cwd=None, check_ok=False):
+    def run(*args, cwd=None, check_ok=False, timeout=300):
         env = {k: v for k, v in os.environ.items() if k != "AUTONL_DEBUG"}
-        proc = subprocess.run([autonl_exe(), *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd, env=env, timeout=300)
+        cmd = [autonl_exe(), *map(str, args)]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                              env=env) as p:
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except BaseException:
+                stop_process_tree(p)
+                raise
+        proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
         if check_ok and proc.returncode != 0:
             pytest.fail(f"autonl {' '.join(map(str, args))} failed:\n{proc.stderr}")
         return proc
 
     return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def rpc_server_on_loopback(timeout: float = 60.0):
+    """A host TVM RPC server on loopback (``HOST:PORT``), stopped with its worker process and
+    the session processes it forks. (``tvm.exec.rpc_server`` runs the server in a
+    ``tvm.exec.popen_worker`` child: killing only the server's own process orphans it.)"""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
+                             str(port), "--port-end", str(port + 1)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail("the RPC server did not start")
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process_tree(proc)
 
 
 @pytest.fixture(scope="session")

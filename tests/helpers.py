@@ -9,6 +9,19 @@ from autonl.ir.types import DTYPES
 
 DATA = Path(__file__).resolve().parent / "data"
 
+# A small graph whose every op TVM tunes quickly (conv, bn, relu6, pool, linear).
+TINY_IR = """
+graph tiny(%x: f32[1,3,16,16]) {
+  %conv = conv2d(%x) {out=16, k=3, s=2}
+  %bn = batch_norm(%conv)
+  %act = relu6(%bn)
+  %pool = global_avg_pool(%act)
+  %flat = flatten(%pool)
+  %fc = linear(%flat) {out=10}
+  return %fc
+}
+"""
+
 
 def assert_one_line_error(proc, *fragments):
     """A bad input gives exit != 0 and exactly one `error:` line on stderr, no traceback."""

@@ -1,10 +1,7 @@
 """Deploying TVM libraries: MetaSchedule tuning and its database reuse, the aarch64 C++
 runner under qemu-user, TVM RPC on loopback, per-kernel profiling, and their bad input."""
 import json
-import socket
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,19 +13,8 @@ from autonl.backends.tvm.remote import find_runtime, runtime_dir
 from autonl.ir import parse_graph
 from autonl.passes import PassManager
 
-from helpers import assert_one_line_error
-
-TINY = """
-graph tiny(%x: f32[1,3,16,16]) {
-  %conv = conv2d(%x) {out=16, k=3, s=2}
-  %bn = batch_norm(%conv)
-  %act = relu6(%bn)
-  %pool = global_avg_pool(%act)
-  %flat = flatten(%pool)
-  %fc = linear(%flat) {out=10}
-  return %fc
-}
-"""
+from conftest import free_port, rpc_server_on_loopback
+from helpers import TINY_IR as TINY, assert_one_line_error
 
 
 def test_tuning_writes_a_database_that_a_second_compile_reuses(tmp_path):
@@ -99,32 +85,12 @@ def test_arm64_runner_under_qemu_matches_the_host_build(arm_and_host, cli, tmp_p
     assert json.loads((tmp_path / "q.json").read_text())["vs_reference_max_abs_diff"] <= 1e-4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def rpc_server():
-    """A host TVM RPC server on loopback (an aarch64 one would need an aarch64 Python under qemu)."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
-                             str(port), "--port-end", str(port + 1)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the RPC server did not start")
-    yield f"127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
+    """A host TVM RPC server on loopback (an aarch64 one would need an aarch64 Python under qemu),
+    stopped with the worker process it runs in (conftest.rpc_server_on_loopback)."""
+    with rpc_server_on_loopback() as addr:
+        yield addr
 
 
 def test_deploy_over_rpc_runs_and_times_the_library(arm_and_host, rpc_server, cli, tmp_path):
@@ -139,7 +105,7 @@ def test_a_library_for_another_target_and_an_unreachable_server_get_one_line(arm
     arm, host = arm_and_host
     assert_one_line_error(cli("deploy", arm, "--rpc", rpc_server), "could not load model.aarch64.so",
                           "aarch64")
-    assert_one_line_error(cli("deploy", host, "--rpc", f"127.0.0.1:{_free_port()}"), "not reachable",
+    assert_one_line_error(cli("deploy", host, "--rpc", f"127.0.0.1:{free_port()}"), "not reachable",
                           "rpc_server")
     assert_one_line_error(cli("deploy", host, "--rpc", "nowhere"), "HOST:PORT")
     assert_one_line_error(cli("deploy", host, "--qemu"), "built for x86_64", "not aarch64")

@@ -38,11 +38,19 @@ class OnnxBackend(Backend):
         return {"int8": True, "calib_data": data}   # int8 calibrated and checked on the run's own data
 
     def load(self, folder):
+        """onnxruntime sessions on the folder's models, each checked against the folder's
+        manifest.json (size and sha256) and loaded from the bytes that were checked."""
+        from autonl.ir import AutonlError
+
+        from ..manifest import read_manifest, verified_bytes
         from .runtime import run, session
         folder = Path(folder)
+        manifest = read_manifest(folder)
         runners = {}
         for label, file in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8.onnx")):
-            if (folder / file).is_file():
-                sess = session(str(folder / file))
+            if file in manifest["files"] or (folder / file).exists():
+                sess = session(verified_bytes(folder, file, manifest), name=str(folder / file))
                 runners[label] = lambda x, s=sess: run(s, x)
+        if not runners:
+            raise AutonlError(f"{folder}: no model.onnx (make one with autonl compile --backend onnx --out {folder})")
         return runners

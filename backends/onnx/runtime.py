@@ -14,17 +14,24 @@ from tqdm import tqdm
 from autonl.ir import AutonlError
 
 
-def session(model: onnx.ModelProto | str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session; a file that onnxruntime cannot load gets one line."""
+def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = None,
+            name: str | None = None) -> ort.InferenceSession:
+    """A CPU session on a model, its serialized bytes (``name``: the file they came from, for
+    messages) or a file; a model that onnxruntime cannot load gets one line."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
-    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    if isinstance(model, onnx.ModelProto):
+        src = model.SerializeToString()
+    elif isinstance(model, (bytes, bytearray)):
+        src = bytes(model)
+    else:
+        src = str(model)
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        what = "the model" if isinstance(model, onnx.ModelProto) else str(model)
+        what = name or (str(model) if isinstance(model, (str, Path)) else "the model")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise AutonlError(f"{what}: onnxruntime cannot load it: {first[:200]}") from None
 

@@ -33,15 +33,16 @@ class TvmBackend(Backend):
                            tuning_dir=o["tuning_dir"], log=log)
 
     def load(self, folder):
-        import tvm
-
+        """The host library as a Relax VM runner; the library and its parameters are checked
+        against the folder's manifest.json before anything is loaded."""
         from .compile import vm_runner
+        from .remote import library_bytes, load_host_library, load_manifest, load_params
         folder = Path(folder)
         if not (folder / "model.so").is_file():
             raise AutonlError(f"{folder}: no host library model.so (an aarch64 library runs on its board: "
                               "autonl deploy)")
-        from .remote import load_manifest
-        tuned = load_manifest(folder).get("tuned")
-        params = tvm.runtime.load_param_dict((folder / "model.params").read_bytes())
-        return {"TVM (tuned)" if tuned else "TVM (untuned)": vm_runner(tvm.runtime.load_module(str(folder / "model.so")),
-                                 [params[k] for k in sorted(params)])}
+        manifest = load_manifest(folder)
+        checked = library_bytes(folder, manifest)
+        params = load_params(folder, manifest)
+        label = "TVM (tuned)" if manifest.get("tuned") else "TVM (untuned)"
+        return {label: vm_runner(load_host_library(folder, manifest, checked), params)}

@@ -1,10 +1,41 @@
-"""A MetaSchedule builder for small machines (kept free of heavy imports: its worker
-processes import this module)."""
+"""The worker processes of a MetaSchedule tuning run, and their shutdown (kept free of heavy
+imports: the worker processes import this module).
+
+Every process a tuning run starts is TVM's ``tvm.exec.popen_worker``: the builder's (one,
+here) and the ``LocalRunner``'s (one). :func:`tuning_workers` starts both and shuts both
+down when the tuning ends, on success, on error and on Ctrl-C. Each worker also asks the
+kernel to kill it when the thread that started it goes away (Linux ``PR_SET_PDEATHSIG``),
+so that not even a SIGKILLed tuning run leaves a worker behind that is busy building (an
+idle worker already exits when its pipe to the parent closes)."""
 from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+def die_with_parent() -> None:
+    """In a worker process: be killed (SIGKILL) when the parent thread that started it ends.
+    Linux only; elsewhere (or if prctl is unavailable) nothing."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)     # PR_SET_PDEATHSIG
+        if os.getppid() != parent:                     # the parent was already gone
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _builder_worker_init() -> None:
     """Runs once in each build worker: the import MetaSchedule's default_build needs."""
+    die_with_parent()
     import tvm.s_tir.tensor_intrin  # noqa: F401
 
 
@@ -25,7 +56,8 @@ def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: N
     unrolled AutoNL-S candidate) is killed, reported to the tuner as a failed
     candidate, and its worker restarted. Workers are recycled after 1000 builds, as TVM
     recreates its pool against a memory leak. ``on_built(n)`` is told the size of each batch
-    (the progress display). Call ``close()`` when tuning ends.
+    (the progress display). Call ``close()`` when tuning ends (:func:`tuning_workers` does);
+    it kills the workers and may be called more than once.
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
@@ -36,8 +68,12 @@ def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: N
                              maximum_process_uses=1000)
     # Start every worker now, in parallel (and alongside this process's own import of the
     # intrinsics when the tune contexts are made), not lazily one batch at a time.
-    for _ in range(workers):
-        pool.submit(_builder_worker_ready)
+    try:
+        for _ in range(workers):
+            pool.submit(_builder_worker_ready)
+    except BaseException:
+        shutdown_pool(pool)
+        raise
 
     @derived_object
     class PooledBuilder(PyBuilder):
@@ -55,6 +91,76 @@ def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: N
             return results
 
         def close(self):
-            pool.shutdown()
+            shutdown_pool(pool)
 
     return PooledBuilder()
+
+
+def shutdown_pool(pool) -> None:
+    """Shut a ``PopenPoolExecutor`` down now: kill its worker processes (and theirs), let its
+    threads see them gone, drop queued jobs, reap. Safe to call twice.
+
+    TVM's own ``shutdown`` first closes its end of each worker's pipe, and a close waits for
+    a thread that is reading it, so a worker still in its initializer (the builder's 27 s
+    import) held Ctrl-C up for that long; the processes are killed first here."""
+    if pool is None or getattr(pool, "_shutdown", False):
+        return
+    from tvm.support.popen_pool import kill_child_processes
+
+    for worker in list(getattr(pool, "_worker_map", {}).values()):
+        proc = getattr(worker, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            try:
+                kill_child_processes(proc.pid)
+                proc.kill()
+            except Exception:  # noqa: BLE001  (already gone; psutil's or the OS's error)
+                pass
+    threads = getattr(pool, "_threadpool", None)
+    if threads is not None:   # the threads read EOF and finish; queued jobs are dropped
+        threads.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=True)
+
+
+def local_runner(timeout_sec: float = 30.0):
+    """MetaSchedule's ``LocalRunner`` (one worker that times candidates on this CPU), its
+    worker set to die with this process; shut it down with ``shutdown_pool(runner.pool)``."""
+    from tvm.s_tir.meta_schedule.runner import local_runner as lr
+
+    # LocalRunner starts its pool, then waits for a sanity check in it: a Ctrl-C (or an error)
+    # there leaves a half-made runner whose pool only the garbage collector would shut down,
+    # from whatever thread it runs in ("cannot join current thread"). The pool is recorded as
+    # it is made, so that it is shut down here instead.
+    made, base = [], lr.PopenPoolExecutor
+
+    class RecordedPool(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    lr.PopenPoolExecutor = RecordedPool
+    try:
+        return lr.LocalRunner(timeout_sec=timeout_sec, initializer=die_with_parent)
+    except BaseException:
+        for pool in made:
+            shutdown_pool(pool)
+        raise
+    finally:
+        lr.PopenPoolExecutor = base
+
+
+@contextmanager
+def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda n: None):
+    """(builder, runner) for ``ms.tune_tasks``: :func:`pooled_builder` and :func:`local_runner`,
+    both shut down, their worker processes killed and reaped, when the block ends, however it
+    ends (TVM leaves the runner's worker to the garbage collector, which on an error keeps it
+    as long as the traceback is kept)."""
+    builder = runner = None
+    try:
+        builder = pooled_builder(workers, timeout_sec, on_built)
+        runner = local_runner(timeout_sec)
+        yield builder, runner
+    finally:
+        if runner is not None:
+            shutdown_pool(runner.pool)
+        if builder is not None:
+            builder.close()

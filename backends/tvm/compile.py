@@ -39,8 +39,8 @@ from ..manifest import check_out, io_signature, prepare_out, versions, write_man
 from ..onnx.compile import PARITY_TOL
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
-from .build_worker import pooled_builder
 from .targets import NamedTarget, require_cc
+from .tuning import tune
 
 
 def to_relax(onnx_model, shape: list[int]):
@@ -77,57 +77,6 @@ def post_tuning(mod, target, work_dir: str, prepack: bool):
             seq += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.LiftTransformParams(),
                     relax.transform.FoldConstant()]
         return tvm.transform.Sequential(seq)(mod)
-
-
-def _records(work_dir: str) -> int:
-    path = Path(work_dir) / "database_tuning_record.json"
-    if not path.exists():
-        return 0
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
-
-
-def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True) -> dict:
-    """Tune the tasks of ``mod`` that have no record in ``work_dir``'s database yet."""
-    import logging
-
-    from tqdm import tqdm
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
-
-    os.makedirs(work_dir, exist_ok=True)
-    tasks = ms.relax_integration.extract_tasks(mod, target)
-    db = ms.database.JSONDatabase(work_dir=work_dir)
-    todo = [t for t in tasks if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
-    before = _records(work_dir)
-    info = {"tasks": len(tasks), "tasks_with_records": len(tasks) - len(todo), "tasks_tuned": 0,
-            "trials_per_task": trials_per_task, "trials_run": 0, "seconds": 0.0}
-    if not todo or trials_per_task <= 0:
-        return info
-    # MetaSchedule's console handler takes the package logger's level: keep the terminal to
-    # warnings and the progress bar; the full logs go to work_dir/logs.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    t0 = time.time()
-    bar = tqdm(total=0, desc="tuning: starting build workers", unit="trial", disable=not progress,
-               dynamic_ncols=True)
-    builder = pooled_builder(1, on_built=lambda n: bar.update(min(n, bar.total - bar.n)))
-    try:
-        # A smaller evolutionary population than TVM's default (512 x 4 generations): with
-        # budgets of tens of trials per task the search, not the measuring, dominated.
-        strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
-                                                         init_min_unmeasured=32)
-        contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=0)
-        total = trials_per_task * len(contexts)
-        bar.total = total
-        bar.set_description(f"tuning {len(contexts)} tasks")
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
-                      max_trials_per_task=trials_per_task, num_trials_per_iter=min(64, max(2, trials_per_task)),
-                      database=db, builder=builder, runner=ms.runner.LocalRunner())
-    finally:
-        builder.close()
-        bar.close()
-    info.update(tasks_tuned=len(contexts), trials_run=_records(work_dir) - before, seconds=time.time() - t0)
-    return info
 
 
 def build(mod, target, params, prepack: bool, work_dir: str | None):

@@ -7,9 +7,16 @@ of apache-tvm and apache-tvm-ffi on PyPI (the same versions as this machine's TV
 by ``scripts/fetch_arm_runtime.sh`` at set-up time into :func:`runtime_dir` (nothing is
 downloaded at run time). They are copied into the deploy folder's ``lib/``, where the runner
 finds them (rpath ``$ORIGIN/lib``), so the folder can be copied to a board as it is.
+
+Nothing in a deploy folder is loaded or run before it is checked against the folder's
+manifest.json (size and sha256, ``autonl.backends.manifest``): the library, its parameters,
+the runner and its runtime libraries, the test input and reference logits. Data (parameters,
+arrays) and the library sent over RPC are the very bytes checked; a host library and the
+qemu runner are loaded from the folder right after their check.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -17,6 +24,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -25,8 +33,11 @@ import numpy as np
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write
 
+from ..manifest import verified_bytes, verify_folder
+
 RUNNER = "autonl_runner"
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+LIBRARIES = ("model.so", "model.aarch64.so")
 QEMU = "qemu-aarch64"
 AARCH64_SYSROOT = "/usr/aarch64-linux-gnu"   # Debian's libc6-arm64-cross, pulled in by g++-aarch64-linux-gnu
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
@@ -46,10 +57,14 @@ def runtime_dir() -> Path:
     return Path.home() / ".cache" / "autonl" / "tvm-runtime-aarch64" / tvm_version()
 
 
-def elf_machine(path: str | Path) -> str | None:
-    """The architecture an ELF file was built for ('x86_64', 'aarch64', ...), None if not ELF."""
-    with open(path, "rb") as f:
-        head = f.read(20)
+def elf_machine(path: str | Path | bytes) -> str | None:
+    """The architecture an ELF file (a path, or its contents) was built for ('x86_64',
+    'aarch64', ...), None if not ELF."""
+    if isinstance(path, (bytes, bytearray)):
+        head = bytes(path[:20])
+    else:
+        with open(path, "rb") as f:
+            head = f.read(20)
     if len(head) < 20 or head[:4] != b"\x7fELF":
         return None
     machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
@@ -153,31 +168,105 @@ def load_manifest(folder: str | Path) -> dict:
         raise AutonlError(f"{folder}: not a TVM deploy folder (no manifest.json); make one with "
                           f"autonl compile --backend tvm --out {folder}")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes())
     except json.JSONDecodeError as e:
         raise AutonlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if manifest.get("format") != "autonl-deploy" or manifest.get("backend") != "tvm":
-        raise AutonlError(f"{folder}: not a TVM deploy folder (manifest backend {manifest.get('backend')!r})")
+    except UnicodeDecodeError as e:
+        raise AutonlError(f"{path}: not valid JSON ({e.reason} at byte {e.start})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "autonl-deploy" or manifest.get("backend") != "tvm":
+        backend = manifest.get("backend") if isinstance(manifest, dict) else None
+        raise AutonlError(f"{folder}: not a TVM deploy folder (manifest backend {backend!r})")
+    if not isinstance(manifest.get("files"), dict):
+        raise AutonlError(f"{path}: has no 'files' table (size and sha256 of each file); the folder was changed "
+                          f"after autonl compile wrote it")
     return manifest
 
 
 def library_path(folder: str | Path, manifest: dict) -> Path:
-    lib = Path(folder) / manifest["library"]
+    """The folder's library (``model.so`` or ``model.aarch64.so``, as its manifest says)."""
+    name = manifest.get("library")
+    if name not in LIBRARIES:
+        raise AutonlError(f"{Path(folder) / 'manifest.json'}: library {name!r} is not one autonl compile writes "
+                          f"({' or '.join(LIBRARIES)})")
+    lib = Path(folder) / name
     if not lib.is_file():
         raise AutonlError(f"{lib}: missing from the deploy folder")
     return lib
 
 
-def _reference(folder: Path, manifest: dict, input_npy: str | None):
-    x_path = Path(input_npy) if input_npy else folder / "input.npy"
+def library_bytes(folder: Path, manifest: dict) -> tuple[Path, bytes]:
+    """(path, contents) of the folder's library, checked against the manifest; one line if it
+    is not an ELF shared library."""
+    lib = library_path(folder, manifest)
+    data = verified_bytes(folder, lib.name, manifest)
+    if elf_machine(data) is None:
+        raise AutonlError(f"{lib}: not an ELF shared library, so not a Relax VM executable; compile the folder "
+                          f"again with autonl compile --backend tvm")
+    return lib, data
+
+
+def load_params(folder: Path, manifest: dict) -> list:
+    """main's weight arguments from ``model.params`` (checked against the manifest), in call order."""
+    import tvm
+
+    data = verified_bytes(folder, "model.params", manifest)
     try:
-        x = np.load(x_path).astype(np.float32)
-    except (OSError, ValueError) as e:
+        params = tvm.runtime.load_param_dict(data)
+    except Exception as e:  # noqa: BLE001  (TVM raises a generic error for a bad file)
+        raise AutonlError(f"{folder / 'model.params'}: not a TVM parameter file ({_last_line(e)})") from None
+    return [params[k] for k in sorted(params)]
+
+
+def load_host_library(folder: Path, manifest: dict, checked: tuple[Path, bytes] | None = None):
+    """The folder's library loaded in this process (a host library), checked against the
+    manifest first (``checked``: what :func:`library_bytes` returned); one line if it does
+    not load or is not a Relax VM executable."""
+    import tvm
+
+    lib, data = checked or library_bytes(folder, manifest)
+    arch, here = elf_machine(data), os.uname().machine
+    if arch != here:
+        raise AutonlError(f"{lib}: built for {arch} (target '{manifest.get('target')}'), this machine is {here}")
+    try:
+        mod = tvm.runtime.load_module(str(lib))
+    except Exception as e:  # noqa: BLE001
+        raise AutonlError(f"{lib}: cannot be loaded ({_last_line(e)})") from None
+    if not mod.implements_function("vm_load_executable"):
+        raise AutonlError(f"{lib}: a shared library, but not a Relax VM executable (no vm_load_executable); compile "
+                          f"the folder again with autonl compile --backend tvm")
+    return mod
+
+
+def _last_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+
+
+def _npy(src, what) -> np.ndarray:
+    """A .npy array from a path or bytes, never unpickling (allow_pickle=False)."""
+    try:
+        return np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise AutonlError(f"{what}: cannot read the array ({e})") from None
+
+
+def _reference(folder: Path, manifest: dict, input_npy: str | None):
+    """(input path, input as float32, reference logits or None); the folder's own input and
+    reference are checked against the manifest, a user's --input is the user's."""
+    if input_npy:
+        x_path, x = Path(input_npy), _npy(input_npy, input_npy)
+    else:
+        x_path = folder / "input.npy"
+        x = _npy(verified_bytes(folder, "input.npy", manifest), x_path)
+    try:
+        x = x.astype(np.float32)
+    except (TypeError, ValueError) as e:
         raise AutonlError(f"{x_path}: cannot read the input ({e})") from None
     want = manifest["inputs"][0]["shape"]
     if [int(d) for d in x.shape] != [int(d) for d in want]:
         raise AutonlError(f"{x_path}: input shape {list(x.shape)}, the library takes {want}")
-    ref = np.load(folder / "reference_output.npy") if input_npy is None else None
+    ref = None
+    if input_npy is None:
+        ref = _npy(verified_bytes(folder, "reference_output.npy", manifest), folder / "reference_output.npy")
     return x_path, x, ref
 
 
@@ -190,11 +279,13 @@ def _result(where: str, out: np.ndarray, ref: np.ndarray | None, runs: int, medi
 
 
 def run_qemu(folder: str | Path, runs: int = 5, input_npy: str | None = None) -> dict:
-    """Run the deploy folder's aarch64 runner under qemu-user on its test input."""
+    """Run the deploy folder's aarch64 runner under qemu-user on its test input, after
+    checking the runner, its runtime libraries, the library, its parameters and the test
+    input and reference against the manifest."""
     folder = Path(folder)
     manifest = load_manifest(folder)
-    lib = library_path(folder, manifest)
-    arch = elf_machine(lib)
+    lib, lib_data = library_bytes(folder, manifest)
+    arch = elf_machine(lib_data)
     if arch != "aarch64":
         raise AutonlError(f"{lib}: built for {arch or 'no known architecture'} (target "
                           f"'{manifest.get('target')}'), not aarch64; --qemu runs aarch64 deploy folders")
@@ -204,19 +295,23 @@ def run_qemu(folder: str | Path, runs: int = 5, input_npy: str | None = None) ->
                           f"scripts/fetch_arm_runtime.sh and compile again")
     if shutil.which(QEMU) is None:
         raise AutonlError(f"{QEMU} is not on PATH; on Debian: apt-get install qemu-user")
-    x_path, _x, ref = _reference(folder, manifest, input_npy)
-    out_npy = folder / ".qemu_output.npy"
-    cmd = [QEMU, "-L", AARCH64_SYSROOT, str(runner), str(lib), str(folder / "model.params"), str(x_path),
-           str(out_npy), str(runs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise AutonlError(f"{RUNNER} under {QEMU} failed: {msg[:300]}")
-    m = re.search(r"runs (\d+) median_ms ([\d.]+) min_ms ([\d.]+)", proc.stdout)
-    if m is None:
-        raise AutonlError(f"{RUNNER} printed no timing: {proc.stdout.strip()[:200]}")
-    out = np.load(out_npy)
-    out_npy.unlink()
+    verify_folder(folder, [RUNNER, *(f"lib/{name}" for name in RUNTIME_LIBS), "model.params"], manifest)
+    _x_path, x, ref = _reference(folder, manifest, input_npy)
+    with tempfile.TemporaryDirectory(prefix="autonl-qemu-") as tmp:
+        stage = Path(tmp)       # the checked input as float32, and the runner's output
+        buf = io.BytesIO()
+        np.save(buf, x)
+        (stage / "input.npy").write_bytes(buf.getvalue())
+        cmd = [QEMU, "-L", AARCH64_SYSROOT, str(runner), str(lib), str(folder / "model.params"),
+               str(stage / "input.npy"), str(stage / "output.npy"), str(runs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            raise AutonlError(f"{RUNNER} under {QEMU} failed: {msg[:300]}")
+        m = re.search(r"runs (\d+) median_ms ([\d.]+) min_ms ([\d.]+)", proc.stdout)
+        if m is None:
+            raise AutonlError(f"{RUNNER} printed no timing: {proc.stdout.strip()[:200]}")
+        out = _npy(stage / "output.npy", f"{RUNNER}'s output")
     return _result("qemu-aarch64 (emulated: not the board's latency)", out, ref, int(m.group(1)),
                    float(m.group(2)), float(m.group(3)))
 
@@ -243,24 +338,30 @@ def connect(addr: str, timeout: float = 5.0):
         raise AutonlError(f"RPC server {host}:{port}: {str(e).strip().splitlines()[-1][:200]}") from None
 
 
-def _remote_vm(remote, folder: Path, manifest: dict):
-    """Upload and load the library on the RPC server; (vm, device, main's weight arguments)."""
+def _remote_vm(remote, folder: Path, manifest: dict, checked: tuple[Path, bytes], params: list):
+    """Upload the checked library bytes and load them on the RPC server; (vm, device, main's
+    weight arguments)."""
+    import hashlib
+
     import tvm
     from tvm import relax
 
-    lib = library_path(folder, manifest)
-    name = f"autonl_{manifest['files'][manifest['library']]['sha256'][:16]}.so"
-    remote.upload(str(lib), target=name)
+    lib, data = checked
+    name = f"autonl_{hashlib.sha256(data).hexdigest()[:16]}.so"
+    remote.upload(bytearray(data), target=name)
     try:
         rlib = remote.load_module(name)
     except Exception as e:  # noqa: BLE001
-        raise AutonlError(f"the RPC server could not load {lib.name} (built for {elf_machine(lib)}, target "
+        raise AutonlError(f"the RPC server could not load {lib.name} (built for {elf_machine(data)}, target "
                           f"'{manifest.get('target')}'): is the server on a machine of that kind? "
-                          f"({str(e).strip().splitlines()[-1][:160]})") from None
+                          f"({_last_line(e)[:160]})") from None
     dev = remote.cpu()
-    vm = relax.VirtualMachine(rlib, dev)
-    params = tvm.runtime.load_param_dict((folder / "model.params").read_bytes())
-    args = [tvm.runtime.tensor(params[k].numpy(), dev) for k in sorted(params)]
+    try:
+        vm = relax.VirtualMachine(rlib, dev)
+    except Exception as e:  # noqa: BLE001  (a library without vm_load_executable: AttributeError)
+        raise AutonlError(f"{lib}: loads on the RPC server, but is not a Relax VM executable ({_last_line(e)[:160]}); "
+                          f"compile the folder again with autonl compile --backend tvm") from None
+    args = [tvm.runtime.tensor(p.numpy(), dev) for p in params]
     if manifest.get("entry", {}).get("transform_params"):
         # RPC passes tensors, not arrays: build the array and take the results apart remotely.
         packed = remote.get_function("ffi.Array")(*args)
@@ -277,9 +378,11 @@ def run_rpc(addr: str, folder: str | Path, runs: int = 20, input_npy: str | None
 
     folder = Path(folder)
     manifest = load_manifest(folder)
+    checked = library_bytes(folder, manifest)       # everything checked before connecting
+    params = load_params(folder, manifest)
     _x_path, x, ref = _reference(folder, manifest, input_npy)
     remote = connect(addr)
-    vm, dev, args = _remote_vm(remote, folder, manifest)
+    vm, dev, args = _remote_vm(remote, folder, manifest, checked, params)
     xt = tvm.runtime.tensor(x, dev)
     out = vm["main"](xt, *args).numpy()
     vm.save_function("main", "autonl_timed", xt, *args)
@@ -307,17 +410,16 @@ def profile(folder: str | Path, input_npy: str | None = None, runs: int = 5) -> 
 
     folder = Path(folder)
     manifest = load_manifest(folder)
-    lib = library_path(folder, manifest)
-    _x_path, x, _ref = _reference(folder, manifest, input_npy)
-    arch, here = elf_machine(lib), os.uname().machine
+    lib, data = checked = library_bytes(folder, manifest)
+    arch, here = elf_machine(data), os.uname().machine
     if arch != here:
         raise AutonlError(f"{lib.name} is built for {arch} (target '{manifest.get('target')}'), this machine is "
                           f"{here}: run autonl profile on the device itself (pip install apache-tvm there), or time "
                           f"the whole model with autonl deploy --rpc / --qemu")
+    args = load_params(folder, manifest)
+    _x_path, x, _ref = _reference(folder, manifest, input_npy)
     dev = tvm.cpu()
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), dev)
-    params = tvm.runtime.load_param_dict((folder / "model.params").read_bytes())
-    args = [params[k] for k in sorted(params)]
+    vm = relax.VirtualMachine(load_host_library(folder, manifest, checked), dev)
     if manifest.get("entry", {}).get("transform_params"):
         args = list(vm[manifest["entry"]["transform_params"]](args))
     xt = tvm.runtime.tensor(x, dev)
