@@ -16,6 +16,11 @@ sees that it was replaced or removed and tries again.
 
 Nested outputs (``autonl run`` locks ``runs/r`` and then search locks ``runs/r/search``) are
 different lock files; locking a folder this process already holds again is a no-op.
+
+A multi-process search (``autonl search --nproc N``) takes the lock in the command itself,
+before it starts torchrun, and tells the workers so through ``$AUTONL_LOCK_HELD_BY_PARENT``
+(the lock file's path): rank 0 then writes under its parent's lock. A second writer is
+refused in one line before torchrun starts.
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ from pathlib import Path
 
 from autonl.ir import AutonlError
 
-__all__ = ["lock_path", "output_lock"]
+__all__ = ["HELD_BY_PARENT", "lock_path", "output_lock"]
+
+HELD_BY_PARENT = "AUTONL_LOCK_HELD_BY_PARENT"
 
 _HELD: dict[str, tuple[Path, int]] = {}   # lock_path(out) -> (lock file, descriptor) held here
 _GUARD = threading.Lock()
@@ -181,6 +188,9 @@ def output_lock(out: str | Path, what: str, enabled: bool = True) -> Iterator[Pa
     holds it. ``enabled=False`` locks nothing (the ranks of a torchrun job that do not write)."""
     out = Path(out)
     key = str(lock_path(out))
+    if enabled and os.environ.get(HELD_BY_PARENT) == key:
+        yield lock_path(out)          # the autonl command that started this torchrun job holds it
+        return
     with _GUARD:
         held = _HELD.get(key) if enabled else (lock_path(out), -1)
         if held is None:

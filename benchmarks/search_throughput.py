@@ -7,10 +7,18 @@ data loading is not measured. Both phases are timed: warm-up (every option on, a
 search's first steps run) and search (the selected single path plus the cost term).
 
     python benchmarks/search_throughput.py [--resolution 224] [--batch 128] [--steps 20]
-                                           [--device auto|cpu|cuda] [--json OUT.json]
+                                           [--device auto|cpu|cuda] [--channels-last] [--compile]
+                                           [--epochs 8 --warmup-epochs 5 --images 1281167] [--json OUT.json]
 
 On GPU the step runs under bf16 autocast, as `autonl search` does. The figures are medians of
 per-step wall times after ``--skip`` untimed steps (CUDA is synchronised around each step).
+``--channels-last`` runs the supernet and its input in channels-last memory format;
+``--compile`` wraps the supernet in ``torch.compile`` (the gates and the cost stay outside).
+
+The GPU-hour estimate of an ImageNet search: ``--epochs`` over ``--images`` images, the first
+``--warmup-epochs`` at the warm-up rate and the rest at the search rate (the default, 8 epochs
+of which 5 warm-up, is Single-Path NAS's schedule that AutoNL follows), data loading not
+counted; the paper reports 32 GPU hours.
 """
 from __future__ import annotations
 
@@ -34,13 +42,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_phase(supernet, opts, x, y, warm: bool, cfg, steps: int, skip: int, device) -> dict:
+def time_phase(supernet, model, opts, x, y, warm: bool, cfg, steps: int, skip: int, device) -> dict:
     ce_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     times = []
     for i in range(skip + steps):
         sync(device)
         t0 = time.perf_counter()
-        loss, _, macs, _ = search_step(supernet, supernet, opts, x, y, warm, cfg, ce_fn)
+        loss, _, macs, _ = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
         sync(device)
         if i >= skip:
             times.append(time.perf_counter() - t0)
@@ -56,6 +64,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--skip", type=int, default=5, help="untimed steps before timing each phase")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--epochs", type=float, default=8)
+    ap.add_argument("--warmup-epochs", type=float, default=5)
+    ap.add_argument("--images", type=int, default=1_281_167, help="ImageNet-1k's training set")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
 
@@ -68,15 +81,19 @@ def main() -> None:
     cfg = SearchConfig(data="synthetic", target_macs=300e6, steps=10_000, warmup_steps=0,
                        batch_size=args.batch)
     opts = make_optimizers(supernet, cfg)
-    x = torch.randn(args.batch, 3, args.resolution, args.resolution, device=device)
+    memory = torch.channels_last if args.channels_last else torch.contiguous_format
+    supernet.to(memory_format=memory)
+    model = torch.compile(supernet) if args.compile else supernet
+    x = torch.randn(args.batch, 3, args.resolution, args.resolution, device=device).to(memory_format=memory)
     y = torch.randint(0, 1000, (args.batch,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
               "torch": torch.__version__, "resolution": args.resolution, "batch": args.batch,
-              "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}
+              "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+              "channels_last": args.channels_last, "compile": args.compile}
     for phase, warm in (("warm-up (all options on)", True), ("search (single path + cost)", False)):
-        result[phase] = time_phase(supernet, opts, x, y, warm, cfg, args.steps, args.skip, device)
+        result[phase] = time_phase(supernet, model, opts, x, y, warm, cfg, args.steps, args.skip, device)
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
 
@@ -88,6 +105,14 @@ def main() -> None:
         print(f"{phase:32s} {r['step_ms']:9.1f} {r['images_per_s']:10.0f} {r['macs_selected_per_image'] / 1e6:13.1f}M")
     if "peak_memory_gib" in result:
         print(f"peak GPU memory: {result['peak_memory_gib']:.2f} GiB")
+    warm_rate = result["warm-up (all options on)"]["images_per_s"]
+    search_rate = result["search (single path + cost)"]["images_per_s"]
+    seconds = args.images * (args.warmup_epochs / warm_rate + (args.epochs - args.warmup_epochs) / search_rate)
+    result["imagenet_search"] = {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs, "images": args.images,
+                                 "device_hours": seconds / 3600, "paper_gpu_hours": 32}
+    print(f"an ImageNet search ({args.epochs:g} epochs of {args.images:,} images, {args.warmup_epochs:g} of them "
+          f"warm-up) at these rates: {seconds / 3600:.1f} device-hours on this device "
+          f"(the paper: 32 GPU hours), data loading not counted")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

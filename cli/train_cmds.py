@@ -17,6 +17,9 @@ from .app import cli
 from .options import DATA_HELP, WIDTH, config_option, config_type, lock_output, parse_macs, ranged
 
 NPROC = Range(1, 256)
+NNODES = Range(1, 4096)
+NODE_RANK = Range(0, 4095)
+PORT = Range(1, 65535)
 
 
 @cli.command()
@@ -127,19 +130,25 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--device", default=SearchConfig.device, show_default=True, help="auto (GPU when present), cpu, cuda.")
 @config_option(SearchConfig, "--train-size", help="Use at most this many training images.")
 @config_option(SearchConfig, "--val-size", help="Use at most this many validation images.")
+@click.option("--channels-last", "channels_last", is_flag=True,
+              help="Run the supernet in channels-last memory format (try on GPU; measure).")
+@click.option("--compile", "compile", is_flag=True,
+              help="torch.compile the supernet (off by default: slower on CPU, see benchmarks/search_throughput.py).")
 @click.option("--nproc", type=ranged(NPROC), default=1, show_default=True,
-              help="Processes (torchrun, DDP: gloo on CPU, nccl on GPU).")
+              help="Processes on this machine (torchrun, DDP: gloo on CPU, nccl on GPU).")
+@click.option("--nnodes", type=ranged(NNODES), default=1, show_default=True,
+              help="Machines in the job (torchrun's --nnodes); run the same command on each.")
+@click.option("--node-rank", "node_rank", type=ranged(NODE_RANK), default=0, show_default=True,
+              help="This machine's rank, 0 on the one that writes --out.")
+@click.option("--master-addr", "master_addr", help="Address of the machine with --node-rank 0 (with --nnodes > 1).")
+@click.option("--master-port", "master_port", type=ranged(PORT), default=29500, show_default=True,
+              help="Port on the master for the rendezvous.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
-def search(target, target_macs, out, space, resolution, width, nproc, resume, **config):
+def search(target, target_macs, out, space, resolution, width, nproc, nnodes, node_rank, master_addr, master_port,
+           resume, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
-    if nproc > 1 and os.environ.get("WORLD_SIZE") is None:
-        import subprocess
-        args = [a for a in sys.argv[1:]]
-        i = next(k for k, a in enumerate(args) if a == "--nproc" or a.startswith("--nproc="))
-        del args[i:i + (1 if "=" in args[i] else 2)]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "autonl.cli.main", *args]
-        return subprocess.call(cmd)
+    if os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1):
+        return _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
     if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
         lock_output(out, "search")
     from autonl.backends.torch.data import num_classes
@@ -173,3 +182,43 @@ def derive(run_dir, out, decisions, force):
     click.echo(comparison_table({k: result[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")}))
     click.echo(f"wrote {out}/ (graph.json, graph.ir, weights.pt, decisions.json, cost.json, comparison.*); "
                f"fine-tune it with: autonl train {out} --data ...", err=True)
+
+
+_LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: str | None, master_port: int) -> int:
+    """Run this command again under torchrun (an existing launcher, not ours): on this machine
+    alone (``--standalone``), or as node ``node_rank`` of ``nnodes`` meeting at the master.
+
+    Node 0, whose rank 0 writes ``--out``, holds its lock here for the whole job (the workers
+    are told, ``HELD_BY_PARENT``); torchrun dies with this command, and its workers with it
+    (``die_with_parent``), so that a killed ``autonl search`` leaves no worker writing on."""
+    import subprocess
+
+    from autonl.backends.locks import HELD_BY_PARENT, lock_path
+    from autonl.backends.processes import die_with_parent
+
+    if nnodes > 1 and not master_addr:
+        raise AutonlError("--nnodes above 1 needs --master-addr, the address of the machine with --node-rank 0")
+    if node_rank >= nnodes:
+        raise AutonlError(f"--node-rank {node_rank} is not below --nnodes {nnodes}")
+    env = dict(os.environ)
+    if node_rank == 0:
+        lock_output(out, "search")
+        env[HELD_BY_PARENT] = str(lock_path(out))
+    args, rest = [], list(sys.argv[1:])
+    while rest:
+        a = rest.pop(0)
+        name = a.split("=", 1)[0]
+        if name in _LAUNCH_OPTIONS:
+            if "=" not in a and rest:
+                rest.pop(0)
+            continue
+        args.append(a)
+    launch = ["--standalone"] if nnodes == 1 else [
+        f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}",
+           "-m", "autonl.cli.main", *args]
+    return subprocess.call(cmd, env=env, preexec_fn=die_with_parent)
+

@@ -153,6 +153,8 @@ class SearchConfig:
     train_size: int | None = _f(None, POSITIVE_INT)
     val_size: int | None = _f(None, POSITIVE_INT)
     skip_corrupt: bool = False
+    channels_last: bool = False      # the supernet and its batches in channels-last memory format
+    compile: bool = False            # torch.compile the supernet's forward (measure first: benchmarks/)
 
     def __post_init__(self):
         if isinstance(self.target_macs, bool) or not isinstance(self.target_macs, (int, float)) \

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -26,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from autonl.ir import AutonlError
 
-from .loader import TOO_LARGE, AugmentedDataset, CorruptImageWarning, Unreadable, fixed_subset, image_kind, \
-    unreadable_error
+from .loader import TOO_LARGE, AugmentedDataset, CorruptImageWarning, Unreadable, sample_key, fixed_subset, \
+    image_kind, unreadable_error
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageFolderDataset", "find_unreadable", "max_image_pixels",
            "scan_image_folder"]
@@ -68,7 +69,12 @@ def _too_large(pixels: int | None, limit: int, size: tuple[int, int] | None = No
     return ImageTooLarge(f"{TOO_LARGE}{what} the limit of {limit:,} pixels (set {MAX_PIXELS_ENV} to change it)")
 
 
-def _decode(path: str) -> torch.Tensor:
+def _decode(path: str, reduce=None) -> torch.Tensor:
+    """``path`` as a uint8 RGB CHW tensor. ``reduce(width, height)`` (given the size from the
+    header) may ask for a smaller decode, ``(width', height')``: a JPEG is then decoded with
+    libjpeg's DCT scaling (Pillow's draft mode) at 1/2, 1/4 or 1/8 of its size, the smallest
+    that is at least that large; other formats are decoded whole. Scaled decoding still reads
+    every coefficient of the file, so a corrupt or truncated file fails the same way."""
     limit = max_image_pixels()
     saved = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
@@ -82,6 +88,9 @@ def _decode(path: str) -> torch.Tensor:
                 w, h = im.size                      # from the header: nothing decoded yet
                 if w * h > limit:
                     raise _too_large(w * h, limit, (w, h))
+                want = reduce(w, h) if reduce is not None else None
+                if want is not None and im.format == "JPEG":
+                    im.draft("RGB", want)
                 arr = np.array(im.convert("RGB"), dtype=np.uint8)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise _size_of_a_bomb(path, str(e), limit) from None
@@ -103,10 +112,15 @@ def _size_of_a_bomb(path: str, pillow_says: str, limit: int) -> ImageTooLarge:
         return _too_large(int(found.group(1)) if found else None, limit)
 
 
+def _eighth(w: int, h: int) -> tuple[int, int]:
+    return max(1, w // 8), max(1, h // 8)
+
+
 def _why_unreadable(path: str) -> str:
-    """'' when ``path`` decodes fully, else a one-line reason without the path in it."""
+    """'' when ``path`` decodes fully, else a one-line reason without the path in it (a JPEG
+    is decoded at 1/8 scale: every coefficient is still read, at a fraction of the work)."""
     try:
-        _decode(path)
+        _decode(path, _eighth)
         return ""
     except Image.UnidentifiedImageError:
         return "not a recognisable image"
@@ -251,7 +265,8 @@ class ImageFolderDataset(AugmentedDataset):
     """
 
     def __init__(self, samples, classes, transform, what: str = "images", skip_corrupt: bool = False,
-                 workers: int = 0, limit: int | None = None):
+                 workers: int = 0, limit: int | None = None, reduced_decode: bool = True):
+        self.reduced_decode = reduced_decode
         max_image_pixels()  # a bad $AUTONL_MAX_IMAGE_PIXELS: one line here, not a reason per file
         samples = [samples[i] for i in fixed_subset(len(samples), limit)]
         bad = find_unreadable([p for p, _ in samples], what, workers)
@@ -281,3 +296,32 @@ class ImageFolderDataset(AugmentedDataset):
             return _decode(path), int(self.labels[i])
         except Exception:  # noqa: BLE001 - reported by the main process, see the class docstring
             return Unreadable(path, _why_unreadable(path) or "could not be read")
+
+    def __getitem__(self, key):
+        """The transformed sample; a JPEG is decoded at the smallest scale (1, 1/2, 1/4, 1/8)
+        at which the region the transform uses (a random crop, or the whole image for
+        evaluation) still has at least the side the transform resizes it to, so no detail
+        the network sees is lost (``reduced_decode=False``: always at full size). At scale
+        1/r the crop's corners and sides are rounded down to multiples of r pixels (so that
+        it is a whole region of the smaller image): a random crop at most r-1 pixels off."""
+        if not self.reduced_decode or not hasattr(self.transform, "plan"):
+            return super().__getitem__(key)
+        i, sample_seed = sample_key(key)
+        path, g, plan = str(self.paths[i]), torch.Generator().manual_seed(sample_seed), []
+
+        def reduce(w: int, h: int):
+            box, need = self.transform.plan(h, w, g)
+            r = next((r for r in (8, 4, 2) if box[2] // r >= need and box[3] // r >= need), 1)
+            plan.append((tuple(v // r * r for v in box), r, w))
+            return None if r == 1 else (math.ceil(w / r), math.ceil(h / r))
+
+        try:
+            img = _decode(path, reduce)
+        except Exception:  # noqa: BLE001 - reported by the main process, see the class docstring
+            return Unreadable(path, _why_unreadable(path) or "could not be read")
+        (top, left, h, w), r, full_w = plan[0]
+        if img.shape[-1] == full_w:          # decoded whole (not a JPEG): the rounded crop at full size
+            region = img[..., top:top + h, left:left + w]
+        else:
+            region = img[..., top // r:(top + h) // r, left // r:(left + w) // r]
+        return self.transform.finish(region, g), int(self.labels[i])

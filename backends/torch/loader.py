@@ -50,7 +50,7 @@ def unreadable_error(path: str, reason: str, more: int = 0) -> AutonlError:
     return AutonlError(f"{head}{f' and {more} more' if more else ''}; {SKIP_HINT}")
 
 
-def _sample_key(key) -> tuple[int, int]:
+def sample_key(key) -> tuple[int, int]:
     """Loaders index with ``(index, sample_seed)``; a bare index gets a fixed seed of its own."""
     if isinstance(key, tuple):
         return int(key[0]), int(key[1])
@@ -67,7 +67,7 @@ class AugmentedDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, key):
-        i, sample_seed = _sample_key(key)
+        i, sample_seed = sample_key(key)
         loaded = self.load(i)
         if isinstance(loaded, Unreadable):
             return loaded

@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -31,7 +31,7 @@ from autonl.ir import AutonlError, Graph, atomic_write, load_graph, render
 
 from .checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
 
-__all__ = ["Loop", "Run", "StepResult", "Window", "cosine_with_warmup", "epoch_batches", "open_run", "seed_all"]
+__all__ = ["Loop", "NonFinite", "Run", "StepResult", "Window", "cosine_with_warmup", "epoch_batches", "open_run", "seed_all"]
 
 
 def seed_all(seed: int) -> None:
@@ -116,18 +116,49 @@ class StepResult(NamedTuple):
     extra: dict = {}
 
 
-@dataclass
 class Window:
-    """Totals over the steps since the last logged one."""
-    seen: int = 0
-    correct: int = 0
-    loss_sum: float = 0.0
-    t0: float = field(default_factory=time.perf_counter)
+    """Totals over the steps since the last logged one, kept on the device: adding a step
+    reads nothing back to the host (no synchronisation); :meth:`accuracy` and
+    :meth:`mean_loss` do, when a row is logged."""
+
+    def __init__(self):
+        self.seen = 0
+        self.correct: torch.Tensor | int = 0
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.t0 = time.perf_counter()
 
     def add(self, result: StepResult, y: torch.Tensor) -> None:
         self.seen += y.numel()
-        self.correct += (result.logits.argmax(1) == y).sum().item()
-        self.loss_sum += result.loss.item() * y.numel()
+        self.correct = self.correct + (result.logits.detach().argmax(1) == y).sum()
+        self.loss_sum = self.loss_sum + result.loss.detach().float() * y.numel()
+
+    def accuracy(self) -> float:
+        return float(self.correct) / max(1, self.seen)
+
+    def mean_loss(self) -> float:
+        return float(self.loss_sum) / max(1, self.seen)
+
+
+class NonFinite:
+    """Watches the loss for inf/NaN without reading it every step: the first bad step is kept
+    on the device and :meth:`check` (at each logged step and before each checkpoint) reads it."""
+
+    def __init__(self):
+        self.first: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        if self.first is None:
+            self.first = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self.loss = torch.zeros((), device=loss.device)
+        new = (self.first < 0) & ~torch.isfinite(loss)
+        self.first = torch.where(new, torch.full_like(self.first, step), self.first)
+        self.loss = torch.where(new, loss, self.loss)
+
+    def check(self) -> None:
+        if self.first is not None and int(self.first) >= 0:
+            raise AutonlError(f"the loss became {float(self.loss)} at step {int(self.first)}; lower --lr")
 
 
 class Loop:
@@ -184,19 +215,21 @@ class Loop:
                    disable=not progress or self.rank != 0, dynamic_ncols=True)
         per_epoch = len(loader)
         last_val: dict = {}
-        window = Window()
+        window, nonfinite = Window(), NonFinite()
         while self.step < cfg.steps:
             epoch, skip = divmod(self.step, per_epoch)
             for x, y in epoch_batches(loader, epoch, skip):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 result = step(self.step, x, y)
-                if not torch.isfinite(result.loss):
-                    raise AutonlError(f"the loss became {result.loss.item()} at step {self.step}; lower --lr")
+                nonfinite.add(self.step, result.loss)
                 self.step += 1
                 i, end = self.step, self.step == cfg.steps
                 window.add(result, y)
                 bar.update(1)
-                if self.rank == 0 and (i % cfg.log_every == 0 or end):
+                logged, saved = i % cfg.log_every == 0 or end, i % cfg.checkpoint_every == 0 or end
+                if logged or saved:
+                    nonfinite.check()       # the only reads from the device between logged steps
+                if self.rank == 0 and logged:
                     metrics, shown = row(i, epoch, result, window)
                     run.log(metrics)
                     bar.set_postfix(**shown, **({"val": f"{last_val['val_acc']:.3f}"} if last_val else {}))
@@ -205,7 +238,7 @@ class Loop:
                     last_val = evaluate()
                     if self.rank == 0:
                         run.log({"step": i, **last_val})
-                if i % cfg.checkpoint_every == 0 or end:
+                if saved:
                     self.save()
                     if self.rank == 0 and after_checkpoint is not None:
                         after_checkpoint()

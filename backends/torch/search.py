@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 from autonl.ir import AutonlError, Graph, atomic_write
 from autonl.ir.costs import format_count
@@ -32,6 +34,7 @@ from autonl.ir.decisions import dumps_decisions
 from autonl.passes import resize_graph
 
 from ..locks import output_lock
+from ..processes import die_with_parent
 from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
@@ -112,8 +115,11 @@ def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
 def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor,
                 warm: bool, cfg: SearchConfig, ce_fn: nn.Module) -> tuple:
     """One step: every option on during warm-up (weights only), else the selected path, with
-    the cost term, updating weights and thresholds. Returns (loss, ce, macs, logits); the
-    optimisers are not stepped when the loss is not finite."""
+    the cost term, updating weights and thresholds. Returns (loss, ce, macs, logits).
+
+    Nothing is read back to the host: gates, decisions and cost stay on the device (a loss
+    that is not finite is caught by the loop at its next logged step or checkpoint, and the
+    run stops there without saving)."""
     w_opt, a_opt, w_sched, a_sched = opts
     supernet.force_all_on() if warm else supernet.force(None)
     supernet.train()
@@ -122,8 +128,6 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
     ce = ce_fn(logits.float(), y)
     macs = supernet.cost()
     loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target_macs).abs()
-    if not torch.isfinite(loss):
-        return loss, ce, macs, logits
     w_opt.zero_grad(set_to_none=True)
     a_opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -140,6 +144,8 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
     """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary.
     Rank 0, the one that writes ``out``, holds its lock (:mod:`autonl.backends.locks`) throughout."""
     rank, world = distributed()
+    if world > 1:
+        die_with_parent()     # a worker of a torchrun agent that is killed stops with it
     with output_lock(out, "search", enabled=rank == 0):
         return _search(graph, cfg, out, resume, progress, rank, world)
 
@@ -170,35 +176,44 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     if len(train_loader) == 0:
         raise AutonlError(f"the training set of '{cfg.data}' is empty or smaller than one batch ({cfg.batch_size})")
 
-    supernet.to(device)
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    supernet.to(device, memory_format=memory)
     model: nn.Module = supernet
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             supernet, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    if cfg.compile:
+        model = torch.compile(model)
     opts = make_optimizers(supernet, cfg)
     w_opt, a_opt, w_sched, a_sched = opts
     loop = Loop(run, "search", graph, cfg,
                 {"model": supernet, "w_opt": w_opt, "a_opt": a_opt, "w_sched": w_sched, "a_sched": a_sched},
                 graph_stem="search_graph", config_file="search_config.json", logs=("metrics.jsonl", "trace.jsonl"),
-                extra_state=lambda: {"decisions": supernet.decisions()}, rank=rank)
+                extra_state=lambda: {"decisions": supernet.decisions(), "world": world}, rank=rank)
     loop.start(ckpt)
+    if ckpt is not None and ckpt.get("world", 1) != world and rank == 0:
+        # replicated state (weights, thresholds, optimisers, schedules, step) carries over
+        # whole; only the data each step sees changes with the number of shards
+        tqdm.write(f"note: resuming a search checkpointed by {ckpt.get('world', 1)} process(es) on {world}: "
+                   f"weights, thresholds, optimiser states and the step count carry over; from step {loop.step} "
+                   f"each step reads {world} x {cfg.batch_size} images in another order, so the result will not "
+                   f"be identical to an uninterrupted run on {ckpt.get('world', 1)}", file=sys.stderr)
     gate_names = [f"{r.node}.{r.attr}" for r in supernet.gate_refs]
     ce_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def step(i, x, y):
         warm = i < cfg.warmup_steps
-        loss, ce, macs, logits = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
+        loss, ce, macs, logits = search_step(supernet, model, opts, x.contiguous(memory_format=memory), y, warm,
+                                             cfg, ce_fn)
         return StepResult(loss, logits, {"ce": ce, "macs": macs, "warm": warm})
 
     def row(i, epoch, result, window):
         warm = result.extra["warm"]
         metrics = {"step": i, "loss": result.loss.item(), "ce": result.extra["ce"].item(),
-                   "train_acc": window.correct / window.seen, "macs": result.extra["macs"].item(), "warmup": warm,
+                   "train_acc": window.accuracy(), "macs": result.extra["macs"].item(), "warmup": warm,
                    "lr": w_sched.get_last_lr()[0], "arch_lr": a_sched.get_last_lr()[0]}
-        run.log({"step": i, "gates": {
-            f"{r.node}.{r.attr}": [round(r.gate.statistic, 6), round(float(r.gate.threshold.detach()), 6),
-                                   int(r.gate.decision() == r.gate.on_value)]
-            for r in supernet.gate_refs}}, "trace.jsonl")
+        run.log({"step": i, "gates": {f"{r.node}.{r.attr}": r.gate.state() for r in supernet.gate_refs}},
+                "trace.jsonl")
         return metrics, {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_acc']:.2f}",
                          "MACs": format_count(metrics["macs"]), "warm": "yes" if warm else "no"}
 
@@ -218,8 +233,18 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
         supernet(next(iter(val_loader))[0][:2].to(device))  # refresh gate states for the decisions
     decisions = supernet.decisions()
     if world > 1:
-        atomic_write(run.folder / f"decisions.rank{rank}.json", dumps_decisions(decisions))
-        dist.barrier()
+        # gathered on rank 0, which alone writes (the other ranks may be on machines that do
+        # not see --out): one file per rank, and a clear line if any rank disagrees
+        gathered = [None] * world if rank == 0 else None
+        dist.gather_object(decisions, gathered, dst=0)
+        if rank != 0:
+            return {}
+        for r, theirs in enumerate(gathered):
+            atomic_write(run.folder / f"decisions.rank{r}.json", dumps_decisions(theirs))
+        differ = [r for r, theirs in enumerate(gathered) if theirs != decisions]
+        if differ:
+            raise AutonlError(f"ranks {differ} ended with other decisions than rank 0 (see decisions.rankN.json in "
+                              f"{run.folder}); the gates should be identical on every rank")
     if rank != 0:
         return {}
     derived = Derive(decisions)(graph).graph

@@ -68,7 +68,11 @@ def ste(u: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 class Gate(nn.Module):
-    """One binary decision: ``on`` selects option ``on_value``, off selects ``off_value``."""
+    """One binary decision: ``on`` selects option ``on_value``, off selects ``off_value``.
+
+    Nothing here reads a tensor on the host: the statistic and the gate value stay on the
+    device (no device-to-host synchronisation in a search step); :meth:`decision` and
+    :meth:`state` read them, and are called when logging, checkpointing and deriving."""
 
     def __init__(self, on_value: Any, off_value: Any, importance: bool = False):
         super().__init__()
@@ -78,25 +82,37 @@ class Gate(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.tau = 1.0
         self.forced: float | None = None
-        self.value: torch.Tensor | None = None     # the gate of the latest forward pass
-        self.statistic: float = 0.0
+        self.value: torch.Tensor | None = None      # the gate of the latest forward pass
+        self.statistic: torch.Tensor | None = None  # its statistic (detached, on the device)
 
     def calibrate(self, stat: torch.Tensor) -> None:
-        self.scale.fill_(float(stat.detach().clamp_min(1e-12)))
+        self.scale.copy_(stat.detach().clamp_min(1e-12))
 
     def forward(self, stat: torch.Tensor | None = None) -> torch.Tensor:
         s = self.importance if self.importance is not None else stat / self.scale
-        self.statistic = float(s.detach())
+        self.statistic = s.detach()
         if self.forced is not None:
-            g = torch.full((), self.forced, device=self.threshold.device)
+            g = torch.full((), self.forced, device=self.threshold.device, dtype=self.threshold.dtype)
         else:
             g = ste(s - self.threshold, self.tau)
         self.value = g
         return g
 
+    def is_on(self) -> bool:
+        """The hard decision of the latest forward pass (reads the device)."""
+        if self.forced is not None:
+            return self.forced >= 0.5
+        if self.statistic is None:
+            return True      # before any forward pass: every option starts on
+        return bool(self.statistic > self.threshold.detach())
+
     def decision(self) -> Any:
-        on = self.forced if self.forced is not None else float(self.statistic > float(self.threshold.detach()))
-        return self.on_value if on >= 0.5 else self.off_value
+        return self.on_value if self.is_on() else self.off_value
+
+    def state(self) -> list:
+        """[statistic, threshold, on] for the trace (reads the device)."""
+        stat = 0.0 if self.statistic is None else float(self.statistic)
+        return [round(stat, 6), round(float(self.threshold.detach()), 6), int(self.is_on())]
 
 
 def _binary(node: Node, attr: str, on_is_larger: bool = True) -> tuple[Any, Any]:
@@ -188,6 +204,11 @@ class SuperLightNL(nn.Module):
         self.mm1, self.mm2 = M.MatMul(), M.MatMul()
         self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
         self.bn = M.batch_norm(c, a["eps"], a["momentum"], zero_init=True)
+        if len(self.strides) > 2:
+            raise AutonlError(f"node %{node.name}: the single-path supernet gates binary choices; s has "
+                              f"{len(self.strides)} options {self.strides}")
+        if len(self.strides) == 2:
+            self.register_buffer("kept_keys", self._kept_keys(*t.shape[2:], *self.strides), persistent=False)
         self.gates = nn.ModuleDict()
         if "insert" in node.choices():
             self.gates["insert"] = Gate(True, False)
@@ -198,9 +219,19 @@ class SuperLightNL(nn.Module):
         if "s" in node.choices():
             self.gates["s"] = Gate(*_binary(node, "s", on_is_larger=False), importance=True)
 
-    def _attend(self, x: torch.Tensor, s: int, g_r: torch.Tensor | None) -> torch.Tensor:
-        h, w = x.shape[2:]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One attention product of the largest option's size, whatever the gates select: the
+        ratio gate scales the second part of the query/key channels, and the stride gate the
+        keys and values that stride 1 reads and stride 2 skips (stride 2's are every other row
+        and column, a subset of stride 1's), so that with hard gates the value is exactly the
+        selected option's, and no option is computed beside it."""
+        n, c, h, w = x.shape
+        g_r = self.gates["r"]() if "r" in self.gates else None
+        s = self.strides[0]
         q, kt, v = M.lightnl_operands(x, self.rc_big, s)
+        if len(self.strides) > 1:
+            g_s = self.gates["s"]()                                 # on = the smaller stride
+            kt = kt * torch.where(self.kept_keys, torch.ones_like(g_s), g_s)
         a, b = self.rc_small, self.rc_big
         if self.order == "key_value_first":
             kv = self.mm1(v, kt)                                   # [N, C, rc_big], both parts at once
@@ -212,19 +243,21 @@ class SuperLightNL(nn.Module):
             if g_r is not None:
                 aff = aff + g_r * self.mm1(kt[:, :, a:b], q[:, a:b])
             y = self.mm2(v, aff)
-        return y * (1.0 / (h * w))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        g_r = self.gates["r"]() if "r" in self.gates else None
-        y = self._attend(x, self.strides[0], g_r)
-        if len(self.strides) > 1:
-            g_s = self.gates["s"]()                                 # on = stride 1
-            y = g_s * y + (1 - g_s) * self._attend(x, self.strides[1], g_r)
+        y = y * (1.0 / (h * w))
         z = self.bn(self.dw(y.reshape(n, c, h, w)))
         if "insert" in self.gates:
             z = self.gates["insert"](self.dw.weight.pow(2).mean()) * z
         return x + z
+
+    @staticmethod
+    def _kept_keys(h: int, w: int, small: int, big: int) -> torch.Tensor:
+        """[1, h'w', 1] over the smaller stride's key positions: True where the larger stride
+        also reads the position."""
+        if big % small:
+            raise AutonlError(f"LightNL strides {small} and {big}: the larger must be a multiple of the smaller")
+        rows = torch.arange(0, h, small) % big == 0
+        cols = torch.arange(0, w, small) % big == 0
+        return (rows[:, None] & cols[None, :]).reshape(1, -1, 1)
 
 
 @dataclass

@@ -131,8 +131,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
         return StepResult(*train_step(module, optimizer, scheduler, x, y, loss_fn))
 
     def row(i, epoch, result, window):
-        metrics = {"step": i, "epoch": epoch, "loss": window.loss_sum / window.seen,
-                   "train_acc": window.correct / window.seen, "lr": scheduler.get_last_lr()[0],
+        metrics = {"step": i, "epoch": epoch, "loss": window.mean_loss(),
+                   "train_acc": window.accuracy(), "lr": scheduler.get_last_lr()[0],
                    "images_per_s": window.seen / (time.perf_counter() - window.t0)}
         return metrics, {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_acc']:.3f}"}
 

@@ -67,20 +67,30 @@ class TrainTransform:
     """uint8 or [0,1] float CHW -> normalised float [3,size,size], random from ``g``.
 
     ``scale=None`` skips the crop (only resize); the crop is taken before the conversion to
-    float so that a large photo is never converted whole.
+    float so that a large photo is never converted whole. :meth:`plan` and :meth:`finish` are
+    the two halves of a call, for a decoder that reads only the part (and the size) the
+    transform needs (``image_folder``: JPEGs decoded at reduced size).
     """
 
     def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True):
         self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
 
-    def __call__(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if self.scale is not None:
-            top, left, h, w = random_resized_crop_box(img.shape[-2], img.shape[-1], g, self.scale, self.ratio)
-            img = img[..., top:top + h, left:left + w]
-        img = resize(_to_float(img), (self.size, self.size))
+    def plan(self, h: int, w: int, g: torch.Generator) -> tuple[tuple[int, int, int, int], int]:
+        """(the region ``(top, left, height, width)`` of an h x w image this call uses, the
+        smallest side that region may be shrunk to before :meth:`finish` without losing detail)."""
+        if self.scale is None:
+            return (0, 0, h, w), self.size
+        return random_resized_crop_box(h, w, g, self.scale, self.ratio), self.size
+
+    def finish(self, region: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        img = resize(_to_float(region), (self.size, self.size))
         if self.flip and float(torch.rand((), generator=g)) < 0.5:
             img = img.flip(-1)
         return _normalize(img)
+
+    def __call__(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        (top, left, h, w), _ = self.plan(img.shape[-2], img.shape[-1], g)
+        return self.finish(img[..., top:top + h, left:left + w], g)
 
 
 class EvalTransform:
@@ -89,6 +99,14 @@ class EvalTransform:
 
     def __init__(self, size: int, crop_fraction: float | None = 0.875):
         self.size, self.crop_fraction = size, crop_fraction
+
+    def plan(self, h: int, w: int, g: torch.Generator | None = None) -> tuple[tuple[int, int, int, int], int]:
+        """The whole image, which may be shrunk to the resized shorter side first."""
+        short = self.size if self.crop_fraction is None else int(round(self.size / self.crop_fraction))
+        return (0, 0, h, w), short
+
+    def finish(self, region: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        return self(region, g)
 
     def __call__(self, img: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
         s = self.size
