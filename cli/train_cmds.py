@@ -35,7 +35,7 @@ PORT = Range(1, 65535)
 @config_option(TrainConfig, "--label-smoothing")
 @config_option(TrainConfig, "--eval-every")
 @config_option(TrainConfig, "--checkpoint-every")
-@config_option(TrainConfig, "--workers", help="Data-loading processes.")
+@config_option(TrainConfig, "--workers", help="Data-loading processes [default: CPUs / processes here, at most 8].")
 @config_option(TrainConfig, "--seed")
 @click.option("--device", default=TrainConfig.device, show_default=True, help="auto (GPU when present), cpu, cuda, cuda:N.")
 @config_option(TrainConfig, "--train-size", help="Use at most this many training images.")
@@ -81,7 +81,8 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
 @click.argument("model")
 @click.option("--data", default="digits", show_default=True, help=DATA_HELP)
 @click.option("--batch-size", type=config_type(TrainConfig, "batch_size"), default=128, show_default=True)
-@click.option("--workers", type=config_type(TrainConfig, "workers"), default=2, show_default=True)
+@click.option("--workers", type=config_type(TrainConfig, "workers"),
+              help="Data-loading processes [default: CPUs here, at most 8].")
 @click.option("--device", default="auto", show_default=True)
 @config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True)
@@ -125,13 +126,13 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
 @config_option(SearchConfig, "--cost-resolution", help="Count MACs at this input size (default: the search's).")
 @config_option(SearchConfig, "--checkpoint-every")
-@config_option(SearchConfig, "--workers")
+@config_option(SearchConfig, "--workers", help="Data-loading processes [default: CPUs / processes here, at most 8].")
 @config_option(SearchConfig, "--seed")
 @click.option("--device", default=SearchConfig.device, show_default=True, help="auto (GPU when present), cpu, cuda.")
 @config_option(SearchConfig, "--train-size", help="Use at most this many training images.")
 @config_option(SearchConfig, "--val-size", help="Use at most this many validation images.")
-@click.option("--channels-last", "channels_last", is_flag=True,
-              help="Run the supernet in channels-last memory format (try on GPU; measure).")
+@click.option("--channels-last/--contiguous", "channels_last", default=SearchConfig.channels_last, show_default=True,
+              help="Memory format of the supernet and its batches (channels-last: 1.6x faster steps on CPU).")
 @click.option("--compile", "compile", is_flag=True,
               help="torch.compile the supernet (off by default: slower on CPU, see benchmarks/search_throughput.py).")
 @click.option("--nproc", type=ranged(NPROC), default=1, show_default=True,

@@ -90,3 +90,29 @@ def test_unsearchable_choices_are_refused(space):
     g.node("mbconv_1").attrs["k"] = Choice(3, 5, 7)
     with pytest.raises(AutonlError, match="gates binary choices; k has 3 options"):
         Supernet(g)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_a_gate_folded_into_batch_norm_is_the_gate_times_batch_norm(momentum):
+    """LightNL's insert gate scales BN's affine weights instead of its output: the same value,
+    gradient and running statistics as ``g * bn(x)``, in training and in evaluation."""
+    from autonl.backends.torch.supernet import gated_batch_norm
+
+    torch.manual_seed(0)
+    a = torch.nn.BatchNorm2d(6, momentum=momentum)
+    with torch.no_grad():
+        a.weight.uniform_(0.5, 1.5), a.bias.uniform_(-0.5, 0.5)
+    b = type(a)(6, momentum=momentum)
+    b.load_state_dict(a.state_dict())
+    for step in range(3):
+        x = torch.randn(4, 6, 5, 5)
+        g1, g2 = torch.tensor(0.7, requires_grad=True), torch.tensor(0.7, requires_grad=True)
+        y1, y2 = gated_batch_norm(a, x, g1), g2 * b(x)
+        assert torch.allclose(y1, y2, atol=1e-6), step
+        (y1 * x).sum().backward(), (y2 * x).sum().backward()
+        assert torch.allclose(g1.grad, g2.grad, rtol=1e-5) and torch.allclose(a.weight.grad, b.weight.grad, rtol=1e-5)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v.float(), b.state_dict()[k].float()), k
+    a.eval(), b.eval()
+    x = torch.randn(2, 6, 5, 5)
+    assert torch.allclose(gated_batch_norm(a, x, torch.tensor(0.3)), 0.3 * b(x), atol=1e-6)

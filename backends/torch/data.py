@@ -77,7 +77,19 @@ def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
         raise AutonlError(f"{name} must be an integer <= {hi} (got {value!r})")
 
 
-def make_loaders(data: str, resolution: int, batch_size: int, workers: int = 2, seed: int = 0,
+MAX_AUTO_WORKERS = 8
+
+
+def auto_workers() -> int:
+    """Data-loading processes for one training process when none are asked for: this
+    machine's CPUs shared by the processes torchrun runs on it (``$LOCAL_WORLD_SIZE``), at
+    most 8 (``benchmarks/data_throughput.py`` measures how many one GPU needs)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(MAX_AUTO_WORKERS, cpus // local))
+
+
+def make_loaders(data: str, resolution: int, batch_size: int, workers: int | None = None, seed: int = 0,
                  skip_corrupt: bool = False, train_size: int | None = None, val_size: int | None = None,
                  augment: bool = True, shard: tuple[int, int] = (0, 1)) -> tuple[DataLoader, DataLoader, int]:
     """``(train_loader, val_loader, num_classes)`` for ``data`` (a built-in name or a folder).
@@ -85,10 +97,11 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int = 2, 
     ``train_size``/``val_size`` bound the number of samples (a fixed subset, the same for
     every seed); for ``longrange`` they set its size (default 4000/1000). The train loader
     shuffles and drops a ragged last batch; the val loader keeps order. Same ``seed``, same
-    batches, epoch by epoch, whatever ``workers`` is.
+    batches, epoch by epoch, whatever ``workers`` is (None: :func:`auto_workers`).
     """
     _check_int("resolution", resolution, 8, RESOLUTION.hi)
     _check_int("batch_size", batch_size, 1)
+    workers = auto_workers() if workers is None else workers
     _check_int("workers", workers, 0, WORKERS.hi)
     _check_int("seed", seed, 0, SEED.hi)
     for name, v in (("train_size", train_size), ("val_size", val_size)):

@@ -179,13 +179,20 @@ class SuperMBConv(nn.Module):
         if self.expand is not None:
             h = self.act(self.expand_bn(self.expand(h)))
         h = self.act(self.dw_bn(F.conv2d(h, w, None, self.s, self.kmax // 2, 1, self.hmax)))
+        # The expansion gate masks the hidden channels where they are read, in the weights of
+        # the projection (and of SE's reduce conv), not in the activations: the same function
+        # of the gate, exactly, without two passes over the block's largest tensor.
+        mask = None
         if "e" in self.gates:
             g = self.gates["e"](w[self.hmin:].pow(2).mean())
-            mask = torch.cat([h.new_ones(self.hmin), g.expand(self.hmax - self.hmin)])
-            h = h * mask.view(1, -1, 1, 1)
+            mask = torch.cat([g.new_ones(self.hmin), g.expand(self.hmax - self.hmin)]).view(1, -1, 1, 1)
         if self.se is not None:
-            h = self.se(h)
-        y = self.project_bn(self.project(h))
+            se = self.se
+            reduce_w = se.reduce.weight if mask is None else se.reduce.weight * mask
+            pooled = se.act(F.conv2d(h.mean((2, 3), keepdim=True), reduce_w, se.reduce.bias))
+            h = h * torch.sigmoid(se.expand(pooled))
+        project_w = self.project.weight if mask is None else self.project.weight * mask
+        y = self.project_bn(F.conv2d(h, project_w))
         return (y, keep) if keep is not None else y
 
 
@@ -244,10 +251,10 @@ class SuperLightNL(nn.Module):
                 aff = aff + g_r * self.mm1(kt[:, :, a:b], q[:, a:b])
             y = self.mm2(v, aff)
         y = y * (1.0 / (h * w))
-        z = self.bn(self.dw(y.reshape(n, c, h, w)))
-        if "insert" in self.gates:
-            z = self.gates["insert"](self.dw.weight.pow(2).mean()) * z
-        return x + z
+        if "insert" in self.gates:   # g * BN(.) as BN with g * (gamma, beta): no pass over the output
+            return x + gated_batch_norm(self.bn, self.dw(y.reshape(n, c, h, w)),
+                                        self.gates["insert"](self.dw.weight.pow(2).mean()))
+        return x + self.bn(self.dw(y.reshape(n, c, h, w)))
 
     @staticmethod
     def _kept_keys(h: int, w: int, small: int, big: int) -> torch.Tensor:
@@ -258,6 +265,19 @@ class SuperLightNL(nn.Module):
         rows = torch.arange(0, h, small) % big == 0
         cols = torch.arange(0, w, small) % big == 0
         return (rows[:, None] & cols[None, :]).reshape(1, -1, 1)
+
+
+def gated_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``g * bn(x)``, computed as batch norm with affine weights ``g * gamma`` and ``g * beta``
+    (the same value and running statistics as ``bn``, which it updates as ``bn`` would)."""
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    use_batch = bn.training or bn.running_mean is None
+    momentum = bn.momentum if bn.momentum is not None else (   # None: a cumulative average, as nn.BatchNorm
+        1.0 / float(bn.num_batches_tracked) if bn.training and bn.num_batches_tracked is not None else 0.0)
+    return F.batch_norm(x, bn.running_mean if not bn.training or bn.track_running_stats else None,
+                        bn.running_var if not bn.training or bn.track_running_stats else None,
+                        bn.weight * g, bn.bias * g, use_batch, momentum, bn.eps)
 
 
 @dataclass
