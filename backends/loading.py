@@ -59,6 +59,26 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder))
 
 
+def weights_beside(graph_file: str | Path) -> Path | None:
+    """``<stem>.weights.pt`` beside a graph file (what ``autonl import`` writes), if it is there."""
+    path = Path(graph_file)
+    beside = path.with_name(path.stem + ".weights.pt")
+    return beside if path.is_file() and beside.is_file() else None
+
+
+def graph_file_model(graph: Graph, graph_file: str | Path) -> TorchModel:
+    """A graph read from ``graph_file`` with the weights file beside it, checked (names,
+    shapes, dtypes, finite) like a model folder's."""
+    from autonl.backends.torch.lower import to_torch
+    from autonl.backends.torch.weights import load_weights
+
+    check_discrete(graph)
+    weights = weights_beside(graph_file)
+    module = to_torch(graph)
+    load_weights(module, weights, graph.name)
+    return TorchModel(graph, module.eval(), str(weights), str(graph_file))
+
+
 def randomize_bn(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BN statistics and affine terms, in place.
 

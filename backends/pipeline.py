@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from autonl.ir import AutonlError, atomic_write
+from autonl.passes import analyze_cost, resize_graph
 from autonl.passes.sources import load_target, relaxed_graph
 
 from .base import Backend
@@ -50,7 +51,7 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
                   resolution: int, seed: int, force: bool, log) -> dict:
     from .torch.child import extract_child
     from .torch.data import num_classes
-    from .torch.search import SearchConfig, search as run_search
+    from .torch.search import SearchConfig, check_target_bounds, search as run_search
     from .torch.train import TrainConfig, train as run_training
 
     if out.exists() and any(out.iterdir()):
@@ -58,12 +59,14 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
             raise AutonlError(f"{out}: exists and is not empty; give another --out, or --force to replace it")
         shutil.rmtree(out)
     classes = num_classes(data)          # a missing or malformed dataset stops here, before any work
+    graph = relaxed_graph("search-space", "autonl", resolution, None, classes)
+    at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
+    check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     t = _stage(log, f"search: AutoNL space on {data} at {resolution}x{resolution}, toward "
                     f"{target_macs / 1e6:.0f}M MACs at 224x224, {search_steps} steps")
-    graph = relaxed_graph("search-space", "autonl", resolution, None, classes)
     cfg = SearchConfig(target_macs=target_macs, data=data, steps=search_steps,
                        warmup_steps=max(1, search_steps // 5), batch_size=32, seed=seed, cost_resolution=224)
     search = run_search(graph, cfg, out / "search")
@@ -87,7 +90,8 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
     summary = {
         "data": data, "target_macs": target_macs, "backend": backend.name, "seed": seed,
         "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
-        "resolution": derived["resolution"], "train": trained, "deploy_checks": deploy.get("checks"),
+        "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": resolution,
+        "train": trained, "deploy_checks": deploy.get("checks"),
         "int8": deploy.get("int8"), "latency": latency, "seconds": timings,
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")

@@ -2,6 +2,7 @@
 the derived architecture next to the published ones, accuracy, latency, time per stage)."""
 from __future__ import annotations
 
+import base64
 import html
 from pathlib import Path
 
@@ -37,16 +38,18 @@ def write_report(out: Path, s: dict) -> None:
               ("Decisions per block (LightNL on/off, ratio, stride)", "search/decisions.png"),
               ("Fine-tuning: loss and accuracy", "train/curves.png")]
     images = [(t, p) for t, p in images if (out / p).is_file()]
+    r_in = s.get("input_resolution", s["resolution"])
     md = [f"# AutoNL run: {s['data']}, {s['target_macs'] / 1e6:.0f}M MACs, {s['backend']}", "",
           f"Search on `{s['data']}` toward {s['target_macs'] / 1e6:.0f}M MACs (counted at 224x224): the derived "
           f"network has {srch['derived_macs'] / 1e6:.1f}M MACs at 224x224 "
           f"({srch['off_target']:+.1%} off target), {srch['lightnl_blocks']} LightNL blocks in "
-          f"{srch['blocks']} MBConvs. Costs below at {s['resolution']}x{s['resolution']}.", ""]
+          f"{srch['blocks']} MBConvs. Costs below at {s['resolution']}x{s['resolution']}, every network with "
+          f"{s.get('classes', '?')} classes; latencies at the network's input size, {r_in}x{r_in}.", ""]
     for title, path in images:
         md += [f"## {title}", "", f"![{title}]({path})", ""]
     md += ["## Derived architecture next to the published ones", "", _table(arch, arch_head), "",
            "## Accuracy (validation split)", "", _table(acc_rows, ["model", "accuracy"]), "",
-           "## Latency (batch 1, this machine, median, runtimes alternating)", "",
+           f"## Latency (batch 1 at {r_in}x{r_in}, this machine, median, runtimes alternating)", "",
            _table(lat_rows, ["runtime", "ms", "vs torch eager"]), "",
            f"Deployed model against torch on the same weights: max |diff| {parity:.2e}." if parity is not None
            else "", "",
@@ -61,11 +64,13 @@ def write_report(out: Path, s: dict) -> None:
         return f"<table><tr>{th}</tr>{trs}</table>"
 
     body = [f"<h1>{html.escape(md[0][2:])}</h1>", f"<p>{html.escape(md[2])}</p>"]
-    for title, path in images:
-        body += [f"<h2>{html.escape(title)}</h2>", f'<img src="{html.escape(path)}" alt="{html.escape(title)}">']
+    for title, path in images:   # embedded, so that report.html alone is the whole report
+        src = out / path
+        data = f"data:image/png;base64,{base64.b64encode(src.read_bytes()).decode()}" if src.is_file() else path
+        body += [f"<h2>{html.escape(title)}</h2>", f'<img src="{html.escape(data)}" alt="{html.escape(title)}">']
     body += ["<h2>Derived architecture next to the published ones</h2>", h_table(arch, arch_head),
              "<h2>Accuracy (validation split)</h2>", h_table(acc_rows, ["model", "accuracy"]),
-             "<h2>Latency (batch 1, this machine, median)</h2>",
+             f"<h2>Latency (batch 1 at {r_in}x{r_in}, this machine, median)</h2>",
              h_table(lat_rows, ["runtime", "ms", "vs torch eager"])]
     if parity is not None:
         body.append(f"<p>Deployed model against torch on the same weights: max |diff| {parity:.2e}.</p>")

@@ -20,7 +20,7 @@ from .options import lock_output, parse_macs, ranged, with_preset_options, write
 
 def load_deployable(source: str, resolution, width, batch, classes, seed: int):
     """A model folder or run folder (trained weights), or a preset or graph file (random weights)."""
-    from autonl.backends.loading import load_model_or_graph, model_folder
+    from autonl.backends.loading import graph_file_model, load_model_or_graph, model_folder, weights_beside
 
     if Path(source).is_dir() and model_folder(source) is not None:
         given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
@@ -30,7 +30,19 @@ def load_deployable(source: str, resolution, width, batch, classes, seed: int):
         return load_model_or_graph(source)
     if Path(source).is_dir():
         raise AutonlError(f"{source}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
-    return load_model_or_graph(load_target(source, resolution, width, batch, classes), seed=seed)
+    graph = load_target(source, resolution, width, batch, classes)
+    if weights_beside(source) is not None:
+        return graph_file_model(graph, source)
+    return load_model_or_graph(graph, seed=seed)
+
+
+def weights_line(model, source: str) -> str:
+    """Where the compiled weights came from, said once the compile has succeeded."""
+    if Path(model.weights).is_file():
+        beside = Path(model.weights).parent != Path(source) and Path(source).is_file()
+        return f"weights: {model.weights}" + (f" (beside {source})" if beside else "")
+    return (f"weights: {model.weights}: no trained weights given (a model folder, a run folder, or a "
+            f"<name>.weights.pt beside the graph file); latencies are real, accuracy is not")
 
 
 @cli.command("run")
@@ -147,6 +159,7 @@ def compile_cmd(source, backend, out, seed, resolution, width, batch, classes, *
     model = load_deployable(source, resolution, width, batch, classes, seed)
     manifest = chosen.compile(model, out, given, log)
     files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
+    click.echo(weights_line(model, source), err=True)
     click.echo(f"wrote {out}/: {files}, manifest.json")
 
 

@@ -202,7 +202,7 @@ def import_cmd(spec, input_shape, out, no_fold):
     check_out(out_path.parent if as_file else out_path)
     net = _load_callable(spec)
     try:
-        model = import_module(net, shape, name=spec.rpartition(":")[2])
+        model = import_module(net, shape, name=spec.rpartition(":")[2], fold_blocks=not no_fold)
     except SystemExit as e:  # the module's forward exited while being traced
         raise AutonlError(f"{spec}: the module exited while being traced (SystemExit: {e.code!r})") from None
     graph, module = model.graph, to_torch_with_weights(model)

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+        from .options import resume_hint
+        click.echo(f"error: aborted{resume_hint()}", err=True)
         return 1
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {where}{e.strerror or e}", err=True)
         return 1
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
+        from .options import resume_hint
+        click.echo(f"error: interrupted{resume_hint()}", err=True)
         return 130
     except Exception as e:  # a bug in autonl, not bad input: still one line, with the way to more
         if debug:

@@ -157,3 +157,67 @@ def lock_output(out, what: str) -> None:
     lock again when it writes, which is a no-op inside one process."""
     from autonl.backends.locks import output_lock
     click.get_current_context().with_resource(output_lock(out, what))
+    WRITING.append((what, str(out)))
+
+
+WRITING: list[tuple[str, str]] = []     # (command, output folder) this process writes, for messages
+
+
+def resume_hint() -> str:
+    """How to continue an interrupted search or training run of this process ('' if none)."""
+    from pathlib import Path
+
+    for what, out in WRITING:
+        if what in ("search", "train") and (Path(out) / "checkpoint.pt").is_file():
+            return f"; continue from its last checkpoint with: autonl {what} --out {out} --resume"
+    return ""
+
+
+def check_resume_settings(out, config_file: str, given: dict) -> dict:
+    """A resumed run keeps the settings it started with (they are in its checkpoint): an
+    option the user typed with another value is one line, never silently dropped, unless it
+    only changes how the run runs (workers, device, logging and checkpoint intervals, memory
+    format): those are returned, ``{field: value}``, to apply. ``given``: {flag: (field,
+    value)} for the options the user typed (:func:`typed_options`)."""
+    from pathlib import Path
+
+    from autonl.backends.torch.loop import RUNTIME_SETTINGS
+
+    overrides = {field: value for field, value in given.values() if field in RUNTIME_SETTINGS}
+    path = Path(out) / config_file
+    if not path.is_file():
+        return overrides    # nothing to compare with: resuming reports a missing checkpoint itself
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return overrides
+    for flag, (field, value) in given.items():
+        if field in RUNTIME_SETTINGS or field not in saved:
+            continue
+        old = saved[field]
+        same = old == value or (isinstance(value, float) and isinstance(old, (int, float))
+                                and not isinstance(old, bool) and math.isclose(value, old, rel_tol=1e-9))
+        if not same:
+            raise AutonlError(f"{flag} {value}: a resumed run keeps its own settings ({field} = {old} in {path}); "
+                              f"drop {flag}, or start a new run in another --out to change it")
+    return overrides
+
+
+def typed_options(ctx: click.Context, fields) -> dict:
+    """{flag: (field, value)} for the options among ``fields`` that the user typed."""
+    out = {}
+    for param in ctx.command.params:
+        if param.name in fields and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
+            out[_flag(param)] = (param.name, ctx.params[param.name])
+    return out
+
+
+def refuse_graph_options_on_resume(ctx: click.Context, names=("resolution", "width", "space")) -> None:
+    """A resumed run keeps its own graph (in its folder): options that shape a new graph are
+    one line, not silently dropped."""
+    typed = typed_options(ctx, set(names))
+    if typed:
+        flags = ", ".join(typed)
+        raise AutonlError(f"{flags}: a resumed run keeps its own graph (in its --out folder); drop {flags}, or "
+                          f"start a new run in another --out")
+

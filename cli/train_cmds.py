@@ -14,7 +14,8 @@ from autonl.passes.sources import load_target, relaxed_graph
 from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, WIDTH, config_option, config_type, lock_output, parse_macs, ranged
+from .options import DATA_HELP, WIDTH, check_resume_settings, config_option, config_type, lock_output, parse_macs, \
+    ranged, refuse_graph_options_on_resume, typed_options
 
 NPROC = Range(1, 256)
 NNODES = Range(1, 4096)
@@ -66,13 +67,17 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
     from autonl.backends.torch.train import train as run_training
 
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
+    if resume:
+        refuse_graph_options_on_resume(click.get_current_context())
+    overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config)) \
+        if resume else None
     graph = None
     if not resume:
         if target in all_presets():  # a preset gets as many outputs as the data has classes
             graph = load_target(target, resolution or 32, width, None, num_classes(cfg.data))
         else:
             graph = load_target(target, resolution, width)
-    result = run_training(graph, cfg, out, resume=resume, init=init)
+    result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides)
     click.echo(json.dumps(result))
     click.echo(f"run folder: {out} (metrics.jsonl, curves.png, checkpoint.pt, model/)", err=True)
 
@@ -109,7 +114,8 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 
 @cli.command()
 @click.argument("target", default="search-space")
-@click.option("--target-macs", "target_macs", required=True, help="MAC target, e.g. 350M (at --cost-resolution).")
+@click.option("--target-macs", "target_macs", help="MAC target, e.g. 350M (at --cost-resolution); "
+              "required unless --resume.")
 @click.option("--data", default=SearchConfig.data, show_default=True, help=DATA_HELP)
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
@@ -155,13 +161,21 @@ def search(target, target_macs, out, space, resolution, width, nproc, nnodes, no
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.search import search as run_search
 
-    macs = parse_macs(target_macs)
-    graph = cfg = None
-    if not resume:
+    if target_macs is None and not resume:
+        raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M).")
+    macs = parse_macs(target_macs) if target_macs is not None else None
+    graph = cfg = overrides = None
+    if resume:
+        refuse_graph_options_on_resume(click.get_current_context())
+        given = typed_options(click.get_current_context(), config)
+        if macs is not None:
+            given["--target-macs"] = ("target_macs", macs)
+        overrides = check_resume_settings(out, "search_config.json", given)
+    else:
         cfg = SearchConfig(target_macs=macs, **config)   # the other options are SearchConfig fields
         graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
                               num_classes(cfg.data))
-    result = run_search(graph, cfg, out, resume=resume)
+    result = run_search(graph, cfg, out, resume=resume, overrides=overrides)
     if result:
         click.echo(json.dumps(result))
         click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, macs.png, decisions.png)",
@@ -179,7 +193,7 @@ def derive(run_dir, out, decisions, force):
     from autonl.backends.torch.child import comparison_table, extract_child
 
     result = extract_child(run_dir, out, decisions, force)
-    click.echo(f"at {result['resolution']}x{result['resolution']}")
+    click.echo(f"at {result['resolution']}x{result['resolution']}, {result['classes']} classes (every row)")
     click.echo(comparison_table({k: result[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")}))
     click.echo(f"wrote {out}/ (graph.json, graph.ir, weights.pt, decisions.json, cost.json, comparison.*); "
                f"fine-tune it with: autonl train {out} --data ...", err=True)

@@ -79,6 +79,9 @@ def test_run_refuses_bad_input_before_any_work(cli, tmp_path):
     assert_one_line_error(cli("run", "--data", tmp_path / "nope", "--out", run), "dataset folder", "does not exist")
     assert_one_line_error(cli("run", "--backend", "tvn", "--out", run), "unknown backend 'tvn'", "did you mean 'tvm'")
     assert_one_line_error(cli("run", "--target-macs", "lots", "--out", run), "lots")
+    # a target the space cannot reach: refused before the run folder is made (it was left empty)
+    assert_one_line_error(cli("run", "--target-macs", "5M", "--out", run),
+                          "target 5M MACs is below the smallest network of this search space")
     assert not run.exists()
     (tmp_path / "file").write_text("x")
     assert_one_line_error(cli("run", "--out", tmp_path / "file" / "run"), "file")

@@ -112,6 +112,45 @@ def test_cli_import_then_insert_lightnl_relax_and_a_short_search(cli, tmp_path):
     assert not load_graph(derived / "graph.json").relaxed
 
 
+def test_cli_import_no_fold_keeps_the_blocks_as_primitives(cli, tmp_path):
+    """`--no-fold` was accepted and ignored: the blocks were folded anyway."""
+    out = tmp_path / "flat.ir"
+    proc = cli("import", "torch_mobilenetv2:small", "--input-shape", "1,3,32,32", "--out", out, "--no-fold",
+               cwd=NETS, check_ok=True)
+    assert "0 mbconv blocks" in proc.stdout
+    graph = load_graph(out)
+    assert not any(n.op == "mbconv" for n in graph) and sum(1 for n in graph if n.op == "conv2d") > 17
+
+
+def test_compile_of_an_imported_graph_file_uses_the_weights_beside_it(cli, tmp_path):
+    """`autonl import` writes small.ir and small.weights.pt; compiling small.ir used random
+    weights without a word. Now it loads (and checks) the weights beside the file, and a
+    compile with random weights says so."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from autonl.backends.loading import graph_file_model
+
+    graph_file = tmp_path / "small.ir"
+    cli("import", "torch_mobilenetv2:small", "--input-shape", "1,3,32,32", "--out", graph_file, cwd=NETS,
+        check_ok=True)
+    proc = cli("compile", graph_file, "--backend", "onnx", "--out", tmp_path / "d", check_ok=True)
+    assert f"weights: {tmp_path / 'small.weights.pt'} (beside {graph_file})" in proc.stderr
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["weights"] == str(tmp_path / "small.weights.pt")
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "d" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():        # the imported weights, loaded apart from the CLI
+        want = graph_file_model(load_graph(graph_file), graph_file).module(torch.from_numpy(x)).numpy()
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+    proc = cli("compile", "autonl-s", "-r", "32", "--backend", "onnx", "--out", tmp_path / "r", check_ok=True)
+    assert "no trained weights given" in proc.stderr
+
+
 def test_cli_import_of_an_unsupported_module_writes_nothing(cli, tmp_path):
     out = tmp_path / "g.ir"
     assert_one_line_error(cli("import", f"{NETS / 'custom_function.py'}:build", "--input-shape", "1,3,8,8",

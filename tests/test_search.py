@@ -44,10 +44,52 @@ def test_search_resume_after_sigkill_gives_the_same_decisions(cli, tmp_path):
     cli("search", *args, "--out", tmp_path / "straight", check_ok=True)
     killed = tmp_path / "killed"
     start_and_sigkill([autonl_exe(), "search", *args, "--out", str(killed)], killed)
-    cli("search", "--target-macs", "1", "--out", killed, "--resume", check_ok=True)
+    cli("search", "--out", killed, "--resume", check_ok=True)
     assert (killed / "decisions.json").read_text() == (tmp_path / "straight" / "decisions.json").read_text()
     straight = (tmp_path / "straight" / "trace.jsonl").read_text()
     assert (killed / "trace.jsonl").read_text() == straight
+
+
+def test_resume_keeps_the_runs_settings_and_says_so(cli, tmp_path):
+    """Options that change what a resumed run computes are refused in one line naming the
+    run's own value (they were silently ignored); runtime ones (workers, intervals) apply."""
+    run = tmp_path / "r"
+    cli("search", "--target-macs", "250M", "--cost-resolution", "224", "--steps", "4", "--warmup-steps", "2",
+        "--out", run, *TINY, check_ok=True)
+    for args, fragment in ((["--steps", "8"], "--steps 8: a resumed run keeps its own settings (steps = 4"),
+                           (["--target-macs", "300M"], "--target-macs 300000000.0: a resumed run keeps its own "
+                                                       "settings (target_macs = 250000000.0"),
+                           (["--lambda", "1"], "--lambda 1.0: a resumed run keeps its own settings (lam = 5.0"),
+                           (["-r", "64"], "--resolution: a resumed run keeps its own graph")):
+        assert_one_line_error(cli("search", "--out", run, "--resume", *args), fragment, "another --out")
+    proc = cli("search", "--out", run, "--resume", "--steps", "4", "--workers", "1", "--checkpoint-every", "2",
+               check_ok=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 4
+    assert json.loads((run / "search_config.json").read_text())["workers"] == 1
+    assert_one_line_error(cli("search", "--out", tmp_path / "new"), "Missing option '--target-macs'")
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "r"
+    p = subprocess.Popen([autonl_exe(), "search", "--target-macs", "250M", "--cost-resolution", "224", "--steps",
+                          "300", "--out", str(run), *TINY, "--checkpoint-every", "2"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=120)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "Traceback" not in err
+    assert f"error: aborted; continue from its last checkpoint with: autonl search --out {run} --resume" in err
 
 
 def test_torchrun_two_processes_agree(tmp_path):

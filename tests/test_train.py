@@ -47,7 +47,12 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(cli, tmp_path):
     start_and_sigkill([autonl_exe(), "train", *args, "--out", str(killed)], killed)
     step = torch.load(killed / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < step < 24
-    cli("train", "mobilenetv2", "--out", killed, "--resume", check_ok=True)
+    # what the run computes stays the run's: another --lr or --steps is one line, before any work
+    assert_one_line_error(cli("train", "mobilenetv2", "--out", killed, "--resume", "--lr", "0.5"),
+                          "--lr 0.5: a resumed run keeps its own settings (lr = 0.1")
+    assert_one_line_error(cli("train", "mobilenetv2", "--out", killed, "--resume", "--steps", "30"),
+                          "--steps 30: a resumed run keeps its own settings (steps = 24")
+    cli("train", "mobilenetv2", "--out", killed, "--resume", "--workers", "1", check_ok=True)
     a, b = _state(tmp_path / "straight"), _state(killed)
     assert a.keys() == b.keys()
     for k in a:
@@ -112,3 +117,22 @@ def test_graph_file_must_fit_the_data(cli, tmp_path):
     assert_one_line_error(cli("train", graph, "--data", "digits", "--out", tmp_path / "run"),
                           "predicts 1000 classes but the data 'digits' has 10")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_loss_plot_turns_logarithmic_when_one_value_would_flatten_the_rest(tmp_path, monkeypatch):
+    """A run whose loss reached 1e29 once drew every other value as a flat line at 0."""
+    from matplotlib.figure import Figure
+
+    from autonl.backends.torch.train import plot_curves
+
+    scales = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (scales.append(fig.axes[0].get_yscale()),
+                                                                  real(fig, *a, **k)))
+    for name, losses in (("calm", [2.3, 1.9, 1.2, 0.8]), ("spike", [2.3, 1.9, 9.66e28, 0.8])):
+        metrics = tmp_path / f"{name}.jsonl"
+        metrics.write_text("".join(json.dumps({"step": i + 1, "loss": v, "train_acc": 0.5}) + "\n"
+                                   for i, v in enumerate(losses)))
+        plot_curves(metrics, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").is_file()
+    assert scales == ["linear", "log"]

@@ -59,7 +59,7 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
         if not (run / name).exists():
             raise AutonlError(f"{run}: not a search run folder (no {name})")
     if out.exists() and not force:
-        raise AutonlError(f"{out} already exists; remove it or pick another --out")
+        raise AutonlError(f"{out} already exists; pick another --out, or pass --force to replace it")
     graph = load_graph(run / "search_graph.json")
     source = str(decisions_file or run / "decisions.json")
     decisions = load_decisions(source)
@@ -80,8 +80,9 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
     at = (lambda g: resize_graph(g, cost_res)) if cost_res else (lambda g: g)
     resolution = cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1]
     rows = {"derived": summary(at(derived))}
-    for ref in REFERENCES:
-        rows[ref] = summary(build_preset(ref, resolution=resolution))
+    classes = derived.type_of(derived.outputs[0]).shape[-1]
+    for ref in REFERENCES:     # at the derived network's class count: a 1000-way head is 1.28M MACs of its own
+        rows[ref] = summary(build_preset(ref, resolution=resolution, num_classes=classes))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -91,7 +92,8 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
                 **rows["derived"], "target_macs": config.get("target_macs")}
         atomic_write(tmp / "cost.json", json.dumps(cost, indent=1) + "\n")
         atomic_write(tmp / "comparison.json", json.dumps(rows, indent=1) + "\n")
-        atomic_write(tmp / "comparison.txt", f"at {resolution}x{resolution}\n" + comparison_table(rows) + "\n")
+        atomic_write(tmp / "comparison.txt", f"at {resolution}x{resolution}, {classes} classes\n"
+                     + comparison_table(rows) + "\n")
         atomic_write(tmp / "graph_at_cost_resolution.ir", render(at(derived), "text"))
         from autonl.backends.manifest import write_run_manifest
         write_run_manifest(tmp, "derive", {"run": str(run_dir), "decisions": str(decisions_file or "decisions.json"),
@@ -102,4 +104,4 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"out": str(out), "resolution": resolution, **{k: rows[k] for k in rows}}
+    return {"out": str(out), "resolution": resolution, "classes": classes, **{k: rows[k] for k in rows}}

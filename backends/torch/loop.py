@@ -31,7 +31,7 @@ from autonl.ir import AutonlError, Graph, atomic_write, load_graph, render
 
 from .checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
 
-__all__ = ["Loop", "NonFinite", "Run", "StepResult", "Window", "cosine_with_warmup", "epoch_batches", "open_run", "seed_all"]
+__all__ = ["Loop", "NonFinite", "RUNTIME_SETTINGS", "Run", "StepResult", "Window", "cosine_with_warmup", "epoch_batches", "open_run", "seed_all"]
 
 
 def seed_all(seed: int) -> None:
@@ -97,14 +97,25 @@ class Run:
             atomic_write(path, "".join(line + "\n" for line in keep))
 
 
-def open_run(out: str | Path, resume: bool, kind: str, graph_file: str, config_type, graph, cfg) -> tuple:
+# Settings that change how a run runs, not what it computes: a resumed run may change them.
+RUNTIME_SETTINGS = ("workers", "device", "log_every", "checkpoint_every", "eval_every", "channels_last", "compile")
+
+
+def open_run(out: str | Path, resume: bool, kind: str, graph_file: str, config_type, graph, cfg,
+             overrides: dict | None = None) -> tuple:
     """``(run, checkpoint or None, graph, cfg)``; a resumed run keeps its own graph (read from
-    ``graph_file`` in its folder) and its own settings (from its checkpoint)."""
+    ``graph_file`` in its folder) and its own settings (from its checkpoint), but for the
+    :data:`RUNTIME_SETTINGS` in ``overrides``."""
     run = Run(Path(out))
     ckpt = run.start(resume, kind)
     if ckpt is not None:
         graph = load_graph(run.folder / graph_file)
-        cfg = config_type.from_dict(ckpt["config"])
+        saved = dict(ckpt["config"])
+        for name, value in (overrides or {}).items():
+            if name not in RUNTIME_SETTINGS:
+                raise AutonlError(f"a resumed run keeps its {name}; only {', '.join(RUNTIME_SETTINGS)} may change")
+            saved[name] = value
+        cfg = config_type.from_dict(saved)
     return run, ckpt, graph, cfg
 
 

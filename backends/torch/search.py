@@ -46,7 +46,11 @@ __all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimi
 
 
 def check_target(supernet: Supernet, target: float) -> None:
-    lo, hi = supernet.cost_model.bounds()
+    check_target_bounds(*supernet.cost_model.bounds(), target)
+
+
+def check_target_bounds(lo: float, hi: float, target: float) -> None:
+    """One line when ``target`` lies outside the space's reach ``[lo, hi]`` (MACs)."""
     if target < lo:
         raise AutonlError(f"target {format_count(target)} MACs is below the smallest network of this search "
                           f"space ({format_count(lo)} MACs; the largest has {format_count(hi)})")
@@ -140,21 +144,23 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
 
 
 def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool = False,
-           progress: bool = True) -> dict:
+           progress: bool = True, overrides: dict | None = None) -> dict:
     """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary.
-    Rank 0, the one that writes ``out``, holds its lock (:mod:`autonl.backends.locks`) throughout."""
+    Rank 0, the one that writes ``out``, holds its lock (:mod:`autonl.backends.locks`) throughout.
+    ``overrides``: runtime settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`)."""
     rank, world = distributed()
     if world > 1:
         die_with_parent()     # a worker of a torchrun agent that is killed stops with it
     with output_lock(out, "search", enabled=rank == 0):
-        return _search(graph, cfg, out, resume, progress, rank, world)
+        return _search(graph, cfg, out, resume, progress, rank, world, overrides)
 
 
 def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool, progress: bool,
-            rank: int, world: int) -> dict:
+            rank: int, world: int, overrides: dict | None = None) -> dict:
     from .data import make_loaders
 
-    run, ckpt, graph, cfg = open_run(out, resume, "search", "search_graph.json", SearchConfig, graph, cfg)
+    run, ckpt, graph, cfg = open_run(out, resume, "search", "search_graph.json", SearchConfig, graph, cfg,
+                                     overrides)
     if graph is None or cfg is None:
         raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")
     if not graph.relaxed:

@@ -17,6 +17,7 @@ uninterrupted one would (see :mod:`.loop`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -78,6 +79,11 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
     ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
     if val:
         ax1.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+    losses = [r["loss"] for r in train] + [r["val_loss"] for r in val]
+    finite = [v for v in losses if math.isfinite(v) and v > 0]
+    # a log axis keeps one bad value (say 1e29) from flattening the rest of the curve
+    if finite and max(finite) / min(finite) > 100:
+        ax1.set_yscale("log")
     ax1.set_xlabel("step"), ax1.set_ylabel("loss"), ax1.legend(), ax1.grid(alpha=0.3)
     ax2.plot([r["step"] for r in train], [r["train_acc"] for r in train], label="train accuracy")
     if val:
@@ -91,18 +97,19 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
 
 
 def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          init: str | Path | None = None, progress: bool = True) -> dict:
+          init: str | Path | None = None, progress: bool = True, overrides: dict | None = None) -> dict:
     """Train ``graph`` (or, with ``resume``, the run in ``out``); return the final metrics. The
-    lock of ``out`` (:mod:`autonl.backends.locks`) is held throughout."""
+    lock of ``out`` (:mod:`autonl.backends.locks`) is held throughout. ``overrides``: runtime
+    settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`)."""
     with output_lock(out, "train"):
-        return _train(graph, cfg, out, resume, init, progress)
+        return _train(graph, cfg, out, resume, init, progress, overrides)
 
 
 def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool, init: str | Path | None,
-           progress: bool) -> dict:
+           progress: bool, overrides: dict | None = None) -> dict:
     from .data import make_loaders
 
-    run, ckpt, graph, cfg = open_run(out, resume, "train", "graph.json", TrainConfig, graph, cfg)
+    run, ckpt, graph, cfg = open_run(out, resume, "train", "graph.json", TrainConfig, graph, cfg, overrides)
     if graph is None:
         raise AutonlError("train needs a graph (or resume=True with a run folder)")
     seed_all(cfg.seed)

@@ -307,6 +307,7 @@ def run_qemu(folder: str | Path, runs: int = 5, input_npy: str | None = None) ->
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             msg = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            msg = msg.removeprefix("error: ")      # the runner's own prefix: the CLI adds one
             raise AutonlError(f"{RUNNER} under {QEMU} failed: {msg[:300]}")
         m = re.search(r"runs (\d+) median_ms ([\d.]+) min_ms ([\d.]+)", proc.stdout)
         if m is None:
