@@ -13,7 +13,7 @@ import math
 
 import click
 
-from autonl.backends.torch.config import RESOLUTION, Range, range_of
+from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS, Range, range_of
 from autonl.ir import AutonlError
 
 WIDTH = Range(0, 16, lo_open=True, integer=False)
@@ -180,8 +180,6 @@ def check_resume_settings(out, config_file: str, given: dict) -> dict:
     format): those are returned, ``{field: value}``, to apply. ``given``: {flag: (field,
     value)} for the options the user typed (:func:`typed_options`)."""
     from pathlib import Path
-
-    from autonl.backends.torch.loop import RUNTIME_SETTINGS
 
     overrides = {field: value for field, value in given.values() if field in RUNTIME_SETTINGS}
     path = Path(out) / config_file

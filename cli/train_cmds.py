@@ -54,6 +54,10 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
     lock_output(out, "train")
+    overrides = None
+    if resume:     # before torch: one line, at once
+        refuse_graph_options_on_resume(click.get_current_context())
+        overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
     model_folder = Path(target).is_dir() and (Path(target) / "weights.pt").is_file()
     if from_scratch and init:
         raise AutonlError("--from-scratch and --init contradict each other; pick one")
@@ -67,10 +71,6 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
     from autonl.backends.torch.train import train as run_training
 
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
-    if resume:
-        refuse_graph_options_on_resume(click.get_current_context())
-    overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config)) \
-        if resume else None
     graph = None
     if not resume:
         if target in all_presets():  # a preset gets as many outputs as the data has classes
@@ -154,6 +154,16 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 def search(target, target_macs, out, space, resolution, width, nproc, nnodes, node_rank, master_addr, master_port,
            resume, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
+    if target_macs is None and not resume:
+        raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M).")
+    macs = parse_macs(target_macs) if target_macs is not None else None
+    overrides = None
+    if resume:     # before torchrun and torch: one line, at once
+        refuse_graph_options_on_resume(click.get_current_context())
+        given = typed_options(click.get_current_context(), config)
+        if macs is not None:
+            given["--target-macs"] = ("target_macs", macs)
+        overrides = check_resume_settings(out, "search_config.json", given)
     if os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1):
         return _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
     if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
@@ -161,17 +171,8 @@ def search(target, target_macs, out, space, resolution, width, nproc, nnodes, no
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.search import search as run_search
 
-    if target_macs is None and not resume:
-        raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M).")
-    macs = parse_macs(target_macs) if target_macs is not None else None
-    graph = cfg = overrides = None
-    if resume:
-        refuse_graph_options_on_resume(click.get_current_context())
-        given = typed_options(click.get_current_context(), config)
-        if macs is not None:
-            given["--target-macs"] = ("target_macs", macs)
-        overrides = check_resume_settings(out, "search_config.json", given)
-    else:
+    graph = cfg = None
+    if not resume:
         cfg = SearchConfig(target_macs=macs, **config)   # the other options are SearchConfig fields
         graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
                               num_classes(cfg.data))

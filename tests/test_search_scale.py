@@ -2,6 +2,7 @@
 SIGKILL and on another number of processes, and JPEGs decoded at the size the crop needs."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -80,15 +81,15 @@ def test_two_process_resume_after_sigkill_gives_the_same_decisions(tmp_path):
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = tmp_path / "killed"
     _kill_group_at_first_checkpoint(_search(killed, *args, steps=12), killed)
-    resumed = subprocess.run([autonl_exe(), "search", "--out", str(killed), "--resume",
-                              "--nproc", "2"], env=ENV, capture_output=True, text=True, timeout=600)
+    again = tmp_path / "one"                  # the same checkpoint, to resume on one process below
+    shutil.copytree(killed, again)
+    resumed = subprocess.run([autonl_exe(), "search", "--out", str(killed), "--resume", "--nproc", "2"], env=ENV,
+                             capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (killed / "decisions.json").read_text() == (tmp_path / "straight" / "decisions.json").read_text()
     assert (killed / "trace.jsonl").read_text() == (tmp_path / "straight" / "trace.jsonl").read_text()
 
-    # the same checkpoint resumed on one process: it runs to the end and says what changes
-    again = tmp_path / "one"
-    _kill_group_at_first_checkpoint(_search(again, *args, steps=12), again)
+    # the 2-process checkpoint resumed on one process: it runs to the end and says what changes
     one = subprocess.run([autonl_exe(), "search", "--out", str(again), "--resume"], env=ENV,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]

@@ -68,6 +68,8 @@ POSITIVE_INT = Range(1)                  # steps, batch sizes, sizes, intervals,
 NON_NEGATIVE_INT = Range(0)              # warm-up steps, BN batches, trials
 RESOLUTION = Range(8, 4096)              # input height and width
 SEED = Range(0, 2**32 - 1)               # numpy and torch both take it
+# Settings that change how a run runs, not what it computes: a resumed run may change them.
+RUNTIME_SETTINGS = ("workers", "device", "log_every", "checkpoint_every", "eval_every", "channels_last", "compile")
 WORKERS = Range(0, 256)                  # data-loading processes
 POSITIVE = Range(0, lo_open=True, integer=False)         # learning rates, temperatures
 NON_NEGATIVE = Range(0, integer=False)                   # weights of loss terms

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from autonl.ir import AutonlError, Graph, atomic_write, load_graph, render
 
 from .checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
+from .config import RUNTIME_SETTINGS
 
 __all__ = ["Loop", "NonFinite", "RUNTIME_SETTINGS", "Run", "StepResult", "Window", "cosine_with_warmup", "epoch_batches", "open_run", "seed_all"]
 
@@ -97,8 +98,6 @@ class Run:
             atomic_write(path, "".join(line + "\n" for line in keep))
 
 
-# Settings that change how a run runs, not what it computes: a resumed run may change them.
-RUNTIME_SETTINGS = ("workers", "device", "log_every", "checkpoint_every", "eval_every", "channels_last", "compile")
 
 
 def open_run(out: str | Path, resume: bool, kind: str, graph_file: str, config_type, graph, cfg,
