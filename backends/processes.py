@@ -2,7 +2,7 @@
 worker processes and torchrun's workers import it first thing)."""
 from __future__ import annotations
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "stop_process_tree"]
 
 
 def die_with_parent() -> None:
@@ -24,3 +24,39 @@ def die_with_parent() -> None:
             os._exit(1)
     except (OSError, AttributeError):
         pass
+
+
+def stop_process_tree(proc, timeout: float = 5.0) -> None:
+    """Stop ``proc`` (a ``subprocess.Popen`` or a pid) and every process under it, reaped:
+    SIGTERM, then SIGKILL after ``timeout`` seconds. The tree is listed before anything is
+    killed: a child whose parent died is reparented and no longer found under it (a TVM
+    worker still importing TVM has not yet asked to die with its parent, and once orphaned
+    it would go on for up to 30 s)."""
+    import subprocess
+
+    import psutil
+
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
+    if isinstance(proc, subprocess.Popen):
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+

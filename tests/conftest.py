@@ -71,26 +71,9 @@ def leftovers(before: set[int] = frozenset(), grace: float = LEFTOVER_GRACE_S) -
 
 
 def stop_process_tree(proc, timeout: float = 10.0) -> None:
-    """Stop ``proc`` (a Popen or a pid) and every process under it, reaped: SIGTERM, then
-    SIGKILL after ``timeout``. The tree is listed before anything is killed, since a child
-    whose parent died is reparented and no longer found under it."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _gone, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=timeout)
-    if isinstance(proc, subprocess.Popen):
-        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
-            proc.wait(timeout=timeout)
+    """Stop ``proc`` (a Popen or a pid) and every process under it (the project's own helper)."""
+    from autonl.backends.processes import stop_process_tree as stop
+    stop(proc, timeout)
 
 
 @pytest.fixture(autouse=True)

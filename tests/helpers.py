@@ -35,19 +35,25 @@ def assert_one_line_error(proc, *fragments):
     return lines[0]
 
 
-def start_and_sigkill(command: list[str], run_dir, timeout: float = 300) -> None:
+def start_and_sigkill(command: list[str], run_dir, timeout: float = 300, group: bool = False, env=None) -> None:
     """Start ``command`` (an autonl run writing to ``run_dir``), SIGKILL it as soon as its first
-    checkpoint exists, and check that it had not finished by then."""
+    checkpoint exists, and check that it had not finished by then. ``group``: start it in a
+    process group of its own and SIGKILL the whole group (autonl, torchrun and its workers, as
+    when a machine goes down)."""
     import os
     import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=group)
     deadline = time.time() + timeout
     while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (run_dir / "checkpoint.pt").exists(), "no checkpoint was written"
     assert not (run_dir / "result.json").exists(), "the run finished before it could be killed"

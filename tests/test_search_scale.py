@@ -3,7 +3,6 @@ SIGKILL and on another number of processes, and JPEGs decoded at the size the cr
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 
@@ -16,7 +15,7 @@ from autonl.backends.torch.image_folder import ImageFolderDataset, find_unreadab
 from autonl.backends.torch.transforms import EvalTransform, TrainTransform
 
 from conftest import autonl_exe, free_port, stop_process_tree
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, start_and_sigkill
 
 TINY = ["--batch-size", "16", "--train-size", "128", "--val-size", "32", "--workers", "0", "--arch-lr", "0.2",
         "--target-macs", "250M", "--cost-resolution", "224"]
@@ -58,29 +57,13 @@ def test_bad_launch_options_are_one_line(cli, tmp_path, args, fragment):
     assert not (tmp_path / "run").exists()
 
 
-def _kill_group_at_first_checkpoint(cmd, run_dir, timeout=300):
-    """Start ``cmd`` in its own process group and SIGKILL the whole group (autonl, torchrun and
-    its workers, as when a machine goes down) once the first checkpoint exists."""
-    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + timeout
-    try:
-        while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
-            time.sleep(0.05)
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-    finally:
-        stop_process_tree(p)
-    assert (run_dir / "checkpoint.pt").exists(), "no checkpoint was written"
-    assert not (run_dir / "result.json").exists(), "the run finished before it could be killed"
-
-
 def test_two_process_resume_after_sigkill_gives_the_same_decisions(tmp_path):
     args = ["--nproc", "2", "--checkpoint-every", "4"]
     straight = subprocess.run(_search(tmp_path / "straight", *args, steps=12), env=ENV, capture_output=True,
                               text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = tmp_path / "killed"
-    _kill_group_at_first_checkpoint(_search(killed, *args, steps=12), killed)
+    start_and_sigkill(_search(killed, *args, steps=12), killed, group=True, env=ENV)
     again = tmp_path / "one"                  # the same checkpoint, to resume on one process below
     shutil.copytree(killed, again)
     resumed = subprocess.run([autonl_exe(), "search", "--out", str(killed), "--resume", "--nproc", "2"], env=ENV,

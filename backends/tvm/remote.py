@@ -33,7 +33,7 @@ import numpy as np
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write
 
-from ..manifest import verified_bytes, verify_folder
+from ..manifest import read_manifest, verified_bytes, verify_folder
 
 RUNNER = "autonl_runner"
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
@@ -163,22 +163,13 @@ def write_board_readme(out: Path, target, graph_name: str, lib: str) -> str:
 
 
 def load_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
+    """A TVM deploy folder's manifest (read and checked by :func:`read_manifest`)."""
+    if not (Path(folder) / "manifest.json").is_file():
         raise AutonlError(f"{folder}: not a TVM deploy folder (no manifest.json); make one with "
                           f"autonl compile --backend tvm --out {folder}")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except json.JSONDecodeError as e:
-        raise AutonlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError as e:
-        raise AutonlError(f"{path}: not valid JSON ({e.reason} at byte {e.start})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "autonl-deploy" or manifest.get("backend") != "tvm":
-        backend = manifest.get("backend") if isinstance(manifest, dict) else None
-        raise AutonlError(f"{folder}: not a TVM deploy folder (manifest backend {backend!r})")
-    if not isinstance(manifest.get("files"), dict):
-        raise AutonlError(f"{path}: has no 'files' table (size and sha256 of each file); the folder was changed "
-                          f"after autonl compile wrote it")
+    manifest = read_manifest(folder)
+    if manifest.get("format") != "autonl-deploy" or manifest.get("backend") != "tvm":
+        raise AutonlError(f"{folder}: not a TVM deploy folder (manifest backend {manifest.get('backend')!r})")
     return manifest
 
 

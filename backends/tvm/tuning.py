@@ -27,6 +27,7 @@ from pathlib import Path
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write
 
+from ..processes import stop_process_tree
 from .build_worker import tuning_workers
 
 STOP_GRACE_S = 5.0
@@ -48,7 +49,7 @@ def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True
         try:
             code = proc.wait()
         except BaseException:       # Ctrl-C, or anything else: the tuning process goes too
-            stop(proc)
+            stop_process_tree(proc, STOP_GRACE_S)   # with every worker the tuning started
             raise
         try:
             answer = json.loads(result.read_text())
@@ -58,32 +59,6 @@ def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True
     if "error" in answer:
         raise AutonlError(answer["error"])
     return answer["info"]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the tuning process and every process under it (SIGTERM, SIGKILL after a grace),
-    reaped. The tree is listed first: a worker still importing TVM has not yet asked to die
-    with its parent, and once orphaned it would go on (and hold the terminal) for up to 30 s."""
-    import psutil
-
-    try:
-        procs = [psutil.Process(proc.pid)]
-        procs += procs[0].children(recursive=True)
-    except psutil.Error:
-        procs = []
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _gone, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=STOP_GRACE_S)
-    proc.wait()
 
 
 def _records(work_dir: str) -> int:
