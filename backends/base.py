@@ -65,6 +65,11 @@ class Backend:
         """Compile ``model`` into folder ``out`` (checked, written atomically); return the manifest."""
         raise NotImplementedError
 
+    def options_with_data(self, options: dict[str, Any], data: str | None) -> dict[str, Any]:
+        """``options`` with what the backend takes from the compile's data (given with
+        ``--data`` or recorded with the model; None: neither), e.g. int8 calibration images."""
+        return options
+
     def run_options(self, data: str) -> dict[str, Any]:
         """The options ``autonl run`` compiles with, on dataset ``data``."""
         return {}

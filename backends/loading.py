@@ -21,6 +21,7 @@ class TorchModel:
     module: torch.nn.Module
     weights: str          # "path/to/weights.pt" or "random init (seed 0)"
     source: str
+    data: dict | None = None   # the folder's data.json (classes, preprocessing), when it has one
 
 
 def model_folder(path: str | Path) -> Path | None:
@@ -56,7 +57,8 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     graph = read_model_graph(folder)        # graph.json, checked against graph.ir
     check_discrete(graph)
     graph, module = load_model(folder, graph)   # weights checked: names, shapes, dtypes, finite
-    return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder))
+    from autonl.backends.torch.data import read_data_facts
+    return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder), read_data_facts(folder))
 
 
 def weights_beside(graph_file: str | Path) -> Path | None:

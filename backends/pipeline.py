@@ -21,6 +21,7 @@ from autonl.passes.sources import load_target, relaxed_graph
 
 from .base import Backend
 from .catalog import get_backend
+from .checks import compile_with_checks
 from .loading import load_model_or_graph
 from .locks import output_lock
 from .manifest import check_out, versions, write_manifest
@@ -34,23 +35,41 @@ def _stage(log, name: str):
     return time.time()
 
 
-def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str | Path, search_steps: int = 150,
-                 train_steps: int = 150, resolution: int = 32, seed: int = 0, force: bool = False,
-                 log=print) -> dict:
+def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str | Path,
+                 search_steps: int | None = None, train_steps: int | None = None, resolution: int | None = None,
+                 seed: int = 0, force: bool = False, log=print, batch_size: int | None = None,
+                 lightnl_norm: str | None = None) -> dict:
     """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
-    its own folder inside it as well."""
+    its own folder inside it as well. Settings left ``None`` are fitted to the data
+    (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
     data = BUILTIN.get(data, data)
     out = Path(out)
     check_out(out)
+    asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
+             "train_steps": train_steps}
     with output_lock(out, "run"):
-        return _run_pipeline(data, target_macs, backend, out, search_steps, train_steps, resolution, seed, force, log)
+        return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm)
 
 
-def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, search_steps: int, train_steps: int,
-                  resolution: int, seed: int, force: bool, log) -> dict:
+def _settings(data: str, asked: dict, log) -> dict:
+    import torch
+
+    from .torch.data import fitted_settings
+    fitted = fitted_settings(data, gpu=torch.cuda.is_available())
+    chosen = {k: v if v is not None else fitted[k] for k, v in asked.items()}
+    if any(v is None for v in asked.values()):
+        given = [k for k, v in asked.items() if v is not None]
+        log(f"settings: resolution {chosen['resolution']}, batch {chosen['batch_size']}, search "
+            f"{chosen['search_steps']} steps, fine-tune {chosen['train_steps']} steps; fitted to the data: "
+            f"{fitted['why']}" + (f" (given: {', '.join(given)})" if given else ""))
+    return chosen
+
+
+def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, asked: dict, seed: int, force: bool,
+                  log, lightnl_norm: str | None) -> dict:
     from .torch.child import extract_child
-    from .torch.data import num_classes
+    from .torch.data import accuracy_line, chance_level, num_classes
     from .torch.search import SearchConfig, check_target_bounds, search as run_search
     from .torch.train import TrainConfig, train as run_training
 
@@ -59,7 +78,9 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
             raise AutonlError(f"{out}: exists and is not empty; give another --out, or --force to replace it")
         shutil.rmtree(out)
     classes = num_classes(data)          # a missing or malformed dataset stops here, before any work
-    graph = relaxed_graph("search-space", "autonl", resolution, None, classes)
+    settings = _settings(data, asked, log)
+    resolution, search_steps, train_steps = settings["resolution"], settings["search_steps"], settings["train_steps"]
+    graph = relaxed_graph("search-space", "autonl", resolution, None, classes, lightnl_norm)
     at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
     check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,23 +88,32 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
 
     t = _stage(log, f"search: AutoNL space on {data} at {resolution}x{resolution}, toward "
                     f"{target_macs / 1e6:.0f}M MACs at 224x224, {search_steps} steps")
-    cfg = SearchConfig(target_macs=target_macs, data=data, steps=search_steps,
-                       warmup_steps=max(1, search_steps // 5), batch_size=32, seed=seed, cost_resolution=224)
+    cfg = SearchConfig(target_macs=target_macs, data=data, steps=search_steps, warmup_steps=max(1, search_steps // 5),
+                       batch_size=settings["batch_size"], seed=seed, cost_resolution=224)
     search = run_search(graph, cfg, out / "search")
     timings["search"] = time.time() - t
+    if search.get("landing_warning"):
+        log(search["landing_warning"])
 
     t = _stage(log, "derive")
     derived = extract_child(out / "search", out / "derived", None, False)
     timings["derive"] = time.time() - t
 
     t = _stage(log, f"fine-tune: {train_steps} steps")
-    tcfg = TrainConfig(data=data, steps=train_steps, seed=seed, eval_every=train_steps)
+    tcfg = TrainConfig(data=data, steps=train_steps, seed=seed, eval_every=train_steps,
+                       batch_size=settings["batch_size"])
     trained = run_training(load_target(str(out / "derived")), tcfg, out / "train", init=str(out / "derived"))
     timings["train"] = time.time() - t
+    acc_line, acc_warning = accuracy_line(trained["val_acc"], data)
+    log(f"fine-tuned: {acc_line}")
+    if acc_warning:
+        log(acc_warning)
+    if trained.get("val_nonfinite"):
+        log(f"warning: {trained['val_nonfinite']} of {trained['val_n']} validation images give non-finite logits")
 
     t = _stage(log, f"compile: {backend.name}")
     model = load_model_or_graph(out / "train")
-    deploy = backend.compile(model, out / "deploy", backend.run_options(data), log)
+    deploy = compile_with_checks(backend, model, out / "deploy", backend.run_options(data), log, data=data)
     timings["compile"] = time.time() - t
 
     latency = measure_latency(model, out / "deploy", backend)
@@ -91,7 +121,8 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
         "data": data, "target_macs": target_macs, "backend": backend.name, "seed": seed,
         "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
         "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": resolution,
-        "train": trained, "deploy_checks": deploy.get("checks"),
+        "train": trained, "deploy_checks": deploy.get("checks"), "settings": settings,
+        "chance": chance_level(data)[0], "accuracy_warning": acc_warning, "data_facts": model.data,
         "int8": deploy.get("int8"), "latency": latency, "seconds": timings,
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
@@ -99,8 +130,8 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, se
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p != out / "manifest.json")
     manifest = {
         "format": "autonl-run", "version": 1,
-        "inputs": {"data": data, "target_macs": target_macs, "backend": backend.name, "search_steps": search_steps,
-                   "train_steps": train_steps, "resolution": resolution},
+        "inputs": {"data": data, "target_macs": target_macs, "backend": backend.name, **settings,
+                   "lightnl_norm": lightnl_norm or "space default"},
         "seeds": {"search": seed, "train": seed, "calibration": 0},
         "versions": versions("torch", "onnx", "onnxruntime", "apache-tvm", "numpy"),
         "seconds": timings,

@@ -15,6 +15,10 @@ def _table(rows: list[list], head: list[str]) -> str:
     return "\n".join(lines)
 
 
+def checks_of(s: dict) -> dict:
+    return s.get("deploy_checks") or {}
+
+
 def write_report(out: Path, s: dict) -> None:
     """report.md and report.html: the same content; images are the run's own PNGs."""
     arch = []
@@ -28,6 +32,23 @@ def write_report(out: Path, s: dict) -> None:
                 ["derived network after fine-tuning (fp32)", f"{train['val_acc']:.3f}"]]
     if s.get("int8") and s["int8"].get("accuracy"):
         acc_rows.append(["deployed int8 (onnxruntime)", f"{s['int8']['accuracy']['int8']:.3f}"])
+    if s.get("chance") is not None:
+        acc_rows.append(["chance (always the most common class)", f"{s['chance']:.3f}"])
+    real = (checks_of(s).get("real_data") or {})
+    warnings = [w for w in (s.get("accuracy_warning"), s["search"].get("landing_warning")) if w]
+    if train.get("val_nonfinite"):
+        warnings.append(f"warning: {train['val_nonfinite']} of {train['val_n']} validation images give non-finite "
+                        f"logits in torch")
+    classes = (s.get("data_facts") or {}).get("classes") or []
+    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    settings = s.get("settings") or {}
+    data_line = (f"Data: `{s['data']}`, {s.get('classes', '?')} classes" + (f" ({shown})" if shown else "")
+                 + (f"; chance level {s['chance']:.3f}" if s.get("chance") is not None else "")
+                 + (f". Settings: resolution {settings['resolution']}, batch {settings['batch_size']}, "
+                    f"{settings['search_steps']} search and {settings['train_steps']} fine-tuning steps."
+                    if settings else "")
+                 + (f" Checked on {real['images']} real validation images: {real['nonfinite_images']} with "
+                    f"non-finite logits." if real.get("images") else ""))
     lat = s["latency"]
     base = lat["torch eager"]
     lat_rows = [[k, f"{v:.2f}", f"{v / base:.2f}x"] for k, v in lat.items()]
@@ -44,7 +65,10 @@ def write_report(out: Path, s: dict) -> None:
           f"network has {srch['derived_macs'] / 1e6:.1f}M MACs at 224x224 "
           f"({srch['off_target']:+.1%} off target), {srch['lightnl_blocks']} LightNL blocks in "
           f"{srch['blocks']} MBConvs. Costs below at {s['resolution']}x{s['resolution']}, every network with "
-          f"{s.get('classes', '?')} classes; latencies at the network's input size, {r_in}x{r_in}.", ""]
+          f"{s.get('classes', '?')} classes; latencies at the network's input size, {r_in}x{r_in}.", "",
+          data_line, ""]
+    if warnings:
+        md += ["## Warnings", ""] + [f"- **{w}**" for w in warnings] + [""]
     for title, path in images:
         md += [f"## {title}", "", f"![{title}]({path})", ""]
     md += ["## Derived architecture next to the published ones", "", _table(arch, arch_head), "",
@@ -63,7 +87,10 @@ def write_report(out: Path, s: dict) -> None:
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
         return f"<table><tr>{th}</tr>{trs}</table>"
 
-    body = [f"<h1>{html.escape(md[0][2:])}</h1>", f"<p>{html.escape(md[2])}</p>"]
+    body = [f"<h1>{html.escape(md[0][2:])}</h1>", f"<p>{html.escape(md[2])}</p>", f"<p>{html.escape(data_line)}</p>"]
+    if warnings:
+        body += ["<h2>Warnings</h2>", "<ul>" + "".join(f"<li><strong>{html.escape(w)}</strong></li>"
+                                                      for w in warnings) + "</ul>"]
     for title, path in images:   # embedded, so that report.html alone is the whole report
         src = out / path
         data = f"data:image/png;base64,{base64.b64encode(src.read_bytes()).decode()}" if src.is_file() else path

@@ -9,13 +9,15 @@ from click.core import ParameterSource
 
 from autonl.backends.base import Backend
 from autonl.backends.catalog import all_backends, get_backend
+from autonl.backends.checks import CHECK_IMAGES
 from autonl.ir import AutonlError
+from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import load_target
 
 from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range
 
 from .app import cli
-from .options import lock_output, parse_macs, ranged, with_preset_options, write_json
+from .options import DATA_HELP, THREADS, lock_output, set_threads, parse_macs, ranged, with_preset_options, write_json
 
 
 def load_deployable(source: str, resolution, width, batch, classes, seed: int):
@@ -52,28 +54,37 @@ def weights_line(model, source: str) -> str:
               help="MAC target of the derived network, counted at 224x224.")
 @click.option("--backend", default="onnx", show_default=True, help="onnx (fp32 + int8) or tvm (host library).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--search-steps", type=ranged(Range(2)), default=150, show_default=True,
-              help="Search steps (a fifth of them, at least one, warm-up).")
-@click.option("--train-steps", type=ranged(POSITIVE_INT), default=150, show_default=True)
-@click.option("--resolution", "-r", type=ranged(RESOLUTION), default=32, show_default=True,
-              help="Search and training input size.")
+@click.option("--search-steps", type=ranged(Range(2)),
+              help="Search steps (a fifth of them, at least one, warm-up) [default: fitted to the data].")
+@click.option("--train-steps", type=ranged(POSITIVE_INT), help="Fine-tuning steps [default: fitted to the data].")
+@click.option("--batch-size", type=ranged(POSITIVE_INT), help="Batch size of both [default: fitted to the data].")
+@click.option("--resolution", "-r", type=ranged(RESOLUTION),
+              help="Search and training input size [default: fitted to the data's image sizes].")
+@click.option("--lightnl-norm", "lightnl_norm", type=click.Choice(LIGHTNL_NORMS),
+              help="LightNL candidates' norm: l2 (bounded, the autonl space's default) or none (the paper's).")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def run_cmd(data, target_macs, backend, out, search_steps, train_steps, resolution, seed, force):
+def run_cmd(data, target_macs, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
+            threads, seed, force):
     """The whole path in one command: search, derive, fine-tune, compile (with its parity
-    check), then report.md / report.html (plots, architecture next to MobileNetV2 and
-    AutoNL-S/L, costs, accuracy, latencies) and manifest.json in --out."""
+    check and a check on the validation images), then report.md / report.html (plots,
+    architecture next to MobileNetV2 and AutoNL-S/L, costs, accuracy against chance,
+    latencies) and manifest.json in --out. Resolution, batch and steps left out are fitted
+    to the data and printed with the reason."""
     lock_output(out, "run")
+    set_threads(threads)
     chosen = get_backend(backend)
     macs = parse_macs(target_macs)
     from autonl.backends.pipeline import run_pipeline
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution,
-                           seed, force, log)
+    summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
+                           batch_size=batch_size, lightnl_norm=lightnl_norm)
     lat = summary["latency"]
     click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
-               f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f}; latency " +
+               f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "
+               f"latency " +
                ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()))
     click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
 
@@ -142,22 +153,37 @@ def options_for(backend: Backend, values: dict) -> dict:
 @click.option("--out", "-o", "out", required=True, type=click.Path(), help="Output folder.")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True,
               help="Weight init for presets and graph files.")
+@click.option("--data", help="Validation images to check the compiled model on (finite logits, parity with "
+              "torch) [default: the data the model was trained on, as its folder records]. " + DATA_HELP)
+@click.option("--check-images", type=ranged(Range(0)), default=CHECK_IMAGES, show_default=True,
+              help="Validation images for those checks (0: none).")
+@click.option("--allow-nonfinite", is_flag=True, help="Write the model even if some logits are inf/NaN on them.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (a tuning/ database in it is kept).")
 @backend_options
 @with_preset_options
-def compile_cmd(source, backend, out, seed, resolution, width, batch, classes, **options):
+def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite, force, resolution, width, batch,
+                classes, **options):
     """Compile a model for deployment: SOURCE is a model folder, a run folder (its model/),
     a preset or a graph file (the last two with random weights, for latency work).
 
     onnx writes model.onnx (and model.int8.onnx with --int8); tvm a library (model.so, or
     model.aarch64.so and a C++ runner for boards). Both write deploy_graph.ir and
     manifest.json (inputs, outputs, MACs, checks, files with sha256) to --out, after checking
-    the compiled model against the torch backend (max |diff| <= 1e-4)."""
+    the compiled model against the torch backend (max |diff| <= 1e-4), and on real
+    validation images when there are any (--data, or the data the model records): a model
+    whose logits are not finite on one of them is refused (--allow-nonfinite)."""
+    from autonl.backends.checks import compile_with_checks
+    from autonl.backends.outputs import refuse_existing
+
     chosen = get_backend(backend)
     given = options_for(chosen, options)
     lock_output(out, "compile")
+    refuse_existing(out, force, keep=("tuning",))     # before loading anything
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     model = load_deployable(source, resolution, width, batch, classes, seed)
-    manifest = chosen.compile(model, out, given, log)
+    manifest = compile_with_checks(chosen, model, out, given, log, data=data, check_images=check_images,
+                                   allow_nonfinite=allow_nonfinite, force=force,
+                                   skip_corrupt=bool(given.get("skip_corrupt")))
     files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
     click.echo(weights_line(model, source), err=True)
     click.echo(f"wrote {out}/: {files}, manifest.json")

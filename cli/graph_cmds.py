@@ -112,22 +112,61 @@ def list_passes():
 @click.option("--timing", is_flag=True, help="Print per-pass timings to stderr.")
 @with_preset_options
 def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch, classes):
-    """Run passes over a preset or graph file and print or write the result."""
+    """Run passes over a preset, graph file or model folder and print or write the result.
+
+    A model folder (or a graph file with <name>.weights.pt beside it) goes through the passes
+    with its weights, and -o FILE writes them beside FILE as <FILE stem>.weights.pt, where
+    `autonl compile FILE` finds them; a pass that leaves nodes without trained weights
+    (insert-lightnl, say) writes the graph alone and says so."""
     passes = [*(get_pipeline(pipeline).passes if pipeline else ()), *pass_specs]
     if not passes:
         raise click.UsageError("give --pipeline NAME or at least one --pass/-p")
     graph = load_target(target, resolution, width, batch, classes)
+    weighted = _weighted_model(target, graph)
     timer = Timing()
     instruments = [timer] + ([DumpIR(Path(dump_dir))] if dump_dir else [])
-    result = PassManager(passes, instruments=instruments)(graph)
+    result = PassManager(passes, instruments=instruments)(weighted if weighted is not None else graph)
     if timing:
         click.echo(timer.table(), err=True)
-    if out:
-        atomic_write(out, render(result.graph, format_for(out, fmt)))
-        click.echo(f"wrote {out} ({len(result.graph)} nodes, modified: {'yes' if result.modified else 'no'})",
-                   err=True)
-    else:
+    if not out:
         click.echo(render(result.graph, fmt or "text"), nl=False)
+        if weighted is not None:
+            click.echo(f"note: the weights of {target} were not written (give -o FILE to write them beside FILE)",
+                       err=True)
+        return
+    weights_file, why_not = None, None
+    if weighted is not None:
+        from autonl.backends.torch.lower import to_torch_with_weights
+        from autonl.backends.torch.weights import torch_bytes
+        from autonl.ir import Model
+        try:
+            module = to_torch_with_weights(Model(result.graph, result.weights))
+            weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        except AutonlError as e:      # a relaxed graph, or nodes the passes added
+            why_not = str(e)
+        else:
+            weights_file = Path(out).with_name(Path(out).stem + ".weights.pt")
+            atomic_write(weights_file, torch_bytes(weights))
+    atomic_write(out, render(result.graph, format_for(out, fmt)))
+    click.echo(f"wrote {out} ({len(result.graph)} nodes, modified: {'yes' if result.modified else 'no'})"
+               + (f" and its weights {weights_file}" if weights_file else ""), err=True)
+    if why_not:
+        click.echo(f"warning: the weights of {target} do not fit the result, so only the graph was written "
+                   f"({why_not}); it compiles with random weights", err=True)
+
+
+def _weighted_model(target: str, graph):
+    """The IR model (graph + trained weights) of a model folder or a graph file with its
+    weights beside it; None for presets and bare graph files."""
+    from autonl.backends.loading import graph_file_model, ir_model, load_model_or_graph, model_folder, weights_beside
+
+    if Path(target).is_dir() and model_folder(target) is not None:
+        tm = load_model_or_graph(target)
+    elif Path(target).is_file() and weights_beside(target) is not None:
+        tm = graph_file_model(graph, target)
+    else:
+        return None
+    return ir_model(tm.graph, tm.module)
 
 
 def _load_callable(spec: str):

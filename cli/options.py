@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import click
 
@@ -129,6 +130,20 @@ class InputShape(click.ParamType):
         return dims
 
 
+THREADS = Range(1, 1024)
+
+
+def set_threads(threads: int | None, here: bool = True) -> None:
+    """``--threads``: OMP_NUM_THREADS for the processes this one starts (torchrun's workers,
+    data loaders) and, with ``here``, torch's intra-op threads in this process."""
+    if threads is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if here:
+        import torch
+        torch.set_num_threads(threads)
+
+
 DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with train/ and val/."
 
 def parse_macs(text: str) -> float:
@@ -210,7 +225,7 @@ def typed_options(ctx: click.Context, fields) -> dict:
     return out
 
 
-def refuse_graph_options_on_resume(ctx: click.Context, names=("resolution", "width", "space")) -> None:
+def refuse_graph_options_on_resume(ctx: click.Context, names=("resolution", "width", "space", "lightnl_norm")) -> None:
     """A resumed run keeps its own graph (in its folder): options that shape a new graph are
     one line, not silently dropped."""
     typed = typed_options(ctx, set(names))

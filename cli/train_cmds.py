@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 
 from autonl.ir import AutonlError, all_presets
+from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import load_target, relaxed_graph
 
 from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, WIDTH, check_resume_settings, config_option, config_type, lock_output, parse_macs, \
+from .options import DATA_HELP, THREADS, WIDTH, check_resume_settings, set_threads, config_option, config_type, lock_output, parse_macs, \
     ranged, refuse_graph_options_on_resume, typed_options
 
 NPROC = Range(1, 256)
@@ -25,7 +26,8 @@ PORT = Range(1, 65535)
 
 @cli.command()
 @click.argument("target")
-@click.option("--data", default=TrainConfig.data, show_default=True, help=DATA_HELP)
+@click.option("--data", help=DATA_HELP + " [default: the data a model folder records (its data.json), else "
+              f"{TrainConfig.data}]")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @config_option(TrainConfig, "--steps")
 @config_option(TrainConfig, "--batch-size")
@@ -45,15 +47,18 @@ PORT = Range(1, 65535)
 @config_option(TrainConfig, "--precise-bn",
                help="Training batches to re-estimate BN statistics before each evaluation (0: off).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (a new run in its place).")
 @click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")
 @click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
 @click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
-def train(target, out, resume, init, from_scratch, resolution, width, **config):
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
+def train(target, out, resume, force, init, from_scratch, resolution, width, threads, **config):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
     lock_output(out, "train")
+    set_threads(threads)
     overrides = None
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
@@ -67,9 +72,14 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
     for folder in (target, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
         if folder is not None and (Path(folder) / "graph.json").is_file():
             read_model_graph(folder)
-    from autonl.backends.torch.data import num_classes
+    from autonl.backends.torch.data import num_classes, read_data_facts
     from autonl.backends.torch.train import train as run_training
 
+    if config["data"] is None:    # a model folder (or --init) was trained on data it names: fine-tune on those
+        from autonl.backends.loading import model_folder
+        folders = [model_folder(p) for p in (target, init) if p is not None and Path(p).is_dir()]
+        facts = next((f for f in (read_data_facts(p) for p in folders if p is not None) if f is not None), None)
+        config["data"] = facts["data"] if facts else TrainConfig.data
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
     graph = None
     if not resume:
@@ -77,39 +87,60 @@ def train(target, out, resume, init, from_scratch, resolution, width, **config):
             graph = load_target(target, resolution or 32, width, None, num_classes(cfg.data))
         else:
             graph = load_target(target, resolution, width)
-    result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides)
+    with _new_run(out, resume, force):
+        result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides)
     click.echo(json.dumps(result))
     click.echo(f"run folder: {out} (metrics.jsonl, curves.png, checkpoint.pt, model/)", err=True)
 
 
 @cli.command("eval")
 @click.argument("model")
-@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
+@click.option("--data", help="Dataset whose validation split to use [default: the data the model was trained on, "
+              "as its folder records]. " + DATA_HELP)
 @click.option("--batch-size", type=config_type(TrainConfig, "batch_size"), default=128, show_default=True)
 @click.option("--workers", type=config_type(TrainConfig, "workers"),
               help="Data-loading processes [default: CPUs here, at most 8].")
 @click.option("--device", default="auto", show_default=True)
 @config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True)
-def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt):
-    """Evaluate a model folder (or a run folder's model/) on a dataset's validation split."""
-    from autonl.backends.torch.data import make_loaders
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
+def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt, threads):
+    """Evaluate a model folder (or a run folder's model/) on a dataset's validation split
+    (only val/ is read). Prints one JSON line; images whose logits are not finite are
+    counted (val_nonfinite) and named in a warning line."""
+    from autonl.backends.torch.data import accuracy_line, chance_level, make_val_loader, read_data_facts
     from autonl.backends.torch.train import evaluate, pick_device
     from autonl.backends.torch.weights import load_model
 
+    set_threads(threads)
     folder = Path(model)
     if (folder / "model").is_dir():
         folder = folder / "model"
+    facts = read_data_facts(folder) if folder.is_dir() else None
+    if data is None:
+        if facts is None:
+            raise AutonlError(f"{folder}: records no training data (no data.json); give --data")
+        data = facts["data"]
     graph, module = load_model(folder)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    _, val_loader, classes = make_loaders(data, resolution=resolution, batch_size=batch_size, workers=workers,
-                                          seed=0, skip_corrupt=skip_corrupt, val_size=val_size, train_size=batch_size)
+    val_loader, classes = make_val_loader(data, resolution, batch_size, workers, skip_corrupt, val_size)
     out_classes = graph.type_of(graph.outputs[0]).shape[-1]
-    if out_classes != classes:
-        raise AutonlError(f"the model predicts {out_classes} classes but '{data}' has {classes}")
+    if out_classes != len(classes):
+        raise AutonlError(f"the model predicts {out_classes} classes but '{data}' has {len(classes)}")
+    if facts is not None and facts.get("classes") != classes:
+        click.echo(f"warning: the class names of {data} differ from those the model was trained on "
+                   f"({', '.join(facts['classes'][:5])}...)", err=True)
     dev = pick_device(device)
     result = {"model": str(folder), "data": data, **evaluate(module.to(dev), val_loader, dev)}
+    line, warn = accuracy_line(result["val_acc"], data)
+    result["chance"] = chance_level(data)[0]
     click.echo(json.dumps(result))
+    click.echo(line, err=True)
+    if result.get("val_nonfinite"):
+        click.echo(f"warning: {result['val_nonfinite']} of {result['val_n']} validation images give non-finite "
+                   f"logits (inf/NaN); they count as wrong", err=True)
+    if warn:
+        click.echo(warn, err=True)
 
 
 @cli.command()
@@ -120,6 +151,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
               help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+@click.option("--lightnl-norm", "lightnl_norm", type=click.Choice(LIGHTNL_NORMS),
+              help="LightNL candidates' norm instead of the space's: l2 (bounded, the default of the "
+                   "autonl space) or none (the paper's product, cubic in its input).")
 @config_option(SearchConfig, "--lambda", "lam", help="Weight of the cost term.")
 @config_option(SearchConfig, "--steps")
 @config_option(SearchConfig, "--warmup-steps", help="Steps with every option on.")
@@ -151,8 +185,10 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--master-port", "master_port", type=ranged(PORT), default=29500, show_default=True,
               help="Port on the master for the rendezvous.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
-def search(target, target_macs, out, space, resolution, width, nproc, nnodes, node_rank, master_addr, master_port,
-           resume, **config):
+@click.option("--force", is_flag=True, help="Replace --out if it exists (a new search in its place).")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch in each process [default: torch's].")
+def search(target, target_macs, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
+           master_port, resume, force, threads, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
     if target_macs is None and not resume:
         raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M).")
@@ -164,8 +200,16 @@ def search(target, target_macs, out, space, resolution, width, nproc, nnodes, no
         if macs is not None:
             given["--target-macs"] = ("target_macs", macs)
         overrides = check_resume_settings(out, "search_config.json", given)
-    if os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1):
-        return _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
+    launch = os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1)
+    set_threads(threads, here=not launch)
+    if launch:
+        if node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
+            lock_output(out, "search")
+        with _new_run(out, resume, force, node_rank == 0):
+            rc = _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
+            if rc:      # a failed launch puts a replaced folder back (unless it left a checkpoint)
+                raise click.exceptions.Exit(rc)
+        return 0
     if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
         lock_output(out, "search")
     from autonl.backends.torch.data import num_classes
@@ -175,8 +219,9 @@ def search(target, target_macs, out, space, resolution, width, nproc, nnodes, no
     if not resume:
         cfg = SearchConfig(target_macs=macs, **config)   # the other options are SearchConfig fields
         graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
-                              num_classes(cfg.data))
-    result = run_search(graph, cfg, out, resume=resume, overrides=overrides)
+                              num_classes(cfg.data), lightnl_norm)
+    with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
+        result = run_search(graph, cfg, out, resume=resume, overrides=overrides)
     if result:
         click.echo(json.dumps(result))
         click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, macs.png, decisions.png)",
@@ -200,6 +245,19 @@ def derive(run_dir, out, decisions, force):
                f"fine-tune it with: autonl train {out} --data ...", err=True)
 
 
+def _new_run(out: str, resume: bool, force: bool, here: bool = True):
+    """A new run's --out: refused if it holds anything (one line naming --resume and --force),
+    replaced with --force (:mod:`autonl.backends.outputs`); a resumed run, or a torchrun
+    worker (its launcher did this), as it is."""
+    from contextlib import nullcontext
+
+    from autonl.backends.outputs import replacing_folder
+    if resume or not here:
+        return nullcontext()
+    return replacing_folder(out, force, hint=" (or --resume to continue the run in it)",
+                            keep_new_if=lambda folder: (folder / "checkpoint.pt").exists())
+
+
 _LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
 
 
@@ -220,8 +278,7 @@ def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: st
     if node_rank >= nnodes:
         raise AutonlError(f"--node-rank {node_rank} is not below --nnodes {nnodes}")
     env = dict(os.environ)
-    if node_rank == 0:
-        lock_output(out, "search")
+    if node_rank == 0:    # locked by the caller
         env[HELD_BY_PARENT] = str(lock_path(out))
     args, rest = [], list(sys.argv[1:])
     while rest:

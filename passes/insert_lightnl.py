@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-from autonl.ir import Choice, Graph, Node
-from autonl.ir.ops import get_op
+from autonl.ir import AutonlError, Choice, Graph, Node
+from autonl.ir.ops import LIGHTNL_NORMS, get_op
 
 from .base import Pass, PassResult
 from .registry import register_pass
@@ -20,14 +20,18 @@ class InsertLightNL(Pass):
     (``i`` from ``mbconv_i``, else ``<m>_nl``), and every former use of ``%m`` (the
     residual ``add`` among them) now reads ``%lightnl_i``: the block sits after the projection
     and before the residual addition. Options come from a search-space file's ``[lightnl]``
-    section or from ``ratios``/``strides``/``optional``/``nodes`` (a regular expression)."""
+    section or from ``ratios``/``strides``/``optional``/``nodes`` (a regular expression)/
+    ``norm``. Every candidate carries its ``norm`` explicitly (default "l2", the bounded
+    form; "none" is the paper's product), so a graph file says which LightNL it holds."""
 
     def __init__(self, space: str | None = None, ratios: list | None = None, strides: list | None = None,
-                 optional: bool | None = None, nodes: str | None = None):
+                 optional: bool | None = None, nodes: str | None = None, norm: str | None = None):
         base = (load_space(space).lightnl if space else None) or LightNLSpec()
+        if norm is not None and norm not in LIGHTNL_NORMS:
+            raise AutonlError(f"insert-lightnl: norm {norm!r} must be one of {', '.join(map(repr, LIGHTNL_NORMS))}")
         self.spec = LightNLSpec(tuple(ratios or base.ratios), tuple(strides or base.strides),
                                 base.optional if optional is None else optional,
-                                nodes if nodes is not None else base.nodes, base.exclude)
+                                nodes if nodes is not None else base.nodes, base.exclude, norm or base.norm)
 
     def _value(self, options: tuple):
         return options[0] if len(options) == 1 else Choice(*options)
@@ -46,6 +50,7 @@ class InsertLightNL(Pass):
                 attrs["insert"] = Choice(False, True)
             attrs["r"] = self._value(self.spec.ratios)
             attrs["s"] = self._value(self.spec.strides)
+            attrs["norm"] = self.spec.norm
             attrs.update({k: mb[k] for k in ("eps", "momentum") if k in m.attrs})
             stem = m.name.replace("mbconv", "lightnl", 1) if "mbconv" in m.name else f"{m.name}_nl"
             name = graph.fresh_name(stem)

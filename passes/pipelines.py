@@ -38,9 +38,11 @@ def get_pipeline(name: str) -> Pipeline:
     return PIPELINES.get(name)
 
 
-def search_space_pipeline(space: str = "autonl") -> tuple[str, ...]:
-    """Place LightNL candidates and relax attributes as the space file ``space`` says."""
-    return (f'insert-lightnl{{space="{space}"}}', f'relax{{space="{space}"}}')
+def search_space_pipeline(space: str = "autonl", lightnl_norm: str | None = None) -> tuple[str, ...]:
+    """Place LightNL candidates and relax attributes as the space file ``space`` says
+    (``lightnl_norm``: the candidates' norm instead of the space's)."""
+    norm = f', norm="{lightnl_norm}"' if lightnl_norm else ""
+    return (f'insert-lightnl{{space="{space}"{norm}}}', f'relax{{space="{space}"}}')
 
 
 register_pipeline("deploy", ("lower-composites", "fold-bn", "dce", "shape-inference"),

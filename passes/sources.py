@@ -32,11 +32,12 @@ def load_target(target: str, resolution: int | None = None, width: float | None 
     raise AutonlError(f"unknown preset or file '{target}'; {hint}known presets: {', '.join(sorted(presets))}")
 
 
-def relaxed_graph(target: str, space: str, resolution: int | None, width: float | None, classes: int) -> Graph:
+def relaxed_graph(target: str, space: str, resolution: int | None, width: float | None, classes: int,
+                  lightnl_norm: str | None = None) -> Graph:
     """The graph to search: a relaxed preset or file as it is, a discrete one after the
-    search-space pipeline with ``space``."""
+    search-space pipeline with ``space`` (and ``lightnl_norm`` for the LightNL candidates)."""
     graph = load_target(target, resolution, width, None, classes) if target in all_presets() \
         else load_target(target, resolution, width)
     if not graph.relaxed:
-        graph = PassManager(list(search_space_pipeline(space)))(graph).graph
+        graph = PassManager(list(search_space_pipeline(space, lightnl_norm)))(graph).graph
     return graph

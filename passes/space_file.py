@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autonl.ir import AutonlError, Choice
-from autonl.ir.ops import get_op
+from autonl.ir.ops import LIGHTNL_NORMS, get_op
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,7 +22,7 @@ else:  # pragma: no cover
 
 BUILTIN_SPACES = ("autonl",)
 RULE_KEYS = {"op", "attr", "options", "nodes", "exclude", "only_valid"}
-LIGHTNL_KEYS = {"ratios", "strides", "optional", "nodes", "exclude"}
+LIGHTNL_KEYS = {"ratios", "strides", "optional", "nodes", "exclude", "norm"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class LightNLSpec:
     optional: bool = True
     nodes: str | None = None
     exclude: tuple[str, ...] = ()
+    norm: str = "l2"     # the lightnl op's norm: "l2" (bounded, benchmarks/lightnl_numerics.py) or "none" (the paper's)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ def parse_space(doc: Any, source: str) -> SpaceFile:
         if bad:
             raise _fail(source, f"[lightnl]: unknown key '{sorted(bad)[0]}'; keys: {', '.join(sorted(LIGHTNL_KEYS))}")
         lightnl = LightNLSpec(tuple(nl.get("ratios", (0.125, 0.25))), tuple(nl.get("strides", (1, 2))),
-                              bool(nl.get("optional", True)), nl.get("nodes"), tuple(nl.get("exclude", ())))
+                              bool(nl.get("optional", True)), nl.get("nodes"), tuple(nl.get("exclude", ())),
+                              nl.get("norm", LightNLSpec.norm))
+        if lightnl.norm not in LIGHTNL_NORMS:
+            raise _fail(source, f"[lightnl]: norm {lightnl.norm!r} must be one of {', '.join(map(repr, LIGHTNL_NORMS))}")
         for r in lightnl.ratios:
             if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 < r <= 1:
                 raise _fail(source, f"[lightnl]: ratio {r!r} must be a number in (0, 1]")

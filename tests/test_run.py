@@ -36,3 +36,40 @@ def test_run_on_the_builtin_data_writes_a_report_with_plots_and_a_manifest(cli, 
     for name, meta in manifest["files"].items():
         assert hashlib.sha256((run / name).read_bytes()).hexdigest() == meta["sha256"], name
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_run_with_its_defaults_on_a_users_own_image_folder(cli, tmp_path):
+    """The journey a new user takes with their own data (4 classes of shapes and textures,
+    JPEG/PNG/BMP/WebP in RGB, grey, CMYK, RGBA and palette modes, sizes of their own), with
+    `autonl run`'s defaults: then every validation image through the deployed ONNX model,
+    preprocessed as the deploy manifest says."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from autonl.backends.torch.data import make_val_loader
+    from autonl.backends.torch.shapes_folder import write_shapes_folder
+
+    data = write_shapes_folder(tmp_path / "mine", train_per_class=24, val_per_class=10, seed=3, sizes=(36, 60))
+    run = tmp_path / "run"
+    proc = cli("run", "--data", data, "--out", run, check_ok=True, timeout=900)
+    assert "settings: resolution 40, batch 16" in proc.stderr and "fitted to the data" in proc.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert abs(summary["search"]["off_target"]) <= 0.05, summary["search"]
+    manifest = json.loads((run / "deploy" / "manifest.json").read_text())
+    facts = manifest["data"]
+    assert facts["classes"] == ["checker", "circle", "square", "stripes"] and facts["input"]["channel_order"] == "RGB"
+    assert manifest["checks"]["real_data"]["nonfinite_images"] == 0
+    resolution = facts["input"]["shape"][-1]
+    val, classes = make_val_loader(str(data), resolution, 16, workers=0)
+    sess = ort.InferenceSession(str(run / "deploy" / "model.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    correct = total = 0
+    for x, y in val:
+        logits = sess.run(None, {name: x.numpy()})[0]
+        assert np.isfinite(logits).all()
+        correct += int((logits.argmax(1) == y.numpy()).sum())
+        total += len(y)
+    assert total == 40
+    assert correct / total >= 0.5, correct / total      # chance is 0.25
+    md = (run / "report.md").read_text()
+    assert "chance level 0.250" in md and "checker, circle, square, stripes" in md

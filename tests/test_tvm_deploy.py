@@ -85,6 +85,25 @@ def test_arm64_runner_under_qemu_matches_the_host_build(arm_and_host, cli, tmp_p
     assert json.loads((tmp_path / "q.json").read_text())["vs_reference_max_abs_diff"] <= 1e-4
 
 
+def test_a_failing_runner_is_one_error_line_without_its_own_prefix_doubled(arm_and_host, tmp_path):
+    """The runner reports failures as `error: ...`; the CLI adds its own prefix once (it read
+    "error: error: ..."). A stand-in qemu-aarch64 that fails as the runner does."""
+    import os
+
+    from conftest import autonl_exe
+
+    arm, _ = arm_and_host
+    fake = tmp_path / "bin" / "qemu-aarch64"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'error: cannot load model.aarch64.so: bad ELF' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    proc = subprocess.run([autonl_exe(), "deploy", str(arm), "--qemu", "--runs", "1"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert_one_line_error(proc, "autonl_runner under qemu-aarch64 failed: cannot load model.aarch64.so")
+    assert proc.stderr.count("error:") == 1
+
+
 @pytest.fixture
 def rpc_server():
     """A host TVM RPC server on loopback (an aarch64 one would need an aarch64 Python under qemu),

@@ -156,6 +156,10 @@ class MBConv(OpDef):
         return b.emit("batch_norm", [h], "project_bn", **bn)
 
 
+LIGHTNL_NORMS = ("none", "l2")
+LIGHTNL_NORM_EPS = 1e-6     # inside the square root: a zero query or key stays zero
+
+
 def lightnl_shapes(x: TensorType, r: float, s: int) -> tuple[int, int, int]:
     """(compact channels floor(r*C), positions H*W, strided positions h'*w') of LightNL on ``x``."""
     _, c, h, w = x.shape
@@ -182,10 +186,15 @@ class LightNL(OpDef):
     name = "lightnl"
     doc = ("Lightweight non-local block (AutoNL): y = q @ (k^T @ v) / (H*W) with q, k the first "
            "floor(r*C) channels, k and v strided by s, no softmax, no embeddings; "
-           "z = x + BN(depthwise3x3(y)) with BN gamma starting at 0. insert=false is the identity.")
+           "z = x + BN(depthwise3x3(y)) with BN gamma starting at 0. insert=false is the identity. "
+           "norm=\"l2\" scales each query and key position to unit length over its floor(r*C) channels "
+           "first (cosine affinities in [-1, 1]): y is then at most max|v| instead of cubic in x, "
+           "which keeps stacked blocks finite; it costs O(r*C*H*W) elementwise work, no MACs.")
     attrs = {
         "r": AttrSpec("float", 0.25, doc="channel ratio of queries and keys"),
         "s": AttrSpec("int", 1, doc="spatial stride of keys and values"),
+        "norm": AttrSpec("str", "none", one_of=LIGHTNL_NORMS,
+                         doc="none: the paper's product; l2: unit-length queries and keys"),
         "insert": AttrSpec("bool", True, doc="false: the block is absent (identity, no cost)"),
         **_bn_specs(),
     }
@@ -223,6 +232,9 @@ class LightNL(OpDef):
         k = b.emit("slice", [xs], "k", axis=1, end=rc)
         q = b.emit("reshape", [q], "q_flat", shape=[-1, rc, hw])
         kt = b.emit("reshape", [k], "k_flat", shape=[-1, rc, hws])
+        if a["norm"] == "l2":
+            q = b.emit("l2_normalize", [q], "q_unit", axis=1, eps=LIGHTNL_NORM_EPS)
+            kt = b.emit("l2_normalize", [kt], "k_unit", axis=1, eps=LIGHTNL_NORM_EPS)
         kt = b.emit("permute", [kt], "k_t", dims=[0, 2, 1])
         v = b.emit("reshape", [xs], "v_flat", shape=[-1, c, hws])
         # Channel-major layout: Q = q^T [rC, HW], K = k^T [rC, h'w'], V = v^T [C, h'w'].

@@ -132,6 +132,20 @@ class Scale(OpDef):
 
 
 @register_op
+class L2Normalize(OpDef):
+    name = "l2_normalize"
+    doc = ("x / sqrt(sum(x^2 over axis) + eps): unit length along one axis (LightNL's norm=\"l2\"). "
+           "Elementwise work and a reduction: no MACs by the cost convention.")
+    attrs = {"axis": AttrSpec("int"), "eps": AttrSpec("float", 1e-6, doc="added under the square root")}
+
+    def infer(self, inputs, a):
+        (x,) = inputs
+        expect(0 <= a["axis"] < x.rank, f"l2_normalize axis {a['axis']} out of range for {x}")
+        expect(a["eps"] > 0, f"l2_normalize eps must be positive, got {a['eps']}")
+        return x
+
+
+@register_op
 class GlobalAvgPool(OpDef):
     name = "global_avg_pool"
     doc = "Mean over H and W of an NCHW tensor."

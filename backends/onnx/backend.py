@@ -15,7 +15,8 @@ class OnnxBackend(Backend):
     doc = "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8"
     options = (
         Option("int8", False, "Also write model.int8.onnx (static int8, calibrated on --calib-data).", bool),
-        Option("calib_data", "digits", "Calibration and accuracy data. " + DATA_HELP),
+        Option("calib_data", None, "Calibration and int8 accuracy data [default: --data, else the data the "
+               "model was trained on]. " + DATA_HELP),
         Option("calib_images", 256, "Images to calibrate int8 on.", int),
         Option("calib_method", "minmax", "Calibration method.", ("minmax", "entropy", "percentile")),
         Option("eval_images", None, "Validation images for the int8 accuracy check (default: all).", int),
@@ -33,6 +34,11 @@ class OnnxBackend(Backend):
                             calib_method=o["calib_method"], eval_images=o["eval_images"],
                             fold_bn=not o["no_fold_bn"], opset=o["opset"], skip_corrupt=o["skip_corrupt"],
                             int8_exclude=o["int8_exclude"], log=log)
+
+    def options_with_data(self, options, data):
+        if options.get("calib_data") is None and data is not None:
+            return {**options, "calib_data": data}
+        return options
 
     def run_options(self, data):
         return {"int8": True, "calib_data": data}   # int8 calibrated and checked on the run's own data

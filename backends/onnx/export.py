@@ -138,6 +138,18 @@ def _scale(b, node, x):
     b.emit("Mul", [x[0], b.const(node, b.attrs(node)["factor"], np.float32)], node.name, node.name)
 
 
+@onnx_op("l2_normalize")
+def _l2_normalize(b, node, x):
+    """x * 1/sqrt(ReduceSum(x*x) + eps): plain ops every runtime (and TVM's importer) has;
+    ONNX's LpNormalization has no eps and gives NaN for a zero vector."""
+    a, n = b.attrs(node), node.name
+    sq = b.emit("Mul", [x[0], x[0]], f"{n}.square", f"{n}.square")
+    total = b.emit("ReduceSum", [sq, b.const(node, [a["axis"]], np.int64)], f"{n}.sum", f"{n}.sum", keepdims=1)
+    total = b.emit("Add", [total, b.const(node, a["eps"], np.float32)], f"{n}.eps", f"{n}.eps")
+    inv = b.emit("Reciprocal", [b.emit("Sqrt", [total], f"{n}.sqrt", f"{n}.sqrt")], f"{n}.inv", f"{n}.inv")
+    b.emit("Mul", [x[0], inv], n, n)
+
+
 @onnx_op("global_avg_pool")
 def _pool(b, node, x):
     if b.attrs(node)["keepdim"]:

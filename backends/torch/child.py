@@ -17,6 +17,7 @@ from ..locks import output_lock
 from .lower import to_torch
 from .supernet import Supernet, inherit_weights
 from .checkpoint import read_checkpoint
+from .data import read_data_facts
 from .weights import check_state_dict, save_model
 
 REFERENCES = ("mobilenetv2", "autonl-s", "autonl-l")
@@ -86,7 +87,7 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_model(derived, module.eval(), tmp)
+        save_model(derived, module.eval(), tmp, read_data_facts(run))
         atomic_write(tmp / "decisions.json", dumps_decisions(decisions))
         cost = {"resolution": resolution, "search_resolution": graph.inputs[next(iter(graph.inputs))].shape[-1],
                 **rows["derived"], "target_macs": config.get("target_macs")}

@@ -43,6 +43,7 @@ from .loader import CorruptImageWarning, seeded_loader
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, random_resized_crop_box
 
 __all__ = ["BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "CorruptImageWarning",
+           "DATA_FACTS_FILE", "accuracy_line", "data_available", "make_val_loader", "chance_level", "data_facts", "fitted_settings", "read_data_facts",
            "DigitsDataset", "EvalTransform", "ImageFolderDataset", "LongRangeDataset", "TrainTransform",
            "describe", "find_unreadable", "make_loaders", "num_classes", "random_resized_crop_box", "scan_image_folder"]
 
@@ -128,6 +129,24 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int | Non
             seeded_loader(val, batch_size, False, workers, seed, skip_corrupt), len(train.classes))
 
 
+def make_val_loader(data: str, resolution: int, batch_size: int, workers: int | None = None,
+                    skip_corrupt: bool = False, val_size: int | None = None) -> tuple[DataLoader, list[str]]:
+    """``(validation loader, class names)``: what evaluation needs, and only that (a folder
+    needs no train/ split, and no training image is read)."""
+    _check_int("resolution", resolution, 8, RESOLUTION.hi)
+    _check_int("batch_size", batch_size, 1)
+    workers = auto_workers() if workers is None else workers
+    src = _resolve(str(data))
+    if src in BUILTIN_DATASETS:
+        _, val, _ = make_loaders(src, resolution, batch_size, workers, skip_corrupt=skip_corrupt,
+                                 train_size=1, val_size=val_size)
+        return val, list(val.dataset.classes)
+    classes, samples = scan_image_folder(src, splits=("val",))
+    val = ImageFolderDataset(samples["val"], transform=EvalTransform(resolution, 0.875), what=str(src / "val"),
+                             limit=val_size, classes=classes, skip_corrupt=skip_corrupt, workers=workers)
+    return seeded_loader(val, batch_size, False, workers, 0, skip_corrupt), classes
+
+
 def describe(data: str) -> str:
     """One line about ``data``: what it is, its classes and split sizes (no decoding)."""
     src = _resolve(str(data))
@@ -141,3 +160,128 @@ def describe(data: str) -> str:
     classes, samples = scan_image_folder(src)
     return (f"{src}: image folder, {len(classes)} classes, "
             f"{len(samples['train'])} train / {len(samples['val'])} val images")
+
+
+# -- settings fitted to the data -----------------------------------------------------------
+FIT_EPOCHS = 40                 # passes over the training images a short run aims for
+FIT_STEPS = (150, 1000)         # ... within these bounds
+FIT_RESOLUTION_CAP = {"cpu": 64, "gpu": 224}
+_SIZE_SAMPLE = 512              # image headers read to estimate the size (not every file)
+
+
+def _median_short_side(paths: list[str]) -> int | None:
+    from PIL import Image
+
+    step = max(1, len(paths) // _SIZE_SAMPLE)
+    sides = []
+    for p in paths[::step][:_SIZE_SAMPLE]:
+        try:
+            with Image.open(p) as im:           # the header only
+                sides.append(min(im.size))
+        except Exception:  # noqa: BLE001 - a bad file is reported by the data check, not here
+            continue
+    return int(np.median(sides)) if sides else None
+
+
+def fitted_settings(data: str, gpu: bool = False) -> dict:
+    """Resolution, batch size and step counts for a short run on ``data``, with the reason
+    for each (printed by ``autonl run``): the built-in sets keep the settings they were tuned
+    with; a folder gets its images' median shorter side (a multiple of 8, at least 32, at
+    most 64 on a CPU and 224 on a GPU), batch 32 (16 below 256 training images) and about
+    ``FIT_EPOCHS`` epochs of steps, within ``FIT_STEPS``."""
+    src = _resolve(str(data))
+    if src in BUILTIN_DATASETS:
+        return {"resolution": 32, "batch_size": 32, "search_steps": 150, "train_steps": 150,
+                "why": f"the settings the built-in '{src}' set was tuned with"}
+    _, samples = scan_image_folder(src)
+    n = len(samples["train"])
+    side = _median_short_side([p for p, _ in samples["train"]])
+    cap = FIT_RESOLUTION_CAP["gpu" if gpu else "cpu"]
+    resolution = max(32, min(cap, (side or 32) // 8 * 8))
+    batch = 32 if n >= 256 else 16
+    steps = max(FIT_STEPS[0], min(FIT_STEPS[1], -(-FIT_EPOCHS * n // batch)))
+    why = (f"median shorter side {side} px (sampled), at most {cap} on a {'GPU' if gpu else 'CPU'}; "
+           f"batch {batch} for {n} training images; {steps} steps = about "
+           f"{steps * batch / max(n, 1):.0f} epochs (aiming at {FIT_EPOCHS}, within {FIT_STEPS[0]}..{FIT_STEPS[1]})")
+    return {"resolution": resolution, "batch_size": batch, "search_steps": steps, "train_steps": steps, "why": why}
+
+
+def chance_level(data: str) -> tuple[float, int]:
+    """``(share of the most common class in the validation split, classes)``: the accuracy
+    of always answering that class (no decoding)."""
+    src = _resolve(str(data))
+    if src == "digits":
+        labels, split = digits_arrays()[1:]
+        counts = np.bincount(labels[split == 1], minlength=10)
+        return float(counts.max() / counts.sum()), 10
+    if src == "longrange":
+        return 0.5, 2
+    classes, samples = scan_image_folder(src, splits=("val",))
+    counts = np.bincount([label for _, label in samples["val"]], minlength=len(classes))
+    return float(counts.max() / max(1, counts.sum())), len(classes)
+
+
+def accuracy_line(acc: float, data: str, margin: float = 0.05) -> tuple[str, str | None]:
+    """``("val acc 0.512 (chance 0.250, 4 classes)", warning or None)``: the warning when the
+    accuracy is within ``margin`` of chance."""
+    chance, k = chance_level(data)
+    line = f"val acc {acc:.3f} (chance {chance:.3f}, {k} classes)"
+    warn = None
+    if acc < chance + margin:
+        warn = (f"warning: validation accuracy {acc:.3f} is within {margin * 100:.0f} points of chance ({chance:.3f}): "
+                f"the network has not learnt this data; train longer (--train-steps), at a higher resolution (-r), "
+                f"or check the labels")
+    return line, warn
+
+
+DATA_FACTS_FILE = "data.json"
+
+
+def data_facts(data: str, resolution: int) -> dict:
+    """What a deployed model needs to know about its input, kept beside its weights (every
+    model folder's ``data.json``) and copied into every deploy manifest and board README:
+    the dataset, the class names in output order, and the preprocessing that produced the
+    training and validation tensors (:class:`EvalTransform`)."""
+    src = _resolve(str(data))
+    r = resolution
+    if src in BUILTIN_DATASETS:
+        classes = [str(d) for d in range(10)] if src == "digits" else ["different", "same"]
+        name, resize_ = src, f"resized to {r}x{r} (bilinear, antialiased)"
+    else:
+        classes = scan_image_folder(src)[0]
+        short = int(round(r / 0.875))
+        name = str(Path(src).resolve())
+        resize_ = (f"shorter side resized to {short} (bilinear, antialiased), then the centre {r}x{r} crop")
+    return {
+        "format": "autonl-data", "version": 1, "data": name, "classes": classes,
+        "input": {"layout": "NCHW", "dtype": "float32", "shape": ["N", 3, r, r], "channel_order": "RGB",
+                  "resize": resize_,
+                  "colour": "every image converted to RGB first (grey repeated, CMYK and palette converted, "
+                            "alpha dropped)",
+                  "scale": "pixel values / 255, to [0, 1]",
+                  "normalize": "(x - mean) / std per channel", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "output": {"meaning": "logits, one per class in the order of 'classes' (argmax: the predicted class)"},
+    }
+
+
+def data_available(data: str) -> bool:
+    """Whether ``data`` (a built-in name or a folder path, as recorded) can be read here."""
+    return data in BUILTIN_DATASETS or (Path(os.path.expanduser(data)) / "val").is_dir()
+
+
+def read_data_facts(folder: str | Path) -> dict | None:
+    """A model folder's ``data.json``, or None when it has none (a model imported from
+    PyTorch, or written before data facts were kept)."""
+    import json
+
+    path = Path(folder) / DATA_FACTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        facts = json.loads(path.read_text())
+        if not isinstance(facts, dict) or not isinstance(facts.get("data"), str) \
+                or not isinstance(facts.get("classes"), list):
+            raise ValueError("expected an object with 'data' and 'classes'")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise AutonlError(f"{path}: not a readable data description ({e})") from None
+    return facts

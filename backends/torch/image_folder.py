@@ -156,18 +156,20 @@ def _scan_split(root: Path, split: str) -> tuple[list[str], list[list[str]]]:
     return classes, files
 
 
-def scan_image_folder(root) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """Check the layout of an ImageFolder root (no decoding): ``(classes, {split: [(path, label)]})``."""
+def scan_image_folder(root, splits: tuple[str, ...] = ("train", "val")) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """Check the layout of an ImageFolder root (no decoding): ``(classes, {split: [(path, label)]})``
+    (``splits=("val",)``: the validation split alone, for evaluation)."""
     root = Path(os.path.expanduser(str(root)))
     if not root.exists():
         raise AutonlError(f"dataset folder '{root}' does not exist")
     if not root.is_dir():
         raise AutonlError(f"dataset '{root}' is not a folder (expected ROOT/train/<class>/<image>)")
     try:
-        scans = {s: _scan_split(root, s) for s in ("train", "val")}
+        scans = {s: _scan_split(root, s) for s in splits}
     except OSError as e:  # e.g. a folder without read permission
         raise AutonlError(f"cannot read '{e.filename or root}': {e.strerror or e}") from None
-    (train_classes, _), (val_classes, _) = scans["train"], scans["val"]
+    train_classes, _ = scans[splits[0]]
+    val_classes = scans["val"][0] if "val" in scans else train_classes
     if train_classes != val_classes:
         only_t = sorted(set(train_classes) - set(val_classes)) or ["-"]
         only_v = sorted(set(val_classes) - set(train_classes)) or ["-"]

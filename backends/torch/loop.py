@@ -168,7 +168,10 @@ class NonFinite:
 
     def check(self) -> None:
         if self.first is not None and int(self.first) >= 0:
-            raise AutonlError(f"the loss became {float(self.loss)} at step {int(self.first)}; lower --lr")
+            raise AutonlError(f"the loss became {float(self.loss)} at step {int(self.first)}: the logits overflowed "
+                              f"or the weights diverged, so the run stopped (its folder keeps the last checkpoint, "
+                              f"if any). Lower --lr, or "
+                              f"use LightNL blocks with norm=\"l2\" (the paper's product is cubic in its input)")
 
 
 class Loop:

@@ -128,6 +128,12 @@ def _scale(ctx, node, args):
     return ctx.function(node, operator.mul, [args[0], float(ctx.attrs(node)["factor"])])
 
 
+@torch_op("l2_normalize")
+def _l2_normalize(ctx, node, args):
+    a = ctx.attrs(node)
+    return ctx.function(node, M.l2_normalize, [args[0], a["axis"], a["eps"]])
+
+
 @torch_op("global_avg_pool")
 def _pool(ctx, node, args):
     return ctx.function(node, torch.mean, args, {"dim": (2, 3), "keepdim": ctx.attrs(node)["keepdim"]})
@@ -190,7 +196,7 @@ def _lightnl(ctx, node, args):
     a, t = ctx.attrs(node), ctx.in_type(node)
     if not a["insert"]:  # an absent block is the identity: no module, no call
         return args[0]
-    mod = M.LightNL(t.shape[1], a["r"], a["s"], lightnl_order(t, a["r"], a["s"]), a["eps"], a["momentum"])
+    mod = M.LightNL(t.shape[1], a["r"], a["s"], lightnl_order(t, a["r"], a["s"]), a["eps"], a["momentum"], a["norm"])
     return ctx.module(node, mod, args)
 
 

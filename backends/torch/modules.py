@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autonl.ir.ops import get_op, lightnl_channels, mbconv_widths
+from autonl.ir.ops import LIGHTNL_NORM_EPS, get_op, lightnl_channels, mbconv_widths
 
 NonLocalOp = get_op("non_local")
 
@@ -78,16 +78,32 @@ def lightnl_operands(x: torch.Tensor, rc: int, s: int) -> tuple[torch.Tensor, to
     return q, kt, xs.reshape(n, c, -1)
 
 
-def lightnl_attention(x: torch.Tensor, rc: int, s: int, order: str, mm1: nn.Module, mm2: nn.Module) -> torch.Tensor:
+def l2_normalize(t: torch.Tensor, dim: int, eps: float = LIGHTNL_NORM_EPS,
+                 extra: torch.Tensor | None = None) -> torch.Tensor:
+    """``t / sqrt(sum(t^2 over dim) + extra + eps)`` (the IR's ``l2_normalize``, LightNL's
+    norm="l2"); ``extra``: a further sum of squares to include (the supernet's gated channels)."""
+    n2 = t.pow(2).sum(dim, keepdim=True)
+    if extra is not None:
+        n2 = n2 + extra
+    return t * torch.rsqrt(n2 + eps)
+
+
+def lightnl_attention(x: torch.Tensor, rc: int, s: int, order: str, mm1: nn.Module, mm2: nn.Module,
+                      norm: str = "none") -> torch.Tensor:
     """LightNL's y = q @ (k^T @ v) / (H*W), channel-major (method.md section 1).
 
     q: the first ``rc`` channels at every position; k: the first ``rc`` channels and v: all
     channels, at every s-th row and column. No softmax, no embeddings. ``order`` picks
     ``key_value_first`` ((V K^T) Q) or ``affinity_first`` (V (K^T Q)); both give the same
-    value, the IR picks the cheaper statically.
+    value, the IR picks the cheaper statically. ``norm="l2"``: queries and keys scaled to
+    unit length over their ``rc`` channels first (the op's safe variant).
     """
     n, c, h, w = x.shape
     q, kt, v = lightnl_operands(x, rc, s)
+    if norm == "l2":
+        q, kt = l2_normalize(q, 1), l2_normalize(kt, 2)
+    elif norm != "none":
+        raise ValueError(f"unknown LightNL norm {norm!r}")
     if order == "key_value_first":
         y = mm2(mm1(v, kt), q)
     elif order == "affinity_first":
@@ -100,15 +116,15 @@ def lightnl_attention(x: torch.Tensor, rc: int, s: int, order: str, mm1: nn.Modu
 class LightNL(nn.Module):
     """z = x + BN(depthwise3x3(y)), BN gamma starting at 0 (the block starts as identity)."""
 
-    def __init__(self, channels: int, r: float, s: int, order: str, eps: float, momentum: float):
+    def __init__(self, channels: int, r: float, s: int, order: str, eps: float, momentum: float, norm: str = "none"):
         super().__init__()
-        self.rc, self.s, self.order = lightnl_channels(channels, r), s, order
+        self.rc, self.s, self.order, self.norm = lightnl_channels(channels, r), s, order, norm
         self.mm1, self.mm2 = MatMul(), MatMul()
         self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.bn = batch_norm(channels, eps, momentum, zero_init=True)
 
     def forward(self, x: torch.Tensor, order: str | None = None) -> torch.Tensor:
-        y = lightnl_attention(x, self.rc, self.s, order or self.order, self.mm1, self.mm2)
+        y = lightnl_attention(x, self.rc, self.s, order or self.order, self.mm1, self.mm2, self.norm)
         return x + self.bn(self.dw(y))
 
 

@@ -5,7 +5,9 @@ the gates select (:class:`~autonl.backends.torch.supernet.SupernetCost`) and ``T
 We chose this target-aware form over Single-Path NAS's ``lambda * log(C)`` so that one run
 lands near ``T`` without sweeping lambda: it pulls the cost down while above the target and
 up while below, with the same strength on both sides, and the thresholds' learning rate
-decays to zero (cosine) so the decisions settle at the end.
+stays at its value for the first half of the search (short searches reach the target)
+then decays to zero (cosine) so the decisions settle at the end. A derived network more
+than 5% off the target gets a warning line (and ``landing_warning`` in result.json).
 
 Schedule: ``warmup_steps`` with every option on (gates forced on, only weights train, no cost
 term), then weights (SGD) and thresholds/importances (Adam) each with its own optimiser on the
@@ -38,6 +40,7 @@ from ..processes import die_with_parent
 from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
+from .data import DATA_FACTS_FILE, data_facts
 from .loop import Loop, Run, StepResult, cosine_with_warmup, open_run, seed_all
 from .supernet import Supernet
 
@@ -104,6 +107,19 @@ def plot_search(run: Run, target: float, gate_names: list[str]) -> None:
     tmp.replace(run.folder / "decisions.png")
 
 
+LANDING_TOLERANCE = 0.05    # a derived network further off its MAC target gets a warning line
+ARCH_LR_HOLD = 0.5          # share of the post-warm-up steps at the full threshold learning rate
+
+
+def arch_lr_factor(step: int, steps: int) -> float:
+    """The thresholds' learning-rate factor ``step`` steps after the warm-up, of ``steps``:
+    1 for the first ``ARCH_LR_HOLD`` of them (so that a short search reaches its target
+    before the rate falls), then a cosine to 0 (so that the decisions settle)."""
+    hold = ARCH_LR_HOLD * steps
+    t = (max(0, step) - hold) / max(1.0, steps - hold)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, t))))
+
+
 def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
     """SGD (Nesterov) on the weights; Adam (or SGD) on the thresholds; their schedules."""
     w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
@@ -111,8 +127,7 @@ def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
     a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
              else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
     w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
-    a_sched = torch.optim.lr_scheduler.LambdaLR(
-        a_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s) / max(1, cfg.steps - cfg.warmup_steps)))))
+    a_sched = torch.optim.lr_scheduler.LambdaLR(a_opt, lambda s: arch_lr_factor(s, cfg.steps - cfg.warmup_steps))
     return w_opt, a_opt, w_sched, a_sched
 
 
@@ -262,6 +277,14 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
               "off_target": macs / cfg.target_macs - 1, "supernet_val_acc": val["val_acc"],
               "lightnl_blocks": sum(1 for n in derived if n.op == "lightnl"),
               "blocks": sum(1 for n in derived if n.op == "mbconv")}
+    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    atomic_write(run.folder / DATA_FACTS_FILE, json.dumps(data_facts(cfg.data, resolution), indent=1) + "\n")
+    if abs(result["off_target"]) > LANDING_TOLERANCE:
+        result["landing_warning"] = (
+            f"warning: the derived network has {format_count(macs)} MACs, {result['off_target']:+.0%} off the target "
+            f"{format_count(cfg.target_macs)} (more than ±{LANDING_TOLERANCE:.0%}); search longer (--steps), or "
+            f"raise --lambda or --arch-lr")
+        print(result["landing_warning"], file=sys.stderr)
     atomic_write(run.folder / "decisions.json", dumps_decisions(decisions))
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
     from autonl.backends.manifest import write_run_manifest

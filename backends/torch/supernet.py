@@ -27,10 +27,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from autonl.ir import AutonlError, Graph, Node, verify
+from autonl.ir import AutonlError, Choice, Graph, Node, verify
 from autonl.ir.costs import node_cost
 from autonl.ir.choice import attr_combinations
-from autonl.ir.ops import lightnl_channels, lightnl_order, mbconv_widths
+from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbconv_widths
 
 from autonl.ir.registry import Registry
 from autonl.passes import SearchSpace
@@ -208,6 +208,9 @@ class SuperLightNL(nn.Module):
         self.strides = sorted(ss)
         self.rc_small, self.rc_big = lightnl_channels(c, min(rs)), lightnl_channels(c, max(rs))
         self.order = lightnl_order(t, max(rs), min(ss))
+        self.norm = a["norm"]
+        if isinstance(self.norm, Choice):
+            raise AutonlError(f"node %{node.name}: LightNL's norm is a property of the block, not a search choice")
         self.mm1, self.mm2 = M.MatMul(), M.MatMul()
         self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
         self.bn = M.batch_norm(c, a["eps"], a["momentum"], zero_init=True)
@@ -236,10 +239,13 @@ class SuperLightNL(nn.Module):
         g_r = self.gates["r"]() if "r" in self.gates else None
         s = self.strides[0]
         q, kt, v = M.lightnl_operands(x, self.rc_big, s)
+        a, b = self.rc_small, self.rc_big
+        if self.norm == "l2":   # unit length over the selected channels: gated ones count g_r times
+            q = self._unit(q, 1, a, b, g_r)
+            kt = self._unit(kt, 2, a, b, g_r)
         if len(self.strides) > 1:
             g_s = self.gates["s"]()                                 # on = the smaller stride
             kt = kt * torch.where(self.kept_keys, torch.ones_like(g_s), g_s)
-        a, b = self.rc_small, self.rc_big
         if self.order == "key_value_first":
             kv = self.mm1(v, kt)                                   # [N, C, rc_big], both parts at once
             y = self.mm2(kv[:, :, :a], q[:, :a])
@@ -255,6 +261,17 @@ class SuperLightNL(nn.Module):
             return x + gated_batch_norm(self.bn, self.dw(y.reshape(n, c, h, w)),
                                         self.gates["insert"](self.dw.weight.pow(2).mean()))
         return x + self.bn(self.dw(y.reshape(n, c, h, w)))
+
+    @staticmethod
+    def _unit(t: torch.Tensor, dim: int, a: int, b: int, g: torch.Tensor | None) -> torch.Tensor:
+        """``t`` over the norm of its first ``a`` channels plus ``g`` times the squares of
+        channels ``a:b`` (the ratio gate's part): with a hard gate exactly the chosen ratio's
+        unit length; ``t``'s channels beyond those the gate selects are scaled but unused."""
+        sq = t.pow(2)
+        n2 = sq.narrow(dim, 0, a).sum(dim, keepdim=True)
+        if g is not None and b > a:
+            n2 = n2 + g * sq.narrow(dim, a, b - a).sum(dim, keepdim=True)
+        return t * torch.rsqrt(n2 + LIGHTNL_NORM_EPS)
 
     @staticmethod
     def _kept_keys(h: int, w: int, small: int, big: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
+from .data import data_facts
 from .loop import Loop, StepResult, cosine_with_warmup, open_run, seed_all
 from .lower import to_torch
 from .weights import load_weights, save_model
@@ -150,7 +151,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
 
     last_val = loop.run_steps(train_loader, device, step, row, evaluate=validate,
                               after_checkpoint=lambda: plot_curves(run.metrics, run.curves), progress=progress)
-    save_model(graph, module.cpu().eval(), run.folder / "model")
+    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    save_model(graph, module.cpu().eval(), run.folder / "model", data_facts(cfg.data, resolution))
     result = {"step": loop.step, **last_val}
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
     from autonl.backends.manifest import write_run_manifest

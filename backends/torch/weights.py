@@ -95,10 +95,15 @@ def load_weights(module: nn.Module, path: str | Path, graph_name: str = "the gra
     module.load_state_dict(state)
 
 
-def save_model(graph: Graph, module: nn.Module, folder: str | Path) -> Path:
+def save_model(graph: Graph, module: nn.Module, folder: str | Path, data: dict | None = None) -> Path:
+    """``data``: the data facts (:func:`autonl.backends.torch.data.data_facts`), written as
+    ``data.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    if data is not None:
+        import json
+        atomic_write(folder / "data.json", json.dumps(data, indent=1) + "\n")
     atomic_write(folder / WEIGHTS_FILE, torch_bytes(state))
     atomic_write(folder / GRAPH_FILE, render(graph, "json"))
     atomic_write(folder / TEXT_FILE, render(graph, "text"))

@@ -36,7 +36,7 @@ from ..base import median_ms
 from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
-from ..onnx.compile import PARITY_TOL
+from ..onnx.compile import PARITY_TOL, finite_diff
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
 from .targets import NamedTarget, require_cc
@@ -210,8 +210,9 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         got = runner(x)
         sess = session(onnx_model)
         ref_o = run(sess, x)
-        checks = {"vs_torch_max_abs_diff": float(np.abs(got - ref_t).max()),
-                  "vs_onnxruntime_max_abs_diff": float(np.abs(got - ref_o).max()), "tolerance": PARITY_TOL}
+        checks = {"vs_torch_max_abs_diff": finite_diff(ref_t, got)[0],
+                  "vs_onnxruntime_max_abs_diff": finite_diff(ref_o, got)[0], "tolerance": PARITY_TOL,
+                  "nonfinite_rows": finite_diff(ref_t, got)[2]}
         log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
             f"{checks['vs_onnxruntime_max_abs_diff']:.2e}")
         if max(checks["vs_torch_max_abs_diff"], checks["vs_onnxruntime_max_abs_diff"]) > PARITY_TOL:
@@ -250,7 +251,7 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
     if not target.is_host:   # the C++ runner and a README for the board
         from .remote import package_runner, write_board_readme
         runner_info = package_runner(out_path, target, cc, log)
-        files += runner_info.pop("files") + [write_board_readme(out_path, target, model.graph.name, lib)]
+        files += runner_info.pop("files") + [write_board_readme(out_path, target, model.graph.name, lib, model.data)]
     if layers is not None:
         atomic_write(out_path / "layers.json", json.dumps(layers, indent=1) + "\n")
         files.append("layers.json")
@@ -260,7 +261,7 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         "format": "autonl-deploy", "version": 1, "backend": "tvm", "target": target.name,
         "target_dict": target.target_dict(), "graph": model.graph.name, "source": model.source,
         "weights": model.weights, **io_signature(model.graph),
-        "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs,
+        "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs, "data": model.data,
         "translation": "IR -> ONNX (autonl) -> Relax (tvm.relax.frontend.onnx)",
         "library": lib, "runner": runner_info,
         "test_input": "input.npy", "reference_output": "reference_output.npy (PyTorch on this machine)",

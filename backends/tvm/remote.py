@@ -155,9 +155,14 @@ Without a board: `autonl deploy {folder} --qemu` runs the runner here under qemu
 """
 
 
-def write_board_readme(out: Path, target, graph_name: str, lib: str) -> str:
+def write_board_readme(out: Path, target, graph_name: str, lib: str, data: dict | None = None) -> str:
+    """The board folder's README.md; ``data``: the model's data facts (input, preprocessing,
+    class names), so that the board feeds what the model was trained on."""
+    from ..checks import describe_data
+
     text = BOARD_README.format(graph=graph_name, target_name=target.name, tvm=tvm_version(), lib=lib,
                                target_json=json.dumps(target.target_dict()), folder=out.name or "deploy")
+    text += "\n" + describe_data(data)
     atomic_write(out / "README.md", text)
     return "README.md"
 
