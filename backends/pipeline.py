@@ -53,16 +53,27 @@ def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str
 
 
 def _settings(data: str, asked: dict, log) -> dict:
+    """The run's settings: those asked for, the rest fitted to the data. The built-in sets
+    keep what they were tuned with (search batch 32, fine-tuning batch 64, the default
+    learning rates); on a folder both stages use the fitted batch, with the learning rates
+    scaled to it (linear scaling rule)."""
     import torch
 
-    from .torch.data import fitted_settings
+    from .torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
+    from .torch.search import SearchConfig
+    from .torch.train import TrainConfig
     fitted = fitted_settings(data, gpu=torch.cuda.is_available())
     chosen = {k: v if v is not None else fitted[k] for k, v in asked.items()}
+    builtin = data in BUILTIN_DATASETS
+    batch = chosen["batch_size"]
+    chosen["train_batch_size"] = TrainConfig.batch_size if builtin and asked["batch_size"] is None else batch
+    chosen["search_lr"] = SearchConfig.lr if builtin else scaled_lr(SearchConfig.lr, batch)
+    chosen["train_lr"] = TrainConfig.lr if builtin else scaled_lr(TrainConfig.lr, chosen["train_batch_size"])
     if any(v is None for v in asked.values()):
         given = [k for k, v in asked.items() if v is not None]
-        log(f"settings: resolution {chosen['resolution']}, batch {chosen['batch_size']}, search "
-            f"{chosen['search_steps']} steps, fine-tune {chosen['train_steps']} steps; fitted to the data: "
-            f"{fitted['why']}" + (f" (given: {', '.join(given)})" if given else ""))
+        log(f"settings: resolution {chosen['resolution']}, batch {batch}, search {chosen['search_steps']} steps "
+            f"(lr {chosen['search_lr']:g}), fine-tune {chosen['train_steps']} steps (lr {chosen['train_lr']:g}); "
+            f"fitted to the data: {fitted['why']}" + (f" (given: {', '.join(given)})" if given else ""))
     return chosen
 
 
@@ -89,7 +100,7 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
     t = _stage(log, f"search: AutoNL space on {data} at {resolution}x{resolution}, toward "
                     f"{target_macs / 1e6:.0f}M MACs at 224x224, {search_steps} steps")
     cfg = SearchConfig(target_macs=target_macs, data=data, steps=search_steps, warmup_steps=max(1, search_steps // 5),
-                       batch_size=settings["batch_size"], seed=seed, cost_resolution=224)
+                       batch_size=settings["batch_size"], lr=settings["search_lr"], seed=seed, cost_resolution=224)
     search = run_search(graph, cfg, out / "search")
     timings["search"] = time.time() - t
     if search.get("landing_warning"):
@@ -101,7 +112,7 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
 
     t = _stage(log, f"fine-tune: {train_steps} steps")
     tcfg = TrainConfig(data=data, steps=train_steps, seed=seed, eval_every=train_steps,
-                       batch_size=settings["batch_size"])
+                       batch_size=settings["train_batch_size"], lr=settings["train_lr"])
     trained = run_training(load_target(str(out / "derived")), tcfg, out / "train", init=str(out / "derived"))
     timings["train"] = time.time() - t
     acc_line, acc_warning = accuracy_line(trained["val_acc"], data)

@@ -44,8 +44,10 @@ def write_report(out: Path, s: dict) -> None:
     settings = s.get("settings") or {}
     data_line = (f"Data: `{s['data']}`, {s.get('classes', '?')} classes" + (f" ({shown})" if shown else "")
                  + (f"; chance level {s['chance']:.3f}" if s.get("chance") is not None else "")
-                 + (f". Settings: resolution {settings['resolution']}, batch {settings['batch_size']}, "
-                    f"{settings['search_steps']} search and {settings['train_steps']} fine-tuning steps."
+                 + (f". Settings: resolution {settings['resolution']}; search {settings['search_steps']} steps, batch "
+                    f"{settings['batch_size']}, lr {settings.get('search_lr', 0):g}; fine-tuning "
+                    f"{settings['train_steps']} steps, batch {settings.get('train_batch_size', settings['batch_size'])}, "
+                    f"lr {settings.get('train_lr', 0):g}."
                     if settings else "")
                  + (f" Checked on {real['images']} real validation images: {real['nonfinite_images']} with "
                     f"non-finite logits." if real.get("images") else ""))

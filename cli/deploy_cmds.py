@@ -209,7 +209,19 @@ def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
     diff = res.get("vs_reference_max_abs_diff")
     click.echo(f"{res['where']}: median {res['median_ms']:.2f} ms over {res['runs']} runs"
                + (f"; max |output - reference| {diff:.2e}" if diff is not None else ""))
+    _random_weights_line(folder)
     write_json(json_out, res)
+
+
+def _random_weights_line(folder) -> None:
+    """One line when the folder was compiled from random weights (its manifest says so)."""
+    try:
+        weights = json.loads((Path(folder) / "manifest.json").read_text()).get("weights", "")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(weights, str) and weights.startswith("random"):
+        click.echo(f"weights: {weights} (compiled without trained weights): latencies are real, outputs are not "
+                   f"a trained model's", err=True)
 
 
 @cli.command()
@@ -230,4 +242,5 @@ def profile(folder, runs, top, json_out):
     click.echo(f"{'kernel':<52} {'calls':>5} {'us':>10} {'share':>6}")
     for r in res["kernels"][:top]:
         click.echo(f"{r['kernel'][:52]:<52} {r['calls']:>5} {r['total_us']:>10.1f} {r['share']:>6.1%}")
+    _random_weights_line(folder)
     write_json(json_out, res)

@@ -40,4 +40,8 @@ def relaxed_graph(target: str, space: str, resolution: int | None, width: float 
         else load_target(target, resolution, width)
     if not graph.relaxed:
         graph = PassManager(list(search_space_pipeline(space, lightnl_norm)))(graph).graph
+    elif lightnl_norm:     # a relaxed preset or file: its LightNL candidates take the norm asked for
+        for node in graph:
+            if node.op == "lightnl":
+                node.attrs["norm"] = lightnl_norm
     return graph

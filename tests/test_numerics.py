@@ -107,6 +107,9 @@ def test_supernet_with_the_papers_norm_equals_its_derived_networks():
 
 def test_the_search_space_says_which_lightnl_it_holds(cli, tmp_path):
     assert {n.attrs["norm"] for n in build_preset("search-space", resolution=32) if n.op == "lightnl"} == {"l2"}
+    from autonl.passes.sources import relaxed_graph     # --lightnl-norm, on the relaxed preset too
+    assert {n.attrs["norm"] for n in relaxed_graph("search-space", "autonl", 32, None, 4, "none")
+            if n.op == "lightnl"} == {"none"}
     out = cli("opt", "search-space", "-p", 'insert-lightnl{norm="nope"}', "-o", tmp_path / "g.ir")
     assert_one_line_error(out, "norm")
 

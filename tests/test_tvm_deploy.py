@@ -82,6 +82,7 @@ def test_arm64_runner_under_qemu_matches_the_host_build(arm_and_host, cli, tmp_p
     # the same through the CLI, which also compares with PyTorch's logits
     res = cli("deploy", arm, "--qemu", "--runs", "2", "--json", tmp_path / "q.json", check_ok=True)
     assert "max |output - reference|" in res.stdout
+    assert "weights: random init" in res.stderr         # compiled from a preset: said on every use
     assert json.loads((tmp_path / "q.json").read_text())["vs_reference_max_abs_diff"] <= 1e-4
 
 
