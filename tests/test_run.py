@@ -70,6 +70,7 @@ def test_run_with_its_defaults_on_a_users_own_image_folder(cli, tmp_path):
         correct += int((logits.argmax(1) == y.numpy()).sum())
         total += len(y)
     assert total == 40
-    assert correct / total >= 0.5, correct / total      # chance is 0.25
+    # chance is 0.25: 18 or more right of 40 by chance has probability 0.003 (0.575 here)
+    assert correct / total >= 0.45, correct / total
     md = (run / "report.md").read_text()
     assert "chance level 0.250" in md and "checker, circle, square, stripes" in md
