@@ -62,13 +62,31 @@ def _torch_check(model, xs: list, data: str, classes: list[str]) -> tuple[dict, 
             "max_abs_logit": top}, logits
 
 
-def _compiled_check(backend: Backend, out: Path, xs: list, ref: list[np.ndarray]) -> dict:
+def _fixed_batch(fn, batch: int):
+    """``fn`` for a library built for ``batch`` images at a time (TVM builds are static):
+    any number of images, in chunks, the last one padded with zeros."""
+    def run(x: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(0, len(x), batch):
+            chunk = x[i:i + batch]
+            pad = batch - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(np.asarray(fn(np.ascontiguousarray(chunk)))[:batch - pad])
+        return np.concatenate(outs)
+    return run
+
+
+def _compiled_check(backend: Backend, out: Path, xs: list, ref: list[np.ndarray], manifest: dict) -> dict:
     try:
         runners = backend.load(out)
     except AutonlError as e:      # e.g. an aarch64 library: it runs on its board
         return {"skipped": str(e)}
+    batch = (manifest.get("inputs") or [{}])[0].get("shape", [None])[0]
     rows = {}
     for label, fn in runners.items():
+        if isinstance(batch, int):
+            fn = _fixed_batch(fn, batch)
         bad, diff, top = 0, 0.0, 1.0
         for (x, _), want in zip(xs, ref):
             got = np.asarray(fn(x))
@@ -118,7 +136,7 @@ def compile_with_checks(backend: Backend, model, out: str | Path, options: dict,
             manifest.setdefault("checks", {})["real_data"] = {
                 "skipped": "no data given or recorded" if data is None else "--check-images 0"}
         else:
-            real["compiled"] = _compiled_check(backend, out, xs, ref)
+            real["compiled"] = _compiled_check(backend, out, xs, ref, manifest)
             for label, row in real["compiled"].items():
                 if not isinstance(row, dict):
                     log(f"real images: {label}: {row}")

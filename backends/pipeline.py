@@ -52,7 +52,7 @@ def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str
         return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm)
 
 
-def _settings(data: str, asked: dict, log) -> dict:
+def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
     """The run's settings: those asked for, the rest fitted to the data. The built-in sets
     keep what they were tuned with (search batch 32, fine-tuning batch 64, the default
     learning rates); on a folder both stages use the fitted batch, with the learning rates
@@ -69,12 +69,13 @@ def _settings(data: str, asked: dict, log) -> dict:
     chosen["train_batch_size"] = TrainConfig.batch_size if builtin and asked["batch_size"] is None else batch
     chosen["search_lr"] = SearchConfig.lr if builtin else scaled_lr(SearchConfig.lr, batch)
     chosen["train_lr"] = TrainConfig.lr if builtin else scaled_lr(TrainConfig.lr, chosen["train_batch_size"])
+    line = None
     if any(v is None for v in asked.values()):
         given = [k for k, v in asked.items() if v is not None]
-        log(f"settings: resolution {chosen['resolution']}, batch {batch}, search {chosen['search_steps']} steps "
-            f"(lr {chosen['search_lr']:g}), fine-tune {chosen['train_steps']} steps (lr {chosen['train_lr']:g}); "
-            f"fitted to the data: {fitted['why']}" + (f" (given: {', '.join(given)})" if given else ""))
-    return chosen
+        line = (f"settings: resolution {chosen['resolution']}, batch {batch}, search {chosen['search_steps']} steps "
+                f"(lr {chosen['search_lr']:g}), fine-tune {chosen['train_steps']} steps (lr {chosen['train_lr']:g}); "
+                f"fitted to the data: {fitted['why']}" + (f" (given: {', '.join(given)})" if given else ""))
+    return chosen, line
 
 
 def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, asked: dict, seed: int, force: bool,
@@ -89,11 +90,13 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
             raise AutonlError(f"{out}: exists and is not empty; give another --out, or --force to replace it")
         shutil.rmtree(out)
     classes = num_classes(data)          # a missing or malformed dataset stops here, before any work
-    settings = _settings(data, asked, log)
+    settings, settings_line = _settings(data, asked)
     resolution, search_steps, train_steps = settings["resolution"], settings["search_steps"], settings["train_steps"]
     graph = relaxed_graph("search-space", "autonl", resolution, None, classes, lightnl_norm)
     at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
     check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
+    if settings_line:
+        log(settings_line)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 

@@ -20,7 +20,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", nargs="+", default=["150M", "250M", "400M"])
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--warmup-steps", type=int, default=30)
+    ap.add_argument("--warmup-steps", type=int, help="default: a fifth of --steps, as autonl run")
     ap.add_argument("--data", default="digits")
     ap.add_argument("--out", default="runs/landing")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `autonl search` options")
@@ -30,7 +30,8 @@ def main() -> None:
     for target in args.targets:
         out = Path(args.out) / target
         cmd = [autonl, "search", "--target-macs", target, "--cost-resolution", "224", "--data", args.data,
-               "--resolution", "32", "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
+               "--resolution", "32", "--steps", str(args.steps),
+               "--warmup-steps", str(args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 5)),
                "--batch-size", "32", "--train-size", "1024", "--out", str(out), *args.extra]
         print("$", " ".join(cmd[1:]).replace(autonl, "autonl"), flush=True)
         if (out / "result.json").exists():

@@ -26,7 +26,7 @@ def test_derive_writes_a_model_folder(cli, run, tmp_path):
     proc = cli("derive", run, "--out", out, check_ok=True)
     assert "mobilenetv2" in proc.stdout and "autonl-l" in proc.stdout and "derived" in proc.stdout
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["comparison.json", "comparison.txt", "cost.json", "decisions.json", "graph.ir", "graph.json",
+    assert names == ["comparison.json", "comparison.txt", "cost.json", "data.json", "decisions.json", "graph.ir", "graph.json",
                      "graph_at_cost_resolution.ir", "manifest.json", "weights.pt"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "derive" and set(manifest["files"]) == set(names) - {"manifest.json"}

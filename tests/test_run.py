@@ -8,36 +8,6 @@ import re
 from PIL import Image
 
 
-def test_run_on_the_builtin_data_writes_a_report_with_plots_and_a_manifest(cli, tmp_path):
-    run = tmp_path / "run"
-    proc = cli("run", "--out", run, "--search-steps", "12", "--train-steps", "12", check_ok=True)
-    assert "report:" in proc.stdout and "onnxruntime fp32" in proc.stdout
-    for sub in ("search/decisions.json", "derived/graph.json", "train/model/weights.pt", "deploy/model.onnx",
-                "deploy/model.int8.onnx", "deploy/manifest.json"):
-        assert (run / sub).is_file(), sub
-    html = (run / "report.html").read_text()
-    # the plots are embedded, so report.html alone is the whole report (they were links)
-    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 3 and "<img src=\"search/" not in html
-    for name, data in zip(("search/macs.png", "search/decisions.png", "train/curves.png"), images):
-        assert base64.b64decode(data) == (run / name).read_bytes(), name
-        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
-            assert im.format == "PNG" and min(im.size) > 100
-    md = (run / "report.md").read_text()
-    # every network at the data's 10 classes (MobileNetV2 is 300.8M MACs with 1000)
-    for needle in ("| mobilenetv2 | 299.5M", "| autonl-s |", "| autonl-l |", "| derived |", "onnxruntime int8",
-                   "max |diff|", "every network with 10 classes", "Latency (batch 1 at 32x32"):
-        assert needle in md, needle
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["deploy_checks"]["parity"]["passed"]
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["inputs"]["data"] == "digits" and manifest["seeds"]["search"] == 0
-    assert "report.html" in manifest["files"] and "deploy/manifest.json" in manifest["files"]
-    for name, meta in manifest["files"].items():
-        assert hashlib.sha256((run / name).read_bytes()).hexdigest() == meta["sha256"], name
-    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
-
-
 def test_run_with_its_defaults_on_a_users_own_image_folder(cli, tmp_path):
     """The journey a new user takes with their own data (4 classes of shapes and textures,
     JPEG/PNG/BMP/WebP in RGB, grey, CMYK, RGBA and palette modes, sizes of their own), with
@@ -74,3 +44,28 @@ def test_run_with_its_defaults_on_a_users_own_image_folder(cli, tmp_path):
     assert correct / total >= 0.45, correct / total
     md = (run / "report.md").read_text()
     assert "chance level 0.250" in md and "checker, circle, square, stripes" in md
+    # the report and the manifest (this test also stands for `autonl run --data builtin`, whose
+    # code path differs only in the settings, fitted_settings("digits") in test_user_data)
+    assert "report:" in proc.stdout and "onnxruntime fp32" in proc.stdout
+    for sub in ("search/decisions.json", "derived/graph.json", "train/model/weights.pt", "deploy/model.onnx",
+                "deploy/model.int8.onnx", "deploy/manifest.json"):
+        assert (run / sub).is_file(), sub
+    html = (run / "report.html").read_text()
+    # the plots are embedded, so report.html alone is the whole report (they were links)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 3 and "<img src=\"search/" not in html
+    for name, png in zip(("search/macs.png", "search/decisions.png", "train/curves.png"), images):
+        assert base64.b64decode(png) == (run / name).read_bytes(), name
+        with Image.open(io.BytesIO(base64.b64decode(png))) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+    # every network at the data's 4 classes (MobileNetV2 is 300.8M MACs with 1000)
+    for needle in ("| mobilenetv2 |", "| autonl-s |", "| autonl-l |", "| derived |", "onnxruntime int8",
+                   "max |diff|", "every network with 4 classes", f"Latency (batch 1 at {resolution}x{resolution}"):
+        assert needle in md, needle
+    assert summary["deploy_checks"]["parity"]["passed"]
+    top = json.loads((run / "manifest.json").read_text())
+    assert top["inputs"]["data"] == str(data) and top["seeds"]["search"] == 0
+    assert "report.html" in top["files"] and "deploy/manifest.json" in top["files"]
+    for name, meta in top["files"].items():
+        assert hashlib.sha256((run / name).read_bytes()).hexdigest() == meta["sha256"], name
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]

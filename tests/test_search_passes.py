@@ -9,6 +9,7 @@ from autonl.passes.derive import Derive
 from autonl.passes.insert_lightnl import InsertLightNL
 from autonl.passes.relax import Relax
 from autonl.passes.shape_inference import ShapeInference
+from autonl.passes.sources import relaxed_graph
 
 from helpers import method_rows
 
@@ -30,10 +31,10 @@ BEFORE = """graph g(%x: f32[1,16,8,8]) {
 EXPECTED = """graph g(%x: f32[1,16,8,8]) {
   %stem = conv2d(%x) {out=16, k=3}
   %mbconv_1 = mbconv(%stem) {out=16, e=3}
-  %lightnl_1 = lightnl(%mbconv_1) {insert=choice(false, true), r=choice(0.125, 0.25), s=choice(1, 2)}
+  %lightnl_1 = lightnl(%mbconv_1) {insert=choice(false, true), r=choice(0.125, 0.25), s=choice(1, 2), norm="l2"}
   %add_1 = add(%lightnl_1, %stem)
   %mbconv_2 = mbconv(%add_1) {out=24, e=3, s=2}
-  %lightnl_2 = lightnl(%mbconv_2) {insert=choice(false, true), r=choice(0.125, 0.25), s=choice(1, 2)}
+  %lightnl_2 = lightnl(%mbconv_2) {insert=choice(false, true), r=choice(0.125, 0.25), s=choice(1, 2), norm="l2"}
   return %lightnl_2
 }"""
 
@@ -49,7 +50,7 @@ def test_insert_lightnl_sits_between_projection_and_residual():
 def test_insert_lightnl_selects_by_pattern_and_options():
     g = InsertLightNL(nodes="mbconv_2", ratios=[0.25], strides=[2], optional=False)(typed(BEFORE)).graph
     nl = find_nodes(g, "lightnl")
-    assert [n.name for n in nl] == ["lightnl_2"] and nl[0].attrs == {"r": 0.25, "s": 2}
+    assert [n.name for n in nl] == ["lightnl_2"] and nl[0].attrs == {"r": 0.25, "s": 2, "norm": "l2"}
 
 
 def macro_network():
@@ -105,7 +106,7 @@ def test_derive_collapses_skips_and_absent_lightnl():
     g = result.graph
     assert not g.relaxed and "mbconv_2" not in g.nodes and "add_2" not in g.nodes and "lightnl_2" not in g.nodes
     assert "lightnl_3" not in g.nodes and g.node("add_3").inputs == ["mbconv_3", "lightnl_1"]
-    assert g.node("lightnl_4").attrs == {"r": 0.25, "s": 2, "eps": 0.001, "momentum": 0.01}
+    assert g.node("lightnl_4").attrs == {"r": 0.25, "s": 2, "norm": "l2", "eps": 0.001, "momentum": 0.01}
 
 
 def published_decisions(space, rows, se=None):
@@ -143,11 +144,12 @@ def published_decisions(space, rows, se=None):
 
 @pytest.mark.parametrize("preset, title", [("autonl-l", "AutoNL-L:"), ("autonl-s", "AutoNL-S:")])
 def test_published_decisions_derive_the_preset(tmp_path, preset, title):
-    """With the SE ratio relaxed by a user's rule (as the README shows), the decisions that
-    encode a published architecture derive a graph identical to its preset."""
+    """With the SE ratio relaxed by a user's rule (as the README shows) and the paper's LightNL
+    (norm="none", as the presets hold), the decisions that encode a published architecture
+    derive a graph identical to its preset."""
     se_space = tmp_path / "se.toml"
     se_space.write_text('[[choice]]\nop = "mbconv"\nattr = "se"\noptions = [0.0, 0.25, 0.5]\nexclude = ["mbconv_0"]\n')
-    space = Relax(str(se_space))(build_preset("search-space")).graph
+    space = Relax(str(se_space))(relaxed_graph("search-space", "autonl", None, None, 1000, "none")).graph
     decisions = published_decisions(space, method_rows(title), se=True)
     (tmp_path / "d.json").write_text(json.dumps(decisions))
     derived = PassManager([create_pass(f'derive{{decisions="{tmp_path / "d.json"}"}}')])(space).graph

@@ -98,7 +98,7 @@ def test_bad_checkpoints(cli, tmp_path):
     run = tmp_path / "run"
     cli("train", "mobilenetv2", "--data", "digits", "--steps", "2", "--out", run, *SMALL, check_ok=True)
     assert_one_line_error(cli("train", "mobilenetv2", "--data", "digits", "--out", run, *SMALL),
-                          "already holds a run", "--resume")
+                          "exists and holds checkpoint.pt", "--force", "--resume")
     ckpt = run / "checkpoint.pt"
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 3])

@@ -135,3 +135,14 @@ def test_opt_on_a_model_keeps_its_weights(cli, trained, tmp_path):
     # without -o the graph goes to stdout, and a line says the weights were not written
     proc = cli("opt", trained / "model", "-p", "fold-bn", check_ok=True)
     assert "weights of" in proc.stderr and "not written" in proc.stderr
+
+
+def test_a_tvm_build_is_checked_on_the_recorded_data_too(cli, trained, tmp_path):
+    """The host library is built for batch 1: the check feeds it image by image."""
+    out = tmp_path / "tvm"
+    cli("compile", trained, "--backend", "tvm", "--target", "host", "--out", out, "--check-images", "5",
+        check_ok=True, timeout=600)
+    real = json.loads((out / "manifest.json").read_text())["checks"]["real_data"]
+    assert real["images"] == 5
+    (row,) = real["compiled"].values()
+    assert row["passed"] and row["nonfinite_images"] == 0

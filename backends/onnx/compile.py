@@ -67,11 +67,6 @@ def compile_onnx(model: TorchModel, out: str | Path, int8: bool = False, calib_d
     (:mod:`autonl.backends.locks`) is held from before any work to the manifest."""
     if opset < 17:
         raise AutonlError(f"opset {opset} is too old; the ONNX backend emits opset 17 or newer")
-    if int8 and calib_data is None:
-        calib_data = (model.data or {}).get("data")
-        if calib_data is None:
-            raise AutonlError("--int8 needs images to calibrate on: give --calib-data or --data (the model records "
-                              "no training data)")
     check_out(out)
     with output_lock(out, "compile"):
         return _compile_onnx(model, out, int8, calib_data, calib_images, calib_method, eval_images, fold_bn, opset,
@@ -89,6 +84,11 @@ def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: st
         if not any(fnmatch.fnmatchcase(n.name, pattern) for n in graph):
             raise AutonlError(f"--int8-exclude {pattern} matches no node of '{graph.name}' "
                               f"(node names look like {', '.join(list(graph.nodes)[:3])})")
+    if int8 and calib_data is None:
+        calib_data = (model.data or {}).get("data")
+        if calib_data is None:
+            raise AutonlError("--int8 needs images to calibrate on: give --calib-data or --data (the model records "
+                              "no training data)")
     onnx_model = export_onnx(deployed, opset=opset)
     check = parity(model, onnx_model)
     log(f"onnxruntime vs torch: max |diff| {check['max_abs_diff']:.2e} on logits up to "

@@ -78,14 +78,9 @@ def lightnl_operands(x: torch.Tensor, rc: int, s: int) -> tuple[torch.Tensor, to
     return q, kt, xs.reshape(n, c, -1)
 
 
-def l2_normalize(t: torch.Tensor, dim: int, eps: float = LIGHTNL_NORM_EPS,
-                 extra: torch.Tensor | None = None) -> torch.Tensor:
-    """``t / sqrt(sum(t^2 over dim) + extra + eps)`` (the IR's ``l2_normalize``, LightNL's
-    norm="l2"); ``extra``: a further sum of squares to include (the supernet's gated channels)."""
-    n2 = t.pow(2).sum(dim, keepdim=True)
-    if extra is not None:
-        n2 = n2 + extra
-    return t * torch.rsqrt(n2 + eps)
+def l2_normalize(t: torch.Tensor, dim: int, eps: float = LIGHTNL_NORM_EPS) -> torch.Tensor:
+    """``t / sqrt(sum(t^2 over dim) + eps)`` (the IR's ``l2_normalize``, LightNL's norm="l2")."""
+    return t * torch.rsqrt(t.pow(2).sum(dim, keepdim=True) + eps)
 
 
 def lightnl_attention(x: torch.Tensor, rc: int, s: int, order: str, mm1: nn.Module, mm2: nn.Module,
