@@ -11,7 +11,13 @@ the local network, the LightNL one with each norm, same recipe and seeds, so tha
 safe variant is seen to keep LightNL's benefit.
 
     python benchmarks/lightnl_numerics.py [--seeds 0 1 2] [--resolution 32] [--steps 150]
-        [--longrange-steps 600] [--skip-longrange] [--out DIR]
+        [--batch-size 32] [--search-lr X] [--train-lr Y] [--longrange-steps 600]
+        [--skip-shapes] [--skip-longrange] [--out DIR]
+
+The defaults are the settings of the report this answers (``autonl run``'s old defaults:
+32 px, 150 + 150 steps, learning rates set for batch 64); ``--resolution 48 --batch-size 16
+--steps 300 --search-lr 0.0125 --train-lr 0.025`` is close to what ``autonl run`` now fits to
+this folder.
 """
 from __future__ import annotations
 
@@ -69,12 +75,14 @@ def shapes_run(data: str, norm: str, seed: int, args, root: Path) -> dict:
     row = {"norm": norm, "seed": seed}
     t0 = time.perf_counter()
     try:
+        lrs = {"lr": args.search_lr} if args.search_lr else {}
         search(graph, SearchConfig(target_macs=args.target_macs, data=data, steps=args.steps,
                                    warmup_steps=max(1, args.steps // 5), batch_size=args.batch_size, seed=seed,
-                                   cost_resolution=224), out / "search", progress=False)
+                                   cost_resolution=224, **lrs), out / "search", progress=False)
         extract_child(out / "search", out / "derived", None, False)
+        lrs = {"lr": args.train_lr} if args.train_lr else {}
         result = train(load_target(str(out / "derived")), TrainConfig(
-            data=data, steps=args.steps, seed=seed, eval_every=args.steps, batch_size=args.batch_size),
+            data=data, steps=args.steps, seed=seed, eval_every=args.steps, batch_size=args.batch_size, **lrs),
             out / "train", init=str(out / "derived"), progress=False)
     except AutonlError as e:
         row.update(stopped=str(e), seconds=time.perf_counter() - t0)
@@ -139,6 +147,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="search steps and fine-tuning steps")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--target-macs", type=float, default=300e6)
+    ap.add_argument("--search-lr", type=float, help="default: the search's (0.05, set for batch 64)")
+    ap.add_argument("--train-lr", type=float, help="default: training's (0.1, set for batch 64)")
+    ap.add_argument("--skip-shapes", action="store_true")
     ap.add_argument("--longrange-steps", type=int, default=600)
     ap.add_argument("--skip-longrange", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
@@ -150,10 +161,10 @@ def main() -> None:
         root = Path(args.out) if args.out else Path(tmp)
         data = str(write_shapes_folder(root / "shapes", 60, 16, seed=0))
         print(f"shapes folder: 4 classes, 240 train / 64 val images; {args.resolution} px, {args.steps} search + "
-              f"{args.steps} fine-tuning steps, batch {args.batch_size}, target {args.target_macs / 1e6:.0f}M MACs",
-              flush=True)
+              f"{args.steps} fine-tuning steps, batch {args.batch_size}, lr {args.search_lr or 'default'} / "
+              f"{args.train_lr or 'default'}, target {args.target_macs / 1e6:.0f}M MACs", flush=True)
         rows = []
-        for seed in args.seeds:
+        for seed in ([] if args.skip_shapes else args.seeds):
             for norm in NORMS:
                 row = shapes_run(data, norm, seed, args, root)
                 rows.append(row)
@@ -167,6 +178,8 @@ def main() -> None:
         for r in first:
             print(f"\nlargest |input| per LightNL block, norm={r['norm']}, seed {r['seed']}:")
             print("  " + "  ".join(f"{k}: {v:.3g}" for k, v in r["inputs"].items()))
+        if not rows:
+            print("(shapes part skipped)")
         print("\nshapes, fp32 ONNX over every validation image")
         print(f"{'norm':<6} {'runs':>4} {'stopped':>7} {'images non-finite':>18} {'runs with any':>13} "
               f"{'accuracy (mean ± sd)':>22}")
