@@ -29,7 +29,7 @@ from .base import Backend
 from .manifest import write_manifest
 from .outputs import replacing_folder
 
-__all__ = ["CHECK_IMAGES", "compile_with_checks", "describe_data", "real_batches"]
+__all__ = ["CHECK_IMAGES", "compile_with_checks", "describe_data", "real_batches", "shown_classes"]
 
 CHECK_IMAGES = 500
 REAL_PARITY_TOL = 1e-4     # relative to the largest |logit| (at least 1)
@@ -154,14 +154,18 @@ def compile_with_checks(backend: Backend, model, out: str | Path, options: dict,
         return write_manifest(out, manifest, list(manifest["files"]))
 
 
+def shown_classes(classes: list[str], first: int = 20) -> str:
+    """``"a, b, c"``, or the first ``first`` names and how many there are in all."""
+    return ", ".join(classes[:first]) + (f", ... ({len(classes)} in all)" if len(classes) > first else "")
+
+
 def describe_data(facts: dict | None) -> str:
     """Markdown lines on a model's input and classes for a README (board folders)."""
     if not facts:
         return ("## Input\n\nThe model folder recorded no data description: preprocess as the model was "
                 "trained (NCHW float32).\n")
     i = facts["input"]
-    classes = facts["classes"]
-    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    shown = shown_classes(facts["classes"])
     return (f"## Input and output\n\n- data trained on: {facts['data']}\n"
             f"- input: {i['layout']} {i['dtype']}, shape {json.dumps(i['shape'])}, {i['channel_order']}\n"
             f"- preprocessing: {i['colour']}; {i['resize']}; {i['scale']}; {i['normalize']} with mean "

@@ -8,15 +8,13 @@ from pathlib import Path
 
 from autonl.ir import atomic_write
 
+from .checks import shown_classes
+
 
 def _table(rows: list[list], head: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def checks_of(s: dict) -> dict:
-    return s.get("deploy_checks") or {}
 
 
 def write_report(out: Path, s: dict) -> None:
@@ -34,13 +32,14 @@ def write_report(out: Path, s: dict) -> None:
         acc_rows.append(["deployed int8 (onnxruntime)", f"{s['int8']['accuracy']['int8']:.3f}"])
     if s.get("chance") is not None:
         acc_rows.append(["chance (always the most common class)", f"{s['chance']:.3f}"])
-    real = (checks_of(s).get("real_data") or {})
+    checks = s.get("deploy_checks") or {}
+    real = checks.get("real_data") or {}
     warnings = [w for w in (s.get("accuracy_warning"), s["search"].get("landing_warning")) if w]
     if train.get("val_nonfinite"):
         warnings.append(f"warning: {train['val_nonfinite']} of {train['val_n']} validation images give non-finite "
                         f"logits in torch")
     classes = (s.get("data_facts") or {}).get("classes") or []
-    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    shown = shown_classes(classes) if classes else ""
     settings = s.get("settings") or {}
     data_line = (f"Data: `{s['data']}`, {s.get('classes', '?')} classes" + (f" ({shown})" if shown else "")
                  + (f"; chance level {s['chance']:.3f}" if s.get("chance") is not None else "")
@@ -54,7 +53,6 @@ def write_report(out: Path, s: dict) -> None:
     lat = s["latency"]
     base = lat["torch eager"]
     lat_rows = [[k, f"{v:.2f}", f"{v / base:.2f}x"] for k, v in lat.items()]
-    checks = s.get("deploy_checks") or {}
     parity = checks.get("parity", {}).get("max_abs_diff", checks.get("vs_torch_max_abs_diff"))
     srch = s["search"]
     images = [("MACs of the sampled network against search step", "search/macs.png"),

@@ -15,9 +15,10 @@ from autonl.ir import AutonlError
 from .loader import AugmentedDataset, fixed_subset
 from .transforms import resize
 
-__all__ = ["BUILTIN_DATASETS", "LONGRANGE_SIZES", "DigitsDataset", "LongRangeDataset", "digits_arrays"]
+__all__ = ["BUILTIN_CLASSES", "BUILTIN_DATASETS", "LONGRANGE_SIZES", "DigitsDataset", "LongRangeDataset", "digits_arrays"]
 
 BUILTIN_DATASETS = ("digits", "longrange")
+BUILTIN_CLASSES = {"digits": [str(d) for d in range(10)], "longrange": ["different", "same"]}   # in label order
 LONGRANGE_SIZES = (4000, 1000)          # default train / val sizes of the synthetic set
 DIGITS_ASSET = Path(__file__).resolve().parent / "assets" / "digits.npz"
 _SPLIT_IDS = {"train": 0, "val": 1}
@@ -45,7 +46,7 @@ class DigitsDataset(AugmentedDataset):
         grey = torch.from_numpy(images[idx].astype(np.float32) / 16.0)
         self.images = grey.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
         self.labels, self.resolution = labels[idx], resolution
-        self.classes, self.transform = [str(d) for d in range(10)], transform
+        self.classes, self.transform = BUILTIN_CLASSES["digits"], transform
 
     def __len__(self):
         return len(self.labels)
@@ -100,7 +101,7 @@ class LongRangeDataset(AugmentedDataset):
         self.patch = max(8, resolution // 8)
         self.distractors = 2 if resolution >= 32 else 0
         self.bank = _pattern_bank(self.patch - 2, self.PATTERNS)
-        self.classes, self.transform = ["different", "same"], transform
+        self.classes, self.transform = BUILTIN_CLASSES["longrange"], transform
 
     def __len__(self):
         return self.length

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from autonl.ir import AutonlError
 
-from .builtin_data import BUILTIN_DATASETS, LONGRANGE_SIZES, DigitsDataset, LongRangeDataset, digits_arrays
+from .builtin_data import BUILTIN_CLASSES, BUILTIN_DATASETS, LONGRANGE_SIZES, DigitsDataset, LongRangeDataset, digits_arrays
 from .config import RESOLUTION, SEED, WORKERS
 from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, find_unreadable, scan_image_folder
 from .loader import CorruptImageWarning, seeded_loader
@@ -64,10 +64,8 @@ def _resolve(data: str):
 def num_classes(data: str) -> int:
     """The number of classes of ``data`` without decoding anything (checks the folder layout)."""
     source = _resolve(data)
-    if source == "digits":
-        return 10
-    if source == "longrange":
-        return 2
+    if source in BUILTIN_DATASETS:
+        return len(BUILTIN_CLASSES[source])
     return len(scan_image_folder(source)[0])
 
 
@@ -252,7 +250,7 @@ def data_facts(data: str, resolution: int) -> dict:
     src = _resolve(str(data))
     r = resolution
     if src in BUILTIN_DATASETS:
-        classes = [str(d) for d in range(10)] if src == "digits" else ["different", "same"]
+        classes = BUILTIN_CLASSES[src]
         name, resize_ = src, f"resized to {r}x{r} (bilinear, antialiased)"
     else:
         classes = scan_image_folder(src)[0]
