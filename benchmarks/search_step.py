@@ -71,7 +71,8 @@ def multipath(graph: Graph) -> nn.Module:
         cin = ctx.in_type(node).shape[1]
         ks = a["k"].options if "k" in node.choices() else (a["k"],)
         es = a["e"].options if "e" in node.choices() else (a["e"],)
-        branches = [M.MBConv(cin, a["out"], e, k, a["s"], a["se"], a["act"], a["eps"], a["momentum"])
+        branches = [M.MBConv(cin, a["out"], e, k, a["s"], a["se"], a["act"], a["eps"], a["momentum"],
+                             a["se_act"], a["se_gate"])
                     for k, e in itertools.product(ks, es)]
         return ctx.module(node, MixedOp(branches, False, "skip" in node.choices()), args)
 

@@ -15,8 +15,8 @@ A custom pass::
 Importing this package also registers the ``search-space`` preset (the AutoNL macro network
 run through the ``search-space`` pipeline).
 """
-from . import (cost, dce, derive, fold_bn, fold_mbconv, insert_lightnl, lower_composites,  # noqa: F401
-               relax, resize, shape_inference)  # (register the built-in passes)
+from . import (cost, dce, derive, fold_bn, fold_mbconv, fuse_activations, insert_lightnl,  # noqa: F401
+               lower_composites, relax, resize, shape_inference)  # (register the built-in passes)
 from . import pipelines, presets  # noqa: F401  (register the pipelines and the search-space preset)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost import CostReport, analyze_cost

@@ -3,15 +3,18 @@ into one ``mbconv`` node (with an ``se`` inside where the block has squeeze-and-
 
 The blocks are found by subgraph matching (:func:`autonl.passes.match.match_pattern`,
 networkx) against patterns written in the text form, one per variant: with or without the
-1x1 expansion, with or without SE (gate times features in either order), for each
-activation the IR's mbconv offers. A match becomes an ``mbconv`` only if it is exactly what
+1x1 expansion, with or without SE (gate times features in either order); the activation
+and gate nodes match every activation (relu, relu6, silu, hardswish) and gate (sigmoid,
+hardsigmoid) the IR's mbconv offers. A match becomes an ``mbconv`` only if it is exactly what
 the ``mbconv`` op computes:
 
 - interior values have no other users (the depthwise activation feeds SE's pool and its
   product; nothing else);
 - the depthwise conv has groups == channels; the expand, project and SE convs are 1x1,
   stride 1, ungrouped; expand and project have no bias, SE's convs have one;
-- every BN of the block has the same eps and momentum; SE's activation is the block's;
+- every BN of the block has the same eps and momentum; expansion and depthwise share one
+  activation (SE's may differ: ``se_act``, and its gate: ``se_gate``, as in MobileNetV3);
+- the convolutions pad k//2 (a block with TF-style asymmetric padding stays primitives);
 - the hidden and SE widths round-trip through ``mbconv``'s expansion and SE ratios.
 
 Folded blocks are named ``mbconv_0``, ``mbconv_1``, ... in graph order (the names presets
@@ -23,41 +26,47 @@ them as they are; a bare graph folds the same way.
 from __future__ import annotations
 
 from autonl.ir import Graph, parse_graph
-from autonl.ir.ops import get_op
+from autonl.ir.ops import ACTIVATIONS, GATES, get_op
 
 from .base import Pass, PassResult, Weights
 from .match import match_pattern
 from .registry import register_pass
 
-ACTS = ("relu6", "relu", "silu")
+# The activations and SE gates an mbconv can express (the ops a pattern's activation and gate
+# nodes match; the check below requires one activation for the expansion and the depthwise).
+ACTS, GATE_OPS = ACTIVATIONS, GATES
 
 
-def _pattern(act: str, expand: bool, se: str | None) -> Graph:
+def _pattern(expand: bool, se: str | None) -> Graph:
+    """The primitives of one block variant; activation and gate nodes are written as ``relu`` and
+    ``sigmoid`` and match any of ACTS and GATE_OPS (see ALTERNATIVES)."""
     lines = []
     h = "x"
     if expand:
-        lines += [f"%expand = conv2d(%{h}) {{k=1, s=1, groups=1, bias=false}}",
-                  "%expand_bn = batch_norm(%expand)", f"%expand_act = {act}(%expand_bn)"]
+        lines += ["%expand = conv2d(%x) {k=1, s=1, groups=1, bias=false, pad=[]}",
+                  "%expand_bn = batch_norm(%expand)", "%expand_act = relu(%expand_bn)"]
         h = "expand_act"
-    lines += [f"%dw = conv2d(%{h})", "%dw_bn = batch_norm(%dw)", f"%dw_act = {act}(%dw_bn)"]
+    lines += [f"%dw = conv2d(%{h}) {{pad=[]}}", "%dw_bn = batch_norm(%dw)", "%dw_act = relu(%dw_bn)"]
     h = "dw_act"
     if se:
         operands = "%dw_act, %se_gate" if se == "x*gate" else "%se_gate, %dw_act"
         lines += ["%se_pool = global_avg_pool(%dw_act) {keepdim=true}",
-                  "%se_reduce = conv2d(%se_pool) {k=1, s=1, groups=1, bias=true}", f"%se_act = {act}(%se_reduce)",
+                  "%se_reduce = conv2d(%se_pool) {k=1, s=1, groups=1, bias=true}", "%se_act = relu(%se_reduce)",
                   "%se_expand = conv2d(%se_act) {k=1, s=1, groups=1, bias=true}", "%se_gate = sigmoid(%se_expand)",
                   f"%se_scale = mul({operands})"]
         h = "se_scale"
-    lines += [f"%project = conv2d(%{h}) {{k=1, s=1, groups=1, bias=false}}", "%project_bn = batch_norm(%project)"]
+    lines += [f"%project = conv2d(%{h}) {{k=1, s=1, groups=1, bias=false, pad=[]}}",
+              "%project_bn = batch_norm(%project)"]
     body = "\n  ".join(lines)
     tag = {"x*gate": "se", "gate*x": "se_swapped", None: "plain"}[se]
-    return parse_graph(f"graph {act}_{'expand' if expand else 'noexpand'}_{tag}(%x: f32[1]) {{\n  {body}\n  "
+    return parse_graph(f"graph {'expand' if expand else 'noexpand'}_{tag}(%x: f32[1]) {{\n  {body}\n  "
                        f"return %project_bn\n}}\n")
 
 
+ALTERNATIVES = {"expand_act": ACTS, "dw_act": ACTS, "se_act": ACTS, "se_gate": GATE_OPS}
+
 # Largest first, so that a block with SE is not taken as a smaller block.
-PATTERNS = [(act, expand, se, _pattern(act, expand, se)) for se in ("x*gate", "gate*x", None)
-            for expand in (True, False) for act in ACTS]
+PATTERNS = [(expand, se, _pattern(expand, se)) for se in ("x*gate", "gate*x", None) for expand in (True, False)]
 
 # pattern node -> the mbconv's internal module path (the torch backend's state-dict layout)
 ROLES = {"expand": "expand", "expand_bn": "expand_bn", "dw": "dw", "dw_bn": "dw_bn", "se_reduce": "se.reduce",
@@ -78,12 +87,12 @@ class FoldMBConv(Pass):
         order = {name: i for i, name in enumerate(graph.topological_order())}
         taken: set[str] = set()
         blocks = []
-        for act, expand, se, pattern in PATTERNS:
-            for m in match_pattern(graph, pattern):
+        for expand, se, pattern in PATTERNS:
+            for m in match_pattern(graph, pattern, ALTERNATIVES):
                 members = {p: t for p, t in m.items() if p != "x"}
                 if taken & set(members.values()):
                     continue
-                attrs = self._check(graph, m, act, expand, bool(se))
+                attrs = self._check(graph, m, expand, bool(se))
                 if attrs is None:
                     continue
                 taken |= set(members.values())
@@ -104,8 +113,11 @@ class FoldMBConv(Pass):
         return PassResult(graph, modified=bool(blocks), weights=weights)
 
     @staticmethod
-    def _check(graph: Graph, m: dict, act: str, expand: bool, se: bool) -> dict | None:
+    def _check(graph: Graph, m: dict, expand: bool, se: bool) -> dict | None:
         n = {p: graph.nodes[t] for p, t in m.items() if p != "x"}
+        act = n["dw_act"].op
+        if expand and n["expand_act"].op != act:
+            return None
         full = {p: get_op(node.op).full_attrs(node.attrs) for p, node in n.items()}
         last = m["project_bn"]
         for p, node in n.items():   # interior values: no users outside the block
@@ -138,6 +150,10 @@ class FoldMBConv(Pass):
                 return None
             attrs["se"] = reduce / cin
         attrs["act"] = act
+        if se and n["se_act"].op != act:
+            attrs["se_act"] = n["se_act"].op
+        if se and n["se_gate"].op != "sigmoid":
+            attrs["se_gate"] = n["se_gate"].op
         if bns[0]["eps"] != 1e-5:
             attrs["eps"] = bns[0]["eps"]
         if bns[0]["momentum"] != 0.1:

@@ -35,20 +35,25 @@ def find_nodes(graph: Graph, op: str | None = None, **attrs: Any) -> list[Node]:
     return found
 
 
-def match_pattern(graph: Graph, pattern: Graph) -> Iterator[dict[str, str]]:
+def match_pattern(graph: Graph, pattern: Graph,
+                  alternatives: dict[str, tuple[str, ...]] | None = None) -> Iterator[dict[str, str]]:
     """Every embedding of ``pattern`` in ``graph``, as {pattern value: graph value}.
 
-    Pattern outputs other than the last computed node may be used elsewhere in the graph;
-    interior pattern nodes are not required to be single-use (check ``graph.users`` if a
-    rewrite needs that).
+    ``alternatives`` lets a pattern node match any of several ops ({pattern node: ops}, e.g.
+    every activation); its attributes are then not compared. Pattern outputs other than the
+    last computed node may be used elsewhere in the graph; interior pattern nodes are not
+    required to be single-use (check ``graph.users`` if a rewrite needs that).
     """
     target = graph.to_networkx()
     pat = pattern.to_networkx()
+    alternatives = alternatives or {}
+    for n, node in pat.nodes(data=True):
+        node["ops"] = alternatives.get(n, (node["op"],))
 
     def node_match(t: dict, p: dict) -> bool:
         if p["kind"] == "input":
             return True
-        return t["kind"] == "node" and t["op"] == p["op"]
+        return t["kind"] == "node" and t["op"] in p["ops"]
 
     def edge_match(t: dict, p: dict) -> bool:
         return {e["index"] for e in p.values()} <= {e["index"] for e in t.values()}
@@ -57,7 +62,7 @@ def match_pattern(graph: Graph, pattern: Graph) -> Iterator[dict[str, str]]:
     seen: set[frozenset] = set()
     for mapping in matcher.subgraph_monomorphisms_iter():
         inverse = {p: t for t, p in mapping.items()}
-        if not all(_attrs_match(graph.nodes[inverse[n.name]], n) for n in pattern):
+        if not all(n.name in alternatives or _attrs_match(graph.nodes[inverse[n.name]], n) for n in pattern):
             continue
         key = frozenset(inverse.items())
         if key not in seen:

@@ -7,8 +7,8 @@ pipeline                  passes
 ``deploy``                lower-composites, fold-bn, dce, shape-inference (a model with weights)
 ``deploy-keep-bn``        lower-composites, dce, shape-inference
 ``search-space``          insert-lightnl, relax with the built-in ``autonl`` space
-``import``                shape-inference, fold-mbconv (after a PyTorch import)
-``import-no-fold``        shape-inference
+``import``                shape-inference, fuse-activations, fold-mbconv (after a PyTorch import)
+``import-no-fold``        shape-inference, fuse-activations
 ========================  =====================================================================
 
 ``search_space_pipeline(space)`` is ``search-space`` with another space file.
@@ -51,6 +51,7 @@ register_pipeline("deploy-keep-bn", ("lower-composites", "dce", "shape-inference
                   "a discrete graph as primitives, batch norms kept")
 register_pipeline("search-space", search_space_pipeline("autonl"),
                   "LightNL candidates and relaxed attributes of the built-in AutoNL space")
-register_pipeline("import", ("shape-inference", "fold-mbconv"),
+register_pipeline("import", ("shape-inference", "fuse-activations", "fold-mbconv"),
                   "types, then inverted residuals folded into mbconv nodes (after autonl import)")
-register_pipeline("import-no-fold", ("shape-inference",), "types only (autonl import --no-fold)")
+register_pipeline("import-no-fold", ("shape-inference", "fuse-activations"),
+                  "types, x*sigmoid(x) as silu (autonl import --no-fold)")

@@ -10,7 +10,8 @@ import math
 from ..types import TensorType
 from .registry import AttrSpec, Cost, OpDef, expect, register_op
 
-ACTIVATIONS = ("relu", "relu6", "silu")
+ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
+GATES = ("sigmoid", "hardsigmoid")
 
 
 def conv_out_size(size: int, k: int, s: int) -> int:
@@ -31,6 +32,11 @@ def lightnl_channels(c: int, r: float) -> int:
     return int(math.floor(r * c))
 
 
+def se_act(a) -> str:
+    """The activation inside an mbconv's SE (its ``se_act``, where ``same`` is the block's)."""
+    return a["act"] if a["se_act"] == "same" else a["se_act"]
+
+
 def _bn_attrs(eps: float, momentum: float, **extra) -> dict:
     """BN attributes, leaving out the defaults so the printed IR stays short."""
     from .registry import get_op
@@ -46,10 +52,11 @@ def _bn_specs() -> dict[str, AttrSpec]:
 class SqueezeExcite(OpDef):
     composite = True
     name = "se"
-    doc = ("Squeeze-and-excitation: x * sigmoid(conv1x1(act(conv1x1(mean_hw(x))))); "
-           "the two 1x1 convs have biases.")
+    doc = ("Squeeze-and-excitation: x * gate(conv1x1(act(conv1x1(mean_hw(x))))); "
+           "the two 1x1 convs have biases (EfficientNet: silu and sigmoid; MobileNetV3: relu and hardsigmoid).")
     attrs = {"reduce": AttrSpec("int", doc="channels after the reduce conv"),
-             "act": AttrSpec("str", "silu", one_of=ACTIVATIONS)}
+             "act": AttrSpec("str", "silu", one_of=ACTIVATIONS),
+             "gate": AttrSpec("str", "sigmoid", one_of=GATES)}
 
     def infer(self, inputs, a):
         (x,) = inputs
@@ -69,7 +76,7 @@ class SqueezeExcite(OpDef):
         h = b.emit("conv2d", [h], "reduce", out=a["reduce"], bias=True)
         h = b.emit(a["act"], [h], "act")
         h = b.emit("conv2d", [h], "expand", out=c, bias=True)
-        h = b.emit("sigmoid", [h], "gate")
+        h = b.emit(a["gate"], [h], "gate")
         return b.emit("mul", [x, h], "scale")
 
 
@@ -85,8 +92,11 @@ class MBConv(OpDef):
         "e": AttrSpec("float", 1, doc="expansion ratio; hidden = round(in * e); 1 = no expand conv"),
         "k": AttrSpec("int", 3, doc="depthwise kernel size"),
         "s": AttrSpec("int", 1, doc="depthwise stride"),
-        "se": AttrSpec("float", 0.0, doc="SE ratio of the block's input channels; 0 = no SE"),
+        "se": AttrSpec("float", 0.0, doc="SE reduce channels as a ratio of the block's input channels; 0 = no SE"),
         "act": AttrSpec("str", "relu6", one_of=ACTIVATIONS),
+        "se_act": AttrSpec("str", "same", one_of=("same",) + ACTIVATIONS,
+                           doc="SE's inner activation; same = the block's act (MobileNetV3: relu)"),
+        "se_gate": AttrSpec("str", "sigmoid", one_of=GATES, doc="SE's gate (MobileNetV3: hardsigmoid)"),
         "skip": AttrSpec("bool", False, doc="the block is dropped (only where it has an identity residual)"),
         **_bn_specs(),
     }
@@ -105,7 +115,7 @@ class MBConv(OpDef):
         expect(x.rank == 4, f"mbconv expects NCHW, got {x}")
         expect(a["e"] >= 1 and a["k"] >= 1 and a["s"] >= 1 and a["out"] >= 1,
                "e must be >= 1 and out, k, s positive")
-        expect(0 <= a["se"] <= 1, f"se ratio must be in [0, 1], got {a['se']}")
+        expect(a["se"] >= 0, f"se ratio must be >= 0, got {a['se']}")
         expect(not a["skip"] or self.has_identity_residual(x, a),
                f"skip needs an identity residual (s=1 and out == input channels {x.shape[1]})")
         n, _, h, w = x.shape
@@ -151,7 +161,7 @@ class MBConv(OpDef):
         h = b.emit("batch_norm", [h], "dw_bn", **bn)
         h = b.emit(a["act"], [h], "dw_act")
         if r:
-            h = b.emit("se", [h], "se", reduce=r, act=a["act"])
+            h = b.emit("se", [h], "se", reduce=r, act=se_act(a), gate=a["se_gate"])
         h = b.emit("conv2d", [h], "project", out=a["out"])
         return b.emit("batch_norm", [h], "project_bn", **bn)
 

@@ -21,16 +21,29 @@ def _rank(x: TensorType, r: int, op: str) -> None:
     expect(x.rank == r, f"{op} expects a rank-{r} input, got {x}")
 
 
+def conv_pads(a) -> tuple[int, int, int, int]:
+    """A ``conv2d``'s zero padding (top, left, bottom, right) from its full attributes."""
+    pad = list(a["pad"])
+    if not pad:
+        p = a["k"] // 2
+        return p, p, p, p
+    expect(len(pad) == 4 and min(pad) >= 0, f"conv2d pad must be 4 non-negative ints [top, left, bottom, right], "
+                                            f"got {pad}")
+    return tuple(pad)
+
+
 @register_op
 class Conv2d(OpDef):
     name = "conv2d"
-    doc = "2-D convolution, NCHW, zero padding k//2 on each side (odd k keeps the size at stride 1)."
+    doc = ("2-D convolution, NCHW, zero padding k//2 on each side (odd k keeps the size at stride 1), "
+           "or the explicit zero padding `pad` = [top, left, bottom, right] (e.g. TF's asymmetric \"same\").")
     attrs = {
         "out": AttrSpec("int", doc="output channels"),
         "k": AttrSpec("int", 1, doc="square kernel size"),
         "s": AttrSpec("int", 1, doc="stride"),
         "groups": AttrSpec("int", 1, doc="channel groups; groups == in == out is depthwise"),
         "bias": AttrSpec("bool", False, doc="add a learned bias"),
+        "pad": AttrSpec("ints", [], doc="zero padding [top, left, bottom, right]; [] = k//2 on every side"),
     }
 
     def infer(self, inputs, a):
@@ -41,8 +54,8 @@ class Conv2d(OpDef):
         expect(out >= 1 and k >= 1 and s >= 1 and g >= 1, "out, k, s and groups must be positive")
         expect(c % g == 0 and out % g == 0,
                f"groups={g} must divide input channels {c} and output channels {out}")
-        p = k // 2
-        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        top, left, bottom, right = conv_pads(a)
+        ho, wo = (h + top + bottom - k) // s + 1, (w + left + right - k) // s + 1
         expect(ho >= 1 and wo >= 1, f"kernel {k} does not fit input {x}")
         return x.with_shape((n, out, ho, wo))
 
@@ -89,6 +102,8 @@ Relu = _elementwise("relu", "max(x, 0)")
 Relu6 = _elementwise("relu6", "min(max(x, 0), 6)")
 Silu = _elementwise("silu", "x * sigmoid(x) (swish)")
 Sigmoid = _elementwise("sigmoid", "1 / (1 + exp(-x))")
+Hardsigmoid = _elementwise("hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3's gate)")
+Hardswish = _elementwise("hardswish", "x * relu6(x + 3) / 6 (MobileNetV3's activation)")
 
 
 def _broadcast(op: str, inputs: Sequence[TensorType]) -> TensorType:

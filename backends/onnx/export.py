@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from autonl.ir import AutonlError, Model, Node, verify
-from autonl.ir.ops import get_op
+from autonl.ir.ops import conv_pads, get_op
 from autonl.ir.registry import Registry
 
 OPSET = 17
@@ -103,10 +103,9 @@ def export_onnx(model: Model, opset: int = OPSET, dynamic_batch: bool = True) ->
 @onnx_op("conv2d")
 def _conv(b: OnnxBuilder, node: Node, x: list[str]) -> None:
     a = b.attrs(node)
-    p = a["k"] // 2
     ins = [x[0], b.param(node, "weight")] + ([b.param(node, "bias")] if a["bias"] else [])
     b.emit("Conv", ins, node.name, node.name, kernel_shape=[a["k"], a["k"]], strides=[a["s"], a["s"]],
-           pads=[p, p, p, p], group=a["groups"])
+           pads=list(conv_pads(a)), group=a["groups"])     # ONNX's order: top, left, bottom, right
 
 
 @onnx_op("batch_norm")
@@ -125,6 +124,16 @@ for _ir, _onnx in (("add", "Add"), ("mul", "Mul"), ("matmul", "MatMul")):
 def _relu6(b, node, x):
     lo, hi = b.const(node, 0.0, np.float32), b.const(node, 6.0, np.float32)
     b.emit("Clip", [x[0], lo, hi], node.name, node.name)
+
+
+@onnx_op("hardswish")
+def _hardswish(b, node, x):
+    b.emit("HardSwish", x[:1], node.name, node.name)
+
+
+@onnx_op("hardsigmoid")
+def _hardsigmoid(b, node, x):
+    b.emit("HardSigmoid", x[:1], node.name, node.name, alpha=1.0 / 6.0, beta=0.5)
 
 
 @onnx_op("silu")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autonl.ir import AutonlError, Graph, Model, Node, verify
-from autonl.ir.ops import get_op, lightnl_order
+from autonl.ir.ops import conv_pads, get_op, lightnl_order
 from autonl.ir.registry import Registry
 
 from . import modules as M
@@ -105,7 +105,12 @@ def torch_lowering(op: str) -> Lowering:
 @torch_op("conv2d")
 def _conv2d(ctx, node, args):
     a, cin = ctx.attrs(node), ctx.in_type(node).shape[1]
-    conv = nn.Conv2d(cin, a["out"], a["k"], a["s"], padding=a["k"] // 2, groups=a["groups"], bias=a["bias"])
+    top, left, bottom, right = conv_pads(a)
+    if (top, left) == (bottom, right):
+        conv = nn.Conv2d(cin, a["out"], a["k"], a["s"], padding=(top, left), groups=a["groups"], bias=a["bias"])
+    else:
+        conv = M.PaddedConv2d(cin, a["out"], a["k"], a["s"], pads=(top, left, bottom, right), groups=a["groups"],
+                              bias=a["bias"])
     return ctx.module(node, conv, args)
 
 
@@ -115,7 +120,8 @@ def _batch_norm(ctx, node, args):
     return ctx.module(node, M.batch_norm(t.shape[1], a["eps"], a["momentum"], a["zero_init"], t.rank), args)
 
 
-for _name, _fn in (("relu", F.relu), ("relu6", F.relu6), ("silu", F.silu), ("sigmoid", torch.sigmoid)):
+for _name, _fn in (("relu", F.relu), ("relu6", F.relu6), ("silu", F.silu), ("sigmoid", torch.sigmoid),
+                   ("hardswish", F.hardswish), ("hardsigmoid", F.hardsigmoid)):
     torch_op(_name)(lambda ctx, node, args, fn=_fn: ctx.function(node, fn, args))
 
 torch_op("add")(lambda ctx, node, args: ctx.function(node, operator.add, args))
@@ -181,14 +187,14 @@ def _mbconv(ctx, node, args):
     if a["skip"]:
         raise AutonlError(f"node %{node.name}: a skipped mbconv has no torch form; derive the graph first")
     mod = M.MBConv(ctx.in_type(node).shape[1], a["out"], a["e"], a["k"], a["s"], a["se"], a["act"],
-                   a["eps"], a["momentum"])
+                   a["eps"], a["momentum"], a["se_act"], a["se_gate"])
     return ctx.module(node, mod, args)
 
 
 @torch_op("se")
 def _se(ctx, node, args):
     a = ctx.attrs(node)
-    return ctx.module(node, M.SqueezeExcite(ctx.in_type(node).shape[1], a["reduce"], a["act"]), args)
+    return ctx.module(node, M.SqueezeExcite(ctx.in_type(node).shape[1], a["reduce"], a["act"], a["gate"]), args)
 
 
 @torch_op("lightnl")

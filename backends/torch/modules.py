@@ -14,7 +14,8 @@ from autonl.ir.ops import LIGHTNL_NORM_EPS, get_op, lightnl_channels, mbconv_wid
 
 NonLocalOp = get_op("non_local")
 
-ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu}
+ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.hardswish}
+GATES = {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}
 
 
 class MatMul(nn.Module):
@@ -32,22 +33,35 @@ def batch_norm(channels: int, eps: float, momentum: float, zero_init: bool = Fal
 
 
 class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int, reduce: int, act: str):
+    def __init__(self, channels: int, reduce: int, act: str, gate: str = "sigmoid"):
         super().__init__()
         self.reduce = nn.Conv2d(channels, reduce, 1, bias=True)
         self.expand = nn.Conv2d(reduce, channels, 1, bias=True)
-        self.act = ACTIVATIONS[act]
+        self.act, self.gate = ACTIVATIONS[act], GATES[gate]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        return x * self.gate(self.expand(self.act(self.reduce(s))))
+
+
+class PaddedConv2d(nn.Conv2d):
+    """A convolution with explicit, possibly asymmetric zero padding (the IR's ``conv2d{pad}``,
+    e.g. TF's "same"); its parameters are named like ``nn.Conv2d``'s."""
+
+    def __init__(self, *args, pads: tuple[int, int, int, int], **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+        top, left, bottom, right = pads
+        self.pads = (left, right, top, bottom)      # F.pad's order: last dim first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pads))
 
 
 class MBConv(nn.Module):
     """Inverted residual without its residual addition (an ``add`` node of its own in the IR)."""
 
     def __init__(self, cin: int, out: int, e: float, k: int, s: int, se: float, act: str,
-                 eps: float, momentum: float):
+                 eps: float, momentum: float, se_act: str = "same", se_gate: str = "sigmoid"):
         super().__init__()
         hidden, reduce = mbconv_widths(cin, e, se)
         self.act = ACTIVATIONS[act]
@@ -55,7 +69,7 @@ class MBConv(nn.Module):
         self.expand_bn = batch_norm(hidden, eps, momentum) if e != 1 else None
         self.dw = nn.Conv2d(hidden, hidden, k, s, padding=k // 2, groups=hidden, bias=False)
         self.dw_bn = batch_norm(hidden, eps, momentum)
-        self.se = SqueezeExcite(hidden, reduce, act) if reduce else None
+        self.se = SqueezeExcite(hidden, reduce, act if se_act == "same" else se_act, se_gate) if reduce else None
         self.project = nn.Conv2d(hidden, out, 1, bias=False)
         self.project_bn = batch_norm(out, eps, momentum)
 

@@ -30,7 +30,7 @@ from torch import nn
 from autonl.ir import AutonlError, Choice, Graph, Node, verify
 from autonl.ir.costs import node_cost
 from autonl.ir.choice import attr_combinations
-from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbconv_widths
+from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbconv_widths, se_act
 
 from autonl.ir.registry import Registry
 from autonl.passes import SearchSpace
@@ -140,7 +140,7 @@ class SuperMBConv(nn.Module):
         self.dw = nn.Conv2d(hidden, hidden, self.kmax, self.s, padding=self.kmax // 2, groups=hidden, bias=False)
         self.dw_bn = M.batch_norm(hidden, a["eps"], a["momentum"])
         reduce = mbconv_widths(cin, max(es), a["se"])[1]
-        self.se = M.SqueezeExcite(hidden, reduce, a["act"]) if reduce else None
+        self.se = M.SqueezeExcite(hidden, reduce, se_act(a), a["se_gate"]) if reduce else None
         self.project = nn.Conv2d(hidden, a["out"], 1, bias=False)
         self.project_bn = M.batch_norm(a["out"], a["eps"], a["momentum"])
         self.gates = nn.ModuleDict()
@@ -190,7 +190,7 @@ class SuperMBConv(nn.Module):
             se = self.se
             reduce_w = se.reduce.weight if mask is None else se.reduce.weight * mask
             pooled = se.act(F.conv2d(h.mean((2, 3), keepdim=True), reduce_w, se.reduce.bias))
-            h = h * torch.sigmoid(se.expand(pooled))
+            h = h * se.gate(se.expand(pooled))
         project_w = self.project.weight if mask is None else self.project.weight * mask
         y = self.project_bn(F.conv2d(h, project_w))
         return (y, keep) if keep is not None else y
