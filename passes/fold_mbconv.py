@@ -14,7 +14,8 @@ the ``mbconv`` op computes:
   stride 1, ungrouped; expand and project have no bias, SE's convs have one;
 - every BN of the block has the same eps and momentum; expansion and depthwise share one
   activation (SE's may differ: ``se_act``, and its gate: ``se_gate``, as in MobileNetV3);
-- the convolutions pad k//2 (a block with TF-style asymmetric padding stays primitives);
+- the 1x1 convolutions have no padding; the depthwise one pads k//2 on every side, or as
+  TF's "same" (``pad="same"``, tf_efficientnet's asymmetric padding at stride 2);
 - the hidden and SE widths round-trip through ``mbconv``'s expansion and SE ratios.
 
 Folded blocks are named ``mbconv_0``, ``mbconv_1``, ... in graph order (the names presets
@@ -26,7 +27,7 @@ them as they are; a bare graph folds the same way.
 from __future__ import annotations
 
 from autonl.ir import Graph, parse_graph
-from autonl.ir.ops import ACTIVATIONS, GATES, get_op
+from autonl.ir.ops import ACTIVATIONS, GATES, conv_pads, get_op, mbconv_dw_pads
 
 from .base import Pass, PassResult, Weights
 from .match import match_pattern
@@ -46,7 +47,7 @@ def _pattern(expand: bool, se: str | None) -> Graph:
         lines += ["%expand = conv2d(%x) {k=1, s=1, groups=1, bias=false, pad=[]}",
                   "%expand_bn = batch_norm(%expand)", "%expand_act = relu(%expand_bn)"]
         h = "expand_act"
-    lines += [f"%dw = conv2d(%{h}) {{pad=[]}}", "%dw_bn = batch_norm(%dw)", "%dw_act = relu(%dw_bn)"]
+    lines += [f"%dw = conv2d(%{h})", "%dw_bn = batch_norm(%dw)", "%dw_act = relu(%dw_bn)"]
     h = "dw_act"
     if se:
         operands = "%dw_act, %se_gate" if se == "x*gate" else "%se_gate, %dw_act"
@@ -135,6 +136,14 @@ class FoldMBConv(Pass):
             return None
         if dw["k"] % 2 == 0:
             return None
+        dw_hw = graph.type_of(n["dw"].inputs[0]).shape[2:]
+        pads = conv_pads(dw)
+        if pads == mbconv_dw_pads(*dw_hw, dw["k"], dw["s"], "symmetric"):
+            pad = "symmetric"
+        elif pads == mbconv_dw_pads(*dw_hw, dw["k"], dw["s"], "same"):
+            pad = "same"
+        else:
+            return None
         if not expand and hidden != cin:
             return None
         bns = [full[p] for p in ("expand_bn", "dw_bn", "project_bn") if p in full]
@@ -144,6 +153,8 @@ class FoldMBConv(Pass):
         attrs = {"out": full["project"]["out"], "e": int(e) if e == int(e) else e, "k": dw["k"]}
         if dw["s"] != 1:
             attrs["s"] = dw["s"]
+        if pad != "symmetric":
+            attrs["pad"] = pad
         if se:
             reduce = full["se_reduce"]["out"]
             if full["se_expand"]["out"] != hidden or full["se_pool"]["keepdim"] is not True:

@@ -24,10 +24,11 @@ class Relax(Pass):
     def call(self, graph: Graph) -> PassResult:
         modified = False
         for rule in self.space.rules:
-            hits = 0
+            hits = selected = 0
             for node in graph:
                 if node.op != rule.op or not rule.selects(node.name):
                     continue
+                selected += 1
                 op = get_op(node.op)
                 merged = {**node.attrs, rule.attr: Choice(*rule.options)}
                 # in the op's declared order, so the printed node reads as if written by hand
@@ -43,7 +44,7 @@ class Relax(Pass):
                 if node.attrs.get(rule.attr) != attrs[rule.attr]:
                     node.attrs = attrs
                     modified = True
-            if hits == 0:
+            if selected == 0:    # (only_valid may find no valid node: e.g. no block has an identity residual)
                 raise AutonlError(f"{self.space.source}: the rule for {rule.op}.{rule.attr} selects no node "
                                   f"of graph '{graph.name}'")
         return PassResult(graph, modified)

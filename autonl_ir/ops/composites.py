@@ -19,6 +19,22 @@ def conv_out_size(size: int, k: int, s: int) -> int:
     return (size + 2 * (k // 2) - k) // s + 1
 
 
+def same_pads(h: int, w: int, k: int, s: int) -> tuple[int, int, int, int]:
+    """TF's "same" zero padding (top, left, bottom, right) of a k x k conv at stride s on h x w:
+    ceil(size / s) outputs, the odd pixel of an odd total padded after (e.g. 0 and 1 for a 3x3
+    conv at stride 2 on an even size). For odd k at stride 1 it is k//2 on every side."""
+    def one(size: int) -> tuple[int, int]:
+        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+        return total // 2, total - total // 2
+    (top, bottom), (left, right) = one(h), one(w)
+    return top, left, bottom, right
+
+
+def mbconv_dw_pads(h: int, w: int, k: int, s: int, pad: str) -> tuple[int, int, int, int]:
+    """The depthwise conv's zero padding of an mbconv (its ``pad`` attribute) on an h x w input."""
+    return same_pads(h, w, k, s) if pad == "same" else (k // 2,) * 4
+
+
 def mbconv_widths(cin: int, e: float, se: float) -> tuple[int, int]:
     """(hidden channels, SE reduce channels; 0 = no SE) of an MBConv on ``cin`` channels: the
     one definition the cost model, the lowering and the torch modules share."""
@@ -98,6 +114,9 @@ class MBConv(OpDef):
                            doc="SE's inner activation; same = the block's act (MobileNetV3: relu)"),
         "se_gate": AttrSpec("str", "sigmoid", one_of=GATES, doc="SE's gate (MobileNetV3: hardsigmoid)"),
         "skip": AttrSpec("bool", False, doc="the block is dropped (only where it has an identity residual)"),
+        "pad": AttrSpec("str", "symmetric", one_of=("symmetric", "same"),
+                        doc="depthwise padding: symmetric k//2, or TF's \"same\" (tf_efficientnet; asymmetric "
+                            "at stride 2 on even sizes, the same output size)"),
         **_bn_specs(),
     }
 
@@ -115,6 +134,7 @@ class MBConv(OpDef):
         expect(x.rank == 4, f"mbconv expects NCHW, got {x}")
         expect(a["e"] >= 1 and a["k"] >= 1 and a["s"] >= 1 and a["out"] >= 1,
                "e must be >= 1 and out, k, s positive")
+        expect(a["pad"] == "symmetric" or a["k"] % 2 == 1, f"pad=\"same\" needs an odd kernel, got k={a['k']}")
         expect(a["se"] >= 0, f"se ratio must be >= 0, got {a['se']}")
         expect(not a["skip"] or self.has_identity_residual(x, a),
                f"skip needs an identity residual (s=1 and out == input channels {x.shape[1]})")
@@ -157,6 +177,9 @@ class MBConv(OpDef):
             h = b.emit("batch_norm", [h], "expand_bn", **bn)
             h = b.emit(a["act"], [h], "expand_act")
         conv = {"out": hidden, "k": a["k"]} | ({"s": a["s"]} if a["s"] != 1 else {})
+        pads = mbconv_dw_pads(*b.type_of(h).shape[2:], a["k"], a["s"], a["pad"])
+        if pads != (a["k"] // 2,) * 4:
+            conv["pad"] = list(pads)
         h = b.emit("conv2d", [h], "dw", **conv, groups=hidden)
         h = b.emit("batch_norm", [h], "dw_bn", **bn)
         h = b.emit(a["act"], [h], "dw_act")

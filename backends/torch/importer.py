@@ -23,7 +23,7 @@ silu, sigmoid, hardswish, hardsigmoid  silu, sigmoid, hardswish, hardsigmoid; al
                                        hand-written relu6(x + 3) / 6 and x * relu6(x + 3) / 6
 add, mul, scale                        add, mul (by a number: scale), div by a number
 global_avg_pool                        mean over (2, 3), adaptive_avg_pool2d to 1
-flatten                                view/reshape/squeeze/flatten to (batch, features)
+flatten, reshape                       view/reshape/squeeze/unsqueeze/flatten
 permute                                permute
 linear                                 linear, addmm/mm with constant weights
 (nothing)                              clone, alias, detach, dropout, a float32 _to_copy
@@ -52,7 +52,7 @@ from autonl.passes import PassManager
 
 SUPPORTED = ("nn.Conv2d (2-D, square, zero padding)", "nn.ZeroPad2d/F.pad before a conv", "nn.BatchNorm2d/F.batch_norm",
              "ReLU", "ReLU6", "SiLU", "Sigmoid", "Hardswish", "Hardsigmoid", "relu6(x + 3) / 6",
-             "+", "*", "/ a number", "mean over (2, 3)", "AdaptiveAvgPool2d(1)", "flatten to (batch, features)",
+             "+", "*", "/ a number", "mean over (2, 3)", "AdaptiveAvgPool2d(1)", "view/reshape/flatten",
              "permute", "nn.Linear", "Dropout/DropPath/Identity (eval)")
 
 
@@ -732,14 +732,19 @@ def _a_adaptive_pool(m, where, base, shape, a, kw):
 
 
 @_aten("view.default", "_unsafe_view.default", "reshape.default", "squeeze.dims", "squeeze.dim", "squeeze.default",
-       "flatten.using_ints")
+       "unsqueeze.default", "flatten.using_ints")
 def _a_view(m: _AtenMapper, where, base, shape, a, kw):
     x = m.value(a[0], where, "view")
-    src = m.em.graph.type_of(x).shape if isinstance(x, str) else None
-    if src is not None and shape is not None and len(shape) == 2 and shape[0] == src[0]:
-        return x if tuple(src) == tuple(shape) else m.emit("flatten", [x], base, shape, where=where)
-    raise UnsupportedOpError(where, f"a reshape from {list(src) if src else '?'} to {list(shape or [])}",
-                             "only flattening to (batch, features)")
+    src = tuple(m.em.graph.type_of(x).shape) if isinstance(x, str) else None
+    if src is None or shape is None:
+        raise UnsupportedOpError(where, "a reshape of a constant")
+    if src == tuple(shape):
+        return x
+    if len(shape) == 2 and shape[0] == src[0]:
+        return m.emit("flatten", [x], base, shape, where=where)
+    # keep the batch dim open (-1) where the reshape keeps it, so backends may run other batches
+    target = [-1, *shape[1:]] if shape[0] == src[0] else list(shape)
+    return m.emit("reshape", [x], base, shape, {"shape": [int(d) for d in target]}, where=where)
 
 
 @_aten("permute.default")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autonl.ir import AutonlError, Graph, Model, Node, verify
-from autonl.ir.ops import conv_pads, get_op, lightnl_order
+from autonl.ir.ops import conv_pads, get_op, lightnl_order, mbconv_dw_pads
 from autonl.ir.registry import Registry
 
 from . import modules as M
@@ -71,15 +71,31 @@ def to_torch(graph: Graph) -> fx.GraphModule:
 
 
 def to_torch_with_weights(model: Model) -> fx.GraphModule:
-    """The model's graph as a GraphModule in eval mode, with the model's weights loaded (every
-    tensor the module has, except BN's batch counters, must be among them)."""
+    """The model's graph as a GraphModule in eval mode, with the model's weights loaded
+    strictly: every tensor of the module (BN's batch counters may be left out), nothing else,
+    each with the module's shape and dtype; a misfit is one line naming the tensor."""
     module = to_torch(model.graph)
+    expected = module.state_dict()
     state = {k: torch.from_numpy(v) for k, v in model.weights.items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    for k, v in expected.items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v.clone()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
     if missing or unexpected:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise AutonlError(f"the weights do not fit graph '{model.graph.name}': {what}")
+        parts = ([f"missing {few(missing)}"] if missing else []) + ([f"unexpected {few(unexpected)}"]
+                                                                   if unexpected else [])
+        raise AutonlError(f"the weights do not fit graph '{model.graph.name}': {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape) or state[k].dtype != v.dtype:
+            raise AutonlError(f"the weights do not fit graph '{model.graph.name}': {k} is "
+                              f"{str(state[k].dtype).removeprefix('torch.')}{list(state[k].shape)}, the graph's "
+                              f"module has {str(v.dtype).removeprefix('torch.')}{list(v.shape)}")
+    module.load_state_dict(state, strict=True)
     return module.eval()
 
 
@@ -186,8 +202,9 @@ def _mbconv(ctx, node, args):
     a = ctx.attrs(node)
     if a["skip"]:
         raise AutonlError(f"node %{node.name}: a skipped mbconv has no torch form; derive the graph first")
-    mod = M.MBConv(ctx.in_type(node).shape[1], a["out"], a["e"], a["k"], a["s"], a["se"], a["act"],
-                   a["eps"], a["momentum"], a["se_act"], a["se_gate"])
+    t = ctx.in_type(node)
+    mod = M.MBConv(t.shape[1], a["out"], a["e"], a["k"], a["s"], a["se"], a["act"], a["eps"], a["momentum"],
+                   a["se_act"], a["se_gate"], mbconv_dw_pads(*t.shape[2:], a["k"], a["s"], a["pad"]))
     return ctx.module(node, mod, args)
 
 

@@ -61,13 +61,17 @@ class MBConv(nn.Module):
     """Inverted residual without its residual addition (an ``add`` node of its own in the IR)."""
 
     def __init__(self, cin: int, out: int, e: float, k: int, s: int, se: float, act: str,
-                 eps: float, momentum: float, se_act: str = "same", se_gate: str = "sigmoid"):
+                 eps: float, momentum: float, se_act: str = "same", se_gate: str = "sigmoid",
+                 pads: tuple[int, int, int, int] | None = None):
         super().__init__()
         hidden, reduce = mbconv_widths(cin, e, se)
         self.act = ACTIVATIONS[act]
         self.expand = nn.Conv2d(cin, hidden, 1, bias=False) if e != 1 else None
         self.expand_bn = batch_norm(hidden, eps, momentum) if e != 1 else None
-        self.dw = nn.Conv2d(hidden, hidden, k, s, padding=k // 2, groups=hidden, bias=False)
+        if pads is None or pads == (k // 2,) * 4:
+            self.dw = nn.Conv2d(hidden, hidden, k, s, padding=k // 2, groups=hidden, bias=False)
+        else:
+            self.dw = PaddedConv2d(hidden, hidden, k, s, pads=pads, groups=hidden, bias=False)
         self.dw_bn = batch_norm(hidden, eps, momentum)
         self.se = SqueezeExcite(hidden, reduce, act if se_act == "same" else se_act, se_gate) if reduce else None
         self.project = nn.Conv2d(hidden, out, 1, bias=False)

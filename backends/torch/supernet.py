@@ -30,7 +30,7 @@ from torch import nn
 from autonl.ir import AutonlError, Choice, Graph, Node, verify
 from autonl.ir.costs import node_cost
 from autonl.ir.choice import attr_combinations
-from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbconv_widths, se_act
+from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbconv_dw_pads, mbconv_widths, se_act
 
 from autonl.ir.registry import Registry
 from autonl.passes import SearchSpace
@@ -127,13 +127,17 @@ def _binary(node: Node, attr: str, on_is_larger: bool = True) -> tuple[Any, Any]
 class SuperMBConv(nn.Module):
     """An MBConv superkernel: the largest kernel and expansion, gated down (section 3)."""
 
-    def __init__(self, node: Node, cin: int, a: dict):
+    def __init__(self, node: Node, cin: int, a: dict, node_in_hw: tuple[int, int]):
         super().__init__()
         ks = a["k"].options if "k" in node.choices() else (a["k"],)
         es = a["e"].options if "e" in node.choices() else (a["e"],)
         self.kmin, self.kmax = min(ks), max(ks)
         self.hmin, self.hmax = mbconv_widths(cin, min(es), 0)[0], mbconv_widths(cin, max(es), 0)[0]
         self.s, self.act = a["s"], M.ACTIVATIONS[a["act"]]
+        # TF "same" padding of the largest kernel: a smaller kernel centred in it (the kernel
+        # gate's ring) sees exactly its own "same" padding, as the derived block computes.
+        top, left, bottom, right = mbconv_dw_pads(*node_in_hw, self.kmax, self.s, a["pad"])
+        self.dw_pads = None if (top, left, bottom, right) == (self.kmax // 2,) * 4 else (left, right, top, bottom)
         hidden = self.hmax
         self.expand = nn.Conv2d(cin, hidden, 1, bias=False) if max(es) != 1 else None
         self.expand_bn = M.batch_norm(hidden, a["eps"], a["momentum"]) if max(es) != 1 else None
@@ -178,7 +182,11 @@ class SuperMBConv(nn.Module):
         h = x
         if self.expand is not None:
             h = self.act(self.expand_bn(self.expand(h)))
-        h = self.act(self.dw_bn(F.conv2d(h, w, None, self.s, self.kmax // 2, 1, self.hmax)))
+        if self.dw_pads is None:
+            h = F.conv2d(h, w, None, self.s, self.kmax // 2, 1, self.hmax)
+        else:
+            h = F.conv2d(F.pad(h, self.dw_pads), w, None, self.s, 0, 1, self.hmax)
+        h = self.act(self.dw_bn(h))
         # The expansion gate masks the hidden channels where they are read, in the weights of
         # the projection (and of SE's reduce conv), not in the activations: the same function
         # of the gate, exactly, without two passes over the block's largest tensor.
@@ -312,7 +320,8 @@ def _super_mbconv(ctx: LoweringContext, node: Node, args: list) -> fx.Node:
     if "e" in node.choices() and 1 in node.attrs["e"].options:
         raise AutonlError(f"node %{node.name}: expansion 1 has no expansion conv, so it cannot share a "
                           "superkernel with larger expansions; use options above 1")
-    out = ctx.module(node, SuperMBConv(node, ctx.in_type(node).shape[1], a), args)
+    t = ctx.in_type(node)
+    out = ctx.module(node, SuperMBConv(node, t.shape[1], a, tuple(t.shape[2:])), args)
     if "skip" in node.choices():  # the module returns (output, keep gate); the residual add uses both
         g = ctx.fx_graph
         ctx.keep_gates[node.name] = g.create_node("call_function", operator.getitem, (out, 1), name=f"{out.name}_keep")
