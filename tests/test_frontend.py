@@ -10,7 +10,7 @@ from torch import nn
 from autonl.backends.loading import randomize_bn
 from autonl.ir import build_preset, load_graph
 from autonl.backends.torch.importer import UnsupportedOpError, import_module
-from autonl.passes import PassManager, analyze_cost
+from autonl.passes import analyze_cost
 
 from helpers import assert_one_line_error, module_with_params
 
@@ -92,24 +92,6 @@ def test_an_unsupported_op_names_the_module_path_and_the_op():
         import_module(WithCustomFunction(), (1, 3, 8, 8))
     msg = str(e.value)
     assert msg.startswith("cannot import gate") and "clamp" in msg and "supported: nn.Conv2d" in msg
-
-
-def test_cli_import_then_insert_lightnl_relax_and_a_short_search(cli, tmp_path):
-    graph_file = tmp_path / "small.ir"
-    proc = cli("import", "torch_mobilenetv2:small", "--input-shape", "1,3,32,32", "--out", graph_file,
-               cwd=NETS, check_ok=True)
-    assert "17 mbconv blocks" in proc.stdout
-    assert (tmp_path / "small.weights.pt").is_file()
-    graph = load_graph(graph_file)
-    relaxed = PassManager(["insert-lightnl", "relax"])(graph).graph
-    assert sum(1 for n in relaxed if n.op == "lightnl") == 17 and relaxed.relaxed
-    run = tmp_path / "search"
-    cli("search", graph_file, "--target-macs", "1M", "--steps", "6", "--warmup-steps", "2", "--batch-size", "16",
-        "--train-size", "256", "--val-size", "64", "--out", run, check_ok=True)
-    assert (run / "decisions.json").is_file() and (run / "result.json").is_file()
-    derived = tmp_path / "derived"
-    cli("derive", run, "--out", derived, check_ok=True)
-    assert not load_graph(derived / "graph.json").relaxed
 
 
 def test_cli_import_no_fold_keeps_the_blocks_as_primitives(cli, tmp_path):

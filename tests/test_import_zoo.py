@@ -183,7 +183,7 @@ def test_unsupported_ops_are_one_line_naming_the_module_and_the_aten_op(cli, tmp
 
 def test_several_outputs_are_refused_on_the_fx_fallback_too():
     """The export path refuses them (above); the torch.fx fallback, called directly, too."""
-    from autonl.backends.torch.importer import _from_fx
+    from autonl.backends.torch.import_fx import _from_fx
 
     with pytest.raises(AutonlError, match="returns several tensors"):
         _from_fx(U.TwoOutputs().eval(), torch.randn(1, 3, 8, 8), "two")
