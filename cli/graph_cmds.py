@@ -226,9 +226,10 @@ def _load_callable(spec: str):
                    "or a folder, written as a model folder (graph.json, graph.ir, weights.pt).")
 @click.option("--no-fold", is_flag=True, help="Keep MBConv blocks as primitives (no fold-mbconv).")
 def import_cmd(spec, input_shape, out, no_fold):
-    """Import a PyTorch model: MODULE:CALLABLE returns an nn.Module, which is traced
-    (torch.fx; torch.export where that fails) into an IR graph of primitives with its
-    weights, and its inverted-residual blocks folded into mbconv nodes."""
+    """Import a PyTorch model: MODULE:CALLABLE returns an nn.Module, which is exported
+    (torch.export in eval mode, core ATen; torch.fx where export fails) into an IR graph of
+    primitives with its weights, loaded strictly, and its inverted-residual blocks folded
+    into mbconv nodes."""
     from autonl.backends.manifest import check_out
     from autonl.backends.torch.importer import import_module
     from autonl.backends.torch.lower import to_torch_with_weights
