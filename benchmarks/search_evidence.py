@@ -135,7 +135,22 @@ def train_one(job: dict) -> dict:
     return row
 
 
-def search_one(space_text: str, target: float, seed: int, steps: int, out: Path, threads: int) -> tuple[dict, float]:
+def parse_search(spec: str, steps: int) -> dict:
+    """``OPTIMIZER:LR[:WARMUP[:STEPS]]`` (e.g. ``sgd:0.05``, ``rmsprop:0.01:400:600``): the
+    search's weight optimizer, its learning rate, the warm-up steps (default a third of the
+    steps) and the steps (default --search-steps)."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3, 4) or parts[0] not in ("sgd", "rmsprop"):
+        sys.exit(f"error: --searches takes OPTIMIZER:LR[:WARMUP[:STEPS]] with OPTIMIZER sgd or rmsprop, got {spec!r}")
+    steps = int(parts[3]) if len(parts) == 4 else steps
+    warmup = int(parts[2]) if len(parts) >= 3 else steps // 3
+    return {"optimizer": parts[0], "lr": float(parts[1]), "warmup": warmup, "steps": steps,
+            "tag": f"{parts[0]}{float(parts[1]):g}w{warmup}s{steps}",
+            "arm": f"searched ({parts[0]} lr {float(parts[1]):g}, {warmup}+{steps - warmup} steps)"}
+
+
+def search_one(space_text: str, target: float, seed: int, steps: int, out: Path, threads: int,
+               how: dict) -> tuple[dict, float]:
     import torch
     from autonl.backends.torch.config import SearchConfig
     from autonl.backends.torch.search import search
@@ -145,8 +160,9 @@ def search_one(space_text: str, target: float, seed: int, steps: int, out: Path,
     if (out / "evidence_search.json").exists():
         meta = json.loads((out / "evidence_search.json").read_text())
         return json.loads((out / "decisions.json").read_text()), meta["search_s"]
-    cfg = SearchConfig(target_macs=target, data=TASK, steps=steps, warmup_steps=steps // 3, batch_size=64, seed=seed,
-                       workers=0, log_every=50, checkpoint_every=steps, train_size=20000, val_size=1000)
+    cfg = SearchConfig(target_macs=target, data=TASK, steps=steps, warmup_steps=how["warmup"], batch_size=64,
+                       seed=seed, optimizer=how["optimizer"], lr=how["lr"], workers=0, log_every=50,
+                       checkpoint_every=steps, train_size=20000, val_size=1000)
     shutil.rmtree(out, ignore_errors=True)            # an interrupted search starts over
     t0 = time.perf_counter()
     search(parse_graph(space_text), cfg, out, progress=False)
@@ -164,6 +180,9 @@ def main() -> None:
                     help="MAC target as a fraction of the way from the smallest to the largest network")
     ap.add_argument("--train-steps", type=int, default=600)
     ap.add_argument("--search-steps", type=int, default=450)
+    ap.add_argument("--searches", nargs="+", default=["sgd:0.05"],
+                    help="one searched arm per OPTIMIZER:LR[:WARMUP] (the search's weights; default: autonl "
+                         "search's SGD lr 0.05, warm-up a third of the steps)")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at once (one thread each)")
     ap.add_argument("--sample-seed", type=int, default=0)
     args = ap.parse_args()
@@ -194,16 +213,21 @@ def main() -> None:
         sys.exit(f"error: no network within +-5% of the target for {missing}; choose another --target")
 
     t0 = time.perf_counter()
-    search_s = []
-    for seed in args.seeds:
-        d, seconds = search_one(render(space, "text"), target, seed, args.search_steps, out / f"search-{seed}", 2)
-        nets[f"searched-{seed}"] = ("searched", d)
-        search_s.append(seconds)
-        print(f"search seed {seed}: {seconds:.0f} s, {macs_of(space, d) / 1e6:.2f}M MACs, LightNL {positions(d)}",
-              flush=True)
+    search_s, supernet_acc = [], {}
+    for spec in args.searches:
+        how = parse_search(spec, args.search_steps)
+        for seed in args.seeds:
+            folder = out / (f"search-{seed}" if spec == "sgd:0.05" else f"search-{how['tag']}-{seed}")
+            d, seconds = search_one(render(space, "text"), target, seed, how["steps"], folder, 2, how)
+            net = f"searched-{seed}" if spec == "sgd:0.05" else f"searched-{how['tag']}-{seed}"
+            nets[net] = (how["arm"], d)
+            search_s.append(seconds)
+            supernet_acc[net] = json.loads((folder / "result.json").read_text())["supernet_val_acc"]
+            print(f"{how['arm']} seed {seed}: {seconds:.0f} s, {macs_of(space, d) / 1e6:.2f}M MACs, supernet val acc "
+                  f"{supernet_acc[net]:.3f}, LightNL {positions(d)}", flush=True)
     jobs = []
     for net, (arm, d) in nets.items():
-        seeds = [int(net.split("-")[1])] if arm == "searched" else args.seeds
+        seeds = [int(net.rsplit("-", 1)[1])] if arm.startswith("searched") else args.seeds
         for seed in seeds:
             jobs.append({"arm": arm, "net": net, "seed": seed, "steps": args.train_steps, "threads": 1,
                          "graph": render(derive(space, d), "text"), "out": str(out / "train" / f"{net}-s{seed}")})
@@ -215,10 +239,10 @@ def main() -> None:
             print(f"  {row['net']:<16} seed {row['seed']}  val acc {row['val_acc']:.3f}  ({row['train_s']:.0f} s)",
                   flush=True)
     wall = time.perf_counter() - t0
-    summarize(space, nets, rows, target, search_s, out, wall)
+    summarize(space, nets, rows, target, search_s, out, wall, supernet_acc)
 
 
-def summarize(space, nets, rows, target, search_s, out: Path, wall: float) -> None:
+def summarize(space, nets, rows, target, search_s, out: Path, wall: float, supernet_acc: dict) -> None:
     per_net: dict[str, list[float]] = {}
     train_s = [r["train_s"] for r in rows]
     for r in rows:
@@ -231,20 +255,24 @@ def summarize(space, nets, rows, target, search_s, out: Path, wall: float) -> No
         return (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
 
     lines = [f"target {target / 1e6:.2f}M MACs at {RES}px (+-{TOL:.0%}); validation accuracy on {TASK} (chance 0.5)",
-             f"{'arm':<22} {'nets':>4} {'acc mean':>8} {'sd':>6}  {'MACs':>7}  LightNL positions (block(r,s))"]
+             f"{'arm':<40} {'nets':>4} {'acc mean':>8} {'sd':>6}  {'MACs':>7}  LightNL positions (block(r,s))"]
     for arm, ids in arms.items():
         accs = [a for i in ids for a in per_net[i]]
         m, s = ms(accs)
         macs = statistics.mean(macs_of(space, nets[i][1]) for i in ids)
         pos = positions(nets[ids[0]][1]) if len(ids) == 1 else f"{len(ids)} networks, see results.json"
-        if arm == "searched":
-            pos = "; ".join(positions(nets[i][1]) for i in ids)
-        lines.append(f"{arm:<22} {len(ids):>4} {m:>8.3f} {s:>6.3f}  {macs / 1e6:>6.2f}M  {pos}")
+        if arm.startswith("searched"):
+            pos = "; ".join(f"{macs_of(space, nets[i][1]) / 1e6:.2f}M: {positions(nets[i][1])}" for i in ids)
+        lines.append(f"{arm:<40} {len(ids):>4} {m:>8.3f} {s:>6.3f}  {macs / 1e6:>6.2f}M  {pos}")
     rand_means = sorted((ms(per_net[i])[0] for i in arms.get("random", [])), reverse=True)
-    searched = ms([a for i in arms["searched"] for a in per_net[i]])[0]
-    rank = 1 + sum(m > searched for m in rand_means)
-    lines.append(f"searched mean {searched:.3f} ranks {rank} of {len(rand_means) + 1} against the random networks' "
-                 f"means ({', '.join(f'{m:.3f}' for m in rand_means)})")
+    for arm, ids in arms.items():
+        if not arm.startswith("searched"):
+            continue
+        searched = ms([a for i in ids for a in per_net[i]])[0]
+        rank = 1 + sum(m > searched for m in rand_means)
+        lines.append(f"{arm}: mean {searched:.3f} ranks {rank} of {len(rand_means) + 1} against the random networks' "
+                     f"means ({', '.join(f'{m:.3f}' for m in rand_means)}); supernet val acc at the end of each "
+                     f"search {', '.join(f'{supernet_acc[i]:.3f}' for i in ids)}")
     lines.append(f"cost: one search {statistics.mean(search_s):.0f} s, one training {statistics.mean(train_s):.0f} s "
                  f"(1 thread each, {len(rows)} trainings); search/training = "
                  f"{statistics.mean(search_s) / statistics.mean(train_s):.1f}; wall {wall / 60:.1f} min")
@@ -254,7 +282,7 @@ def summarize(space, nets, rows, target, search_s, out: Path, wall: float) -> No
     results = {"target_macs": target, "resolution": RES, "task": TASK, "rows": rows,
                "networks": {net: {"arm": arm, "decisions": d, "macs": macs_of(space, d), "lightnl": positions(d),
                                   "val_acc": per_net.get(net, [])} for net, (arm, d) in nets.items()},
-               "search_s": search_s}
+               "search_s": search_s, "supernet_val_acc": supernet_acc}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "accuracy_vs_macs.png")
 
@@ -265,7 +293,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colours = {"random": "tab:gray", "searched": "tab:red", "no LightNL": "tab:blue", "everywhere": "tab:purple"}
+    colours = {"random": "tab:gray", "no LightNL": "tab:blue", "everywhere": "tab:purple"}
     seen = set()
     for net, n in results["networks"].items():
         accs = n["val_acc"]
@@ -274,7 +302,8 @@ def plot(results: dict, path: Path) -> None:
         arm = n["arm"]
         m = statistics.mean(accs)
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        colour = colours.get(arm, "tab:green" if arm.startswith("hand") else "k")
+        colour = colours.get(arm, "tab:green" if arm.startswith("hand") else
+                             "tab:red" if arm.startswith("searched (sgd") else "tab:orange")
         marker = {"hand: early (16x16)": "<", "hand: middle (8x8)": "^", "hand: late (4x4)": ">"}.get(arm, "o")
         ax.errorbar(n["macs"] / 1e6, m, yerr=sd, fmt=marker, color=colour, capsize=3,
                     label=None if arm in seen else arm)

@@ -158,7 +158,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @config_option(SearchConfig, "--steps")
 @config_option(SearchConfig, "--warmup-steps", help="Steps with every option on.")
 @config_option(SearchConfig, "--batch-size")
-@config_option(SearchConfig, "--lr", help="Weights (SGD).")
+@config_option(SearchConfig, "--lr", help="Weights (SGD, or --optimizer).")
+@click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default=SearchConfig.optimizer, show_default=True,
+              help="The weights' optimizer (rmsprop: TF-style, as train's).")
 @config_option(SearchConfig, "--arch-lr", help="Thresholds (Adam).")
 @click.option("--arch-optimizer", type=click.Choice(["adam", "sgd"]), default=SearchConfig.arch_optimizer, show_default=True)
 @config_option(SearchConfig, "--tau", help="Sigmoid temperature of the gates.")

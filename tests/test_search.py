@@ -21,9 +21,11 @@ TINY = ["--batch-size", "16", "--train-size", "128", "--val-size", "32", "--work
 def test_search_writes_its_run(cli, tmp_path):
     run = tmp_path / "s"
     proc = cli("search", "--target-macs", "300M", "--cost-resolution", "224", "--steps", "12", "--warmup-steps", "6",
-               "--out", run, *TINY, check_ok=True)
+               "--optimizer", "rmsprop", "--lr", "0.01", "--out", run, *TINY, check_ok=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["target_macs"] == 300e6 and result["cost_resolution"] == 224
+    config = json.loads((run / "search_config.json").read_text())
+    assert (config["optimizer"], config["lr"]) == ("rmsprop", 0.01)     # the weights' optimizer, as train's
     for name in ("decisions.json", "search_graph.json", "search_graph.ir", "metrics.jsonl", "trace.jsonl",
                  "macs.png", "decisions.png", "checkpoint.pt", "result.json", "search_config.json"):
         assert (run / name).exists(), name

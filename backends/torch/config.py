@@ -141,6 +141,7 @@ class SearchConfig:
     warmup_steps: int = _f(100, NON_NEGATIVE_INT)
     batch_size: int = _f(64, POSITIVE_INT)
     lr: float = _f(0.05, POSITIVE)
+    optimizer: str = "sgd"               # the weights': sgd (Nesterov) or rmsprop (as TrainConfig)
     arch_lr: float = _f(0.05, POSITIVE)
     arch_optimizer: str = "adam"         # adam: every gate moves alike; sgd: in proportion to its pull
     tau: float = _f(1.0, POSITIVE)
@@ -167,6 +168,8 @@ class SearchConfig:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
         if self.arch_optimizer not in ("adam", "sgd"):
             raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
+        if self.optimizer not in ("sgd", "rmsprop"):
+            raise AutonlError(f"unknown optimizer '{self.optimizer}'; known optimizers: rmsprop, sgd")
 
     @staticmethod
     def from_dict(d: dict) -> "SearchConfig":

@@ -121,9 +121,13 @@ def arch_lr_factor(step: int, steps: int) -> float:
 
 
 def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
-    """SGD (Nesterov) on the weights; Adam (or SGD) on the thresholds; their schedules."""
-    w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
-                            weight_decay=cfg.weight_decay)
+    """SGD (Nesterov) or RMSprop on the weights; Adam (or SGD) on the thresholds; their schedules."""
+    if cfg.optimizer == "sgd":
+        w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                                weight_decay=cfg.weight_decay)
+    else:       # TF-style, as `autonl train --optimizer rmsprop`
+        w_opt = torch.optim.RMSprop(supernet.weight_parameters(), lr=cfg.lr, alpha=0.9, eps=1e-3, momentum=0.9,
+                                    weight_decay=cfg.weight_decay)
     a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
              else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
     w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
