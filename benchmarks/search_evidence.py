@@ -273,9 +273,10 @@ def summarize(space, nets, rows, target, search_s, out: Path, wall: float, super
         lines.append(f"{arm}: mean {searched:.3f} ranks {rank} of {len(rand_means) + 1} against the random networks' "
                      f"means ({', '.join(f'{m:.3f}' for m in rand_means)}); supernet val acc at the end of each "
                      f"search {', '.join(f'{supernet_acc[i]:.3f}' for i in ids)}")
-    lines.append(f"cost: one search {statistics.mean(search_s):.0f} s, one training {statistics.mean(train_s):.0f} s "
-                 f"(1 thread each, {len(rows)} trainings); search/training = "
-                 f"{statistics.mean(search_s) / statistics.mean(train_s):.1f}; wall {wall / 60:.1f} min")
+    lines.append(f"cost: one search {statistics.mean(search_s):.0f} s (2 threads), one training "
+                 f"{statistics.mean(train_s):.0f} s (1 thread, two at a time; {len(rows)} trainings): a search costs "
+                 f"about {statistics.mean(search_s) / statistics.mean(train_s):.1f} trainings' wall time; this "
+                 f"invocation {wall / 60:.1f} min (finished trainings and searches are reused)")
     text = "\n".join(lines)
     print("\n" + text)
     (out / "table.txt").write_text(text + "\n")
@@ -292,7 +293,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     colours = {"random": "tab:gray", "no LightNL": "tab:blue", "everywhere": "tab:purple"}
     seen = set()
     for net, n in results["networks"].items():
@@ -314,7 +315,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xlabel(f"MACs (M) at {results['resolution']}px")
     ax.set_ylabel("validation accuracy (mean, sd over seeds)")
     ax.set_title(f"{results['task']}: searched vs random and hand-placed networks at one cost")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
