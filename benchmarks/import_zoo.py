@@ -10,11 +10,9 @@ import argparse
 import json
 import sys
 import time
-from math import prod
 from pathlib import Path
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "nets"))
@@ -22,6 +20,7 @@ sys.path.insert(0, str(ROOT / "tests" / "nets"))
 from autonl.backends.loading import randomize_bn  # noqa: E402
 from autonl.backends.torch.importer import import_module  # noqa: E402
 from autonl.backends.torch.lower import to_torch_with_weights  # noqa: E402
+from autonl.backends.torch.mac_count import count_macs  # noqa: E402
 from autonl.passes import analyze_cost  # noqa: E402
 
 PUBLISHED = {  # conv + linear MACs and parameters at 224, as the papers and torchvision report them
@@ -29,26 +28,6 @@ PUBLISHED = {  # conv + linear MACs and parameters at 224, as the papers and tor
     "EfficientNet-B0": (385.8e6, 5.29e6),
     "MobileNetV2": (300.8e6, 3.50e6),
 }
-
-
-def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
-    total = 0
-
-    def conv(m, args, out):
-        nonlocal total
-        total += out.numel() * (m.in_channels // m.groups) * prod(m.kernel_size)
-
-    def linear(m, args, out):
-        nonlocal total
-        total += out.numel() * m.in_features
-
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
-             for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        module(x)
-    for h in hooks:
-        h.remove()
-    return total
 
 
 def main() -> None:
@@ -76,7 +55,7 @@ def main() -> None:
         with torch.no_grad():
             want, got = net(x), to_torch_with_weights(model)(x)
         rows.append({"model": label, "ir_macs": cost.macs, "ir_params": cost.params,
-                     "hook_macs": hook_macs(net, x[:1]), "torch_params": sum(p.numel() for p in net.parameters()),
+                     "hook_macs": count_macs(net, x[:1]), "torch_params": sum(p.numel() for p in net.parameters()),
                      "published_macs": PUBLISHED[arch][0], "published_params": PUBLISHED[arch][1],
                      "mbconv_blocks": sum(n.op == "mbconv" for n in model.graph),
                      "import_s": round(seconds, 2),

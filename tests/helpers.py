@@ -162,3 +162,28 @@ def graphs(draw):
         defined.append(name)
     g.outputs = draw(st.lists(st.sampled_from(defined), min_size=1, max_size=3))
     return g
+
+
+def assert_supernet_equals_derived(space, supernet, trials: int, rng, x, rel_tol: float = 0.0, abs_tol: float = 1e-5,
+                                   check_cost: bool = True) -> None:
+    """For ``trials`` random decision sets, the supernet forced to them gives the logits (and
+    the MACs) of the derived network with the weights cut from the supernet (eval mode)."""
+    import torch
+
+    from autonl.backends.torch.lower import to_torch
+    from autonl.backends.torch.supernet import inherit_weights
+    from autonl.passes import SearchSpace, analyze_cost
+    from autonl.passes.derive import Derive
+
+    for trial in range(trials):
+        decisions = SearchSpace(space).random(rng)
+        supernet.force(decisions)
+        derived = Derive(decisions)(space).graph
+        module = to_torch(derived).eval()
+        module.load_state_dict(inherit_weights(supernet, module))
+        with torch.no_grad():
+            a, b = supernet(x), module(x)
+        assert (a - b).abs().max().item() <= max(abs_tol, rel_tol * a.abs().max().item()), trial
+        if check_cost:
+            assert supernet.cost().item() == analyze_cost(derived).macs, trial
+    supernet.force(None)

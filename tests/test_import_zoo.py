@@ -6,7 +6,6 @@ compiled end to end; ops no IR primitive covers, and several outputs, refused.""
 import json
 import random
 import sys
-from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,13 @@ from autonl.backends.loading import randomize_bn
 from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch.importer import UnsupportedOpError, import_module
-from autonl.backends.torch.lower import to_torch, to_torch_with_weights
-from autonl.backends.torch.supernet import Supernet, inherit_weights
+from autonl.backends.torch.lower import to_torch_with_weights
+from autonl.backends.torch.mac_count import count_macs
+from autonl.backends.torch.supernet import Supernet
 from autonl.ir import AutonlError, Model, load_graph
-from autonl.passes import PassManager, SearchSpace, analyze_cost
-from autonl.passes.derive import Derive
+from autonl.passes import PassManager, analyze_cost
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, assert_supernet_equals_derived
 
 NETS = Path(__file__).parent / "nets"
 sys.path.insert(0, str(NETS))
@@ -35,27 +34,10 @@ RES = 32
 
 
 def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
-    """Conv and linear MACs from forward hooks on every nn.Conv2d (subclasses included, e.g. a
-    Conv2dSame that pads in forward) and nn.Linear: independent of the IR's cost model."""
-    total = 0
-
-    def conv(m, args, out):
-        nonlocal total
-        total += out.numel() * (m.in_channels // m.groups) * prod(m.kernel_size)
-
-    def linear(m, args, out):
-        nonlocal total
-        total += out.numel() * m.in_features
-
-    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
-             for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total // x.shape[0]
+    """Conv and linear MACs per image from forward hooks (``count_macs``: every nn.Conv2d,
+    subclasses included, e.g. a Conv2dSame that pads in forward, and nn.Linear), independent
+    of the IR's cost model."""
+    return count_macs(module, x) // x.shape[0]
 
 
 def small_net(**block):
@@ -130,17 +112,8 @@ def test_the_supernet_of_an_imported_model_equals_its_derived_networks(build):
     graph = import_module(build().eval(), (1, 3, RES, RES)).graph
     space = PassManager("search-space").run(Model(graph, {})).graph
     supernet = randomize_bn(Supernet(space)).eval()
-    rng, x = random.Random(0), torch.randn(2, 3, RES, RES)
-    for trial in range(6):
-        decisions = SearchSpace(space).random(rng)
-        supernet.force(decisions)
-        derived = Derive(decisions)(space).graph
-        module = to_torch(derived).eval()
-        module.load_state_dict(inherit_weights(supernet, module))
-        with torch.no_grad():
-            a, b = supernet(x), module(x)
-        assert (a - b).abs().max().item() <= 1e-4 * max(1.0, a.abs().max().item()), trial
-        assert supernet.cost().item() == analyze_cost(derived).macs, trial
+    assert_supernet_equals_derived(space, supernet, 6, random.Random(0), torch.randn(2, 3, RES, RES), rel_tol=1e-4,
+                                   abs_tol=1e-4)
 
 
 @pytest.mark.parametrize("builder", ["mobilenetv3_small_digits", "efficientnet_small_digits"])

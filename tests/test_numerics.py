@@ -12,15 +12,14 @@ from autonl.backends.onnx.export import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch.lower import to_torch
 from autonl.backends.torch.modules import LightNL
-from autonl.backends.torch.supernet import Supernet, inherit_weights
+from autonl.backends.torch.supernet import Supernet
 from autonl.backends.torch.weights import save_model
 from autonl.ir import build_preset, load_graph, parse_graph
 from autonl.ir.presets import SEARCH_MACRO, build_network
-from autonl.passes import PassManager, SearchSpace, analyze_cost
-from autonl.passes.derive import Derive
+from autonl.passes import PassManager, analyze_cost
 from autonl.passes.pipelines import search_space_pipeline
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, assert_supernet_equals_derived
 
 NL_IR = """
 graph nl(%x: f32[1,3,16,16]) {
@@ -94,15 +93,7 @@ def test_supernet_with_the_papers_norm_equals_its_derived_networks():
     assert {n.attrs.get("norm") for n in space if n.op == "lightnl"} == {"none"}
     torch.manual_seed(0)
     supernet = Supernet(space).eval()
-    rng, x = random.Random(1), torch.randn(2, 3, 32, 32)
-    for trial in range(8):
-        decisions = SearchSpace(space).random(rng)
-        supernet.force(decisions)
-        derived = Derive(decisions)(space).graph
-        module = to_torch(derived).eval()
-        module.load_state_dict(inherit_weights(supernet, module))
-        with torch.no_grad():
-            assert (supernet(x) - module(x)).abs().max().item() <= 1e-5, trial
+    assert_supernet_equals_derived(space, supernet, 8, random.Random(1), torch.randn(2, 3, 32, 32), check_cost=False)
 
 
 def test_the_search_space_says_which_lightnl_it_holds(cli, tmp_path):

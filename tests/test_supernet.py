@@ -7,9 +7,9 @@ import torch
 
 from autonl.ir import AutonlError, Choice, build_preset
 from autonl.passes import SearchSpace, analyze_cost
-from autonl.passes.derive import Derive
-from autonl.backends.torch.lower import to_torch
-from autonl.backends.torch.supernet import Supernet, inherit_weights
+from autonl.backends.torch.supernet import Supernet
+
+from helpers import assert_supernet_equals_derived
 
 RES = 32
 
@@ -44,19 +44,7 @@ def supernet(space):
 def test_forced_supernet_equals_the_derived_network_with_inherited_weights(space, supernet):
     """Property: for random decision sets the derived network, with the weights cut from the
     supernet, gives the supernet's logits (gates forced to those decisions), eval mode."""
-    rng = random.Random(0)
-    x = torch.randn(2, 3, RES, RES)
-    for trial in range(50):
-        decisions = random_decisions(space, rng)
-        supernet.force(decisions)
-        derived = Derive(decisions)(space).graph
-        module = to_torch(derived).eval()
-        module.load_state_dict(inherit_weights(supernet, module))
-        with torch.no_grad():
-            a, b = supernet(x), module(x)
-        assert (a - b).abs().max().item() <= 1e-5, trial
-        assert supernet.cost().item() == analyze_cost(derived).macs, trial
-    supernet.force(None)
+    assert_supernet_equals_derived(space, supernet, 50, random.Random(0), torch.randn(2, 3, RES, RES))
 
 
 def test_every_forward_runs_one_path_and_thresholds_learn(space):

@@ -30,8 +30,9 @@ def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
         total += out.numel() * args[0].shape[-1]
 
     hooks = []
-    for m in module.modules():
-        hook = {nn.Conv2d: conv, nn.Linear: linear, MatMul: matmul}.get(type(m))
+    for m in module.modules():   # subclasses too (a Conv2dSame that pads in forward, PaddedConv2d)
+        hook = next((h for cls, h in ((nn.Conv2d, conv), (nn.Linear, linear), (MatMul, matmul)) if isinstance(m, cls)),
+                    None)
         if hook is not None:
             hooks.append(m.register_forward_hook(hook))
     try:
