@@ -64,7 +64,7 @@ class MixedOp(nn.Module):
 def multipath(graph: Graph) -> nn.Module:
     from autonl.backends.torch import modules as M
     from autonl.backends.torch.lower import LoweringContext, lower_graph, torch_lowering
-    from autonl.ir.ops import lightnl_order
+    from autonl.ir.ops import lightnl_order, se_act
 
     def mixed_mbconv(ctx, node: Node, args):
         a = ctx.attrs(node)
@@ -72,7 +72,7 @@ def multipath(graph: Graph) -> nn.Module:
         ks = a["k"].options if "k" in node.choices() else (a["k"],)
         es = a["e"].options if "e" in node.choices() else (a["e"],)
         branches = [M.MBConv(cin, a["out"], e, k, a["s"], a["se"], a["act"], a["eps"], a["momentum"],
-                             a["se_act"], a["se_gate"])
+                             se_act(a), a["se_gate"])
                     for k, e in itertools.product(ks, es)]
         return ctx.module(node, MixedOp(branches, False, "skip" in node.choices()), args)
 

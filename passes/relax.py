@@ -24,7 +24,7 @@ class Relax(Pass):
     def call(self, graph: Graph) -> PassResult:
         modified = False
         for rule in self.space.rules:
-            hits = selected = 0
+            selected = 0
             for node in graph:
                 if node.op != rule.op or not rule.selects(node.name):
                     continue
@@ -40,7 +40,6 @@ class Relax(Pass):
                         continue
                     raise AutonlError(f"{self.space.source}: cannot relax %{node.name}.{rule.attr} to "
                                       f"{list(rule.options)}: {e}") from None
-                hits += 1
                 if node.attrs.get(rule.attr) != attrs[rule.attr]:
                     node.attrs = attrs
                     modified = True

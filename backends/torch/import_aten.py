@@ -86,7 +86,7 @@ def _from_export(module, example, gname: str) -> _Emitter:
         if node.op == "call_function":
             env[node.name] = mapper.map(node)
     out = env[users_out[0].arg.name]
-    out = mapper.value(out, "the output", None)
+    out = mapper.value(out)
     if not isinstance(out, str):
         raise AutonlError(f"{type(module).__name__} returns a constant, not a tensor computed from its input")
     em.graph.outputs = [str(out)]
@@ -111,7 +111,7 @@ class _AtenMapper:
 
     def __init__(self, em: _Emitter, env: dict):
         import torch
-        self.em, self.env, self.torch, self.aten = em, env, torch, torch.ops.aten
+        self.em, self.env, self.torch = em, env, torch
 
     # values -------------------------------------------------------------------------------
     def arg(self, a):
@@ -122,7 +122,7 @@ class _AtenMapper:
             return type(a)(self.arg(x) for x in a)
         return a
 
-    def value(self, v, where: str, fn) -> Any:
+    def value(self, v) -> Any:
         """``v`` as an IR value where an op reads a tensor: a pending hard sigmoid/swish is
         finished here (only with its 1/6 scale); padding outside a convolution is refused."""
         if isinstance(v, _Padded):
@@ -180,7 +180,7 @@ class _AtenMapper:
             raise UnsupportedOpError(e.where, e.what, e.why, aten=fn) from None
 
     def emit(self, op, inputs, base, shape, attrs=None, weights=None, where=""):
-        inputs = [self.value(v, where, op) for v in inputs]
+        inputs = [self.value(v) for v in inputs]
         if not all(isinstance(v, str) for v in inputs):
             raise UnsupportedOpError(where, f"{op} of a constant tensor", "every input must be computed from the "
                                      "model's input")
@@ -230,7 +230,7 @@ def _a_pad(m: _AtenMapper, where, base, shape, a, kw):
     if isinstance(x, _Padded):   # two pads in a row add up
         t, l_, b_, r = x.pads
         x, (top, left, bottom, right) = x.x, (top + t, left + l_, bottom + b_, right + r)
-    if not isinstance(m.value(x, where, "pad"), str):
+    if not isinstance(m.value(x), str):
         raise UnsupportedOpError(where, "ATen op aten.constant_pad_nd.default", "padding a constant")
     return _Padded(x, (top, left, bottom, right), where)
 
@@ -349,7 +349,7 @@ def _a_div(m: _AtenMapper, where, base, shape, a, kw):
 def _scaled(m: _AtenMapper, where, base, shape, x, c: float):
     if isinstance(x, _Pending) and x.kind in ("relu6", "swish"):
         p = _Pending(x.kind, x.x, x.where, x.k * c)
-        return m.value(p, where, "scale") if _is_sixth(p.k) else p
+        return m.value(p) if _is_sixth(p.k) else p
     if c == 1.0:
         return x
     return m.emit("scale", [x], base, shape, {"factor": float(c)}, where=where)
@@ -359,7 +359,7 @@ def _scaled(m: _AtenMapper, where, base, shape, x, c: float):
 def _a_mean(m: _AtenMapper, where, base, shape, a, kw):
     dims = a[1] if len(a) > 1 else kw.get("dim")
     keep = a[2] if len(a) > 2 else kw.get("keepdim", False)
-    x = m.value(a[0], where, "mean")
+    x = m.value(a[0])
     rank = m.em.graph.type_of(x).rank if isinstance(x, str) else 0
     if dims is None or rank != 4 or not _is_global_mean(dims, 4):
         raise UnsupportedOpError(where, f"mean over dims {dims}", "only the spatial mean over (2, 3)")
@@ -376,7 +376,7 @@ def _a_adaptive_pool(m, where, base, shape, a, kw):
 @_aten("view.default", "_unsafe_view.default", "reshape.default", "squeeze.dims", "squeeze.dim", "squeeze.default",
        "unsqueeze.default", "flatten.using_ints")
 def _a_view(m: _AtenMapper, where, base, shape, a, kw):
-    x = m.value(a[0], where, "view")
+    x = m.value(a[0])
     src = tuple(m.em.graph.type_of(x).shape) if isinstance(x, str) else None
     if src is None or shape is None:
         raise UnsupportedOpError(where, "a reshape of a constant")

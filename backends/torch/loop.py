@@ -41,6 +41,14 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
 
 
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """The weights' optimizer of a training or search config (its ``optimizer``, ``lr`` and
+    ``weight_decay``): SGD with Nesterov momentum, or TF-style RMSprop."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
 def cosine_with_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up from lr/warmup to lr over ``warmup`` steps, then cosine decay to 0."""
     def factor(step: int) -> float:

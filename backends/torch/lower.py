@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autonl.ir import AutonlError, Graph, Model, Node, verify
-from autonl.ir.ops import conv_pads, get_op, lightnl_order, mbconv_dw_pads
+from autonl.ir.ops import conv_pads, get_op, lightnl_order, mbconv_dw_pads, se_act
 from autonl.ir.registry import Registry
 
 from . import modules as M
@@ -121,12 +121,7 @@ def torch_lowering(op: str) -> Lowering:
 @torch_op("conv2d")
 def _conv2d(ctx, node, args):
     a, cin = ctx.attrs(node), ctx.in_type(node).shape[1]
-    top, left, bottom, right = conv_pads(a)
-    if (top, left) == (bottom, right):
-        conv = nn.Conv2d(cin, a["out"], a["k"], a["s"], padding=(top, left), groups=a["groups"], bias=a["bias"])
-    else:
-        conv = M.PaddedConv2d(cin, a["out"], a["k"], a["s"], pads=(top, left, bottom, right), groups=a["groups"],
-                              bias=a["bias"])
+    conv = M.conv2d(cin, a["out"], a["k"], a["s"], conv_pads(a), groups=a["groups"], bias=a["bias"])
     return ctx.module(node, conv, args)
 
 
@@ -204,7 +199,7 @@ def _mbconv(ctx, node, args):
         raise AutonlError(f"node %{node.name}: a skipped mbconv has no torch form; derive the graph first")
     t = ctx.in_type(node)
     mod = M.MBConv(t.shape[1], a["out"], a["e"], a["k"], a["s"], a["se"], a["act"], a["eps"], a["momentum"],
-                   a["se_act"], a["se_gate"], mbconv_dw_pads(*t.shape[2:], a["k"], a["s"], a["pad"]))
+                   se_act(a), a["se_gate"], mbconv_dw_pads(*t.shape[2:], a["k"], a["s"], a["pad"]))
     return ctx.module(node, mod, args)
 
 

@@ -57,23 +57,30 @@ class PaddedConv2d(nn.Conv2d):
         return super().forward(F.pad(x, self.pads))
 
 
+def conv2d(cin: int, out: int, k: int, s: int, pads: tuple[int, int, int, int], groups: int = 1,
+           bias: bool = False) -> nn.Conv2d:
+    """The IR's ``conv2d`` as a module: ``nn.Conv2d`` where the zero padding (top, left, bottom,
+    right) is symmetric, ``PaddedConv2d`` where it is not; parameters named alike."""
+    top, left, bottom, right = pads
+    if (top, left) == (bottom, right):
+        return nn.Conv2d(cin, out, k, s, padding=(top, left), groups=groups, bias=bias)
+    return PaddedConv2d(cin, out, k, s, pads=pads, groups=groups, bias=bias)
+
+
 class MBConv(nn.Module):
     """Inverted residual without its residual addition (an ``add`` node of its own in the IR)."""
 
     def __init__(self, cin: int, out: int, e: float, k: int, s: int, se: float, act: str,
-                 eps: float, momentum: float, se_act: str = "same", se_gate: str = "sigmoid",
+                 eps: float, momentum: float, se_act: str | None = None, se_gate: str = "sigmoid",
                  pads: tuple[int, int, int, int] | None = None):
         super().__init__()
         hidden, reduce = mbconv_widths(cin, e, se)
         self.act = ACTIVATIONS[act]
         self.expand = nn.Conv2d(cin, hidden, 1, bias=False) if e != 1 else None
         self.expand_bn = batch_norm(hidden, eps, momentum) if e != 1 else None
-        if pads is None or pads == (k // 2,) * 4:
-            self.dw = nn.Conv2d(hidden, hidden, k, s, padding=k // 2, groups=hidden, bias=False)
-        else:
-            self.dw = PaddedConv2d(hidden, hidden, k, s, pads=pads, groups=hidden, bias=False)
+        self.dw = conv2d(hidden, hidden, k, s, pads or (k // 2,) * 4, groups=hidden)
         self.dw_bn = batch_norm(hidden, eps, momentum)
-        self.se = SqueezeExcite(hidden, reduce, act if se_act == "same" else se_act, se_gate) if reduce else None
+        self.se = SqueezeExcite(hidden, reduce, se_act or act, se_gate) if reduce else None
         self.project = nn.Conv2d(hidden, out, 1, bias=False)
         self.project_bn = batch_norm(out, eps, momentum)
 

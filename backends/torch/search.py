@@ -41,7 +41,7 @@ from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
 from .data import DATA_FACTS_FILE, data_facts
-from .loop import Loop, Run, StepResult, cosine_with_warmup, open_run, seed_all
+from .loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .supernet import Supernet
 
 __all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimizers", "plot_search", "search",
@@ -122,12 +122,7 @@ def arch_lr_factor(step: int, steps: int) -> float:
 
 def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
     """SGD (Nesterov) or RMSprop on the weights; Adam (or SGD) on the thresholds; their schedules."""
-    if cfg.optimizer == "sgd":
-        w_opt = torch.optim.SGD(supernet.weight_parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
-                                weight_decay=cfg.weight_decay)
-    else:       # TF-style, as `autonl train --optimizer rmsprop`
-        w_opt = torch.optim.RMSprop(supernet.weight_parameters(), lr=cfg.lr, alpha=0.9, eps=1e-3, momentum=0.9,
-                                    weight_decay=cfg.weight_decay)
+    w_opt = make_optimizer(supernet.weight_parameters(), cfg)
     a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
              else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
     w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)

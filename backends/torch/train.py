@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
 from .data import data_facts
-from .loop import Loop, StepResult, cosine_with_warmup, open_run, seed_all
+from .loop import Loop, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .lower import to_torch
 from .weights import load_weights, save_model
 
@@ -41,12 +41,6 @@ from .weights import load_weights, save_model
 # imports them from here
 __all__ = ["TrainConfig", "evaluate", "make_optimizer", "pick_device", "plot_curves", "read_checkpoint", "train",
            "train_step"]
-
-
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
 def train_step(module: nn.Module, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor,
