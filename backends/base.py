@@ -78,6 +78,13 @@ class Backend:
         """What :meth:`compile` wrote in ``folder``, as labelled runnable functions."""
         raise NotImplementedError
 
+    def latency_timer(self, model, threads: int, options: dict[str, Any], rpc: str | None = None) -> tuple:
+        """``(timer, provenance)``: ``model`` (a TorchModel) compiled as :meth:`compile` would
+        compile it, in memory, and a timer that runs it at batch 1 with ``threads`` threads
+        (:mod:`autonl.backends.latency.timing`); ``rpc``: time it on a board's server.
+        ``provenance``: runtime, version, target, threads, CPU."""
+        raise AutonlError(f"the {self.name} backend cannot time models (latency tables, autonl bench)")
+
 
 BACKENDS: Registry[Backend] = Registry("backend")
 

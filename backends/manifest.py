@@ -34,6 +34,17 @@ def versions(*packages: str) -> dict[str, str]:
     return out
 
 
+def cpu_name() -> str:
+    """This machine's CPU model (/proc/cpuinfo), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def check_out(out: str | Path) -> Path:
     """Fail early, before any work, if the output folder cannot be created or written."""
     out = Path(out)

@@ -60,3 +60,31 @@ class OnnxBackend(Backend):
         if not runners:
             raise AutonlError(f"{folder}: no model.onnx (make one with autonl compile --backend onnx --out {folder})")
         return runners
+
+    def latency_timer(self, model, threads, options, rpc=None):
+        """The fp32 model of :meth:`compile` (BN folded, LightNL in its cheaper order) in an
+        onnxruntime session with ``threads`` intra-op threads; wall time around each run."""
+        import onnxruntime
+
+        from autonl.ir import AutonlError
+
+        from ..latency.timing import wall_timer
+        from ..loading import deploy_model, reference_input
+        from ..manifest import cpu_name
+        from .export import export_onnx
+        from .runtime import session
+        if rpc is not None:
+            raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
+        o = self.check_options(options)
+        if o["int8"]:
+            raise AutonlError("latency of int8 models is not measured (they need calibration data); time the fp32 "
+                              "model, or autonl compile --int8 and compare the folder's runners")
+        sess = session(export_onnx(deploy_model(model, fold_bn=not o["no_fold_bn"]), opset=o["opset"]),
+                       threads=threads, shared=True)
+        feed = {sess.get_inputs()[0].name: reference_input(model.graph, batch=1)}
+        provenance = {"backend": "onnx", "runtime": "onnxruntime", "runtime_version": onnxruntime.__version__,
+                      "target": "host", "cpu": cpu_name(), "threads": threads,
+                      "compiled": "fp32, BN folded" if not o["no_fold_bn"] else "fp32, BN kept",
+                      "clock": "wall time around InferenceSession.run",
+                      "thread_pool": f"one shared intra-op pool of {threads} thread(s), spinning (onnxruntime's default)"}
+        return wall_timer(lambda: sess.run(None, feed)), provenance

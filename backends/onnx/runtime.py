@@ -14,13 +14,40 @@ from tqdm import tqdm
 from autonl.ir import AutonlError
 
 
+_SHARED_POOL: list[int] = []     # the size of this process's shared intra-op pool, once made
+
+
+def shared_pool(threads: int) -> None:
+    """Make this process's one shared onnxruntime thread pool of ``threads`` threads (once).
+
+    Timing uses it instead of a pool per session: every session's pool spins for a while
+    after each run, so a second session timed right after the first (a latency table
+    interleaves dozens) shares its cores with the first one's spinning threads and measures
+    up to twice as slow. One shared pool is what a single deployed session has: ``threads``
+    threads, spinning, no neighbours."""
+    if not _SHARED_POOL:
+        from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes
+        try:
+            set_global_thread_pool_sizes(threads, 1)
+        except Exception as e:  # noqa: BLE001  (onnxruntime's Fail)
+            raise AutonlError(f"onnxruntime's shared thread pool: {str(e).strip()[:160]}") from None
+        _SHARED_POOL.append(threads)
+    elif _SHARED_POOL[0] != threads:
+        raise AutonlError(f"this process already times onnxruntime with {_SHARED_POOL[0]} thread(s) (its thread pool "
+                          f"is made once); time {threads} thread(s) in another process")
+
+
 def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = None,
-            name: str | None = None) -> ort.InferenceSession:
+            name: str | None = None, shared: bool = False) -> ort.InferenceSession:
     """A CPU session on a model, its serialized bytes (``name``: the file they came from, for
-    messages) or a file; a model that onnxruntime cannot load gets one line."""
+    messages) or a file; a model that onnxruntime cannot load gets one line. ``shared``: run
+    on the process's shared pool of ``threads`` threads (:func:`shared_pool`), for timing."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
+    if shared:
+        shared_pool(threads or os.cpu_count() or 1)
+        opts.use_per_session_threads = False
+    elif threads:
         opts.intra_op_num_threads = threads
     if isinstance(model, onnx.ModelProto):
         src = model.SerializeToString()

@@ -46,3 +46,14 @@ class TvmBackend(Backend):
         params = load_params(folder, manifest)
         label = "TVM (tuned)" if manifest.get("tuned") else "TVM (untuned)"
         return {label: vm_runner(load_host_library(folder, manifest, checked), params)}
+
+    def latency_timer(self, model, threads, options, rpc=None):
+        """The Relax library of :meth:`compile` (tuned kernels where ``--tuning-dir`` holds a
+        database), timed with TVM's ``time_evaluator``: here (host targets, ``threads``
+        worker threads) or on an RPC server (built for the board's target, timed on its clock)."""
+        from .timer import tvm_timer
+        o = self.check_options(options)
+        if o["tune_trials"]:
+            raise AutonlError("timing does not tune: tune with autonl compile --backend tvm --tune-trials N, then "
+                              "give its database with --tuning-dir")
+        return tvm_timer(model, threads, o["target"], o["tuning_dir"], not o["no_prepack"], rpc)

@@ -1,0 +1,228 @@
+"""A per-block latency table of a search space, and what reads it.
+
+The table holds, for every relaxed node of a space (at one resolution) and every combination
+of its choices, the latency in milliseconds of that node as its block runs on one runtime
+(``entries``), plus the latency of everything the search cannot change (``fixed_ms``). It
+predicts a sub-network's latency in the same form as the MAC cost model
+(:class:`~autonl.backends.torch.supernet.SupernetCost`):
+
+    latency(decisions) = fixed_ms + sum over relaxed nodes of entry(node, its options) * keep
+
+where ``keep`` is 0 for a LightNL whose block is skipped (derive removes both). A skipped
+MBConv and an absent LightNL cost 0; a kept MBConv with an identity residual carries the
+residual ``add`` in its entry (the add goes with the block).
+
+The file is JSON (schema below, checked when read) with its provenance: backend and version,
+target, CPU, threads, resolution, the space's hash, date and runs per entry. It imports no
+torch, so the search reads it without the measuring machinery (:mod:`.measure`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from autonl.ir import AutonlError, Graph, Node
+from autonl.ir.choice import attr_combinations
+from autonl.ir.json_form import graph_to_dict
+
+FORMAT = "autonl-latency-table"
+VERSION = 1
+
+_NUMBER = {"type": "number", "minimum": 0}
+SCHEMA = {
+    "type": "object",
+    "required": ["format", "version", "provenance", "resolution", "space_hash", "fixed_ms", "probe", "nodes"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "version": {"const": VERSION},
+        "resolution": {"type": "integer", "minimum": 1},
+        "space_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "fixed_ms": _NUMBER,
+        "probe": {"type": "object", "required": ["ms"], "properties": {"ms": {"type": "number", "exclusiveMinimum": 0}}},
+        "provenance": {"type": "object", "required": ["backend", "threads"],
+                       "properties": {"backend": {"type": "string"}, "threads": {"type": "integer", "minimum": 1}}},
+        "nodes": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["op", "input", "choices", "entries"],
+            "properties": {
+                "op": {"type": "string"},
+                "input": {"type": "array", "items": {"type": "integer"}},
+                "choices": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}},
+                "entries": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["options_key", "options", "ms"],
+                    "properties": {"options_key": {"type": "string"}, "options": {"type": "object"}, "ms": _NUMBER}}},
+            }}},
+    },
+}
+
+
+def space_hash(graph: Graph) -> str:
+    """sha256 of the graph's JSON form without its name: the space a table was measured for
+    (every node, its attributes and choices, the input shape)."""
+    doc = graph_to_dict(graph)
+    doc.pop("name", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def options_key(node: Node, combo: dict[str, Any]) -> str:
+    """The key of one combination of a node's choices: ``k=3,e=6`` (attributes in choice order)."""
+    return ",".join(f"{a}={json.dumps(combo[a])}" for a in node.choices())
+
+
+def absent(node: Node, combo: dict[str, Any]) -> bool:
+    """Whether ``combo`` removes ``node`` from the derived network (entry 0, nothing to measure)."""
+    return (node.op == "mbconv" and combo.get("skip") is True) or (node.op == "lightnl" and combo.get("insert") is False)
+
+
+def keep_gate_of(graph: Graph, node: Node) -> str | None:
+    """The MBConv whose ``skip`` choice also removes ``node`` (a LightNL right after it)."""
+    if node.op != "lightnl":
+        return None
+    src = graph.nodes.get(node.inputs[0])
+    return src.name if src is not None and src.op == "mbconv" and "skip" in src.choices() else None
+
+
+@dataclass
+class LatencyTable:
+    """A latency table read from (or about to be written to) a JSON file."""
+
+    doc: dict
+    path: str = "the latency table"
+
+    # -- reading and writing -----------------------------------------------------------
+    @staticmethod
+    def read(path: str | Path) -> "LatencyTable":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise AutonlError(f"{path}: no such latency table (make one with autonl latency-table)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise AutonlError(f"{path}: cannot read the latency table ({e})") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AutonlError(f"{path}: not a latency table: invalid JSON at line {e.lineno} ({e.msg})") from None
+        return LatencyTable.from_doc(doc, str(path))
+
+    @staticmethod
+    def from_doc(doc: Any, path: str = "the latency table") -> "LatencyTable":
+        try:
+            jsonschema.validate(doc, SCHEMA)
+        except jsonschema.ValidationError as e:
+            where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+            raise AutonlError(f"{path}: not a latency table of this version: at {where}: {e.message[:160]}") from None
+        return LatencyTable(doc, path)
+
+    def dumps(self) -> str:
+        return json.dumps(self.doc, indent=1) + "\n"
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def resolution(self) -> int:
+        return self.doc["resolution"]
+
+    @property
+    def provenance(self) -> dict:
+        return self.doc["provenance"]
+
+    @property
+    def fixed_ms(self) -> float:
+        return self.doc["fixed_ms"]
+
+    @property
+    def probe_ms(self) -> float:
+        """The probe network's latency the table's entries are scaled to (:mod:`.timing`)."""
+        return self.doc["probe"]["ms"]
+
+    def describe(self) -> str:
+        p = self.provenance
+        return (f"{p['backend']} {p.get('runtime_version', '')}".rstrip() + f", target {p.get('target', 'host')}, "
+                f"{p['threads']} thread(s), {self.resolution}x{self.resolution}")
+
+    # -- fitting a space -------------------------------------------------------------------
+    def check_fits(self, graph: Graph) -> None:
+        """One line naming the first thing the table lacks for ``graph`` (a relaxed graph at the
+        resolution the cost is counted at), or nothing."""
+        res = graph.inputs[next(iter(graph.inputs))].shape[-1]
+        if res != self.resolution:
+            raise AutonlError(f"{self.path} was measured at {self.resolution}x{self.resolution}, the search counts "
+                              f"its cost at {res}x{res}; use --cost-resolution {self.resolution} or measure a table "
+                              f"at {res} (autonl latency-table -r {res})")
+        nodes = self.doc["nodes"]
+        for node in graph:
+            if not node.relaxed:
+                continue
+            row = nodes.get(node.name)
+            if row is None:
+                raise AutonlError(f"{self.path} has no entries for the searchable node %{node.name} ({node.op}); "
+                                  f"it was measured for another space")
+            want = {a: [json.dumps(o) for o in c.options] for a, c in node.choices().items()}
+            have = {a: [json.dumps(o) for o in opts] for a, opts in row["choices"].items()}
+            in_shape = list(graph.type_of(node.inputs[0]).shape)
+            if row["op"] != node.op or want != have or row["input"] != in_shape:
+                raise AutonlError(f"{self.path}: node %{node.name} differs from the space's: table {row['op']} on "
+                                  f"{row['input']} with {row['choices']}, space {node.op} on {in_shape} with "
+                                  f"{ {a: c.options for a, c in node.choices().items()} }; measure a table for "
+                                  f"this space")
+            keys = {e["options_key"] for e in row["entries"]}
+            for combo in attr_combinations(node.attrs):
+                if options_key(node, combo) not in keys:
+                    raise AutonlError(f"{self.path}: node %{node.name} has no entry for {options_key(node, combo)}")
+        extra = sorted(set(nodes) - {n.name for n in graph if n.relaxed})
+        if extra:
+            raise AutonlError(f"{self.path} has entries for %{extra[0]}, which is not a searchable node of this "
+                              f"space; it was measured for another space")
+        if self.doc["space_hash"] != space_hash(graph):
+            raise AutonlError(f"{self.path} was measured for another network: its searchable nodes match, but the "
+                              f"fixed part differs (another width, head or number of classes); measure a table "
+                              f"for this space")
+
+    # -- prediction ------------------------------------------------------------------------
+    def entry(self, node: Node, combo: dict[str, Any]) -> float:
+        """Milliseconds of ``node`` with options ``combo`` (0 when absent)."""
+        row = self.doc["nodes"].get(node.name)
+        if row is None:
+            raise AutonlError(f"{self.path} has no entries for %{node.name}")
+        key = options_key(node, combo)
+        for e in row["entries"]:
+            if e.get("options_key") == key:
+                return float(e["ms"])
+        raise AutonlError(f"{self.path}: node %{node.name} has no entry for {key}")
+
+    def predict(self, graph: Graph, decisions: dict[str, dict[str, Any]]) -> float:
+        """Predicted milliseconds of the sub-network ``decisions`` select in ``graph`` (relaxed)."""
+        total = self.fixed_ms
+        for node in graph:
+            if not node.relaxed:
+                continue
+            keeper = keep_gate_of(graph, node)
+            if keeper is not None and decisions[keeper]["skip"] is True:
+                continue
+            combo = {**node.attrs, **decisions[node.name]}
+            total += self.entry(node, combo)
+        return total
+
+    def bounds(self, graph: Graph) -> tuple[float, float]:
+        """Predicted milliseconds of the fastest and the slowest sub-network of ``graph``."""
+        lo = hi = self.fixed_ms
+        for node in graph:
+            if node.relaxed:
+                values = [self.entry(node, c) for c in attr_combinations(node.attrs)]
+                lo += min(values)    # a LightNL's minimum is 0 (absent), so keep gates cannot lower it
+                hi += max(values)
+        return lo, hi
+
+    def extreme_decisions(self, graph: Graph, fastest: bool) -> dict[str, dict[str, Any]]:
+        """The decisions of the fastest (or slowest) sub-network by the table."""
+        out = {}
+        for node in graph:
+            if node.relaxed:
+                combos = list(attr_combinations(node.attrs))
+                pick = (min if fastest else max)(combos, key=lambda c: self.entry(node, c))
+                out[node.name] = {a: pick[a] for a in node.choices()}
+        return out

@@ -1,0 +1,154 @@
+"""One latency measurement, the same for a block of a table, a whole network (``autonl
+bench``) and the check (:func:`measure_all`).
+
+A machine's speed is not constant: on a shared machine (a virtual machine whose host gives
+its second core to someone else for minutes at a time, another job, a phone that heats up)
+the same 2-thread network measured here ran 1.0x to 1.8x its best time from one minute to
+the next, while the *ratios* between networks timed together held (rank correlation 0.97
+to 0.99 within each run). So every measurement interleaves a fixed **probe** network with
+the models it times: each round of a model is scaled by how fast the probe ran next to it,
+``ms * probe_ref / probe_now``, and the model's latency is the median of its scaled rounds.
+``probe_ref`` is the probe's best round of the run, or, when a measurement is compared with
+a latency table, the table's own ``probe_ms``, so that table, check and bench speak of the
+same machine speed. Raw (unscaled) figures are kept beside the scaled ones.
+
+A backend supplies the timed calls (:meth:`Backend.latency_timer`): wall time around a
+session run for onnxruntime, TVM's ``time_evaluator`` (here or on an RPC server's clock).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Hashable
+
+import numpy as np
+
+# ``timer(n)`` runs the compiled model ``n`` times and returns each run's milliseconds
+Timer = Callable[[int], list[float]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    ms: float            # the latency: median of the probe-scaled round medians
+    p10_ms: float        # spread: 10th and 90th percentiles of the scaled rounds
+    p90_ms: float
+    runs: int
+    raw_ms: float        # the lowest unscaled round median
+    raw_p10_ms: float    # 10th and 90th percentiles of every unscaled run
+    raw_p90_ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"{self.ms:.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}; raw {self.raw_ms:.3f}, "
+                f"{self.runs} runs)")
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How long to measure: ``warmup`` untimed calls, then ``rounds`` rounds of at least
+    ``round_runs`` timed calls and ``round_seconds`` each (at most ``max_round_runs``); the
+    probe is timed again whenever ``probe_every`` seconds have passed."""
+
+    warmup: int = 5
+    rounds: int = 7
+    round_runs: int = 5
+    round_seconds: float = 0.05
+    max_round_runs: int = 500
+    probe_every: float = 0.3
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _round(timer: Timer, effort: Effort) -> list[float]:
+    times: list[float] = []
+    t0 = time.perf_counter()
+    batch = effort.round_runs
+    while True:
+        times += timer(batch)
+        spent = time.perf_counter() - t0
+        if len(times) >= effort.max_round_runs or spent >= effort.round_seconds:
+            return times
+        per = spent / len(times)
+        batch = int(min(effort.max_round_runs - len(times), max(1, (effort.round_seconds - spent) / max(per, 1e-6)) + 1))
+
+
+@dataclass(frozen=True)
+class Measured:
+    timings: dict
+    probe_ms: float          # the probe's best round median in this run
+    probe_ref_ms: float      # what the rounds were scaled to (probe_ms, or the table's)
+    probe_rounds: int
+    probe_range: tuple[float, float]   # the probe's slowest round over its best (how much the speed moved)
+
+
+def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe: Timer | None = None,
+                probe_ref_ms: float | None = None, progress: Callable[[int, int], None] | None = None) -> Measured:
+    """Time every timer in ``rounds`` interleaved rounds (round 1 over all of them, then round 2,
+    ...), with ``probe`` timed between them; see the module docstring. Without a probe, each
+    round counts as it was measured (scale 1)."""
+    for timer in timers.values():
+        timer(effort.warmup)
+    probes: list[tuple[float, float]] = []       # (time, probe round median)
+
+    def time_probe() -> None:
+        probes.append((time.perf_counter(), float(np.median(_round(probe, effort)))))
+
+    if probe is not None:
+        probe(effort.warmup)
+        time_probe()
+    rounds: dict[Hashable, list[tuple[float, float]]] = {k: [] for k in timers}
+    every: dict[Hashable, list[float]] = {k: [] for k in timers}
+    done = 0
+    for _ in range(effort.rounds):
+        for key, timer in timers.items():
+            if probe is not None and time.perf_counter() - probes[-1][0] > effort.probe_every:
+                time_probe()
+            times = _round(timer, effort)
+            rounds[key].append((time.perf_counter(), float(np.median(times))))
+            every[key] += times
+            done += 1
+            if progress is not None:
+                progress(done, effort.rounds * len(timers))
+    if probe is not None:
+        time_probe()
+    best = min(p for _, p in probes) if probes else 1.0
+    ref = probe_ref_ms if probe_ref_ms is not None else best
+    probe_t = np.array([t for t, _ in probes])
+    probe_v = np.array([p for _, p in probes])
+
+    def scale(at: float) -> float:
+        if probe is None:
+            return 1.0
+        # the probe rounds on either side of this one, weighted by nearness in time
+        return ref / float(np.interp(at, probe_t, probe_v))
+
+    out = {}
+    for key in timers:
+        scaled = np.array([m * scale(at) for at, m in rounds[key]])
+        raw = np.asarray(every[key])
+        out[key] = Timing(float(np.median(scaled)), float(np.percentile(scaled, 10)), float(np.percentile(scaled, 90)),
+                          len(raw), min(m for _, m in rounds[key]), float(np.percentile(raw, 10)),
+                          float(np.percentile(raw, 90)))
+    return Measured(out, best, ref, len(probes), (best, float(probe_v.max()) if probes else 1.0))
+
+
+def measure(timer: Timer, effort: Effort = Effort(), probe: Timer | None = None,
+            probe_ref_ms: float | None = None) -> tuple[Timing, Measured]:
+    """One timer's :func:`measure_all`."""
+    m = measure_all({0: timer}, effort, probe, probe_ref_ms)
+    return m.timings[0], m
+
+
+def wall_timer(fn: Callable[[], object]) -> Timer:
+    """A timer around a Python call (onnxruntime's ``run``): wall time of each call."""
+    def run(n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+    return run

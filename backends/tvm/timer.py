@@ -1,0 +1,80 @@
+"""Timing a model as the ``tvm`` backend compiles it (for latency tables and ``autonl bench``):
+built in memory, run here through the Relax VM, or uploaded to an RPC server and run there.
+Both use TVM's ``time_evaluator`` on a saved call of ``main``, so a run's time is the
+kernels', on the clock of the machine that runs them."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from autonl.ir import AutonlError
+
+from ..loading import deploy_model, reference_input
+from ..manifest import cpu_name
+from ..onnx.export import export_onnx
+from .compile import _has, build, to_relax
+from .targets import get_target, require_cc
+
+
+def set_threads(threads: int) -> None:
+    """TVM's worker threads in this process (read when its thread pool starts, so before the
+    first parallel kernel; set again for each timer, as a new pool size is taken on reset)."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    import tvm
+    try:
+        tvm.get_global_func("runtime.config_threadpool")(0, threads)   # 0: big cores, as many as asked
+    except Exception:  # noqa: BLE001  (an older runtime without it reads the variable instead)
+        pass
+
+
+def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, prepack: bool, rpc: str | None):
+    import tvm
+    from tvm import relax
+
+    target = get_target(target_name)
+    if not target.is_host and rpc is None:
+        raise AutonlError(f"target '{target.name}' is not this machine: time it on the board through its RPC server "
+                          f"(--rpc HOST:PORT), or use --target host")
+    tvm_target = tvm.target.Target(target.target_dict())
+    shape = list(model.graph.inputs[next(iter(model.graph.inputs))].shape)
+    mod, params = to_relax(export_onnx(deploy_model(model)), shape)
+    tuned = tuning_dir is not None and (Path(tuning_dir) / "database_tuning_record.json").exists()
+    if tuning_dir is not None and not tuned:
+        raise AutonlError(f"--tuning-dir {tuning_dir}: no tuning database there (database_tuning_record.json)")
+    ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None)
+    x = reference_input(model.graph, batch=1)
+    transform = "main_transform_params" if prepack and tuned else None
+    if rpc is None:
+        set_threads(threads)
+        dev = tvm.cpu()
+        vm = relax.VirtualMachine(ex, dev)
+        args = list(main_params)
+        if _has(vm, "main_transform_params"):
+            args = list(vm["main_transform_params"](args))
+        where, cpu = "host", cpu_name()
+    else:
+        from .remote import _remote_vm, connect
+        cc = require_cc(target)
+        with tempfile.TemporaryDirectory(prefix="autonl-timer-") as tmp:
+            lib = Path(tmp) / "block.so"
+            ex.export_library(str(lib), **({"cc": cc} if cc else {}))
+            data = lib.read_bytes()
+        remote = connect(rpc)
+        vm, dev, args = _remote_vm(remote, Path(rpc), {"target": target.name, "entry": {"transform_params": transform}},
+                                   (lib, data), main_params)
+        where, cpu = f"rpc {rpc}", "the RPC server's"
+    xt = tvm.runtime.tensor(x, dev)
+    vm.save_function("main", "autonl_timed", xt, *args)
+
+    def run(n: int) -> list[float]:
+        timer = vm.time_evaluator("autonl_timed", dev, number=1, repeat=n, min_repeat_ms=0)
+        return [t * 1e3 for t in timer().results]
+
+    provenance = {"backend": "tvm", "runtime": "tvm", "runtime_version": tvm.__version__, "target": target.name,
+                  "target_dict": target.target_dict(), "where": where, "cpu": cpu,
+                  "threads": threads, "threads_set_by": "this process" if rpc is None else
+                  "the RPC server (its TVM_NUM_THREADS)",
+                  "compiled": ("tuned (" + str(tuning_dir) + ")") if tuned else "untuned",
+                  "clock": "TVM time_evaluator, one call per run"}
+    return run, provenance
