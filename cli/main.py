@@ -13,7 +13,7 @@ import click
 
 from autonl.ir import AutonlError
 
-from . import deploy_cmds, graph_cmds, train_cmds  # noqa: F401  (add their commands to the group)
+from . import deploy_cmds, graph_cmds, latency_cmds, train_cmds  # noqa: F401  (add their commands to the group)
 from .app import cli
 
 __all__ = ["cli", "main", "run"]

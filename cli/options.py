@@ -159,6 +159,18 @@ def parse_macs(text: str) -> float:
     return value
 
 
+def parse_ms(text: str) -> float:
+    """'4.5ms', '4.5 ms' or '4.5' (milliseconds); finite and positive."""
+    t = text.strip().lower().removesuffix("ms").strip()
+    try:
+        value = float(t)
+    except ValueError:
+        raise AutonlError(f"'{text}' is not a latency; write milliseconds, e.g. 4.5ms") from None
+    if not (math.isfinite(value) and value > 0):
+        raise AutonlError(f"--target-latency must be a positive, finite number of milliseconds (got '{text}')")
+    return value
+
+
 def write_json(path: str | None, data: dict) -> None:
     if path:
         from autonl.ir import atomic_write

@@ -15,7 +15,7 @@ from autonl.passes.sources import load_target, relaxed_graph
 from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, THREADS, WIDTH, check_resume_settings, set_threads, config_option, config_type, lock_output, parse_macs, \
+from .options import DATA_HELP, THREADS, WIDTH, check_resume_settings, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \
     ranged, refuse_graph_options_on_resume, typed_options
 
 NPROC = Range(1, 256)
@@ -146,7 +146,10 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @cli.command()
 @click.argument("target", default="search-space")
 @click.option("--target-macs", "target_macs", help="MAC target, e.g. 350M (at --cost-resolution); "
-              "required unless --resume.")
+              "this or --target-latency is required unless --resume.")
+@click.option("--target-latency", "target_latency", help="Latency target, e.g. 4.5ms, predicted by --latency-table.")
+@click.option("--latency-table", "latency_table", type=click.Path(),
+              help="A latency table of this space (autonl latency-table) for --target-latency.")
 @click.option("--data", default=SearchConfig.data, show_default=True, help=DATA_HELP)
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
@@ -189,18 +192,31 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a new search in its place).")
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch in each process [default: torch's].")
-def search(target, target_macs, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
+def search(target, target_macs, target_latency, latency_table, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
            master_port, resume, force, threads, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
-    if target_macs is None and not resume:
-        raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M).")
+    if target_macs is None and target_latency is None and not resume:
+        raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M) or '--target-latency' "
+                               "(e.g. 4.5ms, with --latency-table).")
+    if target_macs is not None and target_latency is not None:
+        raise AutonlError("give --target-macs or --target-latency, not both")
     macs = parse_macs(target_macs) if target_macs is not None else None
+    latency = parse_ms(target_latency) if target_latency is not None else None
+    if latency is not None and latency_table is None:
+        raise AutonlError("--target-latency needs --latency-table TABLE.json (made by autonl latency-table)")
+    if latency_table is not None and latency is None and not resume:
+        raise AutonlError("--latency-table goes with --target-latency (a MAC target counts MACs)")
+    if latency_table is not None:
+        from autonl.backends.latency import LatencyTable
+        LatencyTable.read(latency_table)       # one line now for a missing or malformed table
     overrides = None
     if resume:     # before torchrun and torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
         given = typed_options(click.get_current_context(), config)
         if macs is not None:
             given["--target-macs"] = ("target_macs", macs)
+        if latency is not None:
+            given["--target-latency"] = ("target_latency_ms", latency)
         overrides = check_resume_settings(out, "search_config.json", given)
     launch = os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1)
     set_threads(threads, here=not launch)
@@ -219,14 +235,16 @@ def search(target, target_macs, out, space, lightnl_norm, resolution, width, npr
 
     graph = cfg = None
     if not resume:
-        cfg = SearchConfig(target_macs=macs, **config)   # the other options are SearchConfig fields
+        cfg = SearchConfig(target_macs=macs, target_latency_ms=latency,       # the other options are fields
+                           latency_table=str(Path(latency_table).resolve()) if latency_table else None, **config)
         graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
                               num_classes(cfg.data), lightnl_norm)
     with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
         result = run_search(graph, cfg, out, resume=resume, overrides=overrides)
     if result:
         click.echo(json.dumps(result))
-        click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, macs.png, decisions.png)",
+        click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, "
+                   f"{'latency.png' if latency is not None else 'macs.png'}, decisions.png)",
                    err=True)
 
 

@@ -42,7 +42,7 @@ SCHEMA = {
         "version": {"const": VERSION},
         "resolution": {"type": "integer", "minimum": 1},
         "space_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "fixed_ms": _NUMBER,
+        "fixed_ms": {"type": "number"},
         "probe": {"type": "object", "required": ["ms"], "properties": {"ms": {"type": "number", "exclusiveMinimum": 0}}},
         "provenance": {"type": "object", "required": ["backend", "threads"],
                        "properties": {"backend": {"type": "string"}, "threads": {"type": "integer", "minimum": 1}}},
@@ -138,6 +138,16 @@ class LatencyTable:
     def probe_ms(self) -> float:
         """The probe network's latency the table's entries are scaled to (:mod:`.timing`)."""
         return self.doc["probe"]["ms"]
+
+    def space_graph(self) -> Graph:
+        """The relaxed graph the table was measured for (stored in the file)."""
+        from autonl.ir.json_form import graph_from_dict
+        if "space_graph" not in self.doc:
+            raise AutonlError(f"{self.path} does not hold its space's graph (space_graph)")
+        graph = graph_from_dict(self.doc["space_graph"], self.path)
+        if space_hash(graph) != self.doc["space_hash"]:
+            raise AutonlError(f"{self.path}: its space_graph does not match its space_hash (the file was edited)")
+        return graph
 
     def describe(self) -> str:
         p = self.provenance

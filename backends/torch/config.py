@@ -134,7 +134,9 @@ class TrainConfig:
 
 @dataclass
 class SearchConfig:
-    target_macs: float
+    target_macs: float | None = None        # a MAC target, or:
+    target_latency_ms: float | None = None  # a latency target, predicted by latency_table (a JSON file)
+    latency_table: str | None = None
     data: str = "digits"
     lam: float = _f(5.0, NON_NEGATIVE, "--lambda")
     steps: int = _f(300, POSITIVE_INT)
@@ -160,9 +162,19 @@ class SearchConfig:
     compile: bool = False            # torch.compile the supernet's forward (measure first: benchmarks/)
 
     def __post_init__(self):
-        if isinstance(self.target_macs, bool) or not isinstance(self.target_macs, (int, float)) \
-                or not math.isfinite(self.target_macs) or not self.target_macs > 0:
-            raise AutonlError(f"the MAC target must be a positive number, got {self.target_macs}")
+        if (self.target_macs is None) == (self.target_latency_ms is None):
+            raise AutonlError("give one target: a MAC target (--target-macs) or a latency target (--target-latency "
+                              "with --latency-table), not both" if self.target_macs is not None else
+                              "give a target: --target-macs, or --target-latency with --latency-table")
+        for what, value in (("MAC", self.target_macs), ("latency", self.target_latency_ms)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or not value > 0):
+                raise AutonlError(f"the {what} target must be a positive number, got {value}")
+        if self.target_latency_ms is not None and not self.latency_table:
+            raise AutonlError("a latency target needs the latency table that predicts it (--latency-table TABLE.json, "
+                              "made by autonl latency-table)")
+        if self.target_macs is not None and self.latency_table:
+            raise AutonlError("--latency-table goes with --target-latency; a MAC target counts MACs")
         check_ranges(self)
         if not self.warmup_steps < self.steps:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
@@ -170,6 +182,15 @@ class SearchConfig:
             raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
         if self.optimizer not in ("sgd", "rmsprop"):
             raise AutonlError(f"unknown optimizer '{self.optimizer}'; known optimizers: rmsprop, sgd")
+
+    @property
+    def target(self) -> float:
+        """The target in the cost's unit: MACs, or milliseconds with a latency table."""
+        return self.target_latency_ms if self.target_latency_ms is not None else self.target_macs
+
+    @property
+    def unit(self) -> str:
+        return "ms" if self.target_latency_ms is not None else "MACs"
 
     @staticmethod
     def from_dict(d: dict) -> "SearchConfig":

@@ -1,7 +1,8 @@
 """The differentiable single-path search (method.md section 3), on CPU, GPU or torchrun.
 
 Objective: ``L = CE + lambda * |log(C(g) / T)|`` where ``C(g)`` is the MACs of the sub-network
-the gates select (:class:`~autonl.backends.torch.supernet.SupernetCost`) and ``T`` the target.
+the gates select (:class:`~autonl.backends.torch.supernet.SupernetCost`), or its latency
+predicted by a latency table (:mod:`autonl.backends.latency`), and ``T`` the target.
 We chose this target-aware form over Single-Path NAS's ``lambda * log(C)`` so that one run
 lands near ``T`` without sweeping lambda: it pulls the cost down while above the target and
 up while below, with the same strength on both sides, and the thresholds' learning rate
@@ -13,7 +14,7 @@ Schedule: ``warmup_steps`` with every option on (gates forced on, only weights t
 term), then weights (SGD) and thresholds/importances (Adam) each with its own optimiser on the
 same loss. Outputs in the run directory: ``decisions.json``, ``search_graph.json``/``.ir``
 (the relaxed graph), ``metrics.jsonl``, ``trace.jsonl`` (every gate's statistic, threshold and
-state per logged step), ``macs.png`` and ``decisions.png``, ``checkpoint.pt`` every N steps,
+state per logged step), ``macs.png`` (``latency.png``) and ``decisions.png``, ``checkpoint.pt`` every N steps,
 ``result.json``. ``resume=True`` continues exactly (see :mod:`.loop`).
 """
 from __future__ import annotations
@@ -49,11 +50,17 @@ __all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimi
 
 
 def check_target(supernet: Supernet, target: float) -> None:
-    check_target_bounds(*supernet.cost_model.bounds(), target)
+    check_target_bounds(*supernet.cost_model.bounds(), target, supernet.cost_unit)
 
 
-def check_target_bounds(lo: float, hi: float, target: float) -> None:
-    """One line when ``target`` lies outside the space's reach ``[lo, hi]`` (MACs)."""
+def check_target_bounds(lo: float, hi: float, target: float, unit: str = "MACs") -> None:
+    """One line when ``target`` lies outside the space's reach ``[lo, hi]`` (MACs, or ms)."""
+    if unit == "ms":
+        if not lo <= target <= hi:
+            raise AutonlError(f"target {target:.3f} ms is {'below' if target < lo else 'above'} the reach of this "
+                              f"search space by the latency table: its fastest sub-network takes {lo:.3f} ms, its "
+                              f"slowest {hi:.3f} ms")
+        return
     if target < lo:
         raise AutonlError(f"target {format_count(target)} MACs is below the smallest network of this search "
                           f"space ({format_count(lo)} MACs; the largest has {format_count(hi)})")
@@ -70,7 +77,7 @@ def distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def plot_search(run: Run, target: float, gate_names: list[str]) -> None:
+def plot_search(run: Run, target: float, gate_names: list[str], unit: str = "MACs") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -78,19 +85,21 @@ def plot_search(run: Run, target: float, gate_names: list[str]) -> None:
     if not run.metrics.exists() or not (run.folder / "trace.jsonl").exists():
         return
     rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "macs" in r]
+    key, scale, label = ("latency_ms", 1.0, "predicted latency (ms)") if unit == "ms" else ("macs", 1e-6, "MACs (M)")
+    rows = [r for r in rows if key in r]
     trace = [json.loads(line) for line in (run.folder / "trace.jsonl").read_text().splitlines() if line.strip()]
     if not rows or not trace:
         return
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot([r["step"] for r in rows], [r["macs"] / 1e6 for r in rows], label="selected sub-network")
-    ax.axhline(target / 1e6, color="k", ls="--", label="target")
-    ax.set_xlabel("step"), ax.set_ylabel("MACs (M)"), ax.grid(alpha=0.3), ax.legend()
+    ax.plot([r["step"] for r in rows], [r[key] * scale for r in rows], label="selected sub-network")
+    ax.axhline(target * scale, color="k", ls="--", label="target")
+    ax.set_xlabel("step"), ax.set_ylabel(label), ax.grid(alpha=0.3), ax.legend()
     fig.tight_layout()
-    tmp = run.folder / ".macs.tmp.png"
+    name = "latency.png" if unit == "ms" else "macs.png"
+    tmp = run.folder / f".{name}.tmp.png"
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(run.folder / "macs.png")
+    tmp.replace(run.folder / name)
 
     grid = torch.tensor([[t["gates"][n][2] for n in gate_names] for t in trace]).T.numpy()
     fig, ax = plt.subplots(figsize=(10, max(4, len(gate_names) * 0.12)))
@@ -145,7 +154,7 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
         logits = model(x)
     ce = ce_fn(logits.float(), y)
     macs = supernet.cost()
-    loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target_macs).abs()
+    loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target).abs()
     w_opt.zero_grad(set_to_none=True)
     a_opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -159,7 +168,8 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
 
 def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool = False,
            progress: bool = True, overrides: dict | None = None) -> dict:
-    """Search ``graph`` (a relaxed graph) toward ``cfg.target_macs``; return the result summary.
+    """Search ``graph`` (a relaxed graph) toward ``cfg.target`` (MACs, or milliseconds predicted
+    by ``cfg.latency_table``); return the result summary.
     Rank 0, the one that writes ``out``, holds its lock (:mod:`autonl.backends.locks`) throughout.
     ``overrides``: runtime settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`)."""
     rank, world = distributed()
@@ -183,9 +193,11 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
-    cost_graph = resize_graph(graph, cfg.cost_resolution) if cfg.cost_resolution else None
-    supernet = Supernet(graph, tau=cfg.tau, cost_graph=cost_graph)
-    check_target(supernet, cfg.target_macs)
+    table = latency_table(graph, cfg)
+    cost_res = cost_resolution(graph, cfg, table)
+    cost_graph = resize_graph(graph, cost_res) if cost_res else None
+    supernet = Supernet(graph, tau=cfg.tau, cost_graph=cost_graph, latency=table)
+    check_target(supernet, cfg.target)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     train_loader, val_loader, classes = make_loaders(
         cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
@@ -225,25 +237,46 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
         warm = i < cfg.warmup_steps
         loss, ce, macs, logits = search_step(supernet, model, opts, x.contiguous(memory_format=memory), y, warm,
                                              cfg, ce_fn)
-        return StepResult(loss, logits, {"ce": ce, "macs": macs, "warm": warm})
+        return StepResult(loss, logits, {"ce": ce, "cost": macs, "warm": warm})
 
     def row(i, epoch, result, window):
         warm = result.extra["warm"]
+        cost_key = "latency_ms" if cfg.unit == "ms" else "macs"
         metrics = {"step": i, "loss": result.loss.item(), "ce": result.extra["ce"].item(),
-                   "train_acc": window.accuracy(), "macs": result.extra["macs"].item(), "warmup": warm,
+                   "train_acc": window.accuracy(), cost_key: result.extra["cost"].item(), "warmup": warm,
                    "lr": w_sched.get_last_lr()[0], "arch_lr": a_sched.get_last_lr()[0]}
         run.log({"step": i, "gates": {f"{r.node}.{r.attr}": r.gate.state() for r in supernet.gate_refs}},
                 "trace.jsonl")
         return metrics, {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_acc']:.2f}",
-                         "MACs": format_count(metrics["macs"]), "warm": "yes" if warm else "no"}
+                         **({"ms": f"{metrics['latency_ms']:.2f}"} if cfg.unit == "ms" else
+                            {"MACs": format_count(metrics["macs"])}), "warm": "yes" if warm else "no"}
 
     loop.run_steps(train_loader, device, step, row,
-                   after_checkpoint=lambda: plot_search(run, cfg.target_macs, gate_names), progress=progress)
-    return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, loop.step)
+                   after_checkpoint=lambda: plot_search(run, cfg.target, gate_names, cfg.unit), progress=progress)
+    return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, loop.step, table)
+
+
+def latency_table(graph: Graph, cfg: SearchConfig):
+    """The search's latency table (None for a MAC target), read and checked (schema; fit to the
+    space comes when the supernet's cost is made)."""
+    if cfg.latency_table is None:
+        return None
+    from autonl.backends.latency import LatencyTable
+    return LatencyTable.read(cfg.latency_table)
+
+
+def cost_resolution(graph: Graph, cfg: SearchConfig, table) -> int | None:
+    """The resolution the cost is counted at: ``cfg.cost_resolution``, or the latency table's."""
+    if table is None:
+        return cfg.cost_resolution
+    if cfg.cost_resolution is not None and cfg.cost_resolution != table.resolution:
+        raise AutonlError(f"--cost-resolution {cfg.cost_resolution}, but {table.path} was measured at "
+                          f"{table.resolution}x{table.resolution}; leave --cost-resolution out (a latency table sets it)")
+    return table.resolution
 
 
 def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_loader, val_loader, device,
-           rank: int, world: int, step: int) -> dict:
+           rank: int, world: int, step: int, table=None) -> dict:
     from autonl.passes import analyze_cost
     from autonl.passes.derive import Derive
 
@@ -270,18 +303,30 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
     val = evaluate(supernet, val_loader, device)
-    macs = analyze_cost(resize_graph(derived, cfg.cost_resolution) if cfg.cost_resolution else derived).macs
+    cost_res = cost_resolution(graph, cfg, table)
+    macs = analyze_cost(resize_graph(derived, cost_res) if cost_res else derived).macs
     result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,
-              "cost_resolution": cfg.cost_resolution or graph.inputs[next(iter(graph.inputs))].shape[-1],
-              "off_target": macs / cfg.target_macs - 1, "supernet_val_acc": val["val_acc"],
+              "cost_resolution": cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1],
+              "supernet_val_acc": val["val_acc"],
               "lightnl_blocks": sum(1 for n in derived if n.op == "lightnl"),
+              "lightnl_at": [n.name for n in derived if n.op == "lightnl"],
               "blocks": sum(1 for n in derived if n.op == "mbconv")}
+    if table is not None:
+        predicted = table.predict(resize_graph(graph, table.resolution), decisions)
+        result.update({"target_latency_ms": cfg.target_latency_ms, "predicted_latency_ms": predicted,
+                       "latency_table": str(cfg.latency_table), "latency_of": table.describe(),
+                       "off_target": predicted / cfg.target_latency_ms - 1})
+        achieved = f"a predicted latency of {predicted:.3f} ms"
+        wanted = f"{cfg.target_latency_ms:.3f} ms"
+    else:
+        result["off_target"] = macs / cfg.target_macs - 1
+        achieved, wanted = f"{format_count(macs)} MACs", format_count(cfg.target_macs)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     atomic_write(run.folder / DATA_FACTS_FILE, json.dumps(data_facts(cfg.data, resolution), indent=1) + "\n")
     if abs(result["off_target"]) > LANDING_TOLERANCE:
         result["landing_warning"] = (
-            f"warning: the derived network has {format_count(macs)} MACs, {result['off_target']:+.0%} off the target "
-            f"{format_count(cfg.target_macs)} (more than ±{LANDING_TOLERANCE:.0%}); search longer (--steps), or "
+            f"warning: the derived network has {achieved}, {result['off_target']:+.0%} off the target "
+            f"{wanted} (more than ±{LANDING_TOLERANCE:.0%}); search longer (--steps), or "
             f"raise --lambda or --arch-lr")
         print(result["landing_warning"], file=sys.stderr)
     atomic_write(run.folder / "decisions.json", dumps_decisions(decisions))

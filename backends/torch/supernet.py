@@ -358,9 +358,11 @@ def _gated_add(ctx: SupernetContext, node: Node, args: list) -> fx.Node:
 class Supernet(nn.Module):
     """A relaxed graph as one single-path network, plus its gates and differentiable cost."""
 
-    def __init__(self, graph: Graph, tau: float = 1.0, cost_graph: Graph | None = None):
+    def __init__(self, graph: Graph, tau: float = 1.0, cost_graph: Graph | None = None, latency=None):
         """``cost_graph``: the same graph at the resolution the MAC target refers to (default:
-        ``graph`` itself), e.g. search at 32x32 while counting MACs at 224x224."""
+        ``graph`` itself), e.g. search at 32x32 while counting MACs at 224x224. ``latency``: a
+        :class:`~autonl.backends.latency.LatencyTable` for ``cost_graph``: the cost is then its
+        predicted milliseconds instead of MACs."""
         super().__init__()
         from autonl.passes.derive import residual_add
 
@@ -398,7 +400,13 @@ class Supernet(nn.Module):
                     self.gate_refs.append(GateRef(node.name, attr, gate))
         if cost_graph is not None and set(cost_graph.nodes) != set(graph.nodes):
             raise AutonlError("the cost graph must have the same nodes as the searched graph")
-        self.cost_model = SupernetCost(cost_graph or graph, {(r.node, r.attr): r.gate for r in self.gate_refs})
+        gates = {(r.node, r.attr): r.gate for r in self.gate_refs}
+        if latency is not None:
+            latency.check_fits(cost_graph or graph)
+            self.cost_model = SupernetCost(cost_graph or graph, gates, cost=latency.entry, fixed=latency.fixed_ms)
+        else:
+            self.cost_model = SupernetCost(cost_graph or graph, gates)
+        self.cost_unit = "ms" if latency is not None else "MACs"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -435,7 +443,8 @@ class Supernet(nn.Module):
             r.gate.forced = 1.0
 
     def cost(self) -> torch.Tensor:
-        """MACs of the sub-network the latest forward pass selected, differentiable in the gates."""
+        """MACs (or predicted milliseconds, with a latency table) of the sub-network the latest
+        forward pass selected, differentiable in the gates."""
         return self.cost_model()
 
 
@@ -450,30 +459,33 @@ def _has(module: nn.Module, path: str) -> bool:
 class SupernetCost(nn.Module):
     """C(g) = sum over relaxed nodes of sum over their option combinations of
     cost(combination) * prod(g or 1 - g), times the keep gate of the block a LightNL sits in,
-    plus the fixed cost of discrete nodes. Option costs come from the IR cost model; with
-    hard gates the value is exactly the MACs of the selected sub-network.
+    plus the fixed cost of discrete nodes. Option costs come from the IR cost model (MACs),
+    or from ``cost(node, combination)`` with ``fixed`` (a latency table's entries and fixed
+    part); with hard gates the value is exactly the cost of the selected sub-network.
 
     Evaluated as a handful of batched tensor ops: every relaxed node is a row with up to
     ``K`` gates and ``P`` combinations (padding: a gate fixed at 1, a combination costing 0).
     """
 
-    def __init__(self, graph: Graph, gates: dict[tuple[str, str], Gate]):
+    def __init__(self, graph: Graph, gates: dict[tuple[str, str], Gate],
+                 cost: Callable[[Node, dict], float] | None = None, fixed: float | None = None):
         super().__init__()
         self.gate_list = list(gates.values())
         index = {key: i for i, key in enumerate(gates)}
         one = len(self.gate_list)                     # the index of a constant 1 appended at run time
-        self.fixed = 0
+        self.fixed = fixed if cost is not None else 0
         rows = []
         for node in graph:
             if not node.relaxed:
-                self.fixed += node_cost(graph, node).macs
+                if cost is None:
+                    self.fixed += node_cost(graph, node).macs
                 continue
             attrs = [a for a in node.choices() if (node.name, a) in index]
             combos = {}
             for combo in attr_combinations(node.attrs):
                 # choices without a gate (an absent LightNL's ratio) do not change the cost
                 key = tuple(combo[a] == gates[(node.name, a)].on_value for a in attrs)
-                combos.setdefault(key, node_cost(graph, node, combo).macs)
+                combos.setdefault(key, cost(node, combo) if cost is not None else node_cost(graph, node, combo).macs)
             block = one
             if node.op == "lightnl":
                 src = graph.nodes.get(node.inputs[0])
@@ -496,8 +508,10 @@ class SupernetCost(nn.Module):
         self.register_buffer("on", on, persistent=False)
         self.register_buffer("macs", macs, persistent=False)
         self.register_buffer("keep", keep, persistent=False)
-        self.lo = self.fixed + int(sum(min(c.values()) for _, c, _ in rows))
-        self.hi = self.fixed + int(sum(max(c.values()) for _, c, _ in rows))
+        self.lo = self.fixed + sum(min(c.values()) for _, c, _ in rows)
+        self.hi = self.fixed + sum(max(c.values()) for _, c, _ in rows)
+        if cost is None:
+            self.lo, self.hi = int(self.lo), int(self.hi)
 
     def forward(self) -> torch.Tensor:
         device = self.macs.device
@@ -509,8 +523,8 @@ class SupernetCost(nn.Module):
         per_node = (weight * self.macs).sum(-1) * gv[self.keep]    # [rows]
         return (per_node.sum() + self.fixed).float()
 
-    def bounds(self) -> tuple[int, int]:
-        """MACs of the smallest and the largest reachable sub-network."""
+    def bounds(self) -> tuple[float, float]:
+        """Cost of the cheapest and the dearest reachable sub-network."""
         return self.lo, self.hi
 
 

@@ -1,0 +1,185 @@
+"""Latency commands: ``latency-table`` (per-block latency of a search space on a runtime),
+``latency-check`` (the table's predictions against whole networks measured end to end) and
+``bench`` (one model's latency as deployed, the same measurement)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from autonl.ir import AutonlError, all_presets
+from autonl.passes import resize_graph
+from autonl.passes.sources import relaxed_graph
+
+from autonl.backends.catalog import get_backend
+from autonl.backends.torch.config import RESOLUTION, Range
+
+from .app import cli
+from .deploy_cmds import backend_options, load_deployable, options_for
+from .options import THREADS, WIDTH, lock_output, ranged, with_preset_options, write_json
+
+ROUNDS = Range(1, 1000)
+SAMPLES = Range(2, 100000)
+CALIBRATION = Range(1, 1000)
+
+
+def _effort(rounds: int):
+    from autonl.backends.latency import Effort
+    return Effort(rounds=rounds)
+
+
+def _out_file(path: str) -> None:
+    """Refuse an output file in a folder that does not exist, before any work."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise AutonlError(f"--out {path}: folder {parent} does not exist")
+    if Path(path).is_dir():
+        raise AutonlError(f"--out {path} is a folder; give a file name, e.g. {Path(path) / 'table.json'}")
+
+
+def _threads(threads: int | None) -> int:
+    return threads or os.cpu_count() or 1
+
+
+@cli.command("latency-table")
+@click.argument("space_target", metavar="[TARGET]", default="search-space")
+@click.option("--backend", default="onnx", show_default=True, help="onnx (onnxruntime) or tvm.")
+@click.option("--rpc", "rpc_addr", metavar="HOST:PORT",
+              help="TVM: build the blocks for --target and time them on this RPC server (the board).")
+@click.option("--threads", type=ranged(THREADS), help="Threads the runtime uses [default: this machine's CPUs].")
+@click.option("--resolution", "-r", type=ranged(RESOLUTION),
+              help="Input size the table is measured at; the search counts its cost at it [default: 224 for "
+                   "presets, a graph file's own].")
+@click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
+@click.option("--classes", type=ranged(Range(1, 1000000)),
+              help="Classes of the network (presets; default 1000; the search's data decides, e.g. 10 for digits).")
+@click.option("--space", default="autonl", show_default=True,
+              help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+@click.option("--rounds", type=ranged(ROUNDS), default=7, show_default=True,
+              help="Interleaved timing rounds per block (more: steadier on a busy machine).")
+@click.option("--calibration", type=ranged(CALIBRATION), default=5, show_default=True,
+              help="Whole random sub-networks timed to measure the fixed part in context.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(), help="The table (JSON).")
+@backend_options
+def latency_table(space_target, backend, rpc_addr, threads, resolution, width, classes, space, rounds, calibration, out,
+                  **options):
+    """Measure a latency table: every block of a search space (every relaxed node, every
+    combination of its options, in its real input shape, compiled as the backend deploys it)
+    timed on the runtime, plus the fixed part in context. `autonl search --target-latency`
+    predicts from it; `autonl latency-check` tests it."""
+    from autonl.backends.latency.measure import build_table, write_table
+    from autonl.backends.tvm.remote import parse_rpc
+
+    chosen = get_backend(backend)
+    given = options_for(chosen, options)
+    _out_file(out)
+    if rpc_addr is not None:
+        parse_rpc(rpc_addr)
+    lock_output(out, "latency-table")
+    if space_target in all_presets():
+        graph = relaxed_graph(space_target, space, resolution or 224, width, classes or 1000)
+    else:
+        if classes is not None:
+            raise AutonlError(f"--classes applies to presets only, not to the file {space_target}")
+        graph = relaxed_graph(space_target, space, None, width, None)
+        if resolution is not None:
+            graph = resize_graph(graph, resolution)
+    table = build_table(graph, chosen, _threads(threads), given, rpc_addr, _effort(rounds), calibration)
+    table.path = out
+    write_table(table, out)
+    lo, hi = table.bounds(graph)
+    n = sum(len(r["entries"]) for r in table.doc["nodes"].values())
+    click.echo(f"{table.describe()}: {len(table.doc['nodes'])} searchable nodes, {n} entries "
+               f"({table.provenance['blocks_measured']} distinct blocks timed), fixed part {table.fixed_ms:.3f} ms; "
+               f"sub-networks from {lo:.3f} ms to {hi:.3f} ms")
+    click.echo(f"wrote {out}")
+
+
+@cli.command("latency-check")
+@click.argument("table_file", metavar="TABLE.json", type=click.Path())
+@click.option("--samples", type=ranged(SAMPLES), default=50, show_default=True,
+              help="Sub-networks to measure end to end (a quarter near the middle of the table's range).")
+@click.option("--rounds", type=ranged(ROUNDS), default=7, show_default=True, help="Interleaved timing rounds.")
+@click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=1, show_default=True,
+              help="Which sub-networks are sampled.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result (every sample) as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Scatter plot PNG [default: beside --json, or none].")
+def latency_check(table_file, samples, rounds, seed, json_out, plot):
+    """Check a latency table: sample sub-networks of its space, measure each end to end with the
+    table's backend, options and threads, and compare with the table's prediction: MAPE,
+    Spearman rank correlation, share within ±5% and ±10%."""
+    from autonl.backends.latency import LatencyTable
+    from autonl.backends.latency.measure import check_table, plot_check
+
+    for path in (json_out, plot):
+        if path:
+            _out_file(path)
+    table = LatencyTable.read(table_file)
+    graph = table.space_graph()
+    prov = table.provenance
+    result = check_table(graph, table, get_backend(prov["backend"]), samples, prov.get("options") or {},
+                         prov.get("rpc"), _effort(rounds), seed)
+    click.echo(f"{table.describe()}, {result['samples']} sub-networks: MAPE {result['mape']:.1%}, Spearman "
+               f"{result['spearman']:.3f} (MACs alone: {result['spearman_macs']:.3f}), within ±5%: "
+               f"{result['within_5pct']:.0%}, within ±10%: {result['within_10pct']:.0%}, largest error "
+               f"{result['max_abs_error']:.1%}, mean error {result['bias']:+.1%}")
+    click.echo(f"machine speed during the check: the probe network ran {result['probe']['ms']:.3f} ms at best "
+               f"(the table's {table.probe_ms:.3f} ms); its slowest round was {result['probe']['slowest_over_best']:.2f}x "
+               f"its best", err=True)
+    plot = plot or (str(Path(json_out).with_suffix(".png")) if json_out else None)
+    if plot:
+        plot_check(result, plot)
+        click.echo(f"wrote {plot}")
+    write_json(json_out, result)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--backend", default="onnx", show_default=True, help="onnx (onnxruntime) or tvm.")
+@click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="TVM: time on this RPC server (built for --target).")
+@click.option("--threads", type=ranged(THREADS), help="Threads the runtime uses [default: this machine's CPUs].")
+@click.option("--rounds", type=ranged(ROUNDS), default=7, show_default=True, help="Timing rounds.")
+@click.option("--table", "table_file", type=click.Path(),
+              help="Scale to this latency table's machine speed (its probe), to compare with its predictions.")
+@click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=0, show_default=True,
+              help="Weight init for presets and graph files.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result as JSON.")
+@backend_options
+@with_preset_options
+def bench(source, backend, rpc_addr, threads, rounds, table_file, seed, json_out, resolution, width, batch, classes,
+          **options):
+    """End-to-end latency of a model as deployed (SOURCE: a model or run folder, a preset or a
+    graph file): compiled by the backend in memory, batch 1, timed as latency tables time
+    their blocks (interleaved with a probe network; see autonl.backends.latency.timing)."""
+    from autonl.backends.latency import LatencyTable
+    from autonl.backends.latency.measure import probe_facts, probe_graph
+    from autonl.backends.latency.timing import measure
+    from autonl.backends.loading import load_model_or_graph
+    from autonl.passes import analyze_cost
+
+    chosen = get_backend(backend)
+    given = options_for(chosen, options)
+    if json_out:
+        _out_file(json_out)
+    ref = None
+    if table_file:
+        table = LatencyTable.read(table_file)
+        ref = table.probe_ms
+        if table.provenance["backend"] != chosen.name or table.provenance["threads"] != _threads(threads):
+            raise AutonlError(f"{table_file} was measured with {table.describe()}; bench with the same backend and "
+                              f"--threads {table.provenance['threads']}")
+    model = load_deployable(source, resolution, width, batch, classes, seed)
+    if model.graph.inputs[next(iter(model.graph.inputs))].shape[0] != 1:
+        raise AutonlError("autonl bench times batch 1 (latency); build the model with --batch 1")
+    timer, provenance = chosen.latency_timer(model, _threads(threads), given, rpc_addr)
+    probe, _ = chosen.latency_timer(load_model_or_graph(probe_graph()), _threads(threads), given, rpc_addr)
+    t, run = measure(timer, _effort(rounds), probe, ref)
+    cost = analyze_cost(model.graph)
+    res = {"source": source, "graph": model.graph.name, **t.as_dict(), "macs": cost.macs,
+           "lightnl_blocks": sum(1 for n in model.graph if n.op == "lightnl"), "provenance": provenance,
+           "probe": probe_facts(run), "scaled_to": f"the probe of {table_file}" if table_file else "this run's best"}
+    click.echo(f"{source}: {t.ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 {t.p90_ms:.3f}; raw best round {t.raw_ms:.3f} ms, "
+               f"{t.runs} runs) with {provenance['runtime']} {provenance['runtime_version']}, "
+               f"{_threads(threads)} thread(s), {cost.macs / 1e6:.1f}M MACs")
+    write_json(json_out, res)
