@@ -35,13 +35,17 @@ def _stage(log, name: str):
     return time.time()
 
 
-def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str | Path,
+def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, out: str | Path,
                  search_steps: int | None = None, train_steps: int | None = None, resolution: int | None = None,
                  seed: int = 0, force: bool = False, log=print, batch_size: int | None = None,
-                 lightnl_norm: str | None = None) -> dict:
+                 lightnl_norm: str | None = None, target_latency_ms: float | None = None,
+                 latency_table: str | None = None) -> dict:
     """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
     its own folder inside it as well. Settings left ``None`` are fitted to the data
-    (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason."""
+    (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason.
+    ``target_latency_ms`` with ``latency_table`` (instead of ``target_macs``): search toward a
+    latency the table predicts; the report then has the derived network's predicted and
+    measured latency (at the table's resolution, backend and threads)."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
     data = BUILTIN.get(data, data)
     out = Path(out)
@@ -49,7 +53,8 @@ def run_pipeline(data: str, target_macs: float, backend: str | Backend, out: str
     asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
              "train_steps": train_steps}
     with output_lock(out, "run"):
-        return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm)
+        return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm,
+                             target_latency_ms, latency_table)
 
 
 def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
@@ -78,8 +83,9 @@ def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
     return chosen, line
 
 
-def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, asked: dict, seed: int, force: bool,
-                  log, lightnl_norm: str | None) -> dict:
+def _run_pipeline(data: str, target_macs: float | None, backend: Backend, out: Path, asked: dict, seed: int,
+                  force: bool, log, lightnl_norm: str | None, target_latency_ms: float | None = None,
+                  latency_table: str | None = None) -> dict:
     from .torch.child import extract_child
     from .torch.data import accuracy_line, chance_level, num_classes
     from .torch.search import SearchConfig, check_target_bounds, search as run_search
@@ -93,17 +99,28 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
     settings, settings_line = _settings(data, asked)
     resolution, search_steps, train_steps = settings["resolution"], settings["search_steps"], settings["train_steps"]
     graph = relaxed_graph("search-space", "autonl", resolution, None, classes, lightnl_norm)
-    at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
-    check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
+    table = None
+    if target_latency_ms is not None:       # a table that does not fit, a target out of reach: nothing written
+        from .latency import LatencyTable
+        table = LatencyTable.read(latency_table)
+        at_table = resize_graph(graph, table.resolution)
+        table.check_fits(at_table)
+        check_target_bounds(*table.bounds(at_table), target_latency_ms, "ms")
+        goal = f"{target_latency_ms:.3f} ms predicted by {latency_table} ({table.describe()})"
+    else:
+        at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
+        check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
+        goal = f"{target_macs / 1e6:.0f}M MACs at 224x224"
     if settings_line:
         log(settings_line)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    t = _stage(log, f"search: AutoNL space on {data} at {resolution}x{resolution}, toward "
-                    f"{target_macs / 1e6:.0f}M MACs at 224x224, {search_steps} steps")
-    cfg = SearchConfig(target_macs=target_macs, data=data, steps=search_steps, warmup_steps=max(1, search_steps // 5),
-                       batch_size=settings["batch_size"], lr=settings["search_lr"], seed=seed, cost_resolution=224)
+    t = _stage(log, f"search: AutoNL space on {data} at {resolution}x{resolution}, toward {goal}, {search_steps} steps")
+    cfg = SearchConfig(target_macs=target_macs, target_latency_ms=target_latency_ms,
+                       latency_table=str(Path(latency_table).resolve()) if table else None, data=data,
+                       steps=search_steps, warmup_steps=max(1, search_steps // 5), batch_size=settings["batch_size"],
+                       lr=settings["search_lr"], seed=seed, cost_resolution=None if table else 224)
     search = run_search(graph, cfg, out / "search")
     timings["search"] = time.time() - t
     if search.get("landing_warning"):
@@ -131,8 +148,15 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
     timings["compile"] = time.time() - t
 
     latency = measure_latency(model, out / "deploy", backend)
+    latency_target = None
+    if table is not None:
+        latency_target = measure_against_table(model.graph, table, target_latency_ms, search["predicted_latency_ms"])
+        log(f"latency at {table.resolution}x{table.resolution} ({table.describe()}): target {target_latency_ms:.3f} ms, "
+            f"predicted {latency_target['predicted_ms']:.3f} ms, measured {latency_target['measured_ms']:.3f} ms "
+            f"({latency_target['error']:+.1%})")
     summary = {
-        "data": data, "target_macs": target_macs, "backend": backend.name, "seed": seed,
+        "data": data, "target_macs": target_macs, "target_latency_ms": target_latency_ms,
+        "latency_target": latency_target, "backend": backend.name, "seed": seed,
         "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
         "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": resolution,
         "train": trained, "deploy_checks": deploy.get("checks"), "settings": settings,
@@ -144,7 +168,8 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p != out / "manifest.json")
     manifest = {
         "format": "autonl-run", "version": 1,
-        "inputs": {"data": data, "target_macs": target_macs, "backend": backend.name, **settings,
+        "inputs": {"data": data, "target_macs": target_macs, "target_latency_ms": target_latency_ms,
+                   "latency_table": latency_table, "backend": backend.name, **settings,
                    "lightnl_norm": lightnl_norm or "space default"},
         "seeds": {"search": seed, "train": seed, "calibration": 0},
         "versions": versions("torch", "onnx", "onnxruntime", "apache-tvm", "numpy"),
@@ -152,6 +177,23 @@ def _run_pipeline(data: str, target_macs: float, backend: Backend, out: Path, as
     }
     write_manifest(out, manifest, files)
     return summary
+
+
+def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -> dict:
+    """The derived network at the table's resolution, timed with the table's backend, options
+    and threads and scaled to its machine speed (:mod:`.latency.timing`): the latency the
+    search aimed at, measured."""
+    from .latency import Effort
+    from .latency.measure import time_graphs
+    prov = table.provenance
+    at = resize_graph(graph, table.resolution)
+    timings, _, _ = time_graphs({"derived": at}, get_backend(prov["backend"]), prov["threads"],
+                                prov.get("options") or {}, prov.get("rpc"), Effort(rounds=20), "latency", progress=False,
+                                probe_ref_ms=table.probe_ms)
+    t = timings["derived"]
+    return {"target_ms": target_ms, "predicted_ms": predicted_ms, "measured_ms": t.ms, "p10_ms": t.p10_ms,
+            "p90_ms": t.p90_ms, "error": t.ms / target_ms - 1, "resolution": table.resolution,
+            "table": table.path, "of": table.describe()}
 
 
 def measure_latency(model, deploy: Path, backend: Backend, runs: int = 30) -> dict:

@@ -55,15 +55,26 @@ def write_report(out: Path, s: dict) -> None:
     lat_rows = [[k, f"{v:.2f}", f"{v / base:.2f}x"] for k, v in lat.items()]
     parity = checks.get("parity", {}).get("max_abs_diff", checks.get("vs_torch_max_abs_diff"))
     srch = s["search"]
-    images = [("MACs of the sampled network against search step", "search/macs.png"),
+    cost_plot = (("Predicted latency of the sampled network against search step", "search/latency.png")
+                 if s.get("latency_target") else ("MACs of the sampled network against search step", "search/macs.png"))
+    images = [cost_plot,
               ("Decisions per block (LightNL on/off, ratio, stride)", "search/decisions.png"),
               ("Fine-tuning: loss and accuracy", "train/curves.png")]
     images = [(t, p) for t, p in images if (out / p).is_file()]
     r_in = s.get("input_resolution", s["resolution"])
-    md = [f"# AutoNL run: {s['data']}, {s['target_macs'] / 1e6:.0f}M MACs, {s['backend']}", "",
-          f"Search on `{s['data']}` toward {s['target_macs'] / 1e6:.0f}M MACs (counted at 224x224): the derived "
-          f"network has {srch['derived_macs'] / 1e6:.1f}M MACs at 224x224 "
-          f"({srch['off_target']:+.1%} off target), {srch['lightnl_blocks']} LightNL blocks in "
+    lt = s.get("latency_target")
+    if lt:
+        goal = f"{lt['target_ms']:.2f} ms"
+        landed = (f"the derived network is predicted at {lt['predicted_ms']:.3f} ms and measures {lt['measured_ms']:.3f} "
+                  f"ms ({lt['error']:+.1%} off target; at {lt['resolution']}x{lt['resolution']}, {lt['of']}), "
+                  f"{srch['derived_macs'] / 1e6:.1f}M MACs")
+    else:
+        goal = f"{s['target_macs'] / 1e6:.0f}M MACs"
+        landed = (f"the derived network has {srch['derived_macs'] / 1e6:.1f}M MACs at 224x224 "
+                  f"({srch['off_target']:+.1%} off target)")
+    md = [f"# AutoNL run: {s['data']}, {goal}, {s['backend']}", "",
+          f"Search on `{s['data']}` toward {goal} ({'predicted by a latency table' if lt else 'counted at 224x224'}): "
+          f"{landed}, {srch['lightnl_blocks']} LightNL blocks in "
           f"{srch['blocks']} MBConvs. Costs below at {s['resolution']}x{s['resolution']}, every network with "
           f"{s.get('classes', '?')} classes; latencies at the network's input size, {r_in}x{r_in}.", "",
           data_line, ""]

@@ -17,7 +17,7 @@ from autonl.passes.sources import load_target
 from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range
 
 from .app import cli
-from .options import DATA_HELP, THREADS, lock_output, set_threads, parse_macs, ranged, with_preset_options, write_json
+from .options import DATA_HELP, THREADS, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
 
 
 def load_deployable(source: str, resolution, width, batch, classes, seed: int):
@@ -50,8 +50,11 @@ def weights_line(model, source: str) -> str:
 @cli.command("run")
 @click.option("--data", default="builtin", show_default=True,
               help="builtin (the digits), another built-in dataset, or an ImageFolder root with train/ and val/.")
-@click.option("--target-macs", "target_macs", default="300M", show_default=True,
-              help="MAC target of the derived network, counted at 224x224.")
+@click.option("--target-macs", "target_macs", help="MAC target of the derived network, counted at 224x224 "
+              "[default: 300M unless --target-latency].")
+@click.option("--target-latency", "target_latency", help="Latency target instead, e.g. 5ms, predicted by --latency-table "
+              "(a table of the search-space preset with the data's classes).")
+@click.option("--latency-table", "latency_table", type=click.Path(), help="The latency table for --target-latency.")
 @click.option("--backend", default="onnx", show_default=True, help="onnx (fp32 + int8) or tvm (host library).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--search-steps", type=ranged(Range(2)),
@@ -65,7 +68,7 @@ def weights_line(model, source: str) -> str:
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def run_cmd(data, target_macs, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
+def run_cmd(data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
             threads, seed, force):
     """The whole path in one command: search, derive, fine-tune, compile (with its parity
     check and a check on the validation images), then report.md / report.html (plots,
@@ -75,12 +78,18 @@ def run_cmd(data, target_macs, backend, out, search_steps, train_steps, batch_si
     lock_output(out, "run")
     set_threads(threads)
     chosen = get_backend(backend)
-    macs = parse_macs(target_macs)
+    if target_macs is not None and target_latency is not None:
+        raise AutonlError("give --target-macs or --target-latency, not both")
+    if (target_latency is None) != (latency_table is None):
+        raise AutonlError("--target-latency and --latency-table go together")
+    latency = parse_ms(target_latency) if target_latency is not None else None
+    macs = None if latency is not None else parse_macs(target_macs or "300M")
     from autonl.backends.pipeline import run_pipeline
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
-                           batch_size=batch_size, lightnl_norm=lightnl_norm)
+                           batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
+                           latency_table=latency_table)
     lat = summary["latency"]
     click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
                f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "

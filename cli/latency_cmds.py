@@ -56,7 +56,7 @@ def _threads(threads: int | None) -> int:
               help="Classes of the network (presets; default 1000; the search's data decides, e.g. 10 for digits).")
 @click.option("--space", default="autonl", show_default=True,
               help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
-@click.option("--rounds", type=ranged(ROUNDS), default=7, show_default=True,
+@click.option("--rounds", type=ranged(ROUNDS), default=9, show_default=True,
               help="Interleaved timing rounds per block (more: steadier on a busy machine).")
 @click.option("--calibration", type=ranged(CALIBRATION), default=5, show_default=True,
               help="Whole random sub-networks timed to measure the fixed part in context.")
@@ -69,13 +69,15 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
     timed on the runtime, plus the fixed part in context. `autonl search --target-latency`
     predicts from it; `autonl latency-check` tests it."""
     from autonl.backends.latency.measure import build_table, write_table
-    from autonl.backends.tvm.remote import parse_rpc
+    from autonl.backends.tvm.timer import rpc_session
 
     chosen = get_backend(backend)
     given = options_for(chosen, options)
     _out_file(out)
     if rpc_addr is not None:
-        parse_rpc(rpc_addr)
+        if chosen.name != "tvm":
+            raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
+        rpc_session(rpc_addr)          # an unreachable server: one line now, before any work
     lock_output(out, "latency-table")
     if space_target in all_presets():
         graph = relaxed_graph(space_target, space, resolution or 224, width, classes or 1000)
@@ -100,7 +102,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
 @click.argument("table_file", metavar="TABLE.json", type=click.Path())
 @click.option("--samples", type=ranged(SAMPLES), default=50, show_default=True,
               help="Sub-networks to measure end to end (a quarter near the middle of the table's range).")
-@click.option("--rounds", type=ranged(ROUNDS), default=7, show_default=True, help="Interleaved timing rounds.")
+@click.option("--rounds", type=ranged(ROUNDS), default=9, show_default=True, help="Interleaved timing rounds.")
 @click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=1, show_default=True,
               help="Which sub-networks are sampled.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result (every sample) as JSON.")
@@ -139,7 +141,8 @@ def latency_check(table_file, samples, rounds, seed, json_out, plot):
 @click.option("--backend", default="onnx", show_default=True, help="onnx (onnxruntime) or tvm.")
 @click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="TVM: time on this RPC server (built for --target).")
 @click.option("--threads", type=ranged(THREADS), help="Threads the runtime uses [default: this machine's CPUs].")
-@click.option("--rounds", type=ranged(ROUNDS), default=7, show_default=True, help="Timing rounds.")
+@click.option("--rounds", type=ranged(ROUNDS), default=20, show_default=True,
+              help="Timing rounds (spread in time: the lowest round median is the latency).")
 @click.option("--table", "table_file", type=click.Path(),
               help="Scale to this latency table's machine speed (its probe), to compare with its predictions.")
 @click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=0, show_default=True,

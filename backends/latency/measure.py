@@ -8,12 +8,15 @@ cheaper order, the runtime's fusions) and is timed at batch 1 with the table's t
 combination that removes the node (``skip=true``, ``insert=false``) costs 0. Identical
 blocks (same op, options and input shape: the repeated MBConvs of a stage) are measured once.
 
+Each entry is the block's time less the runtime's **call overhead** (the time of a network of
+one tiny op), which a block inside a network does not pay.
+
 **The fixed part** (stem, head, the blocks the search cannot change, and what a whole
 network costs beyond its blocks: one session call, layout changes at block borders) is
 measured in context: ``calibration`` random sub-networks of the space are timed end to end
 together with the blocks, each gives ``measured - sum of its
 blocks``, and the median is the table's ``fixed_ms``. It also takes back what the blocks
-timed alone count more than once (each block's own call into the runtime), so for tiny
+timed alone still count more than once (layout changes at their borders), so for tiny
 networks it can be negative; the table is refused if its fastest sub-network is not
 predicted above 0. Every calibration row is kept in the
 file. :func:`check_table` samples *other* sub-networks to test the prediction.
@@ -54,6 +57,16 @@ def block_graph(graph: Graph, node: Node, combo: dict[str, Any]) -> Graph | None
     block.outputs = [out]
     verify(block)
     return block
+
+
+def overhead_graph() -> Graph:
+    """The smallest network the runtime can run: what a block timed alone pays for its call
+    (Python, the runtime's entry, one kernel launch), subtracted from every block."""
+    from autonl.ir import TensorType
+    graph = Graph("call_overhead", inputs={"x": TensorType("f32", (1, 8, 1, 1))})
+    graph.outputs = [GraphBuilder(graph).emit("relu6", ["x"], name="relu6")]
+    verify(graph)
+    return graph
 
 
 def graph_timer(graph: Graph, backend: Backend, threads: int, options: dict, rpc: str | None,
@@ -139,14 +152,17 @@ def build_table(graph: Graph, backend: Backend, threads: int, options: dict | No
     calib = {f"random {i}": space.random(rng) for i in range(calibration)}
     graphs: dict[Any, Graph] = {("block", text): g for text, g in blocks.items()}
     graphs.update({("net", name): space.freeze(d) for name, d in calib.items()})
+    graphs[("overhead",)] = overhead_graph()
     timings, provenance, run = time_graphs(graphs, backend, threads, options, rpc, effort,
                                            f"latency table ({len(blocks)} blocks)", progress)
+    overhead = timings[("overhead",)].ms
     for node_name, combo, text in where:
         node = graph.nodes[node_name]
         t = timings.get(("block", text)) if text is not None else None
         rows[node_name]["entries"].append({
             "options_key": options_key(node, {**node.attrs, **combo}), "options": combo,
-            "ms": t.ms if t else 0.0, "p10_ms": t.p10_ms if t else 0.0, "p90_ms": t.p90_ms if t else 0.0,
+            # a block never costs less than nothing, however close to the call overhead it runs
+            "ms": max(t.ms - overhead, 0.01 * t.ms) if t else 0.0, "p10_ms": t.p10_ms if t else 0.0, "p90_ms": t.p90_ms if t else 0.0,
             "raw_ms": t.raw_ms if t else 0.0, "runs": t.runs if t else 0})
     table = LatencyTable({"format": FORMAT, "version": VERSION, "resolution": graph.inputs[
         next(iter(graph.inputs))].shape[-1], "space_hash": space_hash(graph), "fixed_ms": 0.0,
@@ -159,6 +175,7 @@ def build_table(graph: Graph, backend: Backend, threads: int, options: dict | No
                            "runs": t.runs, "blocks_ms": summed, "fixed_ms": t.ms - summed, "decisions": decisions})
     fixed = statistics.median(r["fixed_ms"] for r in calib_rows) if calib_rows else 0.0
     table.doc["fixed_ms"] = fixed
+    table.doc["call_overhead_ms"] = overhead
     lo, _hi = table.bounds(graph)
     if lo <= 0:
         raise AutonlError(f"the fastest sub-network is predicted at {lo:.4f} ms: its blocks are too small to time "

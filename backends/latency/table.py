@@ -177,8 +177,8 @@ class LatencyTable:
             if row["op"] != node.op or want != have or row["input"] != in_shape:
                 raise AutonlError(f"{self.path}: node %{node.name} differs from the space's: table {row['op']} on "
                                   f"{row['input']} with {row['choices']}, space {node.op} on {in_shape} with "
-                                  f"{ {a: c.options for a, c in node.choices().items()} }; measure a table for "
-                                  f"this space")
+                                  f"{ {a: list(c.options) for a, c in node.choices().items()} }: the table was "
+                                  f"measured for another space; measure one for this space")
             keys = {e["options_key"] for e in row["entries"]}
             for combo in attr_combinations(node.attrs):
                 if options_key(node, combo) not in keys:

@@ -5,12 +5,16 @@ A machine's speed is not constant: on a shared machine (a virtual machine whose 
 its second core to someone else for minutes at a time, another job, a phone that heats up)
 the same 2-thread network measured here ran 1.0x to 1.8x its best time from one minute to
 the next, while the *ratios* between networks timed together held (rank correlation 0.97
-to 0.99 within each run). So every measurement interleaves a fixed **probe** network with
-the models it times: each round of a model is scaled by how fast the probe ran next to it,
-``ms * probe_ref / probe_now``, and the model's latency is the median of its scaled rounds.
-``probe_ref`` is the probe's best round of the run, or, when a measurement is compared with
-a latency table, the table's own ``probe_ms``, so that table, check and bench speak of the
-same machine speed. Raw (unscaled) figures are kept beside the scaled ones.
+to 0.99 within each run). So a measurement times its models in interleaved rounds (round 1
+over all of them, then round 2, ...), each model's raw latency is its **lowest round
+median** (a round disturbed by another job is slower, never faster), and a fixed **probe**
+network is timed between the rounds: the run's latencies are scaled by ``probe_ref /
+probe_best``, where ``probe_best`` is the probe's lowest round median in this run and
+``probe_ref`` the same figure of the latency table the measurement is compared with (its
+own, when there is none: scale 1). Table, check and bench then speak of the same machine
+speed. (Scaling each round by the probe next to it was tried: it corrected the level as
+well but added round-to-round noise, rank correlation 0.937 against 0.949.) Raw figures are
+kept beside the scaled ones.
 
 A backend supplies the timed calls (:meth:`Backend.latency_timer`): wall time around a
 session run for onnxruntime, TVM's ``time_evaluator`` (here or on an RPC server's clock).
@@ -29,12 +33,12 @@ Timer = Callable[[int], list[float]]
 
 @dataclass(frozen=True)
 class Timing:
-    ms: float            # the latency: median of the probe-scaled round medians
-    p10_ms: float        # spread: 10th and 90th percentiles of the scaled rounds
+    ms: float            # the latency: the lowest round median, scaled to the reference probe
+    p10_ms: float        # spread: 10th and 90th percentiles of every run, scaled alike
     p90_ms: float
     runs: int
-    raw_ms: float        # the lowest unscaled round median
-    raw_p10_ms: float    # 10th and 90th percentiles of every unscaled run
+    raw_ms: float        # the lowest round median as measured
+    raw_p10_ms: float    # 10th and 90th percentiles of every run as measured
     raw_p90_ms: float
 
     def as_dict(self) -> dict:
@@ -51,8 +55,8 @@ class Effort:
     ``round_runs`` timed calls and ``round_seconds`` each (at most ``max_round_runs``); the
     probe is timed again whenever ``probe_every`` seconds have passed."""
 
-    warmup: int = 5
-    rounds: int = 7
+    warmup: int = 10
+    rounds: int = 9
     round_runs: int = 5
     round_seconds: float = 0.05
     max_round_runs: int = 500
@@ -116,23 +120,14 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
         time_probe()
     best = min(p for _, p in probes) if probes else 1.0
     ref = probe_ref_ms if probe_ref_ms is not None else best
-    probe_t = np.array([t for t, _ in probes])
-    probe_v = np.array([p for _, p in probes])
-
-    def scale(at: float) -> float:
-        if probe is None:
-            return 1.0
-        # the probe rounds on either side of this one, weighted by nearness in time
-        return ref / float(np.interp(at, probe_t, probe_v))
-
+    scale = ref / best
     out = {}
     for key in timers:
-        scaled = np.array([m * scale(at) for at, m in rounds[key]])
+        low = min(m for _, m in rounds[key])
         raw = np.asarray(every[key])
-        out[key] = Timing(float(np.median(scaled)), float(np.percentile(scaled, 10)), float(np.percentile(scaled, 90)),
-                          len(raw), min(m for _, m in rounds[key]), float(np.percentile(raw, 10)),
-                          float(np.percentile(raw, 90)))
-    return Measured(out, best, ref, len(probes), (best, float(probe_v.max()) if probes else 1.0))
+        p10, p90 = float(np.percentile(raw, 10)), float(np.percentile(raw, 90))
+        out[key] = Timing(low * scale, p10 * scale, p90 * scale, len(raw), low, p10, p90)
+    return Measured(out, best, ref, len(probes), (best, max(p for _, p in probes) if probes else 1.0))
 
 
 def measure(timer: Timer, effort: Effort = Effort(), probe: Timer | None = None,

@@ -52,6 +52,15 @@ def extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Pa
         return _extract_child(run_dir, out, decisions_file, force)
 
 
+def _search_result(run: Path) -> dict:
+    """The run's result.json (empty when the search did not finish or the file is unreadable)."""
+    try:
+        doc = json.loads((run / "result.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None, force: bool) -> dict:
     from autonl.passes.derive import Derive
 
@@ -70,6 +79,9 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
         raise AutonlError(f"{run / 'checkpoint.pt'}: not a search checkpoint")
     config = ckpt.get("config", {})
     cost_res = config.get("cost_resolution")
+    searched = _search_result(run)
+    if config.get("latency_table"):     # a latency search counts its cost at its table's resolution
+        cost_res = searched.get("cost_resolution", cost_res)
     supernet = Supernet(graph)
     check_state_dict(ckpt["model"], supernet, str(run / "checkpoint.pt"), graph.name)
     supernet.load_state_dict(ckpt["model"])
@@ -90,7 +102,8 @@ def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | P
         save_model(derived, module.eval(), tmp, read_data_facts(run))
         atomic_write(tmp / "decisions.json", dumps_decisions(decisions))
         cost = {"resolution": resolution, "search_resolution": graph.inputs[next(iter(graph.inputs))].shape[-1],
-                **rows["derived"], "target_macs": config.get("target_macs")}
+                **rows["derived"], "target_macs": config.get("target_macs"),
+                **{k: searched[k] for k in ("target_latency_ms", "predicted_latency_ms", "latency_of") if k in searched}}
         atomic_write(tmp / "cost.json", json.dumps(cost, indent=1) + "\n")
         atomic_write(tmp / "comparison.json", json.dumps(rows, indent=1) + "\n")
         atomic_write(tmp / "comparison.txt", f"at {resolution}x{resolution}, {classes} classes\n"

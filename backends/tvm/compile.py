@@ -51,7 +51,7 @@ def to_relax(onnx_model, shape: list[int]):
     name = onnx_model.graph.input[0].name
     mod = from_onnx(onnx_model, shape_dict={name: shape}, keep_params_in_input=True)
     mod, params = detach_params(mod)
-    return mod, params["main"]
+    return mod, params.get("main", [])   # a model without weights has none
 
 
 def pre_tuning(mod, target, prepack: bool):

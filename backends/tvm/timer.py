@@ -28,6 +28,18 @@ def set_threads(threads: int) -> None:
         pass
 
 
+_SESSIONS: dict[str, object] = {}
+
+
+def rpc_session(addr: str):
+    """One RPC session per server for this process: a plain ``tvm.exec.rpc_server`` serves one
+    session at a time, so a second connection would wait for the first to close."""
+    from .remote import connect
+    if addr not in _SESSIONS:
+        _SESSIONS[addr] = connect(addr)
+    return _SESSIONS[addr]
+
+
 def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, prepack: bool, rpc: str | None):
     import tvm
     from tvm import relax
@@ -54,13 +66,13 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
             args = list(vm["main_transform_params"](args))
         where, cpu = "host", cpu_name()
     else:
-        from .remote import _remote_vm, connect
+        from .remote import _remote_vm
         cc = require_cc(target)
         with tempfile.TemporaryDirectory(prefix="autonl-timer-") as tmp:
             lib = Path(tmp) / "block.so"
             ex.export_library(str(lib), **({"cc": cc} if cc else {}))
             data = lib.read_bytes()
-        remote = connect(rpc)
+        remote = rpc_session(rpc)
         vm, dev, args = _remote_vm(remote, Path(rpc), {"target": target.name, "entry": {"transform_params": transform}},
                                    (lib, data), main_params)
         where, cpu = f"rpc {rpc}", "the RPC server's"

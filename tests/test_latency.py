@@ -1,0 +1,226 @@
+"""Latency tables (autonl latency-table / latency-check / bench) and the search toward a latency
+target, on a tiny space at 32x32 with few timing rounds: what is checked here is the shape of
+the path (every entry, provenance, exact gate-product cost, refusals), not the figures, which
+come from benchmarks/latency_landing.py."""
+import json
+import random
+
+import pytest
+import torch
+
+from autonl.backends.latency import LatencyTable
+from autonl.backends.torch.supernet import Supernet
+from autonl.ir import load_graph
+from autonl.ir.choice import attr_combinations
+from autonl.passes import PassManager, SearchSpace, search_space_pipeline
+
+from conftest import free_port, rpc_server_on_loopback
+from helpers import assert_one_line_error
+
+TINY_SPACE = """
+graph tinyspace(%x: f32[1,3,{res},{res}]) {{
+  %stem = conv2d(%x) {{out=8, k=3, s=2}}
+  %stem_bn = batch_norm(%stem)
+  %stem_act = relu6(%stem_bn)
+  %mbconv_0 = mbconv(%stem_act) {{out=8, e=1, k=3}}
+  %mbconv_1 = mbconv(%mbconv_0) {{out=16, e=6, k=3, s=2}}
+  %mbconv_2 = mbconv(%mbconv_1) {{out=16, e=6, k=3}}
+  %add_2 = add(%mbconv_2, %mbconv_1)
+  %head = conv2d(%add_2) {{out=64, k=1}}
+  %head_bn = batch_norm(%head)
+  %head_act = relu6(%head_bn)
+  %pool = global_avg_pool(%head_act)
+  %flat = flatten(%pool)
+  %fc = linear(%flat) {{out=10}}
+  return %fc
+}}
+"""
+
+# fewer blocks for the TVM tables (each block is a TVM build): LightNL present or not, and the
+# kernel of the last block or its skip
+SMALL_SPACE = """
+[lightnl]
+ratios = [0.25]
+strides = [2]
+optional = true
+norm = "l2"
+
+[[choice]]
+op = "mbconv"
+attr = "k"
+options = [3, 5]
+nodes = "mbconv_2"
+
+[[choice]]
+op = "mbconv"
+attr = "skip"
+options = [false, true]
+nodes = "mbconv_2"
+only_valid = true
+"""
+
+FAST = ["--threads", "1", "--rounds", "2"]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("latency")
+    (folder / "tiny.ir").write_text(TINY_SPACE.format(res=32))
+    (folder / "small.toml").write_text(SMALL_SPACE)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def table(space):
+    import subprocess
+
+    from conftest import autonl_exe
+    out = space / "table.json"
+    subprocess.run([autonl_exe(), "latency-table", str(space / "tiny.ir"), *FAST, "--calibration", "2",
+                    "--out", str(out)], check=True, capture_output=True)
+    return out
+
+
+def relaxed(path) -> "Graph":  # noqa: F821
+    return PassManager(list(search_space_pipeline("autonl")))(load_graph(path)).graph
+
+
+def test_the_table_has_every_combination_of_every_searchable_node_and_its_provenance(space, table):
+    doc = json.loads(table.read_text())
+    graph = relaxed(space / "tiny.ir")
+    searchable = [n for n in graph if n.relaxed]
+    assert set(doc["nodes"]) == {n.name for n in searchable}
+    for node in searchable:
+        row = doc["nodes"][node.name]
+        combos = list(attr_combinations(node.attrs))
+        assert len(row["entries"]) == len(combos)
+        assert row["input"] == list(graph.type_of(node.inputs[0]).shape)
+        for e in row["entries"]:
+            gone = e["options"].get("skip") is True or e["options"].get("insert") is False
+            assert (e["ms"] == 0) == gone, e
+            assert gone or (e["runs"] > 0 and e["p10_ms"] <= e["p90_ms"])
+    prov = doc["provenance"]
+    for key in ("backend", "runtime", "runtime_version", "target", "cpu", "threads", "resolution", "space_hash",
+                "date", "effort", "blocks_measured"):
+        assert key in prov, key
+    assert prov["backend"] == "onnx" and prov["threads"] == 1 and doc["resolution"] == 32
+    # identical blocks are timed once: lightnl_1 and lightnl_2 read the same shape
+    assert prov["blocks_measured"] < sum(len(doc["nodes"][n.name]["entries"]) for n in searchable)
+    assert len(doc["fixed"]["calibration"]) == 2
+    lo, hi = LatencyTable.read(table).bounds(graph)
+    assert 0 < lo < hi
+
+
+def test_the_supernet_latency_cost_equals_the_tables_prediction_for_hard_gates(space, table):
+    graph = relaxed(space / "tiny.ir")
+    t = LatencyTable.read(table)
+    supernet = Supernet(graph, latency=t).eval()
+    assert supernet.cost_model.bounds() == pytest.approx(t.bounds(graph))
+    space_ = SearchSpace(graph)
+    rng = random.Random(0)
+    x = torch.randn(2, 3, 32, 32)
+    for _ in range(8):
+        d = space_.random(rng)
+        supernet.force(d)
+        with torch.no_grad():
+            supernet(x)
+        assert supernet.cost().item() == pytest.approx(t.predict(graph, d), rel=1e-6, abs=1e-9)
+    # and it is differentiable in the gates
+    supernet.force(None)
+    supernet.train()
+    supernet(x)
+    supernet.cost().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in supernet.arch_parameters())
+
+
+def test_check_and_bench_measure_whole_networks(space, table, cli, tmp_path):
+    proc = cli("latency-check", table, "--samples", "4", "--rounds", "1", "--json", tmp_path / "check.json",
+               check_ok=True)
+    assert "MAPE" in proc.stdout and "Spearman" in proc.stdout
+    check = json.loads((tmp_path / "check.json").read_text())
+    for key in ("mape", "spearman", "within_5pct", "within_10pct", "rows"):
+        assert key in check
+    assert len(check["rows"]) == 4 and all(r["measured_ms"] > 0 for r in check["rows"])
+    assert (tmp_path / "check.png").stat().st_size > 1000
+    proc = cli("bench", space / "tiny.ir", *FAST, "--json", tmp_path / "bench.json", check_ok=True)
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["ms"] > 0 and bench["runs"] > 0 and bench["provenance"]["threads"] == 1
+    assert bench["p10_ms"] <= bench["p90_ms"]
+
+
+def test_search_toward_a_latency_target_reports_predicted_latency(space, table, cli, tmp_path):
+    t = LatencyTable.read(table)
+    lo, hi = t.bounds(relaxed(space / "tiny.ir"))
+    target = lo + 0.5 * (hi - lo)
+    run = tmp_path / "run"
+    cli("search", space / "tiny.ir", "--target-latency", f"{target:.4f}ms", "--latency-table", table,
+        "--data", "digits", "--steps", "6", "--warmup-steps", "2", "--batch-size", "16", "--train-size", "64",
+        "--val-size", "32", "--workers", "0", "--out", run, check_ok=True)
+    result = json.loads((run / "result.json").read_text())
+    assert result["target_latency_ms"] == pytest.approx(target, rel=1e-3)
+    decisions = json.loads((run / "decisions.json").read_text())
+    assert result["predicted_latency_ms"] == pytest.approx(t.predict(relaxed(space / "tiny.ir"), decisions))
+    assert (run / "latency.png").exists()
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("latency_ms" in m for m in metrics)
+    cli("derive", run, "--out", tmp_path / "model", check_ok=True)
+    cost = json.loads((tmp_path / "model" / "cost.json").read_text())
+    assert cost["predicted_latency_ms"] == pytest.approx(result["predicted_latency_ms"])
+
+
+def test_bad_latency_input_gets_one_line_and_writes_nothing(space, table, cli, tmp_path):
+    t = LatencyTable.read(table)
+    lo, hi = t.bounds(relaxed(space / "tiny.ir"))
+    search = ["search", space / "tiny.ir", "--data", "digits", "--steps", "4", "--warmup-steps", "1",
+              "--workers", "0", "--out", tmp_path / "run"]
+    assert_one_line_error(cli(*search, "--target-latency", f"{lo * 0.5:.5f}ms", "--latency-table", table),
+                          "below the reach", "fastest", "slowest")
+    assert_one_line_error(cli(*search, "--target-latency", f"{hi * 2:.4f}ms", "--latency-table", table),
+                          "above the reach", "fastest", "slowest")
+    assert_one_line_error(cli(*search, "--target-latency", "1ms", "--target-macs", "1M", "--latency-table", table),
+                          "not both")
+    assert_one_line_error(cli(*search, "--target-latency", "1ms"), "--latency-table")
+    assert_one_line_error(cli(*search, "--target-latency", "fast", "--latency-table", table), "not a latency")
+    # a table of another resolution, another space, a malformed one
+    assert_one_line_error(cli(*search, "--cost-resolution", "64", "--target-latency", "1ms", "--latency-table", table),
+                          "--cost-resolution 64", "measured at 32x32")
+    assert_one_line_error(cli(*search, "--space", space / "small.toml", "--target-latency", "1ms",
+                              "--latency-table", table), "node %lightnl_0 differs", "another space")
+    (tmp_path / "broken.json").write_text("{not json")
+    assert_one_line_error(cli(*search, "--target-latency", "1ms", "--latency-table", tmp_path / "broken.json"),
+                          "not a latency table")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    assert_one_line_error(cli("latency-check", tmp_path / "other.json"), "not a latency table")
+    assert_one_line_error(cli(*search, "--target-latency", "1ms", "--latency-table", tmp_path / "none.json"),
+                          "no such latency table")
+    assert not (tmp_path / "run").exists()
+    # a table command that cannot reach its RPC server, or asks onnx for RPC
+    out = tmp_path / "t.json"
+    assert_one_line_error(cli("latency-table", space / "tiny.ir", "--backend", "tvm", "--rpc",
+                              f"127.0.0.1:{free_port()}", *FAST, "--out", out), "not reachable")
+    assert_one_line_error(cli("latency-table", space / "tiny.ir", "--rpc", "127.0.0.1:9090", *FAST, "--out", out),
+                          "--backend tvm")
+    assert_one_line_error(cli("latency-table", space / "tiny.ir", *FAST, "--out", tmp_path / "no" / "t.json"),
+                          "does not exist")
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_tvm_tables_on_the_host_and_over_rpc(space, cli, tmp_path):
+    """A TVM (untuned) table here, its check, and one built for the host target and timed
+    through a TVM RPC server on loopback."""
+    host = tmp_path / "tvm.json"
+    cli("latency-table", space / "tiny.ir", "--space", space / "small.toml", "--backend", "tvm", *FAST,
+        "--calibration", "1", "--out", host, check_ok=True, timeout=600)
+    doc = json.loads(host.read_text())
+    assert doc["provenance"]["backend"] == "tvm" and doc["provenance"]["where"] == "host"
+    proc = cli("latency-check", host, "--samples", "2", "--rounds", "1", "--json", tmp_path / "c.json",
+               check_ok=True, timeout=600)
+    assert "MAPE" in proc.stdout
+    with rpc_server_on_loopback() as addr:
+        remote = tmp_path / "rpc.json"
+        cli("latency-table", space / "tiny.ir", "--space", space / "small.toml", "--backend", "tvm", "--rpc", addr,
+            *FAST, "--calibration", "1", "--out", remote, check_ok=True, timeout=600)
+    doc = json.loads(remote.read_text())
+    assert doc["provenance"]["where"] == f"rpc {addr}"
+    entries = [e for row in doc["nodes"].values() for e in row["entries"] if e["ms"] > 0]
+    assert entries and all(e["runs"] > 0 for e in entries)
