@@ -184,12 +184,12 @@ def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -
     and threads and scaled to its machine speed (:mod:`.latency.timing`): the latency the
     search aimed at, measured."""
     from .latency import Effort
-    from .latency.measure import time_graphs
+    from .latency.measure import table_probe, time_graphs
     prov = table.provenance
     at = resize_graph(graph, table.resolution)
     timings, _, _ = time_graphs({"derived": at}, get_backend(prov["backend"]), prov["threads"],
                                 prov.get("options") or {}, prov.get("rpc"), Effort(rounds=20), "latency", progress=False,
-                                probe_ref_ms=table.probe_ms)
+                                probe=table_probe(table), probe_ref_ms=table.probe_ms)
     t = timings["derived"]
     return {"target_ms": target_ms, "predicted_ms": predicted_ms, "measured_ms": t.ms, "p10_ms": t.p10_ms,
             "p90_ms": t.p90_ms, "error": t.ms / target_ms - 1, "resolution": table.resolution,

@@ -7,8 +7,8 @@ command, printed):
 3. landing: `autonl search --target-latency` on the built-in digits (search at 32x32, cost
    from the table at 224) toward 30%, 50% and 70% of the way from the fastest to the slowest
    sub-network, `autonl derive`, then `autonl bench` of the derived network at 224 (same
-   backend and threads, scaled to the table's machine speed): target, predicted, measured,
-   error, MACs, LightNL blocks;
+   backend and threads, every network timed together, scaled to the table's machine speed):
+   target, predicted, measured, error, MACs, LightNL blocks;
 4. why it matters: at the middle target, MAC-target searches (`--target-macs`) bracketing
    the latency network's measured latency, and the one that measures closest to it, side by
    side with the latency network: MACs, measured latency, LightNL positions.
@@ -84,30 +84,44 @@ def main() -> None:
     lo, hi = t.bounds(t.space_graph())
     say(f"space at 224 by the table: fastest {lo:.3f} ms, slowest {hi:.3f} ms")
 
-    def search_derive_bench(name: str, target_args: list) -> dict:
+    def search_derive(name: str, target_args: list) -> dict:
         run_dir, model = out / name, out / f"{name}.model"
         run("search", "--data", "digits", "-r", 32, *target_args, "--steps", args.steps, "--warmup-steps",
             args.steps // 3, "--batch-size", 32, "--train-size", 2048, "--seed", 0, "--out", run_dir,
             done=run_dir / "result.json")
         run("derive", run_dir, "--out", model, done=model / "graph.json")
-        bench_json = out / f"{name}.bench.json"
-        at224 = model / "graph_at_cost_resolution.ir"
-        run("bench", at224, *common, "--table", table, "--json", bench_json, done=bench_json)
         result = json.loads((run_dir / "result.json").read_text())
-        bench = json.loads(bench_json.read_text())
         decisions = json.loads((run_dir / "decisions.json").read_text())
-        predicted = t.predict(t.space_graph(), decisions)
-        return {"name": name, "predicted_ms": predicted, "measured_ms": bench["ms"], "measured_p10_ms": bench["p10_ms"],
-                "measured_p90_ms": bench["p90_ms"], "raw_ms": bench["raw_ms"], "macs": bench["macs"],
-                "lightnl_at": result["lightnl_at"], "result": result}
+        return {"name": name, "predicted_ms": t.predict(t.space_graph(), decisions), "lightnl_at": result["lightnl_at"],
+                "at224": str(model / "graph_at_cost_resolution.ir"), "result": result}
 
     rows = []
     for f in args.fractions:
         target = lo + f * (hi - lo)
-        r = search_derive_bench(f"latency_{int(round(f * 100))}", ["--target-latency", f"{target:.3f}ms",
-                                                                   "--latency-table", table])
-        r.update({"fraction": f, "target_ms": target, "error": r["measured_ms"] / target - 1})
+        r = search_derive(f"latency_{int(round(f * 100))}", ["--target-latency", f"{target:.3f}ms",
+                                                             "--latency-table", table])
+        r.update({"fraction": f, "target_ms": target})
         rows.append(r)
+    mid = min(rows, key=lambda r: abs(r["fraction"] - 0.5))
+    mid_macs = mid["result"]["derived_macs"]
+    macs_rows = []
+    for k in args.mac_factors:
+        m = mid_macs * k
+        r = search_derive(f"macs_{int(round(k * 100))}", ["--target-macs", f"{m / 1e6:.1f}M", "--cost-resolution", 224])
+        r.update({"factor": k, "target_macs": m})
+        macs_rows.append(r)
+
+    # every derived network at 224 timed together, round by round, at the table's machine speed
+    bench_json = out / "bench.json"
+    run("bench", *[r["at224"] for r in rows + macs_rows], *common, "--rounds", 30, "--table", table, "--json",
+        bench_json, done=bench_json)
+    measured = {m["source"]: m for m in json.loads(bench_json.read_text())["models"]}
+    for r in rows + macs_rows:
+        m = measured[r["at224"]]
+        r.update({"measured_ms": m["ms"], "measured_p10_ms": m["p10_ms"], "measured_p90_ms": m["p90_ms"],
+                  "raw_ms": m["raw_ms"], "macs": m["macs"]})
+    for r in rows:
+        r["error"] = r["measured_ms"] / r["target_ms"] - 1
     say("")
     say(f"{'target':>8} {'of range':>8} {'predicted':>9} {'measured':>9} {'error':>7} {'MACs':>8} {'LightNL':>7}")
     for r in rows:
@@ -115,24 +129,15 @@ def main() -> None:
             f"{r['error']:>+7.1%} {r['macs'] / 1e6:>7.1f}M {len(r['lightnl_at']):>7}")
     worst = max(abs(r["error"]) for r in rows)
     say(f"largest landing error (measured vs target): {worst:.1%} ({'within' if worst <= 0.05 else 'outside'} ±5%)")
-
-    mid = min(rows, key=lambda r: abs(r["fraction"] - 0.5))
-    macs_rows = []
-    for k in args.mac_factors:
-        m = mid["macs"] * k
-        r = search_derive_bench(f"macs_{int(round(k * 100))}", ["--target-macs", f"{m / 1e6:.1f}M",
-                                                               "--cost-resolution", 224])
-        r.update({"factor": k, "target_macs": m})
-        macs_rows.append(r)
     closest = min(macs_rows, key=lambda r: abs(r["measured_ms"] / mid["measured_ms"] - 1))
     say("")
     say(f"at the {mid['fraction']:.0%} latency target ({mid['target_ms']:.3f} ms): the latency network against MAC "
         f"searches (MAC target = {', '.join(f'{k:g}' for k in args.mac_factors)} x its MACs)")
-    say(f"{'network':<22} {'MACs':>8} {'measured':>9} {'LightNL':>7}  positions")
+    say(f"{'network':<22} {'MACs':>8} {'predicted':>9} {'measured':>9} {'LightNL':>7}  positions")
     for r in [mid, *macs_rows]:
         mark = " <- closest latency" if r is closest else ""
-        say(f"{r['name']:<22} {r['macs'] / 1e6:>7.1f}M {r['measured_ms']:>7.3f}ms {len(r['lightnl_at']):>7}  "
-            f"{', '.join(x.removeprefix('lightnl_') for x in r['lightnl_at']) or '-'}{mark}")
+        say(f"{r['name']:<22} {r['macs'] / 1e6:>7.1f}M {r['predicted_ms']:>7.3f}ms {r['measured_ms']:>7.3f}ms "
+            f"{len(r['lightnl_at']):>7}  {', '.join(x.removeprefix('lightnl_') for x in r['lightnl_at']) or '-'}{mark}")
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "latency_landing.txt").write_text("\n".join(log) + "\n")

@@ -137,12 +137,12 @@ def latency_check(table_file, samples, rounds, seed, json_out, plot):
 
 
 @cli.command()
-@click.argument("source")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option("--backend", default="onnx", show_default=True, help="onnx (onnxruntime) or tvm.")
 @click.option("--rpc", "rpc_addr", metavar="HOST:PORT", help="TVM: time on this RPC server (built for --target).")
 @click.option("--threads", type=ranged(THREADS), help="Threads the runtime uses [default: this machine's CPUs].")
 @click.option("--rounds", type=ranged(ROUNDS), default=20, show_default=True,
-              help="Timing rounds (spread in time: the lowest round median is the latency).")
+              help="Timing rounds (interleaved across the sources; the lowest round median is the latency).")
 @click.option("--table", "table_file", type=click.Path(),
               help="Scale to this latency table's machine speed (its probe), to compare with its predictions.")
 @click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=0, show_default=True,
@@ -150,14 +150,15 @@ def latency_check(table_file, samples, rounds, seed, json_out, plot):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result as JSON.")
 @backend_options
 @with_preset_options
-def bench(source, backend, rpc_addr, threads, rounds, table_file, seed, json_out, resolution, width, batch, classes,
+def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_out, resolution, width, batch, classes,
           **options):
-    """End-to-end latency of a model as deployed (SOURCE: a model or run folder, a preset or a
-    graph file): compiled by the backend in memory, batch 1, timed as latency tables time
-    their blocks (interleaved with a probe network; see autonl.backends.latency.timing)."""
+    """End-to-end latency of models as deployed (each SOURCE a model or run folder, a preset or
+    a graph file): compiled by the backend in memory, batch 1, timed as latency tables time
+    their blocks (interleaved rounds with a probe network, see autonl.backends.latency.timing).
+    Several sources are timed together, round by round: compare networks in one command."""
     from autonl.backends.latency import LatencyTable
-    from autonl.backends.latency.measure import probe_facts, probe_graph
-    from autonl.backends.latency.timing import measure
+    from autonl.backends.latency.measure import probe_facts, table_probe
+    from autonl.backends.latency.timing import measure_all
     from autonl.backends.loading import load_model_or_graph
     from autonl.passes import analyze_cost
 
@@ -165,24 +166,38 @@ def bench(source, backend, rpc_addr, threads, rounds, table_file, seed, json_out
     given = options_for(chosen, options)
     if json_out:
         _out_file(json_out)
-    ref = None
+    ref = probe = None
     if table_file:
         table = LatencyTable.read(table_file)
-        ref = table.probe_ms
+        ref, probe = table.probe_ms, table_probe(table)
         if table.provenance["backend"] != chosen.name or table.provenance["threads"] != _threads(threads):
             raise AutonlError(f"{table_file} was measured with {table.describe()}; bench with the same backend and "
                               f"--threads {table.provenance['threads']}")
-    model = load_deployable(source, resolution, width, batch, classes, seed)
-    if model.graph.inputs[next(iter(model.graph.inputs))].shape[0] != 1:
-        raise AutonlError("autonl bench times batch 1 (latency); build the model with --batch 1")
-    timer, provenance = chosen.latency_timer(model, _threads(threads), given, rpc_addr)
-    probe, _ = chosen.latency_timer(load_model_or_graph(probe_graph()), _threads(threads), given, rpc_addr)
-    t, run = measure(timer, _effort(rounds), probe, ref)
-    cost = analyze_cost(model.graph)
-    res = {"source": source, "graph": model.graph.name, **t.as_dict(), "macs": cost.macs,
-           "lightnl_blocks": sum(1 for n in model.graph if n.op == "lightnl"), "provenance": provenance,
-           "probe": probe_facts(run), "scaled_to": f"the probe of {table_file}" if table_file else "this run's best"}
-    click.echo(f"{source}: {t.ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 {t.p90_ms:.3f}; raw best round {t.raw_ms:.3f} ms, "
-               f"{t.runs} runs) with {provenance['runtime']} {provenance['runtime_version']}, "
-               f"{_threads(threads)} thread(s), {cost.macs / 1e6:.1f}M MACs")
+    models = {}
+    for source in sources:
+        model = load_deployable(source, resolution, width, batch, classes, seed)
+        if model.graph.inputs[next(iter(model.graph.inputs))].shape[0] != 1:
+            raise AutonlError(f"{source}: autonl bench times batch 1 (latency); build the model with --batch 1")
+        models[source] = model
+    timers, provenance = {}, {}
+    for source, model in models.items():
+        timers[source], provenance = chosen.latency_timer(model, _threads(threads), given, rpc_addr)
+    if probe is not None:
+        probe, _ = chosen.latency_timer(load_model_or_graph(probe), _threads(threads), given, rpc_addr)
+    run = measure_all(timers, _effort(rounds), probe, ref)
+    rows = []
+    for source, model in models.items():
+        t = run.timings[source]
+        cost = analyze_cost(model.graph)
+        rows.append({"source": source, "graph": model.graph.name, **t.as_dict(), "macs": cost.macs,
+                     "lightnl_blocks": sum(1 for n in model.graph if n.op == "lightnl")})
+        click.echo(f"{source}: {t.ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 {t.p90_ms:.3f}; raw best round {t.raw_ms:.3f} "
+                   f"ms, {t.runs} runs), {cost.macs / 1e6:.1f}M MACs")
+    if probe is not None:
+        click.echo(f"{provenance['runtime']} {provenance['runtime_version']}, {_threads(threads)} thread(s); scaled to "
+                   f"{table_file}'s machine speed by its probe network ({run.probe_ms:.3f} ms at best here, "
+                   f"{ref:.3f} ms there)", err=True)
+    res = {**(rows[0] if len(rows) == 1 else {}), "models": rows, "provenance": provenance,
+           "probe": probe_facts(run) if probe is not None else None,
+           "scaled_to": f"the probe of {table_file}" if table_file else "not scaled (no --table)"}
     write_json(json_out, res)

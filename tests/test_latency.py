@@ -15,7 +15,7 @@ from autonl.ir.choice import attr_combinations
 from autonl.passes import PassManager, SearchSpace, search_space_pipeline
 
 from conftest import free_port, rpc_server_on_loopback
-from helpers import assert_one_line_error
+from helpers import TINY_IR, assert_one_line_error
 
 TINY_SPACE = """
 graph tinyspace(%x: f32[1,3,{res},{res}]) {{
@@ -142,10 +142,15 @@ def test_check_and_bench_measure_whole_networks(space, table, cli, tmp_path):
         assert key in check
     assert len(check["rows"]) == 4 and all(r["measured_ms"] > 0 for r in check["rows"])
     assert (tmp_path / "check.png").stat().st_size > 1000
-    proc = cli("bench", space / "tiny.ir", *FAST, "--json", tmp_path / "bench.json", check_ok=True)
+    (tmp_path / "other.ir").write_text(TINY_IR)
+    proc = cli("bench", space / "tiny.ir", tmp_path / "other.ir", *FAST, "--table", table, "--json",
+               tmp_path / "bench.json", check_ok=True)
     bench = json.loads((tmp_path / "bench.json").read_text())
-    assert bench["ms"] > 0 and bench["runs"] > 0 and bench["provenance"]["threads"] == 1
-    assert bench["p10_ms"] <= bench["p90_ms"]
+    assert [m["source"] for m in bench["models"]] == [str(space / "tiny.ir"), str(tmp_path / "other.ir")]
+    assert bench["provenance"]["threads"] == 1 and "table" in bench["scaled_to"]
+    for m in bench["models"]:
+        assert m["ms"] > 0 and m["runs"] > 0 and m["p10_ms"] <= m["p90_ms"]
+    assert_one_line_error(cli("bench", space / "tiny.ir", "--threads", "2", "--table", table), "--threads 1")
 
 
 def test_search_toward_a_latency_target_reports_predicted_latency(space, table, cli, tmp_path):
@@ -194,6 +199,13 @@ def test_bad_latency_input_gets_one_line_and_writes_nothing(space, table, cli, t
     assert_one_line_error(cli(*search, "--target-latency", "1ms", "--latency-table", tmp_path / "none.json"),
                           "no such latency table")
     assert not (tmp_path / "run").exists()
+    # autonl run: the same refusals before any work
+    assert_one_line_error(cli("run", "--target-latency", "5ms", "--latency-table", table, "--out", tmp_path / "r"),
+                          "another space")
+    assert_one_line_error(cli("run", "--target-latency", "5ms", "--out", tmp_path / "r"), "--latency-table")
+    assert_one_line_error(cli("run", "--target-latency", "5ms", "--target-macs", "300M", "--latency-table", table,
+                              "--out", tmp_path / "r"), "not both")
+    assert not (tmp_path / "r").exists()
     # a table command that cannot reach its RPC server, or asks onnx for RPC
     out = tmp_path / "t.json"
     assert_one_line_error(cli("latency-table", space / "tiny.ir", "--backend", "tvm", "--rpc",

@@ -12,14 +12,13 @@ Each entry is the block's time less the runtime's **call overhead** (the time of
 one tiny op), which a block inside a network does not pay.
 
 **The fixed part** (stem, head, the blocks the search cannot change, and what a whole
-network costs beyond its blocks: one session call, layout changes at block borders) is
-measured in context: ``calibration`` random sub-networks of the space are timed end to end
-together with the blocks, each gives ``measured - sum of its
-blocks``, and the median is the table's ``fixed_ms``. It also takes back what the blocks
-timed alone still count more than once (layout changes at their borders), so for tiny
-networks it can be negative; the table is refused if its fastest sub-network is not
-predicted above 0. Every calibration row is kept in the
-file. :func:`check_table` samples *other* sub-networks to test the prediction.
+network costs beyond its blocks: its one call into the runtime, layout changes at block
+borders) is measured in context: ``calibration`` random sub-networks of the space are timed
+end to end together with the blocks, each gives ``measured - sum of its blocks``, and the
+median is the table's ``fixed_ms``. For tiny networks it can be negative (the blocks timed
+alone still count their borders); the table is refused if its fastest sub-network is not
+predicted above 0. Every calibration row is kept in the file. :func:`check_table` samples
+*other* sub-networks to test the prediction; :mod:`.timing` says how each time is taken.
 """
 from __future__ import annotations
 
@@ -77,50 +76,29 @@ def graph_timer(graph: Graph, backend: Backend, threads: int, options: dict, rpc
     return backend.latency_timer(model, threads, options, rpc)
 
 
-# The fixed network timed between the others (:mod:`.timing`): small, so that it builds in
-# seconds on every backend, and made of the ops the measured blocks are made of.
-PROBE_IR = """
-graph latency_probe(%x: f32[1,3,64,64]) {
-  %stem = conv2d(%x) {out=16, k=3, s=2}
-  %stem_bn = batch_norm(%stem)
-  %stem_act = relu6(%stem_bn)
-  %mbconv_0 = mbconv(%stem_act) {out=24, e=6, k=3, s=2}
-  %mbconv_1 = mbconv(%mbconv_0) {out=24, e=6, k=3}
-  %add_1 = add(%mbconv_1, %mbconv_0)
-  %mbconv_2 = mbconv(%add_1) {out=40, e=6, k=5, s=2}
-  %pool = global_avg_pool(%mbconv_2)
-  %flat = flatten(%pool)
-  %fc = linear(%flat) {out=10}
-  return %fc
-}
-"""
-PROBE_NAME = "latency_probe (stem and 3 MBConv blocks at 64x64, random weights)"
-
-
-def probe_graph() -> Graph:
-    from autonl.ir import parse_graph
-    from autonl.ir.verify import infer_and_verify
-    graph = parse_graph(PROBE_IR)
-    infer_and_verify(graph)
-    return graph
+def table_probe(table: LatencyTable) -> Graph:
+    """The table's probe (:mod:`.timing`): one fixed sub-network of its space at its resolution,
+    timed between the models of every measurement that is compared with the table."""
+    space = SearchSpace(table.space_graph())
+    return space.freeze(space.check(table.doc["probe"]["decisions"], source=f"{table.path} (probe)"))
 
 
 def time_graphs(graphs: dict[Any, Graph], backend: Backend, threads: int, options: dict, rpc: str | None,
-                effort: Effort, what: str, progress: bool = True,
+                effort: Effort, what: str, progress: bool = True, probe: Graph | None = None,
                 probe_ref_ms: float | None = None) -> tuple[dict[Any, Timing], dict, Measured]:
     """Compile every graph (and the probe), then time them together
     (:func:`~.timing.measure_all`); their timings, the backend's provenance and the run's facts."""
     timers, provenance = {}, {}
     for key, graph in tqdm(graphs.items(), desc=f"{what}: compiling", unit="net", disable=not progress, leave=False):
         timers[key], provenance = graph_timer(graph, backend, threads, options, rpc)
-    probe, _ = graph_timer(probe_graph(), backend, threads, options, rpc)
+    probe_timer = graph_timer(probe, backend, threads, options, rpc)[0] if probe is not None else None
     bar = tqdm(total=effort.rounds * len(timers), desc=f"{what}: timing", unit="run", disable=not progress,
                leave=False)
 
     def tick(done: int, total: int) -> None:
         bar.update(done - bar.n)
     try:
-        measured = measure_all(timers, effort, probe, probe_ref_ms, tick)
+        measured = measure_all(timers, effort, probe_timer, probe_ref_ms, tick)
     finally:
         bar.close()
     return measured.timings, provenance, measured
@@ -153,8 +131,10 @@ def build_table(graph: Graph, backend: Backend, threads: int, options: dict | No
     graphs: dict[Any, Graph] = {("block", text): g for text, g in blocks.items()}
     graphs.update({("net", name): space.freeze(d) for name, d in calib.items()})
     graphs[("overhead",)] = overhead_graph()
+    probe_decisions = space.random(random.Random(seed + 7919))
     timings, provenance, run = time_graphs(graphs, backend, threads, options, rpc, effort,
-                                           f"latency table ({len(blocks)} blocks)", progress)
+                                           f"latency table ({len(blocks)} blocks)", progress,
+                                           probe=space.freeze(probe_decisions))
     overhead = timings[("overhead",)].ms
     for node_name, combo, text in where:
         node = graph.nodes[node_name]
@@ -162,8 +142,8 @@ def build_table(graph: Graph, backend: Backend, threads: int, options: dict | No
         rows[node_name]["entries"].append({
             "options_key": options_key(node, {**node.attrs, **combo}), "options": combo,
             # a block never costs less than nothing, however close to the call overhead it runs
-            "ms": max(t.ms - overhead, 0.01 * t.ms) if t else 0.0, "p10_ms": t.p10_ms if t else 0.0, "p90_ms": t.p90_ms if t else 0.0,
-            "raw_ms": t.raw_ms if t else 0.0, "runs": t.runs if t else 0})
+            "ms": max(t.ms - overhead, 0.01 * t.ms) if t else 0.0, "p10_ms": t.p10_ms if t else 0.0,
+            "p90_ms": t.p90_ms if t else 0.0, "raw_ms": t.raw_ms if t else 0.0, "runs": t.runs if t else 0})
     table = LatencyTable({"format": FORMAT, "version": VERSION, "resolution": graph.inputs[
         next(iter(graph.inputs))].shape[-1], "space_hash": space_hash(graph), "fixed_ms": 0.0,
         "provenance": {}, "nodes": rows})
@@ -181,7 +161,7 @@ def build_table(graph: Graph, backend: Backend, threads: int, options: dict | No
         raise AutonlError(f"the fastest sub-network is predicted at {lo:.4f} ms: its blocks are too small to time "
                           f"apart from the runtime's call overhead (fixed part {fixed:.4f} ms); measure at a higher "
                           f"resolution, or more --rounds on a quieter machine")
-    table.doc["probe"] = probe_facts(run)
+    table.doc["probe"] = {**probe_facts(run), "decisions": probe_decisions}
     table.doc["space_graph"] = graph_to_dict(graph)       # latency-check samples from it
     table.doc["fixed"] = {"how": "median over the calibration networks of (end-to-end - sum of their blocks)",
                           "calibration": calib_rows}
@@ -195,7 +175,8 @@ def build_table(graph: Graph, backend: Backend, threads: int, options: dict | No
 
 
 def probe_facts(run: Measured) -> dict:
-    return {"network": PROBE_NAME, "ms": run.probe_ms, "scaled_to_ms": run.probe_ref_ms,
+    return {"network": "a fixed random sub-network of the table's space (decisions in the table's probe)",
+            "ms": run.probe_ms, "scaled_to_ms": run.probe_ref_ms,
             "rounds": run.probe_rounds, "slowest_over_best": run.probe_range[1] / run.probe_range[0]}
 
 
@@ -228,7 +209,7 @@ def check_table(graph: Graph, table: LatencyTable, backend: Backend, samples: in
     picked = sample_decisions(graph, table, samples, seed)
     nets = {i: SearchSpace(graph).freeze(d) for i, (_, d) in enumerate(picked)}
     timings, _, run = time_graphs(nets, backend, threads, options or {}, rpc, effort,
-                                  f"latency check ({samples} networks)", progress, table.probe_ms)
+                                  f"latency check ({samples} networks)", progress, table_probe(table), table.probe_ms)
     rows = []
     for i, (kind, decisions) in enumerate(picked):
         net, t = nets[i], timings[i]

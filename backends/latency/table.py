@@ -43,7 +43,8 @@ SCHEMA = {
         "resolution": {"type": "integer", "minimum": 1},
         "space_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "fixed_ms": {"type": "number"},
-        "probe": {"type": "object", "required": ["ms"], "properties": {"ms": {"type": "number", "exclusiveMinimum": 0}}},
+        "probe": {"type": "object", "required": ["ms", "decisions"],
+                  "properties": {"ms": {"type": "number", "exclusiveMinimum": 0}, "decisions": {"type": "object"}}},
         "provenance": {"type": "object", "required": ["backend", "threads"],
                        "properties": {"backend": {"type": "string"}, "threads": {"type": "integer", "minimum": 1}}},
         "nodes": {"type": "object", "additionalProperties": {
@@ -136,7 +137,8 @@ class LatencyTable:
 
     @property
     def probe_ms(self) -> float:
-        """The probe network's latency the table's entries are scaled to (:mod:`.timing`)."""
+        """The latency of the table's probe network (a fixed sub-network of its space) when the
+        table was measured: what later measurements scale to (:mod:`.timing`)."""
         return self.doc["probe"]["ms"]
 
     def space_graph(self) -> Graph:
