@@ -142,7 +142,7 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "latency_landing.txt").write_text("\n".join(log) + "\n")
         (RESULTS / "latency_landing.json").write_text(json.dumps(
-            {"check": {k: v for k, v in check.items() if k != "rows"}, "check_rows": check["rows"],
+            {"check": {k: v for k, v in check.items() if k != "rows"}, "check_rows": [{k: v for k, v in r.items() if k != "decisions"} for r in check["rows"]],
              "table_provenance": tdoc["provenance"], "fixed_ms": tdoc["fixed_ms"], "bounds_ms": [lo, hi],
              "landing": [{k: v for k, v in r.items() if k != "result"} for r in rows],
              "mac_comparison": [{k: v for k, v in r.items() if k != "result"} for r in [mid, *macs_rows]]},
