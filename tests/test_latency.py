@@ -214,6 +214,9 @@ def test_bad_latency_input_gets_one_line_and_writes_nothing(space, table, cli, t
                           "--backend tvm")
     assert_one_line_error(cli("latency-table", space / "tiny.ir", *FAST, "--out", tmp_path / "no" / "t.json"),
                           "does not exist")
+    assert_one_line_error(cli("latency-table", space / "tiny.ir", "--backend", "tvm", "--target", "rpi4", *FAST,
+                              "--out", out), "not this machine", "--rpc")
+    assert_one_line_error(cli("latency-table", space / "tiny.ir", "--int8", *FAST, "--out", out), "int8")
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 

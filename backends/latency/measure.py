@@ -89,7 +89,13 @@ def time_graphs(graphs: dict[Any, Graph], backend: Backend, threads: int, option
     """Compile every graph (and the probe), then time them together
     (:func:`~.timing.measure_all`); their timings, the backend's provenance and the run's facts."""
     timers, provenance = {}, {}
-    for key, graph in tqdm(graphs.items(), desc=f"{what}: compiling", unit="net", disable=not progress, leave=False):
+    items = list(graphs.items())
+    # the first one before the progress bar: a backend option that cannot work (a board's
+    # target without --rpc, int8, a missing tuning database) is one line, with no bar before it
+    if items:
+        timers[items[0][0]], provenance = graph_timer(items[0][1], backend, threads, options, rpc)
+    for key, graph in tqdm(items[1:], desc=f"{what}: compiling", unit="net", disable=not progress, leave=False,
+                           initial=1, total=len(items)):
         timers[key], provenance = graph_timer(graph, backend, threads, options, rpc)
     probe_timer = graph_timer(probe, backend, threads, options, rpc)[0] if probe is not None else None
     bar = tqdm(total=effort.rounds * len(timers), desc=f"{what}: timing", unit="run", disable=not progress,
