@@ -81,7 +81,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from autonl.backends.latency import LatencyTable
     t = LatencyTable.read(table)
-    lo, hi = t.bounds(t.space_graph())
+    space_graph = t.space_graph()
+    lo, hi = t.bounds(space_graph)
     say(f"space at 224 by the table: fastest {lo:.3f} ms, slowest {hi:.3f} ms")
 
     def search_derive(name: str, target_args: list) -> dict:
@@ -92,7 +93,7 @@ def main() -> None:
         run("derive", run_dir, "--out", model, done=model / "graph.json")
         result = json.loads((run_dir / "result.json").read_text())
         decisions = json.loads((run_dir / "decisions.json").read_text())
-        return {"name": name, "predicted_ms": t.predict(t.space_graph(), decisions), "lightnl_at": result["lightnl_at"],
+        return {"name": name, "predicted_ms": t.predict(space_graph, decisions), "lightnl_at": result["lightnl_at"],
                 "at224": str(model / "graph_at_cost_resolution.ir"), "result": result}
 
     rows = []

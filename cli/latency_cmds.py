@@ -157,9 +157,8 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
     their blocks (interleaved rounds with a probe network, see autonl.backends.latency.timing).
     Several sources are timed together, round by round: compare networks in one command."""
     from autonl.backends.latency import LatencyTable
-    from autonl.backends.latency.measure import probe_facts, table_probe
+    from autonl.backends.latency.measure import graph_timer, probe_facts, table_probe
     from autonl.backends.latency.timing import measure_all
-    from autonl.backends.loading import load_model_or_graph
     from autonl.passes import analyze_cost
 
     chosen = get_backend(backend)
@@ -183,7 +182,7 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
     for source, model in models.items():
         timers[source], provenance = chosen.latency_timer(model, _threads(threads), given, rpc_addr)
     if probe is not None:
-        probe, _ = chosen.latency_timer(load_model_or_graph(probe), _threads(threads), given, rpc_addr)
+        probe, _ = graph_timer(probe, chosen, _threads(threads), given, rpc_addr)
     run = measure_all(timers, _effort(rounds), probe, ref)
     rows = []
     for source, model in models.items():

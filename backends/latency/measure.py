@@ -213,7 +213,8 @@ def check_table(graph: Graph, table: LatencyTable, backend: Backend, samples: in
 
     threads = table.provenance["threads"]
     picked = sample_decisions(graph, table, samples, seed)
-    nets = {i: SearchSpace(graph).freeze(d) for i, (_, d) in enumerate(picked)}
+    space = SearchSpace(graph)
+    nets = {i: space.freeze(d) for i, (_, d) in enumerate(picked)}
     timings, _, run = time_graphs(nets, backend, threads, options or {}, rpc, effort,
                                   f"latency check ({samples} networks)", progress, table_probe(table), table.probe_ms)
     rows = []

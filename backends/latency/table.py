@@ -202,7 +202,7 @@ class LatencyTable:
             raise AutonlError(f"{self.path} has no entries for %{node.name}")
         key = options_key(node, combo)
         for e in row["entries"]:
-            if e.get("options_key") == key:
+            if e["options_key"] == key:
                 return float(e["ms"])
         raise AutonlError(f"{self.path}: node %{node.name} has no entry for {key}")
 
@@ -228,13 +228,3 @@ class LatencyTable:
                 lo += min(values)    # a LightNL's minimum is 0 (absent), so keep gates cannot lower it
                 hi += max(values)
         return lo, hi
-
-    def extreme_decisions(self, graph: Graph, fastest: bool) -> dict[str, dict[str, Any]]:
-        """The decisions of the fastest (or slowest) sub-network by the table."""
-        out = {}
-        for node in graph:
-            if node.relaxed:
-                combos = list(attr_combinations(node.attrs))
-                pick = (min if fastest else max)(combos, key=lambda c: self.entry(node, c))
-                out[node.name] = {a: pick[a] for a in node.choices()}
-        return out

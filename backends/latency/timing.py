@@ -11,12 +11,12 @@ median** (a round disturbed by another job is slower, never faster), and a fixed
 network (a fixed sub-network of the table's space) is timed between the rounds: the run's
 latencies are scaled by ``probe_ref / probe_best``, where ``probe_best`` is the probe's
 lowest round median in this run and ``probe_ref`` the same figure in the latency table the
-measurement is compared with (without a table: no probe, no scaling). A small 64x64 probe
-network was tried first: it sped up and slowed down differently from 224x224 networks and
-left the check's networks 10% off the table's level. Table, check and bench then speak of the same machine
-speed. (Scaling each round by the probe next to it was tried: it corrected the level as
-well but added round-to-round noise, rank correlation 0.937 against 0.949.) Raw figures are
-kept beside the scaled ones.
+measurement is compared with (without a table: no probe, no scaling). Table, check and
+bench then speak of the same machine speed; raw figures are kept beside the scaled ones.
+Tried and dropped: a small 64x64 probe (it sped up and slowed down differently from 224x224
+networks and left the check's networks 10% off the table's level), and scaling each round
+by the probe next to it (it corrected the level as well but added round-to-round noise,
+rank correlation 0.937 against 0.949).
 
 A backend supplies the timed calls (:meth:`Backend.latency_timer`): wall time around a
 session run for onnxruntime, TVM's ``time_evaluator`` (here or on an RPC server's clock).
@@ -45,10 +45,6 @@ class Timing:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-    def __str__(self) -> str:
-        return (f"{self.ms:.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}; raw {self.raw_ms:.3f}, "
-                f"{self.runs} runs)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
     if probe is not None:
         probe(effort.warmup)
         time_probe()
-    rounds: dict[Hashable, list[tuple[float, float]]] = {k: [] for k in timers}
+    rounds: dict[Hashable, list[float]] = {k: [] for k in timers}       # each round's median
     every: dict[Hashable, list[float]] = {k: [] for k in timers}
     done = 0
     for _ in range(effort.rounds):
@@ -115,7 +111,7 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
             if probe is not None and (len(timers) <= 3 or time.perf_counter() - probes[-1][0] > effort.probe_every):
                 time_probe()
             times = _round(timer, effort)
-            rounds[key].append((time.perf_counter(), float(np.median(times))))
+            rounds[key].append(float(np.median(times)))
             every[key] += times
             done += 1
             if progress is not None:
@@ -127,18 +123,11 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
     scale = ref / best if probe is not None else 1.0
     out = {}
     for key in timers:
-        low = min(m for _, m in rounds[key])
+        low = min(rounds[key])
         raw = np.asarray(every[key])
         p10, p90 = float(np.percentile(raw, 10)), float(np.percentile(raw, 90))
         out[key] = Timing(low * scale, p10 * scale, p90 * scale, len(raw), low, p10, p90)
     return Measured(out, best, ref, len(probes), (best, max(p for _, p in probes) if probes else 1.0))
-
-
-def measure(timer: Timer, effort: Effort = Effort(), probe: Timer | None = None,
-            probe_ref_ms: float | None = None) -> tuple[Timing, Measured]:
-    """One timer's :func:`measure_all`."""
-    m = measure_all({0: timer}, effort, probe, probe_ref_ms)
-    return m.timings[0], m
 
 
 def wall_timer(fn: Callable[[], object]) -> Timer:

@@ -193,8 +193,8 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", rank % torch.cuda.device_count())
-    table = latency_table(graph, cfg)
-    cost_res = cost_resolution(graph, cfg, table)
+    table = latency_table(cfg)
+    cost_res = cost_resolution(cfg, table)
     cost_graph = resize_graph(graph, cost_res) if cost_res else None
     supernet = Supernet(graph, tau=cfg.tau, cost_graph=cost_graph, latency=table)
     check_target(supernet, cfg.target)
@@ -256,7 +256,7 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, loop.step, table)
 
 
-def latency_table(graph: Graph, cfg: SearchConfig):
+def latency_table(cfg: SearchConfig):
     """The search's latency table (None for a MAC target), read and checked (schema; fit to the
     space comes when the supernet's cost is made)."""
     if cfg.latency_table is None:
@@ -265,7 +265,7 @@ def latency_table(graph: Graph, cfg: SearchConfig):
     return LatencyTable.read(cfg.latency_table)
 
 
-def cost_resolution(graph: Graph, cfg: SearchConfig, table) -> int | None:
+def cost_resolution(cfg: SearchConfig, table) -> int | None:
     """The resolution the cost is counted at: ``cfg.cost_resolution``, or the latency table's."""
     if table is None:
         return cfg.cost_resolution
@@ -303,7 +303,7 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
     val = evaluate(supernet, val_loader, device)
-    cost_res = cost_resolution(graph, cfg, table)
+    cost_res = cost_resolution(cfg, table)
     macs = analyze_cost(resize_graph(derived, cost_res) if cost_res else derived).macs
     result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,
               "cost_resolution": cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1],

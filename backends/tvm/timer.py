@@ -13,7 +13,7 @@ from autonl.ir import AutonlError
 from ..loading import deploy_model, reference_input
 from ..manifest import cpu_name
 from ..onnx.export import export_onnx
-from .compile import _has, build, to_relax
+from .compile import build, to_relax, vm_runner
 from .targets import get_target, require_cc
 
 
@@ -42,7 +42,6 @@ def rpc_session(addr: str):
 
 def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, prepack: bool, rpc: str | None):
     import tvm
-    from tvm import relax
 
     target = get_target(target_name)
     if not target.is_host and rpc is None:
@@ -59,11 +58,8 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
     transform = "main_transform_params" if prepack and tuned else None
     if rpc is None:
         set_threads(threads)
-        dev = tvm.cpu()
-        vm = relax.VirtualMachine(ex, dev)
-        args = list(main_params)
-        if _has(vm, "main_transform_params"):
-            args = list(vm["main_transform_params"](args))
+        runner = vm_runner(ex, main_params)      # the Relax VM as compile runs it, weights laid out once
+        vm, dev, args = runner.vm, runner.dev, runner.args
         where, cpu = "host", cpu_name()
     else:
         from .remote import _remote_vm
