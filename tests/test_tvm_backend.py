@@ -30,6 +30,21 @@ def test_tvm_matches_onnxruntime_and_torch_at_224(name):
     assert np.abs(got - run(session(proto), x)).max() <= 1e-4
 
 
+def test_lightnl_transposes_are_read_in_place_by_the_matmuls():
+    """AutoNL-S has LightNL blocks of both orders (key-value first at 56x56, affinity first at
+    7x7): neither path materialises K^T; the parity of this build is the test above."""
+    from autonl.backends.onnx.runtime import optimized_op_types
+    model = randomized("autonl-s")
+    proto = export_onnx(deploy_model(model))
+    assert [n.op_type for n in proto.graph.node].count("Transpose") == 7    # one per LightNL block
+    mod, _ = to_relax(proto, [1, 3, 224, 224])
+    names = [g.name_hint for g in mod.get_global_vars()]
+    assert "permute_dims" not in mod.script()
+    assert any(n.startswith("matmul_NT") for n in names) and any(n.startswith("matmul_TN") for n in names)
+    ops = optimized_op_types(proto)           # onnxruntime fuses the same transposes on its side
+    assert "Transpose" not in ops and ops.count("FusedMatMul") == 14
+
+
 def test_targets_resolve_and_unknown_target_lists_them(cli, tmp_path):
     import tvm
     for t in TARGETS.values():

@@ -63,6 +63,19 @@ def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = N
         raise AutonlError(f"{what}: onnxruntime cannot load it: {first[:200]}") from None
 
 
+def optimized_op_types(model: onnx.ModelProto) -> list[str]:
+    """The op types of ``model`` as onnxruntime runs it on the CPU after its graph
+    optimizations (the optimized graph it writes with ``optimized_model_filepath``), in order;
+    shows, for one, that Transpose + MatMul became ``FusedMatMul``."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3    # not the warning that an NCHWc-optimized file is CPU-specific
+    with tempfile.TemporaryDirectory(prefix="autonl-ort-") as tmp:
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
 def run(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
