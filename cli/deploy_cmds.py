@@ -113,7 +113,7 @@ RUNS = Range(1, 1_000_000)
 # attributes), else these bounds for the built-in options, else any integer >= 0 (every
 # numeric option so far counts something). TODO: move into Option (backends/base.py).
 OPTION_BOUNDS = {"calib_images": (1, None), "eval_images": (1, None), "opset": (17, None),
-                 "tune_trials": (0, None)}
+                 "tune_trials": (0, None), "tune_minutes": (0, None)}
 
 
 def option_type(o):

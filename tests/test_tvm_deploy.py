@@ -17,21 +17,57 @@ from conftest import free_port, rpc_server_on_loopback
 from helpers import TINY_IR as TINY, assert_one_line_error
 
 
-def test_tuning_writes_a_database_that_a_second_compile_reuses(tmp_path):
-    model = load_model_or_graph(PassManager(["shape-inference"])(parse_graph(TINY)).graph, seed=0)
-    host = get_target("host")
-    first = compile_tvm(model, tmp_path / "a", host, trials_per_task=2, progress=False)
-    tuning = first["tuning"]
-    assert tuning["tasks"] >= 2 and tuning["tasks_tuned"] == tuning["tasks"] and tuning["trials_run"] > 0
-    assert (tmp_path / "a" / "tuning" / "database_tuning_record.json").stat().st_size > 0
-    assert first["tuned"] and first["checks"]["vs_torch_max_abs_diff"] <= 1e-4
-    layers = json.loads((tmp_path / "a" / "layers.json").read_text())
+def test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused(tmp_path):
+    """SIGKILL mid-tuning: the records measured so far and the plan stay, no process is left,
+    --resume finishes the plan, and a second compile with that database runs no new trials."""
+    import time
+
+    import psutil
+
+    from conftest import autonl_exe
+    graph = tmp_path / "tiny.ir"
+    graph.write_text(TINY)
+    out, db = tmp_path / "a", tmp_path / "a" / "tuning"
+    cmd = [autonl_exe(), "compile", str(graph), "--backend", "tvm", "--tune-trials", "8", "--out", str(out)]
+    records = db / "database_tuning_record.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (records.exists() and records.stat().st_size > 0):     # the first batch is in
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "no tuning record within 300 s"
+            time.sleep(0.1)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive, f"left running after SIGKILL: {[p.cmdline() for p in alive]}"
+    kept = records.read_text().splitlines()
+    plan = json.loads((db / "tuning_plan.json").read_text())
+    planned = sum(t["alloc"] for t in plan["tasks"])
+    assert len(kept) >= 1 and plan["trials_done"] < planned
+    assert not (out / "manifest.json").exists()
+
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert records.read_text().splitlines()[:len(kept)] == kept            # nothing measured was lost
+    plan = json.loads((db / "tuning_plan.json").read_text())
+    assert all(t["done"] >= t["alloc"] or t["closed"] for t in plan["tasks"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    tuning = manifest["tuning"]
+    assert tuning["resumed"] and tuning["trials_run"] > 0 and tuning["tasks_covered"] == tuning["tasks"]
+    assert manifest["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+    assert manifest["checks"]["vs_onnxruntime_max_abs_diff"] <= 1e-4
+    layers = json.loads((out / "layers.json").read_text())
     assert len(layers) == tuning["tasks"] and all(r["untuned_us"] > 0 and r["tuned_us"] > 0 for r in layers)
 
-    second = compile_tvm(model, tmp_path / "b", host, trials_per_task=2, tuning_dir=tmp_path / "a" / "tuning",
-                         progress=False)
-    assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_tuned"] == 0
-    assert second["tuning"]["tasks_with_records"] == tuning["tasks"]
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)   # a finished plan
+    assert again.returncode != 0 and "exists" in again.stderr       # (--out is refused without --force)
+    model = load_model_or_graph(PassManager(["shape-inference"])(parse_graph(TINY)).graph, seed=0)
+    second = compile_tvm(model, tmp_path / "b", get_target("host"), tuning_dir=db, progress=False)
+    assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_covered"] == tuning["tasks"]
     assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
 
 

@@ -40,7 +40,7 @@ from ..onnx.compile import PARITY_TOL, finite_diff
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
 from .targets import NamedTarget, require_cc
-from .tuning import tune
+from .tuning import time_prim, tune
 
 
 def to_relax(onnx_model, shape: list[int]):
@@ -119,28 +119,6 @@ def _has(vm, name: str) -> bool:
         return False
 
 
-def _time_prim(mod, target, dev, repeat: int = 5) -> float:
-    """Median microseconds of one call of the PrimFunc in ``mod`` on random arguments."""
-    import tvm
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    infos = ArgInfo.from_entry_func(mod, remove_preproc=True)
-    # As MetaSchedule's default_build builds a candidate (weight layout rewrites are left to
-    # prepacking), without its import of tvm.s_tir.tensor_intrin (about 27 s).
-    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    with target:
-        lib = tvm.tirx.build(mod, target=target)
-    rng = np.random.default_rng(0)
-    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
-                               if "float" in str(info.dtype) else
-                               np.zeros([int(d) for d in info.shape], dtype=str(info.dtype)), dev)
-            for info in infos]
-    timer = lib.time_evaluator(lib.entry_name, dev, number=3,
-                               repeat=repeat, min_repeat_ms=5)
-    return float(np.median(np.array(timer(*args).results))) * 1e6
-
-
 def layer_report(mod, target, work_dir: str) -> list[dict]:
     """Per layer (MetaSchedule task: one fused kernel and how often the model calls it): the
     kernel's time untuned (TVM's default lowering) and with the database's best schedule."""
@@ -155,8 +133,8 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
     for task in tasks:
         prim = task.dispatched[0]
         sch = db.query_schedule(prim, target, task.task_name)
-        untuned = _time_prim(prim, target, dev)
-        tuned = _time_prim(sch.mod, target, dev) if sch is not None else None
+        untuned = time_prim(prim, target, dev)
+        tuned = time_prim(sch.mod, target, dev) if sch is not None else None
         rows.append({"layer": task.task_name, "calls": int(task.weight), "untuned_us": untuned, "tuned_us": tuned,
                      "speedup": untuned / tuned if tuned else None})
     rows.sort(key=lambda r: -r["untuned_us"] * r["calls"])
@@ -165,20 +143,21 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
 
 def compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
                 prepack: bool = True, tuning_dir: str | Path | None = None, progress: bool = True,
-                log=lambda msg: None) -> dict:
+                log=lambda msg: None, minutes: float | None = None, resume: bool = False) -> dict:
     """Compile (and tune) ``model`` into ``out``; return the manifest. The lock of ``out``
     (:mod:`autonl.backends.locks`) is held from before any work to the manifest, so two
     compiles never share the default tuning database ``out/tuning``."""
     check_out(out)
     with output_lock(out, "compile"):
-        return _compile_tvm(model, out, target, trials_per_task, prepack, tuning_dir, progress, log)
+        return _compile_tvm(model, out, target, trials_per_task, prepack, tuning_dir, progress, log, minutes, resume)
 
 
 def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int, prepack: bool,
-                 tuning_dir: str | Path | None, progress: bool, log) -> dict:
+                 tuning_dir: str | Path | None, progress: bool, log, minutes: float | None, resume: bool) -> dict:
     import tvm
 
-    if trials_per_task > 0 and not target.is_host:
+    tuning_asked = trials_per_task > 0 or bool(minutes) or resume
+    if tuning_asked and not target.is_host:
         raise AutonlError(f"tuning measures on the target's CPU; target '{target.name}' is not this machine: "
                           f"tune with --target host, or compile '{target.name}' untuned")
     cc = require_cc(target)
@@ -190,15 +169,17 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
     mod, params = to_relax(onnx_model, shape)
     out_path = Path(out)
     work_dir = str(tuning_dir or out_path / "tuning")
-    tuned = trials_per_task > 0 or (Path(work_dir) / "database_tuning_record.json").exists()
+    tuned = tuning_asked or (Path(work_dir) / "database_tuning_record.json").exists()
     tuning = None
     if tuned:
-        if trials_per_task > 0:
-            tuning = tune(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir, trials_per_task, progress)
-            log(f"tuning: {tuning['tasks']} tasks, {tuning['tasks_with_records']} already in the database, "
-                f"{tuning['trials_run']} new trials in {tuning['seconds']:.0f} s")
-        else:
-            log(f"applying the tuning database in {work_dir} (no new trials)")
+        tuning = tune(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir, trials_per_task, progress,
+                      minutes, resume)      # no budget: only counts what the database covers
+        if tuning.get("unfinished") and not resume:
+            log(f"note: {work_dir} holds an unfinished tuning run ({tuning['unfinished']}): --resume finishes it")
+        log(f"tuning database {work_dir}: {tuning['trials_run']} new trials"
+            + (f" in {tuning['seconds']:.0f} s" if tuning["trials_run"] else "")
+            + f"; it covers {tuning['tasks_covered']} of the {tuning['tasks']} tasks (before: "
+              f"{tuning['tasks_with_records']})")
     t0 = time.time()
     ex, main_params = build(mod, tvm_target, params, prepack and tuned, work_dir if tuned else None)
     log(f"built for {target.name} ({json.dumps(target.target_dict())}) in {time.time() - t0:.0f} s")

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write
 
@@ -33,18 +35,20 @@ from .build_worker import tuning_workers
 STOP_GRACE_S = 5.0
 
 
-def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True) -> dict:
-    """Tune the tasks of ``mod`` that have no record in ``work_dir``'s database yet, in a
-    tuning process; returns the counts (tasks, tasks_with_records, tasks_tuned,
-    trials_per_task, trials_run, seconds)."""
+def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True, minutes: float | None = None,
+         resume: bool = False) -> dict:
+    """Tune ``mod`` into ``work_dir``'s database, in a tuning process (:func:`tune_here`);
+    returns its counts."""
     import tvm
 
+    if trials_per_task <= 0 and not minutes and not resume:     # nothing to tune: count what is covered
+        return tune_here(mod, target, work_dir, 0, progress)
     os.makedirs(work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tuning-", dir=work_dir) as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"mod": tvm.ir.save_json(mod), "target": tvm.ir.save_json(target),
                                    "work_dir": str(work_dir), "trials_per_task": int(trials_per_task),
-                                   "progress": bool(progress)}))
+                                   "minutes": minutes, "resume": bool(resume), "progress": bool(progress)}))
         proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(result)], stdin=subprocess.DEVNULL)
         try:
             code = proc.wait()
@@ -69,45 +73,128 @@ def _records(work_dir: str) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def tune_here(mod, target, work_dir: str, trials_per_task: int, progress: bool = True) -> dict:
-    """Tune, in this process, the tasks of ``mod`` that have no record in ``work_dir``'s database yet."""
+def task_key(task) -> str:
+    """A task's identity across processes: its name and the structural hash of its PrimFunc."""
+    from tvm_ffi import structural_hash
+    return f"{task.task_name}:{structural_hash(task.dispatched[0]) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def time_prim(mod, target, dev, repeat: int = 5) -> float:
+    """Median microseconds of one call of the PrimFunc in ``mod`` on random arguments."""
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    infos = ArgInfo.from_entry_func(mod, remove_preproc=True)
+    # As MetaSchedule's default_build builds a candidate (weight layout rewrites are left to
+    # prepacking), without its import of tvm.s_tir.tensor_intrin (about 27 s).
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    with target:
+        lib = tvm.tirx.build(mod, target=target)
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
+                               if "float" in str(info.dtype) else
+                               np.zeros([int(d) for d in info.shape], dtype=str(info.dtype)), dev)
+            for info in infos]
+    timer = lib.time_evaluator(lib.entry_name, dev, number=3,
+                               repeat=repeat, min_repeat_ms=5)
+    return float(np.median(np.array(timer(*args).results))) * 1e6
+
+
+def task_costs(tasks, target, local: bool, progress: bool) -> tuple[list[float], str]:
+    """Each task's share of the network's time before tuning: its untuned kernel timed here
+    times its calls, or (``local`` false: the kernels run elsewhere) its FLOPs times its calls."""
+    import tvm
+    from tqdm import tqdm
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    if not local:
+        return [max(1.0, float(estimate_tir_flops(t.dispatched[0]))) * int(t.weight) for t in tasks], "FLOPs"
+    dev = tvm.cpu()
+    costs = []
+    for t in tqdm(tasks, desc="timing the untuned kernels", unit="task", disable=not progress, dynamic_ncols=True):
+        costs.append(time_prim(t.dispatched[0], target, dev, repeat=3) * int(t.weight))
+    return costs, "untuned time"
+
+
+def tune_here(mod, target, work_dir: str, trials_per_task: int, progress: bool = True, minutes: float | None = None,
+              resume: bool = False) -> dict:
+    """Tune, in this process, the tasks of ``mod`` that have no record in ``work_dir``'s
+    database yet, on a budget of ``trials_per_task`` trials per task on average and/or
+    ``minutes``, spent as :mod:`.schedule` plans; with ``resume``, finish the plan an
+    interrupted run left in ``work_dir`` instead."""
     import logging
 
     from tqdm import tqdm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
+    from .schedule import PLAN_FILE, Plan, TaskPlan, new_plan, time_scheduler
+
     os.makedirs(work_dir, exist_ok=True)
+    t0 = time.time()
     tasks = ms.relax_integration.extract_tasks(mod, target)
     db = ms.database.JSONDatabase(work_dir=work_dir)
-    todo = [t for t in tasks if db.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
-    before = _records(work_dir)
-    info = {"tasks": len(tasks), "tasks_with_records": len(tasks) - len(todo), "tasks_tuned": 0,
-            "trials_per_task": trials_per_task, "trials_run": 0, "seconds": 0.0}
-    if not todo or trials_per_task <= 0:
+    with_records = [db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None for t in tasks]
+    keys = [task_key(t) for t in tasks]
+    info = {"tasks": len(tasks), "tasks_with_records": sum(with_records), "tasks_covered": sum(with_records),
+            "tasks_tuned": 0,
+            "trials_per_task": trials_per_task, "minutes": minutes, "trials_run": 0, "seconds": 0.0,
+            "resumed": bool(resume), "plan": None}
+    old = Plan.load(work_dir)
+    if resume:
+        if old is None:
+            raise AutonlError(f"nothing to resume: {work_dir} holds no tuning plan ({PLAN_FILE}); tune without --resume")
+        by_key = dict(zip(keys, tasks))
+        missing = [t.name for t in old.tasks if t.key not in by_key]
+        if missing:
+            raise AutonlError(f"the tuning plan in {work_dir} is for another network ({len(missing)} of its "
+                              f"tasks, e.g. {missing[0]}, are not in this one); tune without --resume")
+        plan, todo = old, [by_key[t.key] for t in old.tasks]
+    else:
+        if old is not None and not old.finished:
+            info["unfinished"] = f"{old.trials_done()} trials of a plan of {sum(t.alloc for t in old.tasks)}"
+        todo = [t for t, has in zip(tasks, with_records) if not has]
+        if not todo or (trials_per_task <= 0 and not minutes):
+            return info
+        costs, kind = task_costs(todo, target, True, progress)
+        plan = new_plan([TaskPlan(task_key(t), t.task_name, int(t.weight), c) for t, c in zip(todo, costs)],
+                        trials_per_task, minutes, kind)
+        plan.save(work_dir)
+    info["plan"] = str(Path(work_dir) / PLAN_FILE)
+    if plan.finished:
         return info
     # MetaSchedule's console handler takes the package logger's level: keep the terminal to
     # warnings and the progress bar; the full logs go to work_dir/logs.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    t0 = time.time()
-    bar = tqdm(total=0, desc="tuning: starting build workers", unit="trial", disable=not progress,
-               dynamic_ncols=True)
+    before = _records(work_dir)
+    t1 = time.time() if resume else t0      # a new plan's budget counts the untuned timing too
+    done0 = plan.trials_done()
+    if plan.trials_per_task > 0:
+        bar = tqdm(total=sum(t.alloc for t in plan.tasks), initial=done0, unit="trial", disable=not progress,
+                   dynamic_ncols=True, desc=f"tuning {len(todo)} tasks")
+    else:
+        bar = tqdm(total=None, initial=done0, unit="trial", disable=not progress, dynamic_ncols=True,
+                   desc=f"tuning {len(todo)} tasks for {plan.minutes:g} min")
     try:
-        with tuning_workers(1, on_built=lambda n: bar.update(min(n, bar.total - bar.n))) as (builder, runner):
+        with tuning_workers(1) as (builder, runner):
             # A smaller evolutionary population than TVM's default (512 x 4 generations): with
             # budgets of tens of trials per task the search, not the measuring, dominated.
             strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
                                                              init_min_unmeasured=32)
             contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=0)
-            total = trials_per_task * len(contexts)
-            bar.total = total
-            bar.set_description(f"tuning {len(contexts)} tasks")
-            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=total,
-                          max_trials_per_task=trials_per_task, num_trials_per_iter=min(64, max(2, trials_per_task)),
-                          database=db, builder=builder, runner=runner)
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir,
+                          max_trials_global=10 ** 9, max_trials_per_task=max(t.alloc for t in plan.tasks),
+                          num_trials_per_iter=plan.batch, database=db, builder=builder, runner=runner,
+                          task_scheduler=time_scheduler(plan, work_dir, t1, on_batch=bar.update))
     finally:
         bar.close()
-    info.update(tasks_tuned=len(contexts), trials_run=_records(work_dir) - before, seconds=time.time() - t0)
+    db = ms.database.JSONDatabase(work_dir=work_dir)
+    info.update(tasks_covered=sum(db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None
+                                  for t in tasks),
+                tasks_tuned=sum(1 for t in plan.tasks if t.done > 0), trials_run=_records(work_dir) - before,
+                seconds=time.time() - t1, trials_planned=sum(t.alloc for t in plan.tasks) if plan.trials_per_task
+                else None, trials_done=plan.trials_done(), plan_seconds=plan.seconds)
     return info
 
 
@@ -125,7 +212,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(Path(job_path).read_text())
     try:
         info = tune_here(tvm.ir.load_json(job["mod"]), tvm.ir.load_json(job["target"]), job["work_dir"],
-                         job["trials_per_task"], job["progress"])
+                         job["trials_per_task"], job["progress"], job["minutes"], job["resume"])
         answer = {"info": info}
     except AutonlError as e:
         answer = {"error": str(e)}
