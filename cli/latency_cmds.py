@@ -38,6 +38,16 @@ def _out_file(path: str) -> None:
         raise AutonlError(f"--out {path} is a folder; give a file name, e.g. {Path(path) / 'table.json'}")
 
 
+def _space_graph(space_target: str, space: str, resolution: int | None, width: float | None, classes: int | None):
+    """The relaxed graph of a preset (at 224 unless -r) or a graph file, with --space's choices."""
+    if space_target in all_presets():
+        return relaxed_graph(space_target, space, resolution or 224, width, classes or 1000)
+    if classes is not None:
+        raise AutonlError(f"--classes applies to presets only, not to the file {space_target}")
+    graph = relaxed_graph(space_target, space, None, width, None)
+    return resize_graph(graph, resolution) if resolution is not None else graph
+
+
 def _threads(threads: int | None) -> int:
     return threads or os.cpu_count() or 1
 
@@ -79,14 +89,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
             raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
         rpc_session(rpc_addr)          # an unreachable server: one line now, before any work
     lock_output(out, "latency-table")
-    if space_target in all_presets():
-        graph = relaxed_graph(space_target, space, resolution or 224, width, classes or 1000)
-    else:
-        if classes is not None:
-            raise AutonlError(f"--classes applies to presets only, not to the file {space_target}")
-        graph = relaxed_graph(space_target, space, None, width, None)
-        if resolution is not None:
-            graph = resize_graph(graph, resolution)
+    graph = _space_graph(space_target, space, resolution, width, classes)
     table = build_table(graph, chosen, _threads(threads), given, rpc_addr, _effort(rounds), calibration)
     table.path = out
     write_table(table, out)
@@ -96,6 +99,47 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
                f"({table.provenance['blocks_measured']} distinct blocks timed), fixed part {table.fixed_ms:.3f} ms; "
                f"sub-networks from {lo:.3f} ms to {hi:.3f} ms")
     click.echo(f"wrote {out}")
+
+
+@cli.command("tune-space")
+@click.argument("space_target", metavar="[TARGET]", default="search-space")
+@click.option("--target", "target_name", default="host", show_default=True,
+              help="A named TVM target (autonl targets); tuning measures on this machine: host.")
+@click.option("--resolution", "-r", type=ranged(RESOLUTION),
+              help="Input size the space's networks will run at [default: 224 for presets, a graph file's own].")
+@click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
+@click.option("--classes", type=ranged(Range(1, 1000000)), help="Classes of the network (presets; default 1000).")
+@click.option("--space", default="autonl", show_default=True,
+              help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+@click.option("--tune-trials", type=ranged(Range(0, 100000)), default=0, show_default=True,
+              help="Trials, on average per distinct workload (spread by share of the untuned time).")
+@click.option("--tune-minutes", type=ranged(Range(0, None, lo_open=True, integer=False)), help="A tuning budget in minutes.")
+@click.option("--resume", is_flag=True, help="Finish the interrupted tuning run in --out.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
+              help="The tuning database folder (an existing database is added to: workloads with records are "
+                   "not tuned again).")
+def tune_space_cmd(space_target, target_name, resolution, width, classes, space, tune_trials, tune_minutes, resume,
+                   out):
+    """Tune one TVM database for a whole search space: every distinct kernel of its blocks (and
+    of its fixed part), once. Any network derived from the space then compiles with
+    `autonl compile --backend tvm --tuning-dir OUT` and no new trials."""
+    from autonl.backends.tvm.space import tune_space
+    from autonl.backends.tvm.targets import get_target
+
+    get_target(target_name)       # an unknown target: one line, before any work
+    if not tune_trials and not tune_minutes and not resume:
+        raise AutonlError("give a tuning budget: --tune-trials N and/or --tune-minutes M (or --resume)")
+    parent = Path(out).resolve().parent
+    if not parent.is_dir():
+        raise AutonlError(f"--out {out}: folder {parent} does not exist")
+    lock_output(out, "tune-space")
+    graph = _space_graph(space_target, space, resolution, width, classes)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log)
+    click.echo(f"{info['tasks']} distinct workloads ({info['tasks_with_records']} already in the database); "
+               f"{info['trials_run']} new trials in {info['seconds']:.0f} s; the database covers "
+               f"{info['tasks_covered']} of them")
+    click.echo(f"wrote {out}/")
 
 
 @cli.command("latency-check")

@@ -37,16 +37,17 @@ STOP_GRACE_S = 5.0
 
 def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True, minutes: float | None = None,
          resume: bool = False) -> dict:
-    """Tune ``mod`` into ``work_dir``'s database, in a tuning process (:func:`tune_here`);
-    returns its counts."""
+    """Tune ``mod`` (an IRModule, or a list of them whose tasks are pooled) into ``work_dir``'s
+    database, in a tuning process (:func:`tune_here`); returns its counts."""
     import tvm
 
+    mods = list(mod) if isinstance(mod, (list, tuple)) else [mod]
     if trials_per_task <= 0 and not minutes and not resume:     # nothing to tune: count what is covered
-        return tune_here(mod, target, work_dir, 0, progress)
+        return tune_here(mods, target, work_dir, 0, progress)
     os.makedirs(work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tuning-", dir=work_dir) as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job.write_text(json.dumps({"mod": tvm.ir.save_json(mod), "target": tvm.ir.save_json(target),
+        job.write_text(json.dumps({"mods": [tvm.ir.save_json(m) for m in mods], "target": tvm.ir.save_json(target),
                                    "work_dir": str(work_dir), "trials_per_task": int(trials_per_task),
                                    "minutes": minutes, "resume": bool(resume), "progress": bool(progress)}))
         proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(result)], stdin=subprocess.DEVNULL)
@@ -117,9 +118,27 @@ def task_costs(tasks, target, local: bool, progress: bool) -> tuple[list[float],
     return costs, "untuned time"
 
 
-def tune_here(mod, target, work_dir: str, trials_per_task: int, progress: bool = True, minutes: float | None = None,
-              resume: bool = False) -> dict:
-    """Tune, in this process, the tasks of ``mod`` that have no record in ``work_dir``'s
+def extract(mods: list, target) -> list:
+    """The MetaSchedule tasks of ``mods``, one per distinct workload (its calls summed)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    pooled: dict[int, object] = {}
+    for mod in mods:
+        for t in ms.relax_integration.extract_tasks(mod, target):
+            h = structural_hash(t.dispatched[0])
+            if h in pooled:
+                old = pooled[h]
+                pooled[h] = ms.ExtractedTask(old.task_name, old.mod, old.target, old.dispatched,
+                                             int(old.weight) + int(t.weight))
+            else:
+                pooled[h] = t
+    return list(pooled.values())
+
+
+def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress: bool = True,
+              minutes: float | None = None, resume: bool = False) -> dict:
+    """Tune, in this process, the tasks of ``mods`` that have no record in ``work_dir``'s
     database yet, on a budget of ``trials_per_task`` trials per task on average and/or
     ``minutes``, spent as :mod:`.schedule` plans; with ``resume``, finish the plan an
     interrupted run left in ``work_dir`` instead."""
@@ -133,7 +152,7 @@ def tune_here(mod, target, work_dir: str, trials_per_task: int, progress: bool =
 
     os.makedirs(work_dir, exist_ok=True)
     t0 = time.time()
-    tasks = ms.relax_integration.extract_tasks(mod, target)
+    tasks = extract(mods, target)
     db = ms.database.JSONDatabase(work_dir=work_dir)
     with_records = [db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None for t in tasks]
     keys = [task_key(t) for t in tasks]
@@ -211,7 +230,7 @@ def main(argv: list[str]) -> int:
     job_path, result_path = argv
     job = json.loads(Path(job_path).read_text())
     try:
-        info = tune_here(tvm.ir.load_json(job["mod"]), tvm.ir.load_json(job["target"]), job["work_dir"],
+        info = tune_here([tvm.ir.load_json(m) for m in job["mods"]], tvm.ir.load_json(job["target"]), job["work_dir"],
                          job["trials_per_task"], job["progress"], job["minutes"], job["resume"])
         answer = {"info": info}
     except AutonlError as e:
