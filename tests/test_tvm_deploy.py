@@ -181,3 +181,35 @@ def test_profile_reports_per_kernel_time(arm_and_host, cli, tmp_path):
 def test_deploy_of_a_folder_that_is_not_a_deploy_folder(cli, tmp_path):
     assert_one_line_error(cli("deploy", tmp_path, "--qemu"), "not a TVM deploy folder")
     assert_one_line_error(cli("deploy", tmp_path), "give one of --rpc")
+
+
+def test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses(rpc_server, tmp_path):
+    """MetaSchedule's RPC runner against a real server on loopback: candidates built as shared
+    libraries, uploaded and timed there; the database then compiles a second build with no
+    new trials."""
+    model = load_model_or_graph(PassManager(["shape-inference"])(parse_graph(TINY)).graph, seed=0)
+    host = get_target("host")
+    first = compile_tvm(model, tmp_path / "a", host, trials_per_task=2, rpc=rpc_server, progress=False)
+    tuning = first["tuning"]
+    assert tuning["measured_on"] == f"RPC server {rpc_server}"
+    assert tuning["trials_run"] > 0 and tuning["tasks_covered"] == tuning["tasks"]
+    plan = json.loads((tmp_path / "a" / "tuning" / "tuning_plan.json").read_text())
+    assert plan["cost"] == "FLOPs"           # the kernels run on the server: shares from FLOPs
+    assert first["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+    second = compile_tvm(model, tmp_path / "b", host, tuning_dir=tmp_path / "a" / "tuning", progress=False)
+    assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_covered"] == tuning["tasks"]
+    assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+
+
+def test_rpc_tuning_bad_input_is_one_line(cli, tmp_path):
+    graph = tmp_path / "tiny.ir"
+    graph.write_text(TINY)
+    base = ["compile", str(graph), "--backend", "tvm", "--out", str(tmp_path / "out")]
+    port = free_port()
+    assert_one_line_error(cli(*base, "--tune-trials", "2", "--tune-rpc", f"127.0.0.1:{port}"), "not reachable")
+    assert_one_line_error(cli(*base, "--tune-trials", "2", "--tune-rpc-key", "rpi4"), "--tune-rpc HOST:PORT")
+    assert_one_line_error(cli(*base, "--tune-rpc", f"127.0.0.1:{port}"), "budget")
+    assert_one_line_error(cli(*base, "--tune-trials", "2", "--target", "rpi4"), "--tune-rpc")
+    assert_one_line_error(cli(*base, "--tune-minutes", "0"), "--tune-minutes")
+    assert_one_line_error(cli(*base, "--resume"), "nothing to resume")
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,9 @@ class TvmBackend(Backend):
                int),
         Option("tune_minutes", None, "A tuning budget in minutes (with or without --tune-trials: tuning stops at "
                "whichever ends first).", float),
+        Option("tune_rpc", None, "Tune on a board: HOST:PORT of its TVM RPC server (or of a tracker, with "
+               "--tune-rpc-key); candidates are built for --target and timed there.", metavar="HOST:PORT"),
+        Option("tune_rpc_key", None, "The tracker key of the board's servers (--tune-rpc is then a tracker)."),
         Option("resume", False, "Finish the tuning run that was interrupted in the tuning database (its plan, "
                "records and budget are kept as they are measured).", bool),
         Option("tuning_dir", None, "The tuning database (default OUT/tuning)."),
@@ -37,7 +40,8 @@ class TvmBackend(Backend):
         if o["tune_minutes"] is not None and not o["tune_minutes"] > 0:
             raise AutonlError(f"--tune-minutes must be > 0 (got {o['tune_minutes']:g})")
         return compile_tvm(model, out, target, trials_per_task=o["tune_trials"], prepack=not o["no_prepack"],
-                           tuning_dir=o["tuning_dir"], log=log, minutes=o["tune_minutes"], resume=o["resume"])
+                           tuning_dir=o["tuning_dir"], log=log, minutes=o["tune_minutes"], resume=o["resume"],
+                           rpc=o["tune_rpc"], rpc_key=o["tune_rpc_key"])
 
     def load(self, folder):
         """The host library as a Relax VM runner; the library and its parameters are checked
@@ -60,7 +64,7 @@ class TvmBackend(Backend):
         worker threads) or on an RPC server (built for the board's target, timed on its clock)."""
         from .timer import tvm_timer
         o = self.check_options(options)
-        if o["tune_trials"] or o["tune_minutes"] or o["resume"]:
+        if o["tune_trials"] or o["tune_minutes"] or o["resume"] or o["tune_rpc"]:
             raise AutonlError("timing does not tune: tune with autonl compile --backend tvm --tune-trials N, then "
                               "give its database with --tuning-dir")
         return tvm_timer(model, threads, o["target"], o["tuning_dir"], not o["no_prepack"], rpc)

@@ -24,7 +24,27 @@ def _builder_worker_ready() -> bool:
     return True
 
 
-def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: None):
+def export_shared_library(mod, cc: str | None = None) -> str:
+    """A built candidate as a shared library (``cc``: the cross compiler that links it for a
+    board), for a runner that loads it elsewhere: MetaSchedule's default export is a tar that
+    the RPC server would have to link itself, with a compiler a board may not have."""
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(prefix="autonl-candidate-"), "candidate.so")
+    mod.export_library(path, **({"cc": cc} if cc else {}))
+    return path
+
+
+def connect_direct(rpc_config):
+    """A session with the RPC server at the config's address (MetaSchedule's runner asks a
+    tracker for one; ``tracker_host``/``tracker_port`` carry the server's own address here)."""
+    from tvm import rpc
+    return rpc.connect(rpc_config.tracker_host, rpc_config.tracker_port,
+                       session_timeout=rpc_config.session_timeout_sec)
+
+
+def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: None, export=None):
     """A MetaSchedule builder whose worker processes live as long as the tuning run.
 
     TVM's ``LocalBuilder`` starts fresh workers for every batch of candidates, and each one
@@ -60,7 +80,7 @@ def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: N
     class PooledBuilder(PyBuilder):
         def build(self, build_inputs):
             results = []
-            jobs = [(None, None, item.mod, item.target, _serialize_params(item.params)) for item in build_inputs]
+            jobs = [(None, export, item.mod, item.target, _serialize_params(item.params)) for item in build_inputs]
             for res in pool.map_with_error_catching(lambda x: _worker_func(*x), jobs):
                 if res.status == StatusKind.COMPLETE:
                     results.append(BuilderResult(res.value, None))
@@ -129,16 +149,38 @@ def local_runner(timeout_sec: float = 30.0):
         lr.PopenPoolExecutor = base
 
 
+def rpc_runner(addr: str, key: str | None, timeout_sec: float = 60.0):
+    """MetaSchedule's ``RPCRunner``: each candidate uploaded to and timed on an RPC server,
+    ``addr`` itself (``key`` None) or one that the tracker at ``addr`` hands out for ``key``;
+    one session at a time (a plain server serves one)."""
+    from functools import partial
+
+    from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
+
+    host, _, port = addr.rpartition(":")
+    config = RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key or "direct",
+                       session_timeout_sec=int(timeout_sec))
+    return RPCRunner(config, f_create_session=None if key else connect_direct, max_workers=1,
+                     initializer=partial(die_with_parent))
+
+
 @contextmanager
-def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda n: None):
-    """(builder, runner) for ``ms.tune_tasks``: :func:`pooled_builder` and :func:`local_runner`,
-    both shut down, their worker processes killed and reaped, when the block ends, however it
-    ends (TVM leaves the runner's worker to the garbage collector, which on an error keeps it
-    as long as the traceback is kept)."""
+def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda n: None, rpc: dict | None = None):
+    """(builder, runner) for ``ms.tune_tasks``: :func:`pooled_builder` and :func:`local_runner`
+    (or, with ``rpc`` = {"addr", "key", "cc"}, a builder of shared libraries linked with ``cc``
+    and :func:`rpc_runner`), both shut down, their worker processes killed and reaped, when
+    the block ends, however it ends (TVM leaves the runner's worker to the garbage collector,
+    which on an error keeps it as long as the traceback is kept)."""
+    from functools import partial
+
     builder = runner = None
     try:
-        builder = pooled_builder(workers, timeout_sec, on_built)
-        runner = local_runner(timeout_sec)
+        if rpc is None:
+            builder = pooled_builder(workers, timeout_sec, on_built)
+            runner = local_runner(timeout_sec)
+        else:
+            builder = pooled_builder(workers, timeout_sec, on_built, partial(export_shared_library, cc=rpc.get("cc")))
+            runner = rpc_runner(rpc["addr"], rpc.get("key"))
         yield builder, runner
     finally:
         if runner is not None:

@@ -143,24 +143,35 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
 
 def compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
                 prepack: bool = True, tuning_dir: str | Path | None = None, progress: bool = True,
-                log=lambda msg: None, minutes: float | None = None, resume: bool = False) -> dict:
+                log=lambda msg: None, minutes: float | None = None, resume: bool = False, rpc: str | None = None,
+                rpc_key: str | None = None) -> dict:
     """Compile (and tune) ``model`` into ``out``; return the manifest. The lock of ``out``
     (:mod:`autonl.backends.locks`) is held from before any work to the manifest, so two
     compiles never share the default tuning database ``out/tuning``."""
     check_out(out)
     with output_lock(out, "compile"):
-        return _compile_tvm(model, out, target, trials_per_task, prepack, tuning_dir, progress, log, minutes, resume)
+        return _compile_tvm(model, out, target, trials_per_task, prepack, tuning_dir, progress, log, minutes, resume,
+                            rpc, rpc_key)
 
 
 def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int, prepack: bool,
-                 tuning_dir: str | Path | None, progress: bool, log, minutes: float | None, resume: bool) -> dict:
+                 tuning_dir: str | Path | None, progress: bool, log, minutes: float | None, resume: bool,
+                 rpc: str | None, rpc_key: str | None) -> dict:
     import tvm
 
     tuning_asked = trials_per_task > 0 or bool(minutes) or resume
-    if tuning_asked and not target.is_host:
+    if rpc_key is not None and rpc is None:
+        raise AutonlError("--tune-rpc-key names servers of a tracker: give the tracker with --tune-rpc HOST:PORT")
+    if rpc is not None and not tuning_asked:
+        raise AutonlError("--tune-rpc is where tuning measures: give a budget (--tune-trials N and/or --tune-minutes M)")
+    if tuning_asked and not target.is_host and rpc is None:
         raise AutonlError(f"tuning measures on the target's CPU; target '{target.name}' is not this machine: "
-                          f"tune with --target host, or compile '{target.name}' untuned")
+                          f"tune on the board through its RPC server (--tune-rpc HOST:PORT), tune --target host, "
+                          f"or compile '{target.name}' untuned")
     cc = require_cc(target)
+    if rpc is not None:
+        from .remote import check_rpc
+        check_rpc(rpc, rpc_key)       # unreachable: one line before any work
     tvm_target = tvm.target.Target(target.target_dict())
     deployed = deploy_model(model)
     graph = deployed.graph
@@ -173,7 +184,8 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
     tuning = None
     if tuned:
         tuning = tune(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir, trials_per_task, progress,
-                      minutes, resume)      # no budget: only counts what the database covers
+                      minutes, resume,      # no budget: only counts what the database covers
+                      None if rpc is None else {"addr": rpc, "key": rpc_key, "cc": cc})
         if tuning.get("unfinished") and not resume:
             log(f"note: {work_dir} holds an unfinished tuning run ({tuning['unfinished']}): --resume finishes it")
         log(f"tuning database {work_dir}: {tuning['trials_run']} new trials"

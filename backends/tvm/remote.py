@@ -335,6 +335,33 @@ def connect(addr: str, timeout: float = 5.0):
         raise AutonlError(f"RPC server {host}:{port}: {str(e).strip().splitlines()[-1][:200]}") from None
 
 
+def check_rpc(addr: str, key: str | None = None) -> None:
+    """One line now, before any work, if tuning could not reach the RPC server (or, with
+    ``key``, the tracker at ``addr`` or a server under that key); the session is closed
+    again at once (a plain server serves one session at a time)."""
+    import gc
+
+    from tvm import rpc
+
+    if key is None:
+        session = connect(addr)
+        del session
+        gc.collect()
+        return
+    host, port = parse_rpc(addr)
+    try:
+        socket.create_connection((host, port), timeout=5.0).close()
+        summary = rpc.connect_tracker(host, port).summary()
+    except Exception as e:  # noqa: BLE001  (OSError, or TVM's error for a handshake failure)
+        raise AutonlError(f"RPC tracker {host}:{port} is not reachable ({_last_line(e)[:160]}); start one with: "
+                          f"python3 -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {port}") from None
+    keys = sorted(summary.get("queue_info", {}))
+    if key not in keys:
+        raise AutonlError(f"RPC tracker {host}:{port} has no server under key {key!r} (it has: "
+                          f"{', '.join(keys) or 'none'}); start one on the board with python3 -m tvm.exec.rpc_server "
+                          f"--tracker {host}:{port} --key {key}")
+
+
 def _remote_vm(remote, folder: Path, manifest: dict, checked: tuple[Path, bytes], params: list):
     """Upload the checked library bytes and load them on the RPC server; (vm, device, main's
     weight arguments)."""

@@ -36,20 +36,25 @@ STOP_GRACE_S = 5.0
 
 
 def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True, minutes: float | None = None,
-         resume: bool = False) -> dict:
+         resume: bool = False, rpc: dict | None = None) -> dict:
     """Tune ``mod`` (an IRModule, or a list of them whose tasks are pooled) into ``work_dir``'s
-    database, in a tuning process (:func:`tune_here`); returns its counts."""
+    database, in a tuning process (:func:`tune_here`); returns its counts. ``rpc``
+    ({"addr": HOST:PORT, "key": tracker key or None, "cc": cross compiler or None}): the
+    candidates are linked with ``cc`` and timed on that RPC server (or one the tracker gives)."""
     import tvm
 
     mods = list(mod) if isinstance(mod, (list, tuple)) else [mod]
     if trials_per_task <= 0 and not minutes and not resume:     # nothing to tune: count what is covered
         return tune_here(mods, target, work_dir, 0, progress)
+    if resume:
+        require_plan(work_dir)      # before anything is written
     os.makedirs(work_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tuning-", dir=work_dir) as tmp:
         job, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"mods": [tvm.ir.save_json(m) for m in mods], "target": tvm.ir.save_json(target),
                                    "work_dir": str(work_dir), "trials_per_task": int(trials_per_task),
-                                   "minutes": minutes, "resume": bool(resume), "progress": bool(progress)}))
+                                   "minutes": minutes, "resume": bool(resume), "progress": bool(progress),
+                                   "rpc": rpc}))
         proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(result)], stdin=subprocess.DEVNULL)
         try:
             code = proc.wait()
@@ -136,8 +141,18 @@ def extract(mods: list, target) -> list:
     return list(pooled.values())
 
 
+def require_plan(work_dir: str):
+    """The plan an interrupted run left in ``work_dir``, or one line."""
+    from .schedule import PLAN_FILE, Plan
+
+    plan = Plan.load(work_dir) if Path(work_dir).is_dir() else None
+    if plan is None:
+        raise AutonlError(f"nothing to resume: {work_dir} holds no tuning plan ({PLAN_FILE}); tune without --resume")
+    return plan
+
+
 def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress: bool = True,
-              minutes: float | None = None, resume: bool = False) -> dict:
+              minutes: float | None = None, resume: bool = False, rpc: dict | None = None) -> dict:
     """Tune, in this process, the tasks of ``mods`` that have no record in ``work_dir``'s
     database yet, on a budget of ``trials_per_task`` trials per task on average and/or
     ``minutes``, spent as :mod:`.schedule` plans; with ``resume``, finish the plan an
@@ -159,11 +174,12 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
     info = {"tasks": len(tasks), "tasks_with_records": sum(with_records), "tasks_covered": sum(with_records),
             "tasks_tuned": 0,
             "trials_per_task": trials_per_task, "minutes": minutes, "trials_run": 0, "seconds": 0.0,
-            "resumed": bool(resume), "plan": None}
+            "resumed": bool(resume), "plan": None,
+            "measured_on": "this machine" if rpc is None else f"RPC {'tracker' if rpc.get('key') else 'server'} "
+                                                                  f"{rpc['addr']}" + (f" key {rpc['key']}" if rpc.get("key") else "")}
     old = Plan.load(work_dir)
     if resume:
-        if old is None:
-            raise AutonlError(f"nothing to resume: {work_dir} holds no tuning plan ({PLAN_FILE}); tune without --resume")
+        old = require_plan(work_dir)
         by_key = dict(zip(keys, tasks))
         missing = [t.name for t in old.tasks if t.key not in by_key]
         if missing:
@@ -176,7 +192,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
         todo = [t for t, has in zip(tasks, with_records) if not has]
         if not todo or (trials_per_task <= 0 and not minutes):
             return info
-        costs, kind = task_costs(todo, target, True, progress)
+        costs, kind = task_costs(todo, target, rpc is None, progress)
         plan = new_plan([TaskPlan(task_key(t), t.task_name, int(t.weight), c) for t, c in zip(todo, costs)],
                         trials_per_task, minutes, kind)
         plan.save(work_dir)
@@ -196,7 +212,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
         bar = tqdm(total=None, initial=done0, unit="trial", disable=not progress, dynamic_ncols=True,
                    desc=f"tuning {len(todo)} tasks for {plan.minutes:g} min")
     try:
-        with tuning_workers(1) as (builder, runner):
+        with tuning_workers(1, rpc=rpc) as (builder, runner):
             # A smaller evolutionary population than TVM's default (512 x 4 generations): with
             # budgets of tens of trials per task the search, not the measuring, dominated.
             strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
@@ -231,7 +247,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(Path(job_path).read_text())
     try:
         info = tune_here([tvm.ir.load_json(m) for m in job["mods"]], tvm.ir.load_json(job["target"]), job["work_dir"],
-                         job["trials_per_task"], job["progress"], job["minutes"], job["resume"])
+                         job["trials_per_task"], job["progress"], job["minutes"], job["resume"], job["rpc"])
         answer = {"info": info}
     except AutonlError as e:
         answer = {"error": str(e)}
