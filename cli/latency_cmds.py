@@ -132,6 +132,9 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
     parent = Path(out).resolve().parent
     if not parent.is_dir():
         raise AutonlError(f"--out {out}: folder {parent} does not exist")
+    if resume:
+        from autonl.backends.tvm.tuning import require_plan
+        require_plan(out)
     lock_output(out, "tune-space")
     graph = _space_graph(space_target, space, resolution, width, classes)
     log = lambda m: click.echo(m, err=True)  # noqa: E731

@@ -123,5 +123,6 @@ def tune_space(graph: Graph, out: str | Path, target_name: str, trials_per_task:
                           f"tune-space --target host")
     tvm_target = tvm.target.Target(target.target_dict())
     mods = space_modules(graph, tvm_target, progress=progress)
-    log(f"{len(mods)} modules ({len(mods) - 2} distinct blocks and 2 sub-networks) of space '{graph.name}'")
+    log(f"space '{graph.name}': {len(mods) - 2} distinct windows (blocks between two cuts, under each combination "
+        f"of their choices) and 2 random sub-networks")
     return tune(mods, tvm_target, str(out), trials_per_task, progress, minutes, resume)

@@ -1,0 +1,104 @@
+"""How tuning spends its budget (allocation by share of the time) and `autonl tune-space`:
+one database for a search space that every derived network compiles against with no new
+trials."""
+import json
+import random
+import subprocess
+
+import pytest
+
+from autonl.backends.loading import deploy_model, load_model_or_graph
+from autonl.backends.onnx.export import export_onnx
+from autonl.backends.tvm import get_target
+from autonl.backends.tvm.compile import pre_tuning, to_relax
+from autonl.backends.tvm.schedule import allocate
+from autonl.backends.tvm.space import space_graphs, windows
+from autonl.backends.tvm.tuning import tune
+from autonl.ir import load_graph
+from autonl.passes import PassManager, SearchSpace, search_space_pipeline
+
+from helpers import assert_one_line_error
+from test_latency import SMALL_SPACE, TINY_SPACE
+
+
+def test_allocation_follows_the_shares_in_whole_batches():
+    assert allocate([0.9, 0.05, 0.05], 100, 10) == [80, 10, 10]
+    assert allocate([1.0, 0.0, 0.0, 0.0], 64, 16) == [16] * 4       # a batch each, even at no share
+    assert allocate([0.5, 0.5], 10, 16) == [16, 16]                 # the batch is the floor
+    capped = allocate([0.8, 0.1, 0.1], 600, 10, cap=300)
+    assert capped[0] == 300 and sum(capped) <= 600 and capped[1] == capped[2] > 10   # the cap's excess shared
+    for shares in ([0.3, 0.3, 0.4], [0.01] * 7 + [0.93]):
+        a = allocate(shares, 400, 8)
+        assert sum(a) <= 400 and all(x >= 8 and x % 8 == 0 for x in a)
+        assert a[-1] == max(a)
+
+
+def _space(tmp_path, res=32):
+    (tmp_path / "tiny.ir").write_text(TINY_SPACE.format(res=res))
+    (tmp_path / "small.toml").write_text(SMALL_SPACE)
+    return PassManager(list(search_space_pipeline(str(tmp_path / "small.toml"))))(
+        load_graph(tmp_path / "tiny.ir")).graph
+
+
+def _mod(graph, target):
+    model = load_model_or_graph(graph, 0)
+    mod, _ = to_relax(export_onnx(deploy_model(model)), list(graph.inputs[next(iter(graph.inputs))].shape))
+    return pre_tuning(mod, target, True)
+
+
+def test_windows_cut_the_space_between_blocks(tmp_path):
+    graph = _space(tmp_path)
+    pieces = windows(graph)
+    relaxed = [n.name for n in graph if n.relaxed]
+    assert sorted(n.name for w in pieces for n in w if n.relaxed) == sorted(relaxed)   # each relaxed node once
+    assert all(len(w.inputs) == 1 for w in pieces)
+    graphs = space_graphs(graph)
+    assert sum(1 for k in graphs if k.startswith("sub-network")) == 2
+    assert all(not g.relaxed for g in graphs.values())
+
+
+def test_tune_space_covers_every_derived_network(cli, tmp_path):
+    import tvm
+    graph = _space(tmp_path)
+    db = tmp_path / "db"
+    proc = cli("tune-space", str(tmp_path / "tiny.ir"), "--space", str(tmp_path / "small.toml"),
+               "--tune-trials", "1", "--out", str(db), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    n = int(proc.stdout.split(" distinct workloads")[0].split()[-1])
+    assert f"covers {n} of them" in proc.stdout
+    plan = json.loads((db / "tuning_plan.json").read_text())
+    assert len(plan["tasks"]) == n and plan["cost"] == "untuned time"
+    # every network of the space (all 32 here) finds every one of its kernels in the database
+    target = tvm.target.Target(get_target("host").target_dict())
+    space = SearchSpace(graph)
+    nets = [space.freeze(d) for d in space.grid()]
+    assert len(nets) == space.size() == 32
+    info = tune([_mod(g, target) for g in nets], target, str(db), 0)
+    assert info["tasks_covered"] == info["tasks"] and info["trials_run"] == 0
+    # and `autonl compile --tuning-dir` says so, with no new trials
+    derived = tmp_path / "derived.ir"
+    from autonl.ir import render
+    derived.write_text(render(space.freeze(space.random(random.Random(3))), "text"))
+    proc = cli("compile", str(derived), "--backend", "tvm", "--tuning-dir", str(db), "--out", str(tmp_path / "c"))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    t = manifest["tuning"]
+    assert t["trials_run"] == 0 and t["tasks_covered"] == t["tasks"] and manifest["tuned"]
+    assert f"covers {t['tasks']} of the {t['tasks']} tasks" in proc.stderr
+    assert manifest["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+
+
+def test_tune_space_bad_input_is_one_line(cli, tmp_path):
+    _space(tmp_path)
+    base = ["tune-space", str(tmp_path / "tiny.ir"), "--space", str(tmp_path / "small.toml")]
+    assert_one_line_error(cli(*base, "--out", str(tmp_path / "db")), "budget")
+    assert_one_line_error(cli(*base, "--tune-trials", "1", "--target", "nosuch", "--out", str(tmp_path / "db")),
+                          "nosuch")
+    assert_one_line_error(cli(*base, "--resume", "--out", str(tmp_path / "db")), "nothing to resume")
+    assert_one_line_error(cli(*base, "--tune-trials", "1", "--out", str(tmp_path / "no" / "db")), "does not exist")
+    assert not (tmp_path / "db").exists()
+    g = tmp_path / "plain.ir"
+    from helpers import TINY_IR
+    g.write_text(TINY_IR)
+    assert_one_line_error(cli("tune-space", str(g), "--space", "none", "--tune-trials", "1", "--out",
+                              str(tmp_path / "db")), "")
