@@ -3,9 +3,7 @@ one database for a search space that every derived network compiles against with
 trials."""
 import json
 import random
-import subprocess
 
-import pytest
 
 from autonl.backends.loading import deploy_model, load_model_or_graph
 from autonl.backends.onnx.export import export_onnx

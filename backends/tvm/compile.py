@@ -119,6 +119,24 @@ def _has(vm, name: str) -> bool:
         return False
 
 
+def _sizes(mod) -> dict:
+    """Elements of a kernel's weight (its layout-free buffer, with prepacking) and output."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    func = next(iter(mod.functions.values()))
+    infos = ArgInfo.from_entry_func(mod, remove_preproc=True)
+
+    def numel(info) -> int:
+        n = 1
+        for d in info.shape:
+            n *= int(d)
+        return n
+
+    free = [int(i) for i in (func.attrs.get("layout_free_buffers", []) if func.attrs else [])]
+    weights = [infos[i] for i in free if i < len(infos)]
+    return {"weight_numel": numel(weights[0]) if weights else 0, "out_numel": numel(infos[-1]) if infos else 0}
+
+
 def layer_report(mod, target, work_dir: str) -> list[dict]:
     """Per layer (MetaSchedule task: one fused kernel and how often the model calls it): the
     kernel's time untuned (TVM's default lowering) and with the database's best schedule."""
@@ -136,7 +154,7 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
         untuned = time_prim(prim, target, dev)
         tuned = time_prim(sch.mod, target, dev) if sch is not None else None
         rows.append({"layer": task.task_name, "calls": int(task.weight), "untuned_us": untuned, "tuned_us": tuned,
-                     "speedup": untuned / tuned if tuned else None})
+                     "speedup": untuned / tuned if tuned else None, **_sizes(prim)})
     rows.sort(key=lambda r: -r["untuned_us"] * r["calls"])
     return rows
 
