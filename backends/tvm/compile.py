@@ -45,15 +45,15 @@ from .tuning import time_prim, tune
 
 def to_relax(onnx_model, shape: list[int]):
     """(IRModule, params list) for a fixed input shape; transposes feeding a matmul are read
-    in place by the matmul (:mod:`.lowering`)."""
+    in place by the matmul, sigmoids use a vectorizable exp (:mod:`.lowering`)."""
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
-    from .lowering import fold_transposes_into_matmuls
+    from .lowering import fast_sigmoid, fold_transposes_into_matmuls
 
     name = onnx_model.graph.input[0].name
     mod = from_onnx(onnx_model, shape_dict={name: shape}, keep_params_in_input=True)
-    mod, params = detach_params(fold_transposes_into_matmuls(mod))
+    mod, params = detach_params(fast_sigmoid(fold_transposes_into_matmuls(mod)))
     return mod, params.get("main", [])   # a model without weights has none
 
 

@@ -13,7 +13,13 @@ SIGKILL, a power cut) can be resumed (``--resume``) with the records and the bud
 
 Allocation (:func:`allocate`): every task gets one batch of trials (a data-movement kernel
 with a small share gets no more), the rest of the budget goes in proportion to the shares,
-no task above :data:`MAX_TRIALS_PER_TASK` (what it would not use is shared out again).
+no task above :data:`MAX_TRIALS_PER_TASK` (what it would not use is shared out again). The
+shares follow the time as tuning goes (:meth:`Plan.shares_now`): the untuned times only
+order the first round; from then on a task's share is its best measured time times its
+calls. (Untuned shares alone mislead: on AutoNL-S at 224 the 1x1 convolutions took 70% of
+the untuned time and became 20-40x faster in their first batches, while the 112x112
+depthwise convolutions, a few percent untuned, stayed at 2 ms each and became the largest
+tuned kernels.)
 :func:`time_scheduler` picks, each time, the task furthest behind its allocation (every task
 gets its first batch before any gets a second, largest share first), joins the batch it sent
 right away so that its records reach the database at once, and stops at the deadline of a
@@ -76,6 +82,7 @@ class TaskPlan:
     share: float = 0.0
     alloc: int = 0
     done: int = 0
+    best_us: float | None = None     # the fastest candidate measured so far
     closed: bool = False    # MetaSchedule ended it early: its search space had no more candidates
 
 
@@ -102,9 +109,22 @@ class Plan:
     def trials_done(self) -> int:
         return sum(t.done for t in self.tasks)
 
+    def shares_now(self) -> list[float]:
+        """Each task's share of the time as it stands: once every open task has a measured
+        candidate, its best time times its calls (a kernel tuning has already made fast needs
+        fewer trials than one that stays slow); before that, the shares the plan began with."""
+        open_ = [t for t in self.tasks if not t.closed]
+        if not open_ or any(t.best_us is None for t in open_):
+            return [t.share for t in self.tasks]
+        cost = [0.0 if t.closed else t.best_us * t.calls for t in self.tasks]
+        whole = sum(cost) or 1.0
+        return [c / whole for c in cost]
+
     def reallocate(self, total: int) -> None:
-        for t, a in zip(self.tasks, allocate([t.share for t in self.tasks], total, self.batch)):
-            t.alloc = a
+        """Allocations for a budget of ``total`` trials by the shares as they stand (never
+        below what a task has already had)."""
+        for t, a in zip(self.tasks, allocate(self.shares_now(), total, self.batch)):
+            t.alloc = max(a, t.done)
 
     def to_json(self) -> dict:
         return {"format": "autonl-tuning-plan", "version": 1, "trials_per_task": self.trials_per_task,
@@ -159,7 +179,6 @@ def time_scheduler(plan: Plan, work_dir: str, start: float, on_batch=lambda n: N
         def __init__(self):
             super().__init__()
             self.running: int | None = None
-            self.order = {}           # minutes only: the allocation the estimate gives, for the order
 
         def _join(self) -> None:
             i, self.running = self.running, None
@@ -169,8 +188,16 @@ def time_scheduler(plan: Plan, work_dir: str, start: float, on_batch=lambda n: N
                 plan.tasks[i].closed = True
                 n = 0
             else:
-                n = len(_ffi_api.TaskSchedulerJoinRunningTask(self._outer(), i))   # records reach the database
-                plan.tasks[i].done += n
+                results = _ffi_api.TaskSchedulerJoinRunningTask(self._outer(), i)   # records reach the database
+                n = len(results)
+                t = plan.tasks[i]
+                t.done += n
+                times = [sorted(float(x) for x in r.run_secs)[len(r.run_secs) // 2] * 1e6
+                         for r in results if r.error_msg is None and r.run_secs]
+                if times:
+                    t.best_us = min(times + ([t.best_us] if t.best_us is not None else []))
+                if plan.trials_per_task > 0:
+                    plan.reallocate(plan.total)
             plan.seconds = spent_before + time.time() - start
             plan.save(work_dir)
             on_batch(n)
@@ -179,11 +206,12 @@ def time_scheduler(plan: Plan, work_dir: str, start: float, on_batch=lambda n: N
             if plan.trials_per_task > 0:
                 return [t.alloc for t in plan.tasks]
             done = plan.trials_done()
-            if done == 0 or deadline is None:
-                return [t.share for t in plan.tasks]
+            shares = plan.shares_now()
+            if done == done_at_start or deadline is None:
+                return shares
             rate = (time.time() - start) / max(1, done - done_at_start)
             total = done + max(0.0, deadline - time.time()) / max(rate, 1e-3)
-            return allocate([t.share for t in plan.tasks], int(total), plan.batch)
+            return allocate(shares, int(total), plan.batch)
 
         def next_task_id(self) -> int:
             self._join()
@@ -195,7 +223,7 @@ def time_scheduler(plan: Plan, work_dir: str, start: float, on_batch=lambda n: N
             for i, t in enumerate(plan.tasks):
                 if tasks[i].is_terminated or t.closed or t.done >= t.alloc:
                     continue
-                key = (t.done / max(targets[i], 1e-12), -t.share)
+                key = (t.done / max(targets[i], 1e-12), -t.share)   # first batches: largest share first
                 if best_key is None or key < best_key:
                     best, best_key = i, key
             self.running = best if best >= 0 else None
