@@ -88,4 +88,4 @@ def autonl_path():
 
 def test_tuning_a_cross_target_is_refused(cli, tmp_path):
     assert_one_line_error(cli("compile", "autonl-s", "-r", "32", "--backend", "tvm", "--target", "arm64",
-                              "--tune-trials", "4", "--out", tmp_path / "o"), "tune with --target host")
+                              "--tune-trials", "4", "--out", tmp_path / "o"), "--tune-rpc HOST:PORT")

@@ -1,0 +1,138 @@
+"""A space-wide tuning database against tuning each network by itself.
+
+`autonl tune-space` tunes every distinct workload of a search space once; a network derived
+from the space then compiles with that database and no new trials. This benchmark checks the
+claim that this costs nothing at run time: it tunes one database for a small space (a stem,
+three MBConv blocks with kernel 3/5 and skip choices, a LightNL candidate after each), then,
+for a few networks derived from the space at random, (a) compiles against the space's
+database (0 new trials: counted) and (b) tunes the network by itself with the same trials per
+task, and times both builds in alternating rounds (median of all calls).
+
+    python benchmarks/tune_space.py [--out runs/tune-space-bench] [--trials 16] [--nets 3]
+                                    [--resolution 64] [--rounds 20] [--calls 20] [--json F]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from autonl.backends.loading import deploy_model, load_model_or_graph, reference_input
+from autonl.backends.onnx.export import export_onnx
+from autonl.backends.tvm import get_target
+from autonl.backends.tvm.compile import build, pre_tuning, to_relax, vm_runner
+from autonl.backends.tvm.space import tune_space
+from autonl.backends.tvm.tuning import tune
+from autonl.ir import parse_graph
+from autonl.passes import PassManager, SearchSpace, search_space_pipeline
+
+SPACE_IR = """
+graph smallspace(%x: f32[1,3,{res},{res}]) {{
+  %stem = conv2d(%x) {{out=16, k=3, s=2}}
+  %stem_bn = batch_norm(%stem)
+  %stem_act = relu6(%stem_bn)
+  %mbconv_0 = mbconv(%stem_act) {{out=16, e=1, k=3}}
+  %mbconv_1 = mbconv(%mbconv_0) {{out=24, e=6, k=3, s=2}}
+  %mbconv_2 = mbconv(%mbconv_1) {{out=24, e=6, k=3}}
+  %add_2 = add(%mbconv_2, %mbconv_1)
+  %head = conv2d(%add_2) {{out=128, k=1}}
+  %head_bn = batch_norm(%head)
+  %head_act = relu6(%head_bn)
+  %pool = global_avg_pool(%head_act)
+  %flat = flatten(%pool)
+  %fc = linear(%flat) {{out=10}}
+  return %fc
+}}
+"""
+
+SPACE_TOML = """
+[lightnl]
+ratios = [0.25]
+strides = [2]
+optional = true
+norm = "l2"
+
+[[choice]]
+op = "mbconv"
+attr = "k"
+options = [3, 5]
+nodes = "mbconv_[12]"
+
+[[choice]]
+op = "mbconv"
+attr = "skip"
+options = [false, true]
+nodes = "mbconv_2"
+only_valid = true
+"""
+
+
+def main() -> None:
+    import tvm
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/tune-space-bench")
+    ap.add_argument("--trials", type=int, default=16, help="trials per task, on average, for both")
+    ap.add_argument("--nets", type=int, default=3)
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "space.toml").write_text(SPACE_TOML)
+    graph = PassManager(["shape-inference", *search_space_pipeline(str(out / "space.toml"))])(
+        parse_graph(SPACE_IR.format(res=args.resolution))).graph
+    target = tvm.target.Target(get_target("host").target_dict())
+    t0 = time.time()
+    info = tune_space(graph, out / "space-db", "host", args.trials, None, False, log=print)
+    print(f"tune-space: {info['tasks']} distinct workloads, {info['trials_run']} trials, "
+          f"{time.time() - t0:.0f} s", flush=True)
+    space = SearchSpace(graph)
+    rng = random.Random(args.seed)
+    rows = []
+    for k in range(args.nets):
+        derived = space.freeze(space.random(rng))
+        model = load_model_or_graph(derived, 0)
+        shape = list(derived.inputs[next(iter(derived.inputs))].shape)
+        mod, params = to_relax(export_onnx(deploy_model(model)), shape)
+        pre = pre_tuning(mod, target, True)
+        covered = tune(pre, target, str(out / "space-db"), 0)          # counts only
+        t1 = time.time()
+        own = tune(pre, target, str(out / f"own-{k}"), args.trials, progress=False)
+        own_s = time.time() - t1
+        runners = {"space-db": vm_runner(*build(mod, target, params, True, str(out / "space-db"))),
+                   "own": vm_runner(*build(mod, target, params, True, str(out / f"own-{k}")))}
+        x = reference_input(derived)
+        times = {name: [] for name in runners}
+        for fn in runners.values():
+            for _ in range(5):
+                fn(x)
+        for _ in range(args.rounds):
+            for name, fn in runners.items():
+                for _ in range(args.calls):
+                    s = time.perf_counter()
+                    fn(x)
+                    times[name].append(time.perf_counter() - s)
+        ms = {n: statistics.median(v) * 1e3 for n, v in times.items()}
+        row = {"net": k, "tasks": covered["tasks"], "covered_by_space_db": covered["tasks_covered"],
+               "new_trials_with_space_db": covered["trials_run"], "own_trials": own["trials_run"],
+               "own_tuning_s": own_s, "space_db_ms": ms["space-db"], "own_ms": ms["own"],
+               "ratio": ms["space-db"] / ms["own"]}
+        rows.append(row)
+        print(f"network {k}: {row['tasks']} tasks, space database covers {row['covered_by_space_db']} (0 new "
+              f"trials); with it {row['space_db_ms']:.3f} ms, tuned by itself ({row['own_trials']} trials, "
+              f"{own_s:.0f} s) {row['own_ms']:.3f} ms: ratio {row['ratio']:.3f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "space": info, "networks": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
