@@ -115,11 +115,13 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
               help="Trials, on average per distinct workload (spread by share of the untuned time).")
 @click.option("--tune-minutes", type=ranged(Range(0, None, lo_open=True, integer=False)), help="A tuning budget in minutes.")
 @click.option("--resume", is_flag=True, help="Finish the interrupted tuning run in --out.")
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
+              help="The layout of the kernels (as autonl compile --backend tvm --layout).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
               help="The tuning database folder (an existing database is added to: workloads with records are "
                    "not tuned again).")
 def tune_space_cmd(space_target, target_name, resolution, width, classes, space, tune_trials, tune_minutes, resume,
-                   out):
+                   layout, out):
     """Tune one TVM database for a whole search space: every distinct kernel of its blocks (and
     of its fixed part), once. Any network derived from the space then compiles with
     `autonl compile --backend tvm --tuning-dir OUT` and no new trials."""
@@ -138,7 +140,7 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
     lock_output(out, "tune-space")
     graph = _space_graph(space_target, space, resolution, width, classes)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log)
+    info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log, layout=layout)
     click.echo(f"{info['tasks']} distinct workloads ({info['tasks_with_records']} already in the database); "
                f"{info['trials_run']} new trials in {info['seconds']:.0f} s; the database covers "
                f"{info['tasks_covered']} of them")

@@ -27,7 +27,10 @@ class TvmBackend(Backend):
         Option("resume", False, "Finish the tuning run that was interrupted in the tuning database (its plan, "
                "records and budget are kept as they are measured).", bool),
         Option("tuning_dir", None, "The tuning database (default OUT/tuning)."),
-        Option("no_prepack", False, "No weight-layout prepacking after tuning.", bool),
+        Option("no_prepack", False, "No weight-layout prepacking after tuning (the network then stays NCHW).", bool),
+        Option("layout", "nhwc", "The activations' layout in tuned builds: nhwc (convolutions vectorize over "
+               "channels) or nchw (the ONNX model's own); a tuning database holds one layout's kernels.",
+               ("nhwc", "nchw")),
     )
 
     def compile(self, model, out, options, log):
@@ -41,7 +44,7 @@ class TvmBackend(Backend):
             raise AutonlError(f"--tune-minutes must be > 0 (got {o['tune_minutes']:g})")
         return compile_tvm(model, out, target, trials_per_task=o["tune_trials"], prepack=not o["no_prepack"],
                            tuning_dir=o["tuning_dir"], log=log, minutes=o["tune_minutes"], resume=o["resume"],
-                           rpc=o["tune_rpc"], rpc_key=o["tune_rpc_key"])
+                           rpc=o["tune_rpc"], rpc_key=o["tune_rpc_key"], layout=o["layout"])
 
     def load(self, folder):
         """The host library as a Relax VM runner; the library and its parameters are checked
@@ -67,4 +70,4 @@ class TvmBackend(Backend):
         if o["tune_trials"] or o["tune_minutes"] or o["resume"] or o["tune_rpc"]:
             raise AutonlError("timing does not tune: tune with autonl compile --backend tvm --tune-trials N, then "
                               "give its database with --tuning-dir")
-        return tvm_timer(model, threads, o["target"], o["tuning_dir"], not o["no_prepack"], rpc)
+        return tvm_timer(model, threads, o["target"], o["tuning_dir"], not o["no_prepack"], rpc, o["layout"])

@@ -96,7 +96,8 @@ def space_graphs(graph: Graph, networks: int = 2, seed: int = 0) -> dict[str, Gr
     return out
 
 
-def space_modules(graph: Graph, target, prepack: bool = True, networks: int = 2, progress: bool = True) -> list:
+def space_modules(graph: Graph, target, prepack: bool = True, networks: int = 2, progress: bool = True,
+                  layout: str = "nhwc") -> list:
     """The Relax modules (lowered up to tuning) of :func:`space_graphs`."""
     mods = []
     graphs = space_graphs(graph, networks)
@@ -105,12 +106,12 @@ def space_modules(graph: Graph, target, prepack: bool = True, networks: int = 2,
         model = load_model_or_graph(g, 0)
         shape = list(g.inputs[next(iter(g.inputs))].shape)
         mod, _ = to_relax(export_onnx(deploy_model(model)), shape)
-        mods.append(pre_tuning(mod, target, prepack))
+        mods.append(pre_tuning(mod, target, prepack, layout))
     return mods
 
 
 def tune_space(graph: Graph, out: str | Path, target_name: str, trials_per_task: int, minutes: float | None,
-               resume: bool, progress: bool = True, log=lambda m: None) -> dict:
+               resume: bool, progress: bool = True, log=lambda m: None, layout: str = "nhwc") -> dict:
     """Tune every distinct workload of the space into the database ``out``; returns the counts."""
     import tvm
 
@@ -122,7 +123,7 @@ def tune_space(graph: Graph, out: str | Path, target_name: str, trials_per_task:
         raise AutonlError(f"tuning measures on the target's CPU; target '{target.name}' is not this machine: "
                           f"tune-space --target host")
     tvm_target = tvm.target.Target(target.target_dict())
-    mods = space_modules(graph, tvm_target, progress=progress)
+    mods = space_modules(graph, tvm_target, progress=progress, layout=layout)
     log(f"space '{graph.name}': {len(mods) - 2} distinct windows (blocks between two cuts, under each combination "
         f"of their choices) and 2 random sub-networks")
     return tune(mods, tvm_target, str(out), trials_per_task, progress, minutes, resume)

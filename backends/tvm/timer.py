@@ -40,7 +40,8 @@ def rpc_session(addr: str):
     return _SESSIONS[addr]
 
 
-def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, prepack: bool, rpc: str | None):
+def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, prepack: bool, rpc: str | None,
+              layout: str = "nhwc"):
     import tvm
 
     target = get_target(target_name)
@@ -53,7 +54,7 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
     tuned = tuning_dir is not None and (Path(tuning_dir) / "database_tuning_record.json").exists()
     if tuning_dir is not None and not tuned:
         raise AutonlError(f"--tuning-dir {tuning_dir}: no tuning database there (database_tuning_record.json)")
-    ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None)
+    ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None, layout)
     x = reference_input(model.graph, batch=1)
     transform = "main_transform_params" if prepack and tuned else None
     if rpc is None:
