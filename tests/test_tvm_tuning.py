@@ -100,3 +100,30 @@ def test_tune_space_bad_input_is_one_line(cli, tmp_path):
     g.write_text(TINY_IR)
     assert_one_line_error(cli("tune-space", str(g), "--space", "none", "--tune-trials", "1", "--out",
                               str(tmp_path / "db")), "")
+
+
+def test_layouts_nhwc_by_default_nchw_on_request(cli, tmp_path):
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    graph = _space(tmp_path)
+    net = space_graphs(graph)["sub-network 0"]
+    target = tvm.target.Target(get_target("host").target_dict())
+    model = load_model_or_graph(net, 0)
+    res = int(net.inputs[next(iter(net.inputs))].shape[-1])
+    mod, _ = to_relax(export_onnx(deploy_model(model)), [1, 3, res, res])
+
+    def stem_input(layout):
+        tasks = ms.relax_integration.extract_tasks(pre_tuning(mod, target, True, layout), target)
+        convs = [t.dispatched[0] for t in tasks if "conv2d" in t.task_name]
+        # the stem's convolution: the one whose data buffer has the 3 input channels
+        shapes = [[int(d) for d in ArgInfo.from_entry_func(m, remove_preproc=True)[0].shape] for m in convs]
+        return next(s for s in shapes if 3 in s[1:2] + s[3:4])
+
+    assert stem_input("nchw") == [1, 3, res, res]
+    assert stem_input("nhwc") == [1, res, res, 3]
+    from autonl.ir import render
+    (tmp_path / "net.ir").write_text(render(net, "text"))
+    assert_one_line_error(cli("compile", str(tmp_path / "net.ir"), "--backend", "tvm", "--layout", "nchwc",
+                              "--out", str(tmp_path / "c")), "layout")
+    assert not (tmp_path / "c").exists()
