@@ -13,7 +13,7 @@ tuning, run through the Relax VM; built per batch size, since TVM builds static 
 with ``--tvm-tune-trials N`` and/or ``--tvm-tune-minutes M`` ``tvm-tuned``: MetaSchedule with
 that budget spread by the tasks' share of the time, weight prepacking, as `autonl compile
 --tune-trials N --tune-minutes M` does. Its database lives in
-``--tuning-dir``/<net>-b<batch>-r<resolution> and is reused: with ``--tvm-tuned`` (no budget)
+``--tuning-dir``/<net>-b<batch>-r<resolution>-<layout> and is reused: with ``--tvm-tuned`` (no budget)
 the database there is applied with no new trials (a database from `autonl compile` or
 `autonl tune-space` can be copied or linked there).
 
@@ -54,13 +54,14 @@ def tvm_runner(fp32, shape):
     return vm_runner(ex, main_params)
 
 
-def tvm_tuned_runner(fp32, shape, trials: int, minutes: float | None, work_dir: str, layers: int, threads: int):
+def tvm_tuned_runner(fp32, shape, trials: int, minutes: float | None, work_dir: str, layers: int, threads: int,
+                     layout: str = "nhwc"):
     import tvm
 
     from autonl.backends.tvm import get_target
     from autonl.backends.tvm.compile import build, layer_report, pre_tuning, to_relax, tune, vm_runner
     target = tvm.target.Target(get_target("host").target_dict())
-    mod, params = to_relax(fp32, shape)
+    mod, params = to_relax(fp32, shape, layout)
     info = tune(pre_tuning(mod, target, True), target, work_dir, trials, minutes=minutes)
     print(f"  tuning {work_dir}: {info['tasks']} tasks, {info['tasks_with_records']} already had records, "
           f"{info['trials_run']} new trials in {info['seconds']:.0f} s; the database covers {info['tasks_covered']}",
@@ -147,7 +148,7 @@ def print_layer_gap(rows: list[dict], fp32, shape, threads: int, top: int) -> No
 
 def runners_for(name: str, resolution: int, threads: int, batch: int, tune_trials: int = 0,
                 tuning_dir: str = "runs/bench-tuning", tune_minutes: float | None = None, tuned: bool = False,
-                layers: int = 0) -> dict:
+                layers: int = 0, layout: str = "nhwc") -> dict:
     model = load_model_or_graph(build_preset(name, resolution=resolution))
     fp32 = export_onnx(deploy_model(model))
     calib = [reference_input(model.graph, batch=8, seed=s) for s in range(4)]
@@ -163,8 +164,8 @@ def runners_for(name: str, resolution: int, threads: int, batch: int, tune_trial
                "tvm-untuned": tvm_runner(fp32, shape)}
     if tune_trials > 0 or tune_minutes or tuned:
         runners["tvm-tuned"] = tvm_tuned_runner(fp32, shape, tune_trials, tune_minutes,
-                                                os.path.join(tuning_dir, f"{name}-b{batch}-r{resolution}"), layers,
-                                                threads)
+                                                os.path.join(tuning_dir, f"{name}-b{batch}-r{resolution}-{layout}"),
+                                                layers, threads, layout)
     return runners
 
 
@@ -197,6 +198,7 @@ def main() -> None:
     ap.add_argument("--tvm-tuned", action="store_true", help="add tvm-tuned from the database there, no new trials")
     ap.add_argument("--layers", type=int, default=15, help="per-layer table rows for tuned builds (0: none)")
     ap.add_argument("--tuning-dir", default="runs/bench-tuning", help="where the tuning databases live")
+    ap.add_argument("--tvm-layout", choices=["nhwc", "nchw"], default="nhwc", help="tvm-tuned's layout (--layout)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     results = []
@@ -205,7 +207,7 @@ def main() -> None:
     for name in args.nets.split(","):
         for batch in map(int, args.batches.split(",")):
             runners = runners_for(name, args.resolution, args.threads, batch, args.tvm_tune_trials, args.tuning_dir,
-                                  args.tvm_tune_minutes, args.tvm_tuned, args.layers)
+                                  args.tvm_tune_minutes, args.tvm_tuned, args.layers, args.tvm_layout)
             x = reference_input(build_preset(name, resolution=args.resolution), batch=batch)
             t = measure(runners, x, args.rounds, args.calls)
             results.append({"net": name, "batch": batch, "ms": {k: v * 1e3 for k, v in t.items()}})

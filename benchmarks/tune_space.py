@@ -102,7 +102,7 @@ def main() -> None:
         derived = space.freeze(space.random(rng))
         model = load_model_or_graph(derived, 0)
         shape = list(derived.inputs[next(iter(derived.inputs))].shape)
-        mod, params = to_relax(export_onnx(deploy_model(model)), shape)
+        mod, params = to_relax(export_onnx(deploy_model(model)), shape, "nhwc")   # tuned, prepacked
         pre = pre_tuning(mod, target, True)
         covered = tune(pre, target, str(out / "space-db"), 0)          # counts only
         t1 = time.time()

@@ -43,43 +43,74 @@ from .targets import NamedTarget, require_cc
 from .tuning import time_prim, tune
 
 
-def to_relax(onnx_model, shape: list[int]):
+def to_relax(onnx_model, shape: list[int], layout: str = "nchw"):
     """(IRModule, params list) for a fixed input shape; transposes feeding a matmul are read
-    in place by the matmul, sigmoids use a vectorizable exp (:mod:`.lowering`)."""
+    in place by the matmul, sigmoids use a vectorizable exp (:mod:`.lowering`).
+
+    ``layout="nhwc"`` (tuned builds, :func:`layout_for`): Relax's ConvertLayout runs the
+    convolutions in NHWC with OHWI weights before those rewrites (after them, the swish's
+    sigmoid would be an opaque kernel that ConvertLayout wraps in transposes), and the
+    weights' own transforms are applied here, once: ``main`` takes the weights laid out, and
+    neither tuning nor the deployed library ever sees a weight transpose.
+
+    NHWC for tuned builds: equal-budget MetaSchedule runs on AutoNL-S's convolutions measured
+    depthwise kernels at 14x14 and the 224x224 stem about 2x and 1.6x faster in NHWC (the
+    vectorized axis is the channel, not a 14- or 7-wide row), 1x1 convolutions at 7x7 within
+    10% (``benchmarks/tvm_layouts.py``, README "Layout"). The ONNX model stays NCHW: the
+    activation transforms sit at the input, around LightNL's reshapes and at the classifier."""
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
     from .lowering import fast_sigmoid, fold_transposes_into_matmuls
 
+    if layout not in LAYOUTS:
+        raise AutonlError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
     name = onnx_model.graph.input[0].name
     mod = from_onnx(onnx_model, shape_dict={name: shape}, keep_params_in_input=True)
-    mod, params = detach_params(fast_sigmoid(fold_transposes_into_matmuls(mod)))
-    return mod, params.get("main", [])   # a model without weights has none
+    mod, params = detach_params(mod)
+    params = params.get("main", [])   # a model without weights has none
+    if layout == "nhwc":
+        mod, params = _nhwc(mod, params)
+    return fast_sigmoid(fold_transposes_into_matmuls(mod)), params
 
 
 LAYOUTS = ("nhwc", "nchw")
 
 
-def pre_tuning(mod, target, prepack: bool, layout: str = "nhwc"):
-    """The static_shape_tuning pipeline's steps before tuning (TVM 0.27 relax/pipeline.py),
-    after Relax's ConvertLayout to ``layout`` (with prepacking only: the weights' own layout
-    transform is then lifted into ``main_transform_params`` and runs once, not per call).
+def layout_for(layout: str, prepack: bool, tuned: bool) -> str:
+    """The layout a build uses: ``layout`` for tuned, prepacked builds; NCHW otherwise (an
+    untuned NHWC kernel gains nothing, and without prepacking the weights would be
+    transposed on every call)."""
+    if layout not in LAYOUTS:
+        raise AutonlError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+    return layout if prepack and tuned else "nchw"
 
-    NHWC by default: equal-budget MetaSchedule runs on AutoNL-S's convolutions measured
-    depthwise kernels at 14x14 and the 224x224 stem about 2x and 1.6x faster in NHWC (the
-    vectorized axis is the channel, not a 14- or 7-wide row), 1x1 convolutions at 7x7 within
-    10% (README, "TVM layouts"). The ONNX model stays NCHW: the transforms sit at the input,
-    around LightNL's reshapes and at the classifier."""
+
+def _nhwc(mod, params: list):
+    """``mod`` with its convolutions in NHWC/OHWI and ``params`` transformed to match (the
+    weight transforms ConvertLayout inserts are lifted out and run here, once)."""
     import tvm
     from tvm import relax
 
-    if layout not in LAYOUTS:
-        raise AutonlError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
-    seq = []
-    if prepack and layout == "nhwc":
-        seq.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
-    seq += [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
-            relax.get_pipeline("zero")]
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+    if not params:
+        return mod, params
+    mod = relax.transform.LiftTransformParams()(mod)
+    lifted = "main_transform_params"
+    transform = tvm.IRModule({"main": mod[lifted].with_attr("global_symbol", "main")})
+    vm = relax.VirtualMachine(tvm.compile(transform, target=tvm.target.Target("llvm")), tvm.cpu())
+    laid_out = list(vm["main"]([p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(p) for p in params]))
+    mod = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != lifted})
+    return mod, laid_out
+
+
+def pre_tuning(mod, target, prepack: bool):
+    """The static_shape_tuning pipeline's steps before tuning (TVM 0.27 relax/pipeline.py)."""
+    import tvm
+    from tvm import relax
+
+    seq = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+           relax.get_pipeline("zero")]
     if prepack:
         seq.append(relax.transform.AttachAttrLayoutFreeBuffers())
     with target:
@@ -98,13 +129,13 @@ def post_tuning(mod, target, work_dir: str, prepack: bool):
         return tvm.transform.Sequential(seq)(mod)
 
 
-def build(mod, target, params, prepack: bool, work_dir: str | None, layout: str = "nhwc"):
+def build(mod, target, params, prepack: bool, work_dir: str | None):
     """(executable, params for main) for ``mod``: tuned when ``work_dir`` holds a database."""
     import tvm
 
     if work_dir is None:
         return tvm.compile(mod, target=target), params
-    mod = post_tuning(pre_tuning(mod, target, prepack, layout), target, work_dir, prepack)
+    mod = post_tuning(pre_tuning(mod, target, prepack), target, work_dir, prepack)
     with target:
         return tvm.compile(mod, target=target), params
 
@@ -211,13 +242,14 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
     graph = deployed.graph
     onnx_model = export_onnx(deployed)
     shape = list(model.graph.inputs[next(iter(model.graph.inputs))].shape)
-    mod, params = to_relax(onnx_model, shape)
     out_path = Path(out)
     work_dir = str(tuning_dir or out_path / "tuning")
     tuned = tuning_asked or (Path(work_dir) / "database_tuning_record.json").exists()
+    layout = layout_for(layout, prepack, tuned)
+    mod, params = to_relax(onnx_model, shape, layout)
     tuning = None
     if tuned:
-        tuning = tune(pre_tuning(mod, tvm_target, prepack, layout), tvm_target, work_dir, trials_per_task, progress,
+        tuning = tune(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir, trials_per_task, progress,
                       minutes, resume,      # no budget: only counts what the database covers
                       None if rpc is None else {"addr": rpc, "key": rpc_key, "cc": cc})
         if tuning.get("unfinished") and not resume:
@@ -227,7 +259,7 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
             + f"; it covers {tuning['tasks_covered']} of the {tuning['tasks']} tasks (before: "
               f"{tuning['tasks_with_records']})")
     t0 = time.time()
-    ex, main_params = build(mod, tvm_target, params, prepack and tuned, work_dir if tuned else None, layout)
+    ex, main_params = build(mod, tvm_target, params, prepack and tuned, work_dir if tuned else None)
     log(f"built for {target.name} ({json.dumps(target.target_dict())}) in {time.time() - t0:.0f} s")
 
     checks: dict = {}
@@ -252,7 +284,7 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         log(f"latency at batch {shape[0]}: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
             f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
         if tuned:
-            layers = layer_report(pre_tuning(mod, tvm_target, prepack, layout), tvm_target, work_dir)
+            layers = layer_report(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir)
             known = [r for r in layers if r["tuned_us"]]
             u, t = (sum(r[k] * r["calls"] for r in known) for k in ("untuned_us", "tuned_us"))
             log(f"layers: {len(known)} of {len(layers)} tuned; their kernels take {u / 1e3:.2f} ms untuned, "
@@ -296,7 +328,7 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         "library": lib, "runner": runner_info,
         "test_input": "input.npy", "reference_output": "reference_output.npy (PyTorch on this machine)",
         "tuned": tuned, "weight_prepack": bool(prepack and tuned),
-        "layout": layout.upper() if prepack and tuned else "NCHW", "tuning": tuning,
+        "layout": layout.upper(), "tuning": tuning,
         "tuning_dir": work_dir if tuned else None,
         "entry": {"transform_params": "main_transform_params" if prepack and tuned else None, "main": "main",
                   "params_file": "model.params", "params_order": "keys p0000, p0001, ... in call order"},

@@ -25,7 +25,7 @@ from autonl.passes import SearchSpace
 
 from ..loading import deploy_model, load_model_or_graph
 from ..onnx.export import export_onnx
-from .compile import pre_tuning, to_relax
+from .compile import layout_for, pre_tuning, to_relax
 
 
 def windows(graph: Graph) -> list[Graph]:
@@ -105,8 +105,8 @@ def space_modules(graph: Graph, target, prepack: bool = True, networks: int = 2,
                         dynamic_ncols=True):
         model = load_model_or_graph(g, 0)
         shape = list(g.inputs[next(iter(g.inputs))].shape)
-        mod, _ = to_relax(export_onnx(deploy_model(model)), shape)
-        mods.append(pre_tuning(mod, target, prepack, layout))
+        mod, _ = to_relax(export_onnx(deploy_model(model)), shape, layout_for(layout, prepack, True))
+        mods.append(pre_tuning(mod, target, prepack))
     return mods
 
 

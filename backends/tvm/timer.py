@@ -13,7 +13,7 @@ from autonl.ir import AutonlError
 from ..loading import deploy_model, reference_input
 from ..manifest import cpu_name
 from ..onnx.export import export_onnx
-from .compile import build, to_relax, vm_runner
+from .compile import build, layout_for, to_relax, vm_runner
 from .targets import get_target, require_cc
 
 
@@ -50,11 +50,11 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
                           f"(--rpc HOST:PORT), or use --target host")
     tvm_target = tvm.target.Target(target.target_dict())
     shape = list(model.graph.inputs[next(iter(model.graph.inputs))].shape)
-    mod, params = to_relax(export_onnx(deploy_model(model)), shape)
     tuned = tuning_dir is not None and (Path(tuning_dir) / "database_tuning_record.json").exists()
     if tuning_dir is not None and not tuned:
         raise AutonlError(f"--tuning-dir {tuning_dir}: no tuning database there (database_tuning_record.json)")
-    ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None, layout)
+    mod, params = to_relax(export_onnx(deploy_model(model)), shape, layout_for(layout, prepack, tuned))
+    ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None)
     x = reference_input(model.graph, batch=1)
     transform = "main_transform_params" if prepack and tuned else None
     if rpc is None:
