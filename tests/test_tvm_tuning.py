@@ -40,7 +40,8 @@ def _space(tmp_path, res=32):
 
 def _mod(graph, target):
     model = load_model_or_graph(graph, 0)
-    mod, _ = to_relax(export_onnx(deploy_model(model)), list(graph.inputs[next(iter(graph.inputs))].shape), "nhwc")
+    mod, _ = to_relax(export_onnx(deploy_model(model)), list(graph.inputs[next(iter(graph.inputs))].shape), "nhwc",
+                      weights=False)
     return pre_tuning(mod, target, True)       # as tune-space and a tuned compile lower it
 
 

@@ -43,7 +43,7 @@ from .targets import NamedTarget, require_cc
 from .tuning import time_prim, tune
 
 
-def to_relax(onnx_model, shape: list[int], layout: str = "nchw"):
+def to_relax(onnx_model, shape: list[int], layout: str = "nchw", weights: bool = True):
     """(IRModule, params list) for a fixed input shape; transposes feeding a matmul are read
     in place by the matmul, sigmoids use a vectorizable exp (:mod:`.lowering`).
 
@@ -57,7 +57,8 @@ def to_relax(onnx_model, shape: list[int], layout: str = "nchw"):
     depthwise kernels at 14x14 and the 224x224 stem about 2x and 1.6x faster in NHWC (the
     vectorized axis is the channel, not a 14- or 7-wide row), 1x1 convolutions at 7x7 within
     10% (``benchmarks/tvm_layouts.py``, README "Layout"). The ONNX model stays NCHW: the
-    activation transforms sit at the input, around LightNL's reshapes and at the classifier."""
+    activation transforms sit at the input, around LightNL's reshapes and at the classifier.
+    ``weights=False``: the module only (for task extraction), its params list left empty."""
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -70,7 +71,7 @@ def to_relax(onnx_model, shape: list[int], layout: str = "nchw"):
     mod, params = detach_params(mod)
     params = params.get("main", [])   # a model without weights has none
     if layout == "nhwc":
-        mod, params = _nhwc(mod, params)
+        mod, params = _nhwc(mod, params if weights else None)
     return fast_sigmoid(fold_transposes_into_matmuls(mod)), params
 
 
@@ -86,9 +87,10 @@ def layout_for(layout: str, prepack: bool, tuned: bool) -> str:
     return layout if prepack and tuned else "nchw"
 
 
-def _nhwc(mod, params: list):
+def _nhwc(mod, params: list | None):
     """``mod`` with its convolutions in NHWC/OHWI and ``params`` transformed to match (the
-    weight transforms ConvertLayout inserts are lifted out and run here, once)."""
+    weight transforms ConvertLayout inserts are lifted out and run here, once; ``None``: not
+    run, and no params returned)."""
     import tvm
     from tvm import relax
 
@@ -97,9 +99,12 @@ def _nhwc(mod, params: list):
         return mod, params
     mod = relax.transform.LiftTransformParams()(mod)
     lifted = "main_transform_params"
-    transform = tvm.IRModule({"main": mod[lifted].with_attr("global_symbol", "main")})
-    vm = relax.VirtualMachine(tvm.compile(transform, target=tvm.target.Target("llvm")), tvm.cpu())
-    laid_out = list(vm["main"]([p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(p) for p in params]))
+    laid_out = []
+    if params is not None:
+        transform = tvm.IRModule({"main": mod[lifted].with_attr("global_symbol", "main")})
+        vm = relax.VirtualMachine(tvm.compile(transform, target=tvm.target.Target("llvm")), tvm.cpu())
+        laid_out = list(vm["main"]([p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(p)
+                                    for p in params]))
     mod = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != lifted})
     return mod, laid_out
 

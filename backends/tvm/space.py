@@ -105,7 +105,7 @@ def space_modules(graph: Graph, target, prepack: bool = True, networks: int = 2,
                         dynamic_ncols=True):
         model = load_model_or_graph(g, 0)
         shape = list(g.inputs[next(iter(g.inputs))].shape)
-        mod, _ = to_relax(export_onnx(deploy_model(model)), shape, layout_for(layout, prepack, True))
+        mod, _ = to_relax(export_onnx(deploy_model(model)), shape, layout_for(layout, prepack, True), weights=False)
         mods.append(pre_tuning(mod, target, prepack))
     return mods
 
