@@ -95,12 +95,10 @@ def _nhwc(mod, params: list | None):
     from tvm import relax
 
     mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
-    if not params:
-        return mod, params
     mod = relax.transform.LiftTransformParams()(mod)
     lifted = "main_transform_params"
     laid_out = []
-    if params is not None:
+    if params and any(gv.name_hint == lifted for gv in mod.get_global_vars()):
         transform = tvm.IRModule({"main": mod[lifted].with_attr("global_symbol", "main")})
         vm = relax.VirtualMachine(tvm.compile(transform, target=tvm.target.Target("llvm")), tvm.cpu())
         laid_out = list(vm["main"]([p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(p)

@@ -212,11 +212,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
         bar = tqdm(total=None, initial=done0, unit="trial", disable=not progress, dynamic_ncols=True,
                    desc=f"tuning {len(todo)} tasks for {plan.minutes:g} min")
     try:
-        # Candidates build while nothing is timed (each batch is joined before the next):
-        # with a budget of tens of minutes, a second build worker pays back its start-up.
-        long_run = (plan.minutes or 0) >= 10 or sum(t.alloc for t in plan.tasks) >= 1000
-        workers = 2 if long_run and (os.cpu_count() or 1) >= 2 else 1
-        with tuning_workers(workers, rpc=rpc) as (builder, runner):
+        with tuning_workers(1, rpc=rpc) as (builder, runner):
             # A smaller evolutionary population than TVM's default (512 x 4 generations): with
             # budgets of tens of trials per task the search, not the measuring, dominated.
             strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
