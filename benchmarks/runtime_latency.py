@@ -22,6 +22,9 @@ tuned kernel's time (times its calls) against the same layer in onnxruntime's pr
 layer: an op kind with the same weight and output sizes; onnxruntime's NCHWc layouts
 reorder shapes but keep sizes), and the untuned kernel's time.
 
+Every runtime runs with ``--threads`` threads: torch's intra-op threads, onnxruntime's
+intra-op threads, ``TVM_NUM_THREADS`` (also for the tuning's measurements).
+
     python benchmarks/runtime_latency.py [--nets mobilenetv2,autonl-s,autonl-l] [--batches 1,8]
                                          [--rounds 5] [--calls 10] [--threads N] [--json OUT]
                                          [--tvm-tune-trials N] [--tvm-tune-minutes M] [--tvm-tuned]
@@ -201,6 +204,8 @@ def main() -> None:
     ap.add_argument("--tvm-layout", choices=["nhwc", "nchw"], default="nhwc", help="tvm-tuned's layout (--layout)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from autonl.backends.tvm.threads import set_threads
+    set_threads(args.threads)       # TVM's own default is half the CPUs on x86-64; tuning inherits it
     results = []
     print(f"{args.resolution}x{args.resolution}, {args.threads} threads, median of {args.rounds} rounds x "
           f"{args.calls} calls, runtimes alternating; ratio = runtime time / reference time")

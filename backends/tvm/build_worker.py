@@ -122,10 +122,15 @@ def shutdown_pool(pool) -> None:
     pool.shutdown(wait=True)
 
 
-def local_runner(timeout_sec: float = 30.0):
-    """MetaSchedule's ``LocalRunner`` (one worker that times candidates on this CPU), its
-    worker set to die with this process; shut it down with ``shutdown_pool(runner.pool)``."""
+def local_runner(timeout_sec: float = 30.0, threads: int | None = None):
+    """MetaSchedule's ``LocalRunner`` (one worker that times candidates on this CPU with
+    ``threads`` TVM threads, default TVM's own count), its worker set to die with this
+    process; shut it down with ``shutdown_pool(runner.pool)``."""
+    from functools import partial
+
     from tvm.s_tir.meta_schedule.runner import local_runner as lr
+
+    from .threads import runner_worker_init
 
     # LocalRunner starts its pool, then waits for a sanity check in it: a Ctrl-C (or an error)
     # there leaves a half-made runner whose pool only the garbage collector would shut down,
@@ -140,7 +145,8 @@ def local_runner(timeout_sec: float = 30.0):
 
     lr.PopenPoolExecutor = RecordedPool
     try:
-        return lr.LocalRunner(timeout_sec=timeout_sec, initializer=die_with_parent)
+        init = die_with_parent if threads is None else partial(runner_worker_init, threads)
+        return lr.LocalRunner(timeout_sec=timeout_sec, initializer=init)
     except BaseException:
         for pool in made:
             shutdown_pool(pool)
@@ -165,8 +171,10 @@ def rpc_runner(addr: str, key: str | None, timeout_sec: float = 60.0):
 
 
 @contextmanager
-def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda n: None, rpc: dict | None = None):
+def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda n: None, rpc: dict | None = None,
+                   threads: int | None = None):
     """(builder, runner) for ``ms.tune_tasks``: :func:`pooled_builder` and :func:`local_runner`
+    (its candidates timed with ``threads`` TVM threads)
     (or, with ``rpc`` = {"addr", "key", "cc"}, a builder of shared libraries linked with ``cc``
     and :func:`rpc_runner`), both shut down, their worker processes killed and reaped, when
     the block ends, however it ends (TVM leaves the runner's worker to the garbage collector,
@@ -177,7 +185,7 @@ def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda 
     try:
         if rpc is None:
             builder = pooled_builder(workers, timeout_sec, on_built)
-            runner = local_runner(timeout_sec)
+            runner = local_runner(timeout_sec, threads)
         else:
             builder = pooled_builder(workers, timeout_sec, on_built, partial(export_shared_library, cc=rpc.get("cc")))
             runner = rpc_runner(rpc["addr"], rpc.get("key"))

@@ -40,6 +40,7 @@ from ..onnx.compile import PARITY_TOL, finite_diff
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
 from .targets import NamedTarget, require_cc
+from .threads import set_threads, target_threads
 from .tuning import time_prim, tune
 
 
@@ -271,9 +272,11 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
     x = reference_input(model.graph)
     ref_t = torch_logits(model, x)
     if target.is_host:
+        threads = target_threads(tvm_target)   # TVM's own default is half the CPUs (threads.py)
+        set_threads(threads)
         runner = vm_runner(ex, main_params)
         got = runner(x)
-        sess = session(onnx_model)
+        sess = session(onnx_model, threads)
         ref_o = run(sess, x)
         vs_torch, _, nonfinite = finite_diff(ref_t, got)
         checks = {"vs_torch_max_abs_diff": vs_torch, "vs_onnxruntime_max_abs_diff": finite_diff(ref_o, got)[0],
@@ -283,8 +286,8 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         if max(checks["vs_torch_max_abs_diff"], checks["vs_onnxruntime_max_abs_diff"]) > PARITY_TOL:
             raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than {PARITY_TOL:g} "
                               f"on '{model.graph.name}'; nothing was written")
-        latency = {"batch": shape[0], "tvm_ms": median_ms(runner, x), "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
-        log(f"latency at batch {shape[0]}: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
+        latency = {"batch": shape[0], "threads": threads, "tvm_ms": median_ms(runner, x), "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
+        log(f"latency at batch {shape[0]}, {threads} threads: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
             f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
         if tuned:
             layers = layer_report(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir)

@@ -4,7 +4,6 @@ Both use TVM's ``time_evaluator`` on a saved call of ``main``, so a run's time i
 kernels', on the clock of the machine that runs them."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -15,17 +14,7 @@ from ..manifest import cpu_name
 from ..onnx.export import export_onnx
 from .compile import build, layout_for, to_relax, vm_runner
 from .targets import get_target, require_cc
-
-
-def set_threads(threads: int) -> None:
-    """TVM's worker threads in this process (read when its thread pool starts, so before the
-    first parallel kernel; set again for each timer, as a new pool size is taken on reset)."""
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-    import tvm
-    try:
-        tvm.get_global_func("runtime.config_threadpool")(0, threads)   # 0: big cores, as many as asked
-    except Exception:  # noqa: BLE001  (an older runtime without it reads the variable instead)
-        pass
+from .threads import set_threads
 
 
 _SESSIONS: dict[str, object] = {}

@@ -31,6 +31,7 @@ from autonl.ir import atomic_write
 
 from ..processes import stop_process_tree
 from .build_worker import tuning_workers
+from .threads import set_threads, target_threads
 
 STOP_GRACE_S = 5.0
 
@@ -167,6 +168,10 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
 
     os.makedirs(work_dir, exist_ok=True)
     t0 = time.time()
+    threads = None
+    if rpc is None:      # kernels timed here run as the deployed network runs them (threads.py)
+        threads = target_threads(target)
+        set_threads(threads)
     tasks = extract(mods, target)
     db = ms.database.JSONDatabase(work_dir=work_dir)
     with_records = [db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None for t in tasks]
@@ -175,7 +180,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
             "tasks_tuned": 0,
             "trials_per_task": trials_per_task, "minutes": minutes, "trials_run": 0, "seconds": 0.0,
             "resumed": bool(resume), "plan": None,
-            "measured_on": "this machine" if rpc is None else f"RPC {'tracker' if rpc.get('key') else 'server'} "
+            "measured_on": f"this machine, {threads} threads" if rpc is None else f"RPC {'tracker' if rpc.get('key') else 'server'} "
                                                                   f"{rpc['addr']}" + (f" key {rpc['key']}" if rpc.get("key") else "")}
     old = Plan.load(work_dir)
     if resume:
@@ -212,7 +217,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
         bar = tqdm(total=None, initial=done0, unit="trial", disable=not progress, dynamic_ncols=True,
                    desc=f"tuning {len(todo)} tasks for {plan.minutes:g} min")
     try:
-        with tuning_workers(1, rpc=rpc) as (builder, runner):
+        with tuning_workers(1, rpc=rpc, threads=threads) as (builder, runner):
             # A smaller evolutionary population than TVM's default (512 x 4 generations): with
             # budgets of tens of trials per task the search, not the measuring, dominated.
             strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
