@@ -9,15 +9,18 @@ database (0 new trials: counted) and (b) tunes the network by itself with the sa
 task, and times both builds in alternating rounds (median of all calls).
 
     python benchmarks/tune_space.py [--out runs/tune-space-bench] [--trials 16] [--nets 3]
-                                    [--resolution 64] [--rounds 20] [--calls 20] [--json F]
+                                    [--resolution 64] [--rounds 20] [--calls 20] [--threads N]
+                                    [--json F]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,49 +29,13 @@ from autonl.backends.onnx.export import export_onnx
 from autonl.backends.tvm import get_target
 from autonl.backends.tvm.compile import build, pre_tuning, to_relax, vm_runner
 from autonl.backends.tvm.space import tune_space
+from autonl.backends.tvm.threads import set_threads
 from autonl.backends.tvm.tuning import tune
 from autonl.ir import parse_graph
 from autonl.passes import PassManager, SearchSpace, search_space_pipeline
 
-SPACE_IR = """
-graph smallspace(%x: f32[1,3,{res},{res}]) {{
-  %stem = conv2d(%x) {{out=16, k=3, s=2}}
-  %stem_bn = batch_norm(%stem)
-  %stem_act = relu6(%stem_bn)
-  %mbconv_0 = mbconv(%stem_act) {{out=16, e=1, k=3}}
-  %mbconv_1 = mbconv(%mbconv_0) {{out=24, e=6, k=3, s=2}}
-  %mbconv_2 = mbconv(%mbconv_1) {{out=24, e=6, k=3}}
-  %add_2 = add(%mbconv_2, %mbconv_1)
-  %head = conv2d(%add_2) {{out=128, k=1}}
-  %head_bn = batch_norm(%head)
-  %head_act = relu6(%head_bn)
-  %pool = global_avg_pool(%head_act)
-  %flat = flatten(%pool)
-  %fc = linear(%flat) {{out=10}}
-  return %fc
-}}
-"""
-
-SPACE_TOML = """
-[lightnl]
-ratios = [0.25]
-strides = [2]
-optional = true
-norm = "l2"
-
-[[choice]]
-op = "mbconv"
-attr = "k"
-options = [3, 5]
-nodes = "mbconv_[12]"
-
-[[choice]]
-op = "mbconv"
-attr = "skip"
-options = [false, true]
-nodes = "mbconv_2"
-only_valid = true
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import space_ir, space_toml  # noqa: E402  (the suite's small space, wider here)
 
 
 def main() -> None:
@@ -82,14 +49,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="TVM threads (tuning and timing)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    set_threads(args.threads)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    (out / "space.toml").write_text(SPACE_TOML)
+    (out / "space.toml").write_text(space_toml("mbconv_[12]"))
     graph = PassManager(["shape-inference", *search_space_pipeline(str(out / "space.toml"))])(
-        parse_graph(SPACE_IR.format(res=args.resolution))).graph
+        parse_graph(space_ir(args.resolution, (16, 24, 128), "smallspace"))).graph
     target = tvm.target.Target(get_target("host").target_dict())
     t0 = time.time()
     info = tune_space(graph, out / "space-db", "host", args.trials, None, False, log=print)

@@ -23,6 +23,56 @@ graph tiny(%x: f32[1,3,16,16]) {
 """
 
 
+def space_ir(res: int, widths: tuple[int, int, int] = (8, 16, 64), name: str = "tinyspace") -> str:
+    """A small MobileNetV2-like graph for search-space tests: a stem, three MBConv blocks (the
+    last with a residual add), a head; ``widths``: the stem/first block's, the next two
+    blocks' and the head's channels."""
+    c1, c2, head = widths
+    return f"""
+graph {name}(%x: f32[1,3,{res},{res}]) {{
+  %stem = conv2d(%x) {{out={c1}, k=3, s=2}}
+  %stem_bn = batch_norm(%stem)
+  %stem_act = relu6(%stem_bn)
+  %mbconv_0 = mbconv(%stem_act) {{out={c1}, e=1, k=3}}
+  %mbconv_1 = mbconv(%mbconv_0) {{out={c2}, e=6, k=3, s=2}}
+  %mbconv_2 = mbconv(%mbconv_1) {{out={c2}, e=6, k=3}}
+  %add_2 = add(%mbconv_2, %mbconv_1)
+  %head = conv2d(%add_2) {{out={head}, k=1}}
+  %head_bn = batch_norm(%head)
+  %head_act = relu6(%head_bn)
+  %pool = global_avg_pool(%head_act)
+  %flat = flatten(%pool)
+  %fc = linear(%flat) {{out=10}}
+  return %fc
+}}
+"""
+
+
+def space_toml(kernel_nodes: str = "mbconv_2") -> str:
+    """A search space over :func:`space_ir`: an optional LightNL candidate after each block,
+    kernel 3 or 5 for ``kernel_nodes`` (a regex), and the last block or its skip."""
+    return f"""
+[lightnl]
+ratios = [0.25]
+strides = [2]
+optional = true
+norm = "l2"
+
+[[choice]]
+op = "mbconv"
+attr = "k"
+options = [3, 5]
+nodes = "{kernel_nodes}"
+
+[[choice]]
+op = "mbconv"
+attr = "skip"
+options = [false, true]
+nodes = "mbconv_2"
+only_valid = true
+"""
+
+
 def assert_one_line_error(proc, *fragments):
     """A bad input gives exit != 0 and exactly one `error:` line on stderr, no traceback."""
     assert proc.returncode != 0, proc.stdout

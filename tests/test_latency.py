@@ -15,49 +15,11 @@ from autonl.ir.choice import attr_combinations
 from autonl.passes import PassManager, SearchSpace, search_space_pipeline
 
 from conftest import free_port, rpc_server_on_loopback
-from helpers import TINY_IR, assert_one_line_error
-
-TINY_SPACE = """
-graph tinyspace(%x: f32[1,3,{res},{res}]) {{
-  %stem = conv2d(%x) {{out=8, k=3, s=2}}
-  %stem_bn = batch_norm(%stem)
-  %stem_act = relu6(%stem_bn)
-  %mbconv_0 = mbconv(%stem_act) {{out=8, e=1, k=3}}
-  %mbconv_1 = mbconv(%mbconv_0) {{out=16, e=6, k=3, s=2}}
-  %mbconv_2 = mbconv(%mbconv_1) {{out=16, e=6, k=3}}
-  %add_2 = add(%mbconv_2, %mbconv_1)
-  %head = conv2d(%add_2) {{out=64, k=1}}
-  %head_bn = batch_norm(%head)
-  %head_act = relu6(%head_bn)
-  %pool = global_avg_pool(%head_act)
-  %flat = flatten(%pool)
-  %fc = linear(%flat) {{out=10}}
-  return %fc
-}}
-"""
+from helpers import TINY_IR, assert_one_line_error, space_ir, space_toml
 
 # fewer blocks for the TVM tables (each block is a TVM build): LightNL present or not, and the
 # kernel of the last block or its skip
-SMALL_SPACE = """
-[lightnl]
-ratios = [0.25]
-strides = [2]
-optional = true
-norm = "l2"
-
-[[choice]]
-op = "mbconv"
-attr = "k"
-options = [3, 5]
-nodes = "mbconv_2"
-
-[[choice]]
-op = "mbconv"
-attr = "skip"
-options = [false, true]
-nodes = "mbconv_2"
-only_valid = true
-"""
+SMALL_SPACE = space_toml()
 
 FAST = ["--threads", "1", "--rounds", "2"]
 
@@ -65,7 +27,7 @@ FAST = ["--threads", "1", "--rounds", "2"]
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     folder = tmp_path_factory.mktemp("latency")
-    (folder / "tiny.ir").write_text(TINY_SPACE.format(res=32))
+    (folder / "tiny.ir").write_text(space_ir(32))
     (folder / "small.toml").write_text(SMALL_SPACE)
     return folder
 

@@ -9,7 +9,7 @@ import pytest
 from autonl.backends.loading import load_model_or_graph
 from autonl.backends.tvm import get_target
 from autonl.backends.tvm.compile import compile_tvm
-from autonl.backends.tvm.remote import find_runtime, runtime_dir
+from autonl.backends.tvm.remote import find_runtime, qemu_rpc_server, runtime_dir
 from autonl.ir import parse_graph
 from autonl.passes import PassManager
 
@@ -199,6 +199,31 @@ def test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses(rpc_serv
     second = compile_tvm(model, tmp_path / "b", host, tuning_dir=tmp_path / "a" / "tuning", progress=False)
     assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_covered"] == tuning["tasks"]
     assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
+
+
+def test_tuning_on_an_emulated_arm64_board_over_rpc(arm_and_host, cli, tmp_path):
+    """The deploy folder's C++ RPC server (autonl_rpc_server, cross-built for aarch64, no
+    Python) under qemu-user as the board: an arm64 build tuned with its candidates cross-linked,
+    uploaded and timed there; a second compile reuses the database with no new trials; and
+    `autonl deploy --rpc` runs the tuned library on the emulated board at parity."""
+    arm, _host = arm_and_host
+    assert (arm / "autonl_rpc_server").is_file() and (arm / "autonl_rpc_server.cc").is_file()
+    graph = tmp_path / "tiny.ir"
+    graph.write_text(TINY)
+    with qemu_rpc_server(arm, free_port()) as addr:
+        cli("compile", graph, "--backend", "tvm", "--target", "arm64", "--tune-rpc", addr, "--tune-trials", "1",
+            "--out", tmp_path / "a", check_ok=True)
+        tuning = json.loads((tmp_path / "a" / "manifest.json").read_text())["tuning"]
+        assert tuning["measured_on"] == f"RPC server {addr}"
+        assert tuning["trials_run"] > 0 and tuning["tasks_covered"] == tuning["tasks"]
+        cli("compile", graph, "--backend", "tvm", "--target", "arm64", "--tuning-dir", tmp_path / "a" / "tuning",
+            "--out", tmp_path / "b", check_ok=True)
+        manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+        assert manifest["tuned"] and manifest["tuning"]["trials_run"] == 0
+        assert manifest["tuning"]["tasks_covered"] == tuning["tasks"]
+        cli("deploy", tmp_path / "b", "--rpc", addr, "--runs", "2", "--json", tmp_path / "r.json", check_ok=True)
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["runs"] == 2 and res["vs_reference_max_abs_diff"] <= 1e-4
 
 
 def test_rpc_tuning_bad_input_is_one_line(cli, tmp_path):

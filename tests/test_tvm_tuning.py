@@ -16,7 +16,7 @@ from autonl.ir import load_graph
 from autonl.passes import PassManager, SearchSpace, search_space_pipeline
 
 from helpers import assert_one_line_error
-from test_latency import SMALL_SPACE, TINY_SPACE
+from helpers import space_ir, space_toml
 
 
 def test_allocation_follows_the_shares_in_whole_batches():
@@ -32,8 +32,8 @@ def test_allocation_follows_the_shares_in_whole_batches():
 
 
 def _space(tmp_path, res=32):
-    (tmp_path / "tiny.ir").write_text(TINY_SPACE.format(res=res))
-    (tmp_path / "small.toml").write_text(SMALL_SPACE)
+    (tmp_path / "tiny.ir").write_text(space_ir(res))
+    (tmp_path / "small.toml").write_text(space_toml())
     return PassManager(list(search_space_pipeline(str(tmp_path / "small.toml"))))(
         load_graph(tmp_path / "tiny.ir")).graph
 

@@ -92,20 +92,38 @@ def _nhwc(mod, params: list | None):
     """``mod`` with its convolutions in NHWC/OHWI and ``params`` transformed to match (the
     weight transforms ConvertLayout inserts are lifted out and run here, once; ``None``: not
     run, and no params returned)."""
-    import tvm
     from tvm import relax
 
     mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
-    mod = relax.transform.LiftTransformParams()(mod)
-    lifted = "main_transform_params"
+    return apply_lifted(relax.transform.LiftTransformParams()(mod), params)
+
+
+LIFTED = "main_transform_params"
+
+
+def apply_lifted(mod, params: list | None):
+    """(``mod`` without ``main_transform_params``, ``params`` run through it here): the weight
+    transforms LiftTransformParams pulled out of ``main`` (a layout change, a tuned kernel's
+    layout rewrite) are computed once, on this machine (they move data, whatever the target),
+    so that ``main`` takes the weights laid out and no transform runs on the device, in the
+    runner or over RPC. ``params`` None or empty: the module only."""
+    import tvm
+    from tvm import relax
+
+    lifted = next((gv for gv in mod.get_global_vars() if gv.name_hint == LIFTED), None)
+    if lifted is None:
+        return mod, params or []
     laid_out = []
-    if params and any(gv.name_hint == lifted for gv in mod.get_global_vars()):
-        transform = tvm.IRModule({"main": mod[lifted].with_attr("global_symbol", "main")})
+    if params:
+        funcs = {tvm.ir.GlobalVar("main"): mod[lifted].with_attr("global_symbol", "main")}
+        for gv, f in mod.functions_items():      # the kernels it calls (already lowered after tuning)
+            if isinstance(f, tvm.tirx.PrimFunc):
+                funcs[gv] = f.without_attr("target") if f.attrs and "target" in f.attrs else f
+        transform = relax.transform.DeadCodeElimination(["main"])(tvm.IRModule(funcs))
         vm = relax.VirtualMachine(tvm.compile(transform, target=tvm.target.Target("llvm")), tvm.cpu())
         laid_out = list(vm["main"]([p if isinstance(p, tvm.runtime.Tensor) else tvm.runtime.tensor(p)
                                     for p in params]))
-    mod = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != lifted})
-    return mod, laid_out
+    return tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv != lifted}), laid_out
 
 
 def pre_tuning(mod, target, prepack: bool):
@@ -140,6 +158,8 @@ def build(mod, target, params, prepack: bool, work_dir: str | None):
     if work_dir is None:
         return tvm.compile(mod, target=target), params
     mod = post_tuning(pre_tuning(mod, target, prepack), target, work_dir, prepack)
+    if prepack:      # the tuned kernels' weight layouts, applied here once (apply_lifted)
+        mod, params = apply_lifted(mod, params)
     with target:
         return tvm.compile(mod, target=target), params
 
@@ -336,7 +356,7 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         "tuned": tuned, "weight_prepack": bool(prepack and tuned),
         "layout": layout.upper(), "tuning": tuning,
         "tuning_dir": work_dir if tuned else None,
-        "entry": {"transform_params": "main_transform_params" if prepack and tuned else None, "main": "main",
+        "entry": {"transform_params": None, "main": "main",
                   "params_file": "model.params", "params_order": "keys p0000, p0001, ... in call order"},
         "checks": checks, "latency": latency, "versions": versions("apache-tvm", "onnx", "onnxruntime"),
     }

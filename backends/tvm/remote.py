@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -34,8 +35,10 @@ from autonl.ir import AutonlError
 from autonl.ir import atomic_write
 
 from ..manifest import read_manifest, verified_bytes, verify_folder
+from ..processes import stop_process_tree
 
 RUNNER = "autonl_runner"
+RPC_SERVER = "autonl_rpc_server"     # the board's RPC server in C++ (runner/autonl_rpc_server.cc)
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 LIBRARIES = ("model.so", "model.aarch64.so")
 QEMU = "qemu-aarch64"
@@ -83,19 +86,20 @@ def _runner_files():
 
 
 def package_runner(out: Path, target, cc: str, log=lambda msg: None) -> dict:
-    """Write the runner's source, Makefile and headers into ``out``; when the aarch64 runtime
-    libraries are at hand, copy them to ``out/lib`` and cross-build ``out/autonl_runner``."""
+    """Write the runner's and the RPC server's sources, the Makefile and headers into
+    ``out``; when the aarch64 runtime libraries are at hand, copy them to ``out/lib`` and
+    cross-build ``out/autonl_runner`` and ``out/autonl_rpc_server``."""
     import tvm_ffi.libinfo
 
     src = _runner_files()
-    for name in ("autonl_runner.cc", "Makefile"):
+    files = [f"{RUNNER}.cc", f"{RPC_SERVER}.cc", "Makefile"]
+    for name in files:
         atomic_write(out / name, (src / name).read_bytes())
     include = out / "include"
     if include.exists():
         shutil.rmtree(include)
     shutil.copytree(tvm_ffi.libinfo.find_include_path(), include,
                     ignore=shutil.ignore_patterns("tvm_ffi_python_*.h"))
-    files = ["autonl_runner.cc", "Makefile"]
     rt = find_runtime()
     if rt is None:
         log(f"runner not built: no aarch64 TVM runtime in {runtime_dir()} (run scripts/fetch_arm_runtime.sh, "
@@ -105,17 +109,22 @@ def package_runner(out: Path, target, cc: str, log=lambda msg: None) -> dict:
     for lib in RUNTIME_LIBS:
         shutil.copy2(rt / lib, out / "lib" / f".{lib}.tmp")
         os.replace(out / "lib" / f".{lib}.tmp", out / "lib" / lib)
-    # The Makefile's command, run directly (the build machine need not have make).
-    cmd = [cc, "-std=c++17", "-O2", "-Iinclude", "-Iinclude/dlpack", "autonl_runner.cc", "-o", f"{RUNNER}.tmp",
+    for program in (RUNNER, RPC_SERVER):
+        build_program(out, program, cc)
+    log(f"cross-built {RUNNER} and {RPC_SERVER} with {cc} against the aarch64 TVM runtime in {rt}")
+    return {"built": True, "runtime": str(rt), "files": files + [RUNNER, RPC_SERVER] + [f"lib/{lib}" for lib in RUNTIME_LIBS]}
+
+
+def build_program(folder: Path, program: str, cc: str) -> None:
+    """``folder/program`` from ``program.cc``: the Makefile's command, run directly (the build
+    machine need not have make)."""
+    cmd = [cc, "-std=c++17", "-O2", "-Iinclude", "-Iinclude/dlpack", f"{program}.cc", "-o", f"{program}.tmp",
            "-Wl,--no-as-needed", "-Llib", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN/lib"]
-    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
-    if proc.returncode == 0:
-        os.replace(out / f"{RUNNER}.tmp", out / RUNNER)
-    else:
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    if proc.returncode != 0:
         first = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[0]
-        raise AutonlError(f"building {RUNNER} with {cc} failed: {first[:200]}")
-    log(f"cross-built {RUNNER} with {cc} against the aarch64 TVM runtime in {rt}")
-    return {"built": True, "runtime": str(rt), "files": files + [RUNNER] + [f"lib/{lib}" for lib in RUNTIME_LIBS]}
+        raise AutonlError(f"building {program} with {cc} failed: {first[:200]}")
+    os.replace(folder / f"{program}.tmp", folder / program)
 
 
 BOARD_README = """# {graph} for {target_name}
@@ -128,8 +137,8 @@ Compiled by `autonl compile --backend tvm --target {target_name}` (TVM {tvm}, ta
 | `{lib}` | the model: a Relax VM executable, aarch64 shared library |
 | `model.params` | its weights (`tvm.runtime.save_param_dict`, keys `p0000`... in call order) |
 | `input.npy`, `reference_output.npy` | a test input and the logits PyTorch gives for it on this machine |
-| `autonl_runner.cc`, `Makefile`, `include/` | the C++ runner, its build, the TVM FFI headers |
-| `autonl_runner`, `lib/` | the runner cross-built for aarch64, and the TVM runtime libraries it loads |
+| `autonl_runner.cc`, `autonl_rpc_server.cc`, `Makefile`, `include/` | the C++ runner and RPC server, their build, the TVM FFI headers |
+| `autonl_runner`, `autonl_rpc_server`, `lib/` | both cross-built for aarch64, and the TVM runtime libraries they load |
 | `manifest.json` | inputs, outputs, costs, checks, versions, sha256 of every file |
 
 ## On the board (64-bit Raspberry Pi OS, Debian or Ubuntu for arm64)
@@ -149,9 +158,18 @@ The runner prints `runs N median_ms M min_ms m`; the difference printed last sho
 folder was made), build the runner on the board: `pip install apache-tvm=={tvm}` gives
 `libtvm_runtime.so` and `libtvm_ffi.so`; copy them to `lib/` and run `make CXX=g++`.
 
+## Tuning on the board, timing it from your machine
+
+`./autonl_rpc_server --port 9090` (built with the runner, `make autonl_rpc_server` on the
+board) is a TVM RPC server that needs no Python on the board; `python3 -m
+tvm.exec.rpc_server --host 0.0.0.0 --port 9090` works as well where TVM's Python package is
+installed. Against it, from your machine: `autonl compile MODEL --backend tvm --target
+{target_name} --tune-rpc BOARD:9090 --tune-minutes 30` tunes with the kernels timed on the
+board, and `autonl deploy {folder} --rpc BOARD:9090` runs and times this library there.
+
 Without a board: `autonl deploy {folder} --qemu` runs the runner here under qemu-user, and
-`autonl deploy {folder} --rpc HOST:PORT` runs the library on a board that runs
-`python3 -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090`.
+`qemu-aarch64 -L /usr/aarch64-linux-gnu ./autonl_rpc_server --port 9090` serves RPC from an
+emulated aarch64 (its timings are the emulator's, not a board's).
 """
 
 
@@ -311,6 +329,30 @@ def run_qemu(folder: str | Path, runs: int = 5, input_npy: str | None = None) ->
         out = _npy(stage / "output.npy", f"{RUNNER}'s output")
     return _result("qemu-aarch64 (emulated: not the board's latency)", out, ref, int(m.group(1)),
                    float(m.group(2)), float(m.group(3)))
+
+
+@contextmanager
+def qemu_rpc_server(folder: str | Path, port: int, host: str = "127.0.0.1"):
+    """The deploy folder's aarch64 ``autonl_rpc_server`` under qemu-user, serving on
+    ``host:port`` (yields that address) until the block ends: an emulated board for
+    ``--tune-rpc`` and ``autonl deploy --rpc``, timings the emulator's."""
+    server = Path(folder) / RPC_SERVER
+    if not server.is_file():
+        raise AutonlError(f"{server}: not built (no aarch64 TVM runtime when the folder was made); run "
+                          f"scripts/fetch_arm_runtime.sh and compile again")
+    if shutil.which(QEMU) is None:
+        raise AutonlError(f"{QEMU} is not on PATH; on Debian: apt-get install qemu-user")
+    proc = subprocess.Popen([QEMU, "-L", AARCH64_SYSROOT, str(server), "--host", host, "--port", str(port)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()       # "listening on HOST:PORT", or EOF when it failed
+        if not line.startswith("listening"):
+            proc.wait(timeout=10)
+            err = (proc.stderr.read().strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            raise AutonlError(f"{RPC_SERVER} under {QEMU} did not start: {err.removeprefix('error: ')[:300]}")
+        yield f"{host}:{port}"
+    finally:
+        stop_process_tree(proc)
 
 
 def parse_rpc(addr: str) -> tuple[str, int]:

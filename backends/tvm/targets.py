@@ -56,8 +56,8 @@ AARCH64_CC = "aarch64-linux-gnu-g++"
 TARGETS: Registry[NamedTarget] = Registry("target")
 for _t in (
     NamedTarget("host", "this machine (x86-64 with its own CPU's features, all its cores)", "x86_64-linux-gnu"),
-    NamedTarget("arm64", "generic aarch64 Linux with NEON (any ARMv8-A board)", "aarch64-linux-gnu",
-                mattr=("+neon",), cross_cc=AARCH64_CC),
+    NamedTarget("arm64", "generic aarch64 Linux with NEON (any ARMv8-A board; 4 cores, as MetaSchedule "
+                "needs a count to tune)", "aarch64-linux-gnu", mattr=("+neon",), cores=4, cross_cc=AARCH64_CC),
     NamedTarget("rpi4", "Raspberry Pi 4 (4x Cortex-A72, ARMv8.0-A, NEON)", "aarch64-linux-gnu",
                 mcpu="cortex-a72", mattr=("+neon",), cores=4, cross_cc=AARCH64_CC),
     NamedTarget("rpi5", "Raspberry Pi 5 (4x Cortex-A76, ARMv8.2-A, NEON, dot product)", "aarch64-linux-gnu",

@@ -45,7 +45,7 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
     mod, params = to_relax(export_onnx(deploy_model(model)), shape, layout_for(layout, prepack, tuned))
     ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None)
     x = reference_input(model.graph, batch=1)
-    transform = "main_transform_params" if prepack and tuned else None
+    transform = None        # weights are laid out at build time (compile.apply_lifted)
     if rpc is None:
         set_threads(threads)
         runner = vm_runner(ex, main_params)      # the Relax VM as compile runs it, weights laid out once
