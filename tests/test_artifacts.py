@@ -239,9 +239,11 @@ def test_ctrl_c_during_a_tuning_compile_leaves_no_worker(tmp_path):
     group, so that the workers are not interrupted themselves) leaves no process behind."""
     (tmp_path / "tiny.ir").write_text(TINY)
     before = set(suite_processes())
+    # SIGINT as a terminal delivers it: a suite started in the background (`cmd &` in a
+    # script) ignores SIGINT, autonl would inherit that, and Python then keeps it ignored
     p = subprocess.Popen([autonl_exe(), "compile", str(tmp_path / "tiny.ir"), "--backend", "tvm", "--tune-trials",
                           "1", "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         root = psutil.Process(p.pid)
         workers = _wait_for(lambda: p.poll() is None and _popen_workers(root.children(recursive=True)), 240,
