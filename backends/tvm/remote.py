@@ -92,7 +92,7 @@ def package_runner(out: Path, target, cc: str, log=lambda msg: None) -> dict:
     import tvm_ffi.libinfo
 
     src = _runner_files()
-    files = [f"{RUNNER}.cc", f"{RPC_SERVER}.cc", "Makefile"]
+    files = [f"{RUNNER}.cc", f"{RPC_SERVER}.cc", "autonl_main.h", "Makefile"]
     for name in files:
         atomic_write(out / name, (src / name).read_bytes())
     include = out / "include"
@@ -137,7 +137,7 @@ Compiled by `autonl compile --backend tvm --target {target_name}` (TVM {tvm}, ta
 | `{lib}` | the model: a Relax VM executable, aarch64 shared library |
 | `model.params` | its weights (`tvm.runtime.save_param_dict`, keys `p0000`... in call order) |
 | `input.npy`, `reference_output.npy` | a test input and the logits PyTorch gives for it on this machine |
-| `autonl_runner.cc`, `autonl_rpc_server.cc`, `Makefile`, `include/` | the C++ runner and RPC server, their build, the TVM FFI headers |
+| `autonl_runner.cc`, `autonl_rpc_server.cc`, `autonl_main.h`, `Makefile`, `include/` | the C++ runner and RPC server, their build, the TVM FFI headers |
 | `autonl_runner`, `autonl_rpc_server`, `lib/` | both cross-built for aarch64, and the TVM runtime libraries they load |
 | `manifest.json` | inputs, outputs, costs, checks, versions, sha256 of every file |
 

@@ -16,6 +16,8 @@
 // SIGTERM stops it and its session.
 //
 // Built like autonl_runner (Makefile): TVM FFI headers, libtvm_runtime.so and libtvm_ffi.so.
+#include "autonl_main.h"
+
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
@@ -159,8 +161,7 @@ void FillRandom(DLTensor* t) {
       ffi::Function::SetGlobal(name, ffi::Function::FromTyped([](DLTensor* t) { FillRandom(t); }), true);
     ffi::Function::GetGlobalRequired("rpc.ServerLoop")(fd);
   } catch (const ffi::Error& e) {
-    std::string msg = e.message();
-    std::cerr << "error: session: " << e.kind() << ": " << msg.substr(0, msg.find('\n')) << "\n";
+    std::cerr << "error: session: " << autonl::ErrorLine(e) << "\n";
     code = 1;
   }
   nftw(work.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS);
@@ -227,14 +228,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const ffi::Error& e) {
-    std::string msg = e.message();
-    std::cerr << "error: " << e.kind() << ": " << msg.substr(0, msg.find('\n')) << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  }
-  return 1;
-}
+int main(int argc, char** argv) { return autonl::GuardedMain(Run, argc, argv); }

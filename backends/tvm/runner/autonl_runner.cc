@@ -11,6 +11,8 @@
 // It uses only the TVM FFI headers (tvm_ffi/include) and links against libtvm_runtime.so and
 // libtvm_ffi.so, so it cross-builds with g++-aarch64-linux-gnu against the runtime libraries
 // of the aarch64 apache-tvm and apache-tvm-ffi wheels.
+#include "autonl_main.h"
+
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/map.h>
@@ -174,14 +176,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const ffi::Error& e) {
-    std::string msg = e.message();
-    std::cerr << "error: " << e.kind() << ": " << msg.substr(0, msg.find('\n')) << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  }
-  return 1;
-}
+int main(int argc, char** argv) { return autonl::GuardedMain(Run, argc, argv); }
