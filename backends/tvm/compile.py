@@ -7,7 +7,8 @@ matmuls in the cheaper order, and the frontend maps each of its nodes (Conv, Mat
 Sigmoid, Slice, Reshape, Transpose, Gemm) one to one onto Relax ops; a second, direct
 IR-to-Relax emitter would duplicate the op mapping with nothing gained. Weights stay
 function parameters (``keep_params_in_input``) so that MetaSchedule's weight prepacking can
-lift their layout transform into ``main_transform_params``.
+lift their layout transform into ``main_transform_params``, which :func:`apply_lifted` then
+runs once at compile time (``model.params`` holds the weights laid out).
 
 Tuning (``tune_trials`` per task > 0, host targets): MetaSchedule on the tasks extracted
 from the module; the database (``tuning/`` in the output folder) is reused: tasks that
