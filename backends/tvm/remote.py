@@ -412,6 +412,11 @@ def _remote_vm(remote, folder: Path, manifest: dict, checked: tuple[Path, bytes]
     import tvm
     from tvm import relax
 
+    if manifest.get("entry", {}).get("transform_params"):
+        # folders of earlier versions laid the weights out on the device, in a function whose
+        # result (an array of tensors) TVM RPC cannot return; autonl compile now does it once
+        raise AutonlError(f"{folder}: compiled by an earlier autonl that lays the weights out on the device, which "
+                          f"TVM RPC cannot do; compile the folder again with autonl compile --backend tvm")
     lib, data = checked
     name = f"autonl_{hashlib.sha256(data).hexdigest()[:16]}.so"
     remote.upload(bytearray(data), target=name)
@@ -427,14 +432,7 @@ def _remote_vm(remote, folder: Path, manifest: dict, checked: tuple[Path, bytes]
     except Exception as e:  # noqa: BLE001  (a library without vm_load_executable: AttributeError)
         raise AutonlError(f"{lib}: loads on the RPC server, but is not a Relax VM executable ({_last_line(e)[:160]}); "
                           f"compile the folder again with autonl compile --backend tvm") from None
-    args = [tvm.runtime.tensor(p.numpy(), dev) for p in params]
-    if manifest.get("entry", {}).get("transform_params"):
-        # RPC passes tensors, not arrays: build the array and take the results apart remotely.
-        packed = remote.get_function("ffi.Array")(*args)
-        laid_out = vm.module[manifest["entry"]["transform_params"]](packed)
-        get = remote.get_function("ffi.ArrayGetItem")
-        args = [get(laid_out, i) for i in range(remote.get_function("ffi.ArraySize")(laid_out))]
-    return vm, dev, args
+    return vm, dev, [tvm.runtime.tensor(p.numpy(), dev) for p in params]
 
 
 def run_rpc(addr: str, folder: str | Path, runs: int = 20, input_npy: str | None = None) -> dict:

@@ -45,7 +45,6 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
     mod, params = to_relax(export_onnx(deploy_model(model)), shape, layout_for(layout, prepack, tuned))
     ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None)
     x = reference_input(model.graph, batch=1)
-    transform = None        # weights are laid out at build time (compile.apply_lifted)
     if rpc is None:
         set_threads(threads)
         runner = vm_runner(ex, main_params)      # the Relax VM as compile runs it, weights laid out once
@@ -59,7 +58,7 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
             ex.export_library(str(lib), **({"cc": cc} if cc else {}))
             data = lib.read_bytes()
         remote = rpc_session(rpc)
-        vm, dev, args = _remote_vm(remote, Path(rpc), {"target": target.name, "entry": {"transform_params": transform}},
+        vm, dev, args = _remote_vm(remote, Path(rpc), {"target": target.name, "entry": {}},
                                    (lib, data), main_params)
         where, cpu = f"rpc {rpc}", "the RPC server's"
     xt = tvm.runtime.tensor(x, dev)

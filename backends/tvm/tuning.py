@@ -37,9 +37,10 @@ STOP_GRACE_S = 5.0
 
 
 def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True, minutes: float | None = None,
-         resume: bool = False, rpc: dict | None = None) -> dict:
+         resume: bool = False, rpc: dict | None = None, seed: int = 0) -> dict:
     """Tune ``mod`` (an IRModule, or a list of them whose tasks are pooled) into ``work_dir``'s
-    database, in a tuning process (:func:`tune_here`); returns its counts. ``rpc``
+    database, in a tuning process (:func:`tune_here`); returns its counts. ``seed``: the
+    search's random seed (the same seed, tasks and measurements give the same candidates). ``rpc``
     ({"addr": HOST:PORT, "key": tracker key or None, "cc": cross compiler or None}): the
     candidates are linked with ``cc`` and timed on that RPC server (or one the tracker gives)."""
     import tvm
@@ -55,7 +56,7 @@ def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True
         job.write_text(json.dumps({"mods": [tvm.ir.save_json(m) for m in mods], "target": tvm.ir.save_json(target),
                                    "work_dir": str(work_dir), "trials_per_task": int(trials_per_task),
                                    "minutes": minutes, "resume": bool(resume), "progress": bool(progress),
-                                   "rpc": rpc}))
+                                   "rpc": rpc, "seed": int(seed)}))
         proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(result)], stdin=subprocess.DEVNULL)
         try:
             code = proc.wait()
@@ -153,7 +154,7 @@ def require_plan(work_dir: str):
 
 
 def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress: bool = True,
-              minutes: float | None = None, resume: bool = False, rpc: dict | None = None) -> dict:
+              minutes: float | None = None, resume: bool = False, rpc: dict | None = None, seed: int = 0) -> dict:
     """Tune, in this process, the tasks of ``mods`` that have no record in ``work_dir``'s
     database yet, on a budget of ``trials_per_task`` trials per task on average and/or
     ``minutes``, spent as :mod:`.schedule` plans; with ``resume``, finish the plan an
@@ -222,7 +223,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
             # budgets of tens of trials per task the search, not the measuring, dominated.
             strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
                                                              init_min_unmeasured=32)
-            contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=0)
+            contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=seed)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir,
                           max_trials_global=10 ** 9, max_trials_per_task=max(t.alloc for t in plan.tasks),
                           num_trials_per_iter=plan.batch, database=db, builder=builder, runner=runner,
@@ -252,7 +253,8 @@ def main(argv: list[str]) -> int:
     job = json.loads(Path(job_path).read_text())
     try:
         info = tune_here([tvm.ir.load_json(m) for m in job["mods"]], tvm.ir.load_json(job["target"]), job["work_dir"],
-                         job["trials_per_task"], job["progress"], job["minutes"], job["resume"], job["rpc"])
+                         job["trials_per_task"], job["progress"], job["minutes"], job["resume"], job["rpc"],
+                         job.get("seed", 0))
         answer = {"info": info}
     except AutonlError as e:
         answer = {"error": str(e)}
