@@ -72,7 +72,7 @@ def main() -> None:
     check = json.loads(check_json.read_text())
     say(f"table: {tdoc['provenance']['runtime']} {tdoc['provenance']['runtime_version']}, {args.threads} threads, "
         f"{tdoc['provenance']['cpu']}; {tdoc['provenance']['blocks_measured']} blocks; fixed part "
-        f"{tdoc['fixed_ms']:.3f} ms")
+        f"{tdoc['fixed_ms']:.3f} ms, blocks in context {tdoc['fixed'].get('scale', 1.0):.3f}x alone")
     say(f"check over {check['samples']} sub-networks: MAPE {check['mape']:.2%}, Spearman {check['spearman']:.3f} "
         f"(MACs alone {check['spearman_macs']:.3f}), within ±5% {check['within_5pct']:.0%}, within ±10% "
         f"{check['within_10pct']:.0%}, largest error {check['max_abs_error']:.1%}, mean error {check['bias']:+.2%}")
@@ -144,7 +144,8 @@ def main() -> None:
         (RESULTS / "latency_landing.txt").write_text("\n".join(log) + "\n")
         (RESULTS / "latency_landing.json").write_text(json.dumps(
             {"check": {k: v for k, v in check.items() if k != "rows"}, "check_rows": [{k: v for k, v in r.items() if k != "decisions"} for r in check["rows"]],
-             "table_provenance": tdoc["provenance"], "fixed_ms": tdoc["fixed_ms"], "bounds_ms": [lo, hi],
+             "table_provenance": tdoc["provenance"], "fixed_ms": tdoc["fixed_ms"],
+             "context_scale": tdoc["fixed"].get("scale", 1.0), "bounds_ms": [lo, hi],
              "landing": [{k: v for k, v in r.items() if k != "result"} for r in rows],
              "mac_comparison": [{k: v for k, v in r.items() if k != "result"} for r in [mid, *macs_rows]]},
             indent=1) + "\n")

@@ -68,8 +68,9 @@ def _threads(threads: int | None) -> int:
               help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
 @click.option("--rounds", type=ranged(ROUNDS), default=9, show_default=True,
               help="Interleaved timing rounds per block (more: steadier on a busy machine).")
-@click.option("--calibration", type=ranged(CALIBRATION), default=5, show_default=True,
-              help="Whole random sub-networks timed to measure the fixed part in context.")
+@click.option("--calibration", type=ranged(CALIBRATION), default=12, show_default=True,
+              help="Whole sub-networks (the space's smallest, its largest, others between) timed with the "
+                   "blocks to fit the blocks in context and the fixed part.")
 @click.option("--out", "-o", "out", required=True, type=click.Path(), help="The table (JSON).")
 @backend_options
 def latency_table(space_target, backend, rpc_addr, threads, resolution, width, classes, space, rounds, calibration, out,

@@ -4,6 +4,7 @@ the path (every entry, provenance, exact gate-product cost, refusals), not the f
 come from benchmarks/latency_landing.py."""
 import json
 import random
+import statistics
 
 import pytest
 import torch
@@ -68,9 +69,44 @@ def test_the_table_has_every_combination_of_every_searchable_node_and_its_proven
     assert prov["backend"] == "onnx" and prov["threads"] == 1 and doc["resolution"] == 32
     # identical blocks are timed once: lightnl_1 and lightnl_2 read the same shape
     assert prov["blocks_measured"] < sum(len(doc["nodes"][n.name]["entries"]) for n in searchable)
-    assert len(doc["fixed"]["calibration"]) == 2
+    # two calibration networks: the space's smallest and largest; too few for a line (scale 1)
+    assert [r["network"] for r in doc["fixed"]["calibration"]] == ["smallest", "largest"]
+    assert doc["fixed"]["scale"] == 1.0
+    for row in doc["nodes"].values():
+        for e in row["entries"]:
+            assert e["ms"] == pytest.approx(doc["fixed"]["scale"] * e["measured_ms"])
+            if e["runs"]:       # measured: the block with its context less the context alone
+                assert e["measured_ms"] == max(e["with_context_ms"] - e["context_ms"], 0.01 * e["with_context_ms"])
     lo, hi = LatencyTable.read(table).bounds(graph)
     assert 0 < lo < hi
+
+
+def test_calibration_networks_span_the_space_and_the_context_line_is_fitted_through_them(space):
+    from autonl.backends.latency.measure import calibration_decisions, fit_context
+    from autonl.passes import analyze_cost
+
+    graph = relaxed(space / "tiny.ir")
+    space_ = SearchSpace(graph)
+    picked = calibration_decisions(graph, 5, seed=3)
+    assert list(picked)[:2] == ["smallest", "largest"] and len(picked) == 5
+    macs = {name: analyze_cost(space_.freeze(d)).macs for name, d in picked.items()}
+    others = [analyze_cost(space_.freeze(space_.random(i))).macs for i in range(30)]
+    assert macs["smallest"] <= min(others) and macs["largest"] >= max(others)
+    between = [macs[n] for n in list(picked)[2:]]
+    assert between == sorted(between) and len(set(between)) == 3      # spread, in order
+    assert list(calibration_decisions(graph, 1, seed=3)) == ["random 0"]
+    # a line through the rows: recovered exactly from clean rows, scale 1 when there are too few
+    rows = [{"blocks_ms": b, "measured_ms": 0.4 + 1.1 * b} for b in (1.0, 2.0, 3.5, 5.0)]
+    fixed, scale, how = fit_context(rows)
+    assert (fixed, scale) == pytest.approx((0.4, 1.1)) and "Theil-Sen" in how
+    # one network off the line does not tilt it
+    fixed, scale, _ = fit_context(rows + [{"blocks_ms": 6.0, "measured_ms": 0.4 + 1.1 * 6.0 + 3.0}])
+    assert (fixed, scale) == pytest.approx((0.4, 1.1))
+    fixed, scale, how = fit_context(rows[:2])
+    assert scale == 1.0 and fixed == pytest.approx(statistics.median([0.4 + 0.1 * 1.0, 0.4 + 0.1 * 2.0]))
+    # a slope noise made (rows with no trend) falls back to the median offset
+    fixed, scale, how = fit_context([{"blocks_ms": b, "measured_ms": m} for b, m in ((1, 9), (2, 1), (3, 1))])
+    assert scale == 1.0 and "outside" in how
 
 
 def test_the_supernet_latency_cost_equals_the_tables_prediction_for_hard_gates(space, table):
@@ -201,3 +237,24 @@ def test_tvm_tables_on_the_host_and_over_rpc(space, cli, tmp_path):
     assert doc["provenance"]["where"] == f"rpc {addr}"
     entries = [e for row in doc["nodes"].values() for e in row["entries"] if e["ms"] > 0]
     assert entries and all(e["runs"] > 0 for e in entries)
+
+
+def test_a_lowest_round_no_other_round_confirms_gets_more_rounds():
+    from autonl.backends.latency.timing import Effort, confirmed, measure_all
+
+    assert confirmed([5.0, 5.1, 9.0], 0.03) and not confirmed([5.0, 6.0, 9.0], 0.03) and not confirmed([5.0], 0.03)
+    rounds_seen = {"steady": 0, "disturbed": 0}     # calls of each timer: the warm-up, then one per round
+
+    def counting(name, ms_of_call):
+        def timer(n):
+            rounds_seen[name] += 1
+            return [ms_of_call(rounds_seen[name] - 1)] * n
+        return timer
+    effort = Effort(warmup=1, rounds=3, round_runs=2, round_seconds=0.0, extra=2)
+    # "disturbed": its 3 rounds all differ (a busy host), then it settles at 4.0 ms;
+    # "steady": the same 2.0 ms every round
+    measured = measure_all({"steady": counting("steady", lambda r: 2.0),
+                            "disturbed": counting("disturbed", lambda r: [9.0, 7.0, 5.0][r - 1] if 1 <= r <= 3
+                                                  else 4.0)}, effort)
+    assert measured.timings["steady"].raw_ms == 2.0 and rounds_seen["steady"] == 1 + 3      # warm-up + 3 rounds
+    assert measured.timings["disturbed"].raw_ms == 4.0 and rounds_seen["disturbed"] == 1 + 5   # 2 more, then agreed

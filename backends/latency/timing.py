@@ -7,7 +7,11 @@ the same 2-thread network measured here ran 1.0x to 1.8x its best time from one 
 the next, while the *ratios* between networks timed together held (rank correlation 0.97
 to 0.99 within each run). So a measurement times its models in interleaved rounds (round 1
 over all of them, then round 2, ...), each model's raw latency is its **lowest round
-median** (a round disturbed by another job is slower, never faster), and a fixed **probe**
+median** (a round disturbed by another job is slower, never faster), confirmed: a model whose
+lowest round median has no other round within 3% of it gets more rounds, later, up to three
+times as many in all (on a busy host, where one table's probe rounds ran up to 4.3x its best,
+a lowest median no other round agrees with says that most rounds were disturbed, and the
+model's floor is still to be found), and a fixed **probe**
 network (a fixed sub-network of the table's space) is timed between the rounds: the run's
 latencies are scaled by ``probe_ref / probe_best``, where ``probe_best`` is the probe's
 lowest round median in this run and ``probe_ref`` the same figure in the latency table the
@@ -51,7 +55,9 @@ class Timing:
 class Effort:
     """How long to measure: ``warmup`` untimed calls, then ``rounds`` rounds of at least
     ``round_runs`` timed calls and ``round_seconds`` each (at most ``max_round_runs``); the
-    probe is timed again whenever ``probe_every`` seconds have passed."""
+    probe is timed again whenever ``probe_every`` seconds have passed. A model's lowest round
+    median counts once another of its rounds lies within ``confirm`` of it; models without
+    that get more rounds, later (a disturbance passes), up to ``extra`` times ``rounds`` more."""
 
     warmup: int = 10
     rounds: int = 9
@@ -59,6 +65,8 @@ class Effort:
     round_seconds: float = 0.05
     max_round_runs: int = 500
     probe_every: float = 0.3
+    confirm: float = 0.03
+    extra: int = 2
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,19 +111,25 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
         time_probe()
     rounds: dict[Hashable, list[float]] = {k: [] for k in timers}       # each round's median
     every: dict[Hashable, list[float]] = {k: [] for k in timers}
-    done = 0
-    for _ in range(effort.rounds):
-        for key, timer in timers.items():
+    done, total = 0, effort.rounds * len(timers)
+    todo = list(timers)
+    for r in range(effort.rounds * (1 + effort.extra)):
+        if r >= effort.rounds:      # the extra rounds: only models whose lowest median stands alone
+            todo = [k for k in todo if not confirmed(rounds[k], effort.confirm)]
+            if not todo:
+                break
+            total += len(todo)
+        for key in todo:
             # a few models (autonl bench): the probe between every round, so that its best is
             # taken over as many rounds as theirs
             if probe is not None and (len(timers) <= 3 or time.perf_counter() - probes[-1][0] > effort.probe_every):
                 time_probe()
-            times = _round(timer, effort)
+            times = _round(timers[key], effort)
             rounds[key].append(float(np.median(times)))
             every[key] += times
             done += 1
             if progress is not None:
-                progress(done, effort.rounds * len(timers))
+                progress(done, total)
     if probe is not None:
         time_probe()
     best = min(p for _, p in probes) if probes else 1.0
@@ -128,6 +142,15 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
         p10, p90 = float(np.percentile(raw, 10)), float(np.percentile(raw, 90))
         out[key] = Timing(low * scale, p10 * scale, p90 * scale, len(raw), low, p10, p90)
     return Measured(out, best, ref, len(probes), (best, max(p for _, p in probes) if probes else 1.0))
+
+
+def confirmed(medians: list[float], within: float) -> bool:
+    """Whether the lowest of ``medians`` has another within ``within`` (relative) of it: a
+    latency that two rounds agree on, not one round that a disturbance spared alone."""
+    if len(medians) < 2:
+        return False
+    low, second = sorted(medians)[:2]
+    return second <= low * (1 + within)
 
 
 def wall_timer(fn: Callable[[], object]) -> Timer:
