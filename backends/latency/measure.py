@@ -276,8 +276,8 @@ def fit_context(rows: list[dict]) -> tuple[float, float, str]:
         scale, fixed = fit.slope, fit.intercept
         if 0.5 <= scale <= 2.0:
             return float(fixed), float(scale), ("Theil-Sen line through the calibration networks: end-to-end = "
-                                                "fixed_ms + scale x (sum of their blocks timed alone)")
-        median += f" (the least-squares slope, {scale:.2f}, was outside 0.5..2)"
+                                                "fixed_ms + scale x (sum of their blocks as measured in context)")
+        median += f" (the fitted slope, {scale:.2f}, was outside 0.5..2)"
     return (float(statistics.median(measured - blocks)) if len(rows) else 0.0), 1.0, median
 
 
