@@ -168,6 +168,18 @@ def test_a_library_for_another_target_and_an_unreachable_server_get_one_line(arm
     assert_one_line_error(cli("profile", arm), "built for aarch64", "on the device")
 
 
+def test_an_earlier_folder_that_lays_weights_out_on_the_device_is_refused_before_connecting(arm_and_host, cli,
+                                                                                          tmp_path):
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(arm_and_host[1], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["entry"]["transform_params"] = "main_transform_params"
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(cli("deploy", old, "--rpc", f"127.0.0.1:{free_port()}"), "compiled by an earlier autonl",
+                          "compile the folder again")
+
+
 def test_profile_reports_per_kernel_time(arm_and_host, cli, tmp_path):
     _arm, host = arm_and_host
     proc = cli("profile", host, "--runs", "2", "--top", "3", "--json", tmp_path / "p.json", check_ok=True)

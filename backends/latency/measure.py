@@ -27,8 +27,8 @@ The table's entries are ``ms = scale * measured_ms`` (``measured_ms`` kept besid
 3 calibration networks (or a fit outside 0.5..2) ``scale`` is 1 and ``fixed_ms`` the median of
 ``measured - blocks``. ``fixed_ms`` can come out negative for tiny networks; the table is
 refused if its fastest sub-network is not predicted above 0. Every calibration row is kept
-in the file. :func:`check_table` samples *other* sub-networks to test the prediction; :mod:`.timing` says
-how each time is taken.
+in the file. :func:`check_table` samples *other* sub-networks to test the prediction;
+:mod:`.timing` says how each time is taken.
 """
 from __future__ import annotations
 

@@ -412,11 +412,6 @@ def _remote_vm(remote, folder: Path, manifest: dict, checked: tuple[Path, bytes]
     import tvm
     from tvm import relax
 
-    if manifest.get("entry", {}).get("transform_params"):
-        # folders of earlier versions laid the weights out on the device, in a function whose
-        # result (an array of tensors) TVM RPC cannot return; autonl compile now does it once
-        raise AutonlError(f"{folder}: compiled by an earlier autonl that lays the weights out on the device, which "
-                          f"TVM RPC cannot do; compile the folder again with autonl compile --backend tvm")
     lib, data = checked
     name = f"autonl_{hashlib.sha256(data).hexdigest()[:16]}.so"
     remote.upload(bytearray(data), target=name)
@@ -442,6 +437,11 @@ def run_rpc(addr: str, folder: str | Path, runs: int = 20, input_npy: str | None
 
     folder = Path(folder)
     manifest = load_manifest(folder)
+    if manifest.get("entry", {}).get("transform_params"):
+        # folders of earlier versions laid the weights out on the device, in a function whose
+        # result (an array of tensors) TVM RPC cannot return; autonl compile now does it once
+        raise AutonlError(f"{folder}: compiled by an earlier autonl that lays the weights out on the device, which "
+                          f"TVM RPC cannot do; compile the folder again with autonl compile --backend tvm")
     checked = library_bytes(folder, manifest)       # everything checked before connecting
     params = load_params(folder, manifest)
     _x_path, x, ref = _reference(folder, manifest, input_npy)
