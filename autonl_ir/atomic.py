@@ -10,8 +10,14 @@ from .errors import AutonlError
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: a reader
-    sees the old file or the whole new one, never half of one."""
+    sees the old file or the whole new one, never half of one. A symbolic link is written
+    through (its target is replaced, the link stays); a path that is not a regular file (a
+    device such as /dev/full, a FIFO, a folder) is refused: renaming over it would replace it."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        raise AutonlError(f"{path}: is not a regular file (a device, FIFO or folder); give a file path to write")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise AutonlError(f"{path}: the folder {parent} does not exist")

@@ -60,8 +60,9 @@ os.register_at_fork(after_in_child=_drop_inherited)
 
 
 def lock_path(out: str | Path) -> Path:
-    """The lock file of output folder ``out``: ``<parent>/.<name>.lock``."""
-    folder = Path(os.path.abspath(out))
+    """The lock file of output folder ``out``: ``<parent>/.<name>.lock``, of its real path
+    (symbolic links resolved), so that two names of one folder share one lock."""
+    folder = Path(os.path.realpath(out))
     return folder.parent / f".{folder.name}.lock"
 
 

@@ -11,7 +11,6 @@ written last. Every file is written under a temporary name and renamed.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .checks import compile_with_checks
 from .loading import load_model_or_graph
 from .locks import output_lock
 from .manifest import check_out, versions, write_manifest
+from .outputs import replacing_folder
 from .report import write_report
 
 BUILTIN = {"builtin": "digits"}
@@ -53,8 +53,16 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
              "train_steps": train_steps}
     with output_lock(out, "run"):
-        return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm,
-                             target_latency_ms, latency_table)
+        # the inputs first: a missing dataset or table stops here, before the old folder is touched
+        from .torch.data import num_classes
+        num_classes(data)
+        if latency_table is not None:
+            from .latency import LatencyTable
+            LatencyTable.read(latency_table)
+        # old files set aside beside --out and put back on any failure or signal (.outputs)
+        with replacing_folder(out, force, inputs=(data, latency_table)):
+            return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm,
+                                 target_latency_ms, latency_table)
 
 
 def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
@@ -91,11 +99,7 @@ def _run_pipeline(data: str, target_macs: float | None, backend: Backend, out: P
     from .torch.search import SearchConfig, check_target_bounds, search as run_search
     from .torch.train import TrainConfig, train as run_training
 
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise AutonlError(f"{out}: exists and is not empty; give another --out, or --force to replace it")
-        shutil.rmtree(out)
-    classes = num_classes(data)          # a missing or malformed dataset stops here, before any work
+    classes = num_classes(data)
     settings, settings_line = _settings(data, asked)
     resolution, search_steps, train_steps = settings["resolution"], settings["search_steps"], settings["train_steps"]
     graph = relaxed_graph("search-space", "autonl", resolution, None, classes, lightnl_norm)

@@ -65,7 +65,7 @@ def weights_line(model, source: str) -> str:
               help="Search and training input size [default: fitted to the data's image sizes].")
 @click.option("--lightnl-norm", "lightnl_norm", type=click.Choice(LIGHTNL_NORMS),
               help="LightNL candidates' norm: l2 (bounded, the autonl space's default) or none (the paper's).")
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs; threads sleep when they wait].")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def run_cmd(data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
@@ -75,7 +75,7 @@ def run_cmd(data, target_macs, target_latency, latency_table, backend, out, sear
     architecture next to MobileNetV2 and AutoNL-S/L, costs, accuracy against chance,
     latencies) and manifest.json in --out. Resolution, batch and steps left out are fitted
     to the data and printed with the reason."""
-    lock_output(out, "run")
+    lock_output(out, "run", inputs=(data, latency_table))
     set_threads(threads)
     chosen = get_backend(backend)
     if target_macs is not None and target_latency is not None:
@@ -186,7 +186,7 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
 
     chosen = get_backend(backend)
     given = options_for(chosen, options)
-    lock_output(out, "compile")
+    lock_output(out, "compile", inputs=(source, data))
     refuse_existing(out, force, keep=("tuning",))     # before loading anything
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     model = load_deployable(source, resolution, width, batch, classes, seed)

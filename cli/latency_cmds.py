@@ -89,7 +89,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
         if chosen.name != "tvm":
             raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
         rpc_session(rpc_addr)          # an unreachable server: one line now, before any work
-    lock_output(out, "latency-table")
+    lock_output(out, "latency-table", inputs=(space_target, space))
     graph = _space_graph(space_target, space, resolution, width, classes)
     table = build_table(graph, chosen, _threads(threads), given, rpc_addr, _effort(rounds), calibration)
     table.path = out
@@ -138,7 +138,7 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
     if resume:
         from autonl.backends.tvm.tuning import require_plan
         require_plan(out)
-    lock_output(out, "tune-space")
+    lock_output(out, "tune-space", inputs=(space_target, space))
     graph = _space_graph(space_target, space, resolution, width, classes)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log, layout=layout)

@@ -7,9 +7,12 @@ Every failure caused by input prints one line ``error: ...`` and exits non-zero
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
+
+from autonl.backends import interrupts
 
 from autonl.ir import AutonlError
 
@@ -22,13 +25,17 @@ __all__ = ["cli", "main", "run"]
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
     debug = os.environ.get("AUTONL_DEBUG") == "1"
+    interrupts.install()       # Ctrl-C and SIGTERM unwind through every clean-up (backends/interrupts.py)
     try:
         rv = cli.main(args=argv, prog_name="autonl", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:     # click's name for a KeyboardInterrupt in a command
         from .options import resume_hint
+        if interrupts.received() == signal.SIGTERM:
+            click.echo(f"error: terminated (SIGTERM){resume_hint()}", err=True)
+            return 143
         click.echo(f"error: aborted{resume_hint()}", err=True)
         return 1
     except click.ClickException as e:
@@ -49,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         from .options import resume_hint
+        if interrupts.received() == signal.SIGTERM:
+            click.echo(f"error: terminated (SIGTERM){resume_hint()}", err=True)
+            return 143
         click.echo(f"error: interrupted{resume_hint()}", err=True)
         return 130
     except Exception as e:  # a bug in autonl, not bad input: still one line, with the way to more

@@ -133,15 +133,21 @@ class InputShape(click.ParamType):
 THREADS = Range(1, 1024)
 
 
-def set_threads(threads: int | None, here: bool = True) -> None:
-    """``--threads``: OMP_NUM_THREADS for the processes this one starts (torchrun's workers,
-    data loaders) and, with ``here``, torch's intra-op threads in this process."""
-    if threads is None:
-        return
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+def set_threads(threads: int | None, here: bool = True, processes: int = 1) -> int:
+    """Torch's intra-op threads at the start: ``--threads``, else ``OMP_NUM_THREADS``, else the
+    usable CPUs shared by the ``processes`` this machine runs, then fitted to the free cores
+    as the loop runs (:mod:`autonl.backends.cpu`). A count the user fixed goes to the
+    processes this one starts (torchrun's workers) as ``OMP_NUM_THREADS``; with ``here`` it is
+    set in this process. Returns the count."""
+    from autonl.backends.cpu import note_choice, torch_threads
+    n, why = torch_threads(threads, processes=processes)
+    if why in ("--threads", "OMP_NUM_THREADS") or processes > 1:   # for the processes this one starts too
+        os.environ["OMP_NUM_THREADS"] = str(n)
+    note_choice(n, why)
     if here:
         import torch
-        torch.set_num_threads(threads)
+        torch.set_num_threads(n)
+    return n
 
 
 DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with train/ and val/."
@@ -178,11 +184,15 @@ def write_json(path: str | None, data: dict) -> None:
         click.echo(f"wrote {path}")
 
 
-def lock_output(out, what: str) -> None:
-    """Hold ``out``'s writer lock from now until the command ends, before the slow imports
-    (torch, TVM), so a second writer is refused within a second. The library takes the same
-    lock again when it writes, which is a no-op inside one process."""
+def lock_output(out, what: str, inputs=()) -> None:
+    """Check ``out`` against the output-folder policy (never the root, home or working folder,
+    nor around or inside one of the command's ``inputs``: :func:`autonl.backends.outputs.
+    check_output_folder`), then hold its writer lock from now until the command ends, before
+    the slow imports (torch, TVM), so a second writer is refused within a second. The library
+    takes the same lock again when it writes, which is a no-op inside one process."""
     from autonl.backends.locks import output_lock
+    from autonl.backends.outputs import check_output_folder
+    check_output_folder(out, inputs)
     click.get_current_context().with_resource(output_lock(out, what))
     WRITING.append((what, str(out)))
 

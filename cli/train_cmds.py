@@ -52,12 +52,12 @@ PORT = Range(1, 65535)
 @click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
 @click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs; threads sleep when they wait].")
 def train(target, out, resume, force, init, from_scratch, resolution, width, threads, **config):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
-    lock_output(out, "train")
+    lock_output(out, "train", inputs=(target, init, config.get("data")))
     set_threads(threads)
     overrides = None
     if resume:     # before torch: one line, at once
@@ -103,7 +103,7 @@ def train(target, out, resume, force, init, from_scratch, resolution, width, thr
 @click.option("--device", default="auto", show_default=True)
 @config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True)
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: torch's, the CPUs here].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs; threads sleep when they wait].")
 def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt, threads):
     """Evaluate a model folder (or a run folder's model/) on a dataset's validation split
     (only val/ is read). Prints one JSON line; images whose logits are not finite are
@@ -191,7 +191,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
               help="Port on the master for the rendezvous.")
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a new search in its place).")
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch in each process [default: torch's].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch in each process [default: the usable CPUs / processes here].")
 def search(target, target_macs, target_latency, latency_table, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
            master_port, resume, force, threads, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
@@ -219,17 +219,17 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
             given["--target-latency"] = ("target_latency_ms", latency)
         overrides = check_resume_settings(out, "search_config.json", given)
     launch = os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1)
-    set_threads(threads, here=not launch)
+    set_threads(threads, here=not launch, processes=nproc if launch else 1)
     if launch:
         if node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
-            lock_output(out, "search")
+            lock_output(out, "search", inputs=(target, space, latency_table, config.get("data")))
         with _new_run(out, resume, force, node_rank == 0):
             rc = _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
             if rc:      # a failed launch puts a replaced folder back (unless it left a checkpoint)
                 raise click.exceptions.Exit(rc)
         return 0
     if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
-        lock_output(out, "search")
+        lock_output(out, "search", inputs=(target, space, latency_table, config.get("data")))
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.search import search as run_search
 
@@ -255,7 +255,7 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def derive(run_dir, out, decisions, force):
     """Derive a search run: discrete graph + inherited weights + costs + comparison."""
-    lock_output(out, "derive")
+    lock_output(out, "derive", inputs=(run_dir, decisions))
     from autonl.backends.torch.child import comparison_table, extract_child
 
     result = extract_child(run_dir, out, decisions, force)
@@ -311,7 +311,13 @@ def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: st
         args.append(a)
     launch = ["--standalone"] if nnodes == 1 else [
         f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}",
-           "-m", "autonl.cli.main", *args]
+    # Neither torchrun nor its workers may import from the working folder (a numpy.py there
+    # would run): `python -m` and `-c` put it first on sys.path, so both drop it before they
+    # import anything; PYTHONSAFEPATH (Python 3.11+) keeps it off for every process below.
+    env["PYTHONSAFEPATH"] = "1"
+    safe = "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    cmd = [sys.executable, "-c", safe + "from torch.distributed.run import main; main()", *launch,
+           f"--nproc-per-node={nproc}", "--no-python", sys.executable,
+           "-c", safe + "from autonl.cli.main import run; run()", *args]
     return subprocess.call(cmd, env=env, preexec_fn=die_with_parent)
 

@@ -19,4 +19,6 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/
 fi
 bash scripts/fetch_arm_runtime.sh .venv/bin/python
 . .venv/bin/activate
-python -m pytest -q --durations=15 "$@"
+# One xdist worker per CPU, each with one torch thread (tests/conftest.py); worksteal balances
+# the few long tests against the many short ones. Pass -n 0 to run in one process.
+python -m pytest -q --durations=15 -n logical --dist worksteal "$@"

@@ -1,5 +1,7 @@
 import contextlib
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +13,12 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (scripts/test.sh runs one worker per CPU) each worker gets one torch
+# thread, and so does every command it starts: the workers together use the machine's cores,
+# none waits on a sibling thread that another worker's process holds. Set before torch loads.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 # Every process the suite starts inherits this mark (through the environment), so that the
 # processes it leaves behind are found even after they were orphaned (reparented to PID 1),
@@ -106,8 +114,8 @@ def cli():
     """Run the installed `autonl` command; returns the CompletedProcess (text mode). On a
     timeout or an interrupt the command is stopped with every process under it."""
 
-    def run(*args, cwd=None, check_ok=False, timeout=300):
-        env = {k: v for k, v in os.environ.items() if k != "AUTONL_DEBUG"}
+    def run(*args, cwd=None, check_ok=False, timeout=300, env=None):
+        env = {**{k: v for k, v in os.environ.items() if k != "AUTONL_DEBUG"}, **(env or {})}
         cmd = [autonl_exe(), *map(str, args)]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                               env=env) as p:
@@ -154,15 +162,67 @@ def rpc_server_on_loopback(timeout: float = 60.0):
         stop_process_tree(proc)
 
 
+def shared_artifact(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once per test session, whatever the number of xdist workers: the
+    first worker to ask builds it under a file lock in the session's shared temporary folder,
+    the others wait and reuse it. A failed build is remembered, so that every test that
+    needs it fails at once with the first failure's text instead of building it again."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent           # shared by the workers of this session
+    folder, done, failed = base / f"shared-{name}", base / f"shared-{name}.done", base / f"shared-{name}.failed"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            pytest.fail(f"building the shared artefact {name} failed earlier in this session:\n{failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException as e:
+                failed.write_text(str(e) or type(e).__name__)
+                raise
+            done.touch()
+    return folder
+
+
+def run_or_fail(args: list, what: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command for a fixture; a failure fails the test with its stderr."""
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{what} failed:\n{proc.stderr[-4000:]}")
+    return proc
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory):
     """A small AutoNL-S (32x32, width 0.35, 10 classes) trained briefly on the built-in digits:
     a model folder with real, non-random weights for the deployment backends' tests."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    proc = subprocess.run([autonl_exe(), "train", "autonl-s", "--data", "digits", "--resolution", "32",
-                           "--width", "0.35", "--steps", "80", "--batch-size", "64",
-                           "--lr", "0.05", "--eval-every", "80", "--precise-bn", "10", "--out", str(run)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"training the fixture model failed:\n{proc.stderr}")
-    return run / "model"
+    def build(folder):
+        run_or_fail([autonl_exe(), "train", "autonl-s", "--data", "digits", "--resolution", "32", "--width", "0.35",
+                     "--steps", "80", "--batch-size", "64", "--lr", "0.05", "--eval-every", "80", "--precise-bn",
+                     "10", "--out", folder / "run"], "training the fixture model")
+    return shared_artifact(tmp_path_factory, "trained", build) / "run" / "model"
+
+
+AUTONL_S_SMALL = ["autonl-s", "-r", "32", "-w", "0.35", "--classes", "10"]
+
+
+@pytest.fixture(scope="session")
+def autonl_s_builds(tmp_path_factory):
+    """AutoNL-S at 32 px, width 0.35, 10 classes, random weights (seed 0), compiled once per
+    session: ``host`` (TVM, this machine), ``arm64`` (TVM with the cross-built runner) and
+    ``onnx``; tests that change a folder work on a copy."""
+    from autonl.backends.tvm.remote import find_runtime, runtime_dir
+    if find_runtime() is None:
+        pytest.fail(f"no aarch64 TVM runtime in {runtime_dir()}: run scripts/fetch_arm_runtime.sh "
+                    f"(scripts/test.sh does)")
+
+    def build(folder):
+        for name, args in (("host", ["--backend", "tvm", "--target", "host"]),
+                           ("arm64", ["--backend", "tvm", "--target", "arm64"]), ("onnx", ["--backend", "onnx"])):
+            run_or_fail([autonl_exe(), "compile", *AUTONL_S_SMALL, *args, "--out", folder / name],
+                        f"autonl compile {' '.join(args)}")
+    root = shared_artifact(tmp_path_factory, "autonl-s-builds", build)
+    return {name: root / name for name in ("host", "arm64", "onnx")}

@@ -48,16 +48,18 @@ graph {name}(%x: f32[1,3,{res},{res}]) {{
 """
 
 
-def space_toml(kernel_nodes: str = "mbconv_2") -> str:
-    """A search space over :func:`space_ir`: an optional LightNL candidate after each block,
-    kernel 3 or 5 for ``kernel_nodes`` (a regex), and the last block or its skip."""
+def space_toml(kernel_nodes: str = "mbconv_2", lightnl_nodes: str | None = None) -> str:
+    """A search space over :func:`space_ir`: an optional LightNL candidate after each block
+    (or only after ``lightnl_nodes``, a regex), kernel 3 or 5 for ``kernel_nodes`` (a regex),
+    and the last block or its skip: 32 networks, or 8 with ``lightnl_nodes="mbconv_2"``."""
+    only = f'nodes = "{lightnl_nodes}"\n' if lightnl_nodes else ""
     return f"""
 [lightnl]
 ratios = [0.25]
 strides = [2]
 optional = true
 norm = "l2"
-
+{only}
 [[choice]]
 op = "mbconv"
 attr = "k"

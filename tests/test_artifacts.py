@@ -28,23 +28,15 @@ from helpers import TINY_IR as TINY, assert_one_line_error
 CHANGED = "the folder was changed after autonl compile wrote it"
 
 
-def _compile(out, *args):
-    proc = subprocess.run([autonl_exe(), "compile", "autonl-s", "-r", "32", "-w", "0.35", "--classes", "10",
-                           *args, "--out", str(out)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"autonl compile {' '.join(args)} failed:\n{proc.stderr}")
-    return out
+@pytest.fixture
+def tvm_host(autonl_s_builds):
+    """AutoNL-S at 32 px, width 0.35, compiled for the host with TVM (conftest's session build)."""
+    return autonl_s_builds["host"]
 
 
-@pytest.fixture(scope="module")
-def tvm_host(tmp_path_factory):
-    """AutoNL-S at 32 px, width 0.35, compiled for the host with TVM."""
-    return _compile(tmp_path_factory.mktemp("artifacts") / "tvm", "--backend", "tvm", "--target", "host")
-
-
-@pytest.fixture(scope="module")
-def onnx_folder(tmp_path_factory):
-    return _compile(tmp_path_factory.mktemp("artifacts") / "onnx", "--backend", "onnx")
+@pytest.fixture
+def onnx_folder(autonl_s_builds):
+    return autonl_s_builds["onnx"]
 
 
 def copy_of(folder, tmp_path):

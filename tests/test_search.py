@@ -108,10 +108,17 @@ def test_torchrun_two_processes_agree(tmp_path):
 
 
 def test_nproc_option_starts_torchrun(cli, tmp_path):
+    """From a folder holding a numpy.py (as a user's may): torchrun and its workers never
+    import from the working folder (`python -m` put it first on their import path)."""
     run = tmp_path / "nproc"
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "numpy.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'a').write('numpy.py ran\\n')\n"
+                                   "raise SystemExit('the working folder was imported from')\n")
     proc = cli("search", "--target-macs", "250M", "--cost-resolution", "224", "--steps", "4", "--warmup-steps", "2",
-               "--out", run, "--nproc", "2", *TINY)
+               "--out", run, "--nproc", "2", *TINY, cwd=here)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "ran").exists()
     assert (run / "decisions.rank1.json").read_text() == (run / "decisions.json").read_text()
 
 

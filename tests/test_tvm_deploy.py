@@ -71,22 +71,11 @@ def test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused(tmp_
     assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
 
 
-@pytest.fixture(scope="module")
-def arm_and_host(tmp_path_factory):
+@pytest.fixture
+def arm_and_host(autonl_s_builds):
     """AutoNL-S at 32 px, width 0.35, compiled for arm64 (with the cross-built runner) and for
-    the host, from the same random weights."""
-    from conftest import autonl_exe
-    if find_runtime() is None:
-        pytest.fail(f"no aarch64 TVM runtime in {runtime_dir()}: run scripts/fetch_arm_runtime.sh "
-                    f"(scripts/test.sh does)")
-    root = tmp_path_factory.mktemp("deploy")
-    for target in ("arm64", "host"):
-        proc = subprocess.run([autonl_exe(), "compile", "autonl-s", "-r", "32", "-w", "0.35", "--classes", "10",
-                               "--backend", "tvm", "--target", target, "--out", str(root / target)],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.fail(f"compile --target {target} failed:\n{proc.stderr}")
-    return root / "arm64", root / "host"
+    the host, from the same random weights (conftest's session builds)."""
+    return autonl_s_builds["arm64"], autonl_s_builds["host"]
 
 
 def test_arm64_runner_under_qemu_matches_the_host_build(arm_and_host, cli, tmp_path):

@@ -47,8 +47,12 @@ def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = N
     if shared:
         shared_pool(threads or os.cpu_count() or 1)
         opts.use_per_session_threads = False
-    elif threads:
-        opts.intra_op_num_threads = threads
+    else:
+        # not timed: threads that sleep when idle, so that a session used for a check (parity,
+        # accuracy) does not spin beside the torch threads of the same command (autonl.backends.cpu)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            opts.intra_op_num_threads = threads
     if isinstance(model, onnx.ModelProto):
         src = model.SerializeToString()
     elif isinstance(model, (bytes, bytearray)):

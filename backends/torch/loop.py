@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,8 @@ from tqdm.auto import tqdm
 
 from autonl.ir import AutonlError, Graph, atomic_write, load_graph, render
 
+from .. import interrupts
+from ..cpu import FreeCores, threads_line
 from .checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
 from .config import RUNTIME_SETTINGS
 
@@ -232,6 +235,11 @@ class Loop:
         steps and at the end; ``after_checkpoint()`` (e.g. plots) after each checkpoint.
         """
         cfg, run = self.cfg, self.run
+        fit = None
+        if device.type == "cpu":
+            if progress and self.rank == 0:
+                tqdm.write(f"threads: {threads_line(torch.get_num_threads())}", file=sys.stderr)
+            fit = FreeCores(torch.set_num_threads, torch.get_num_threads())
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{self.kind} {self.graph.name}", unit="step",
                    disable=not progress or self.rank != 0, dynamic_ncols=True)
         per_epoch = len(loader)
@@ -241,7 +249,13 @@ class Loop:
             epoch, skip = divmod(self.step, per_epoch)
             for x, y in epoch_batches(loader, epoch, skip):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                interrupts.check()      # a Ctrl-C whose exception a finaliser swallowed
                 result = step(self.step, x, y)
+                if fit is not None:
+                    before = fit.threads
+                    if fit.tick() != before and progress and self.rank == 0:
+                        tqdm.write(f"threads: {fit.threads} (other processes keep about "
+                                   f"{fit.cpus - fit.threads} of the {fit.cpus} CPUs busy)", file=sys.stderr)
                 nonfinite.add(self.step, result.loss)
                 self.step += 1
                 i, end = self.step, self.step == cfg.steps

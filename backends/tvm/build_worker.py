@@ -170,9 +170,15 @@ def rpc_runner(addr: str, key: str | None, timeout_sec: float = 60.0):
                      initializer=partial(die_with_parent))
 
 
+# How long one candidate may take to build, or to run, before it counts as failed: a guard
+# against a hung candidate, not a measurement. Generous: on a busy machine (a test suite beside
+# other jobs) MetaSchedule's 30 s let every candidate of a task fail, leaving it no record.
+CANDIDATE_TIMEOUT_S = 120.0
+
+
 @contextmanager
-def tuning_workers(workers: int = 1, timeout_sec: float = 30.0, on_built=lambda n: None, rpc: dict | None = None,
-                   threads: int | None = None):
+def tuning_workers(workers: int = 1, timeout_sec: float = CANDIDATE_TIMEOUT_S, on_built=lambda n: None,
+                   rpc: dict | None = None, threads: int | None = None):
     """(builder, runner) for ``ms.tune_tasks``: :func:`pooled_builder` and :func:`local_runner`
     (its candidates timed with ``threads`` TVM threads)
     (or, with ``rpc`` = {"addr", "key", "cc"}, a builder of shared libraries linked with ``cc``

@@ -283,6 +283,11 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
             + (f" in {tuning['seconds']:.0f} s" if tuning["trials_run"] else "")
             + f"; it covers {tuning['tasks_covered']} of the {tuning['tasks']} tasks (before: "
               f"{tuning['tasks_with_records']})")
+        if tuning.get("trials_failed"):
+            log(f"warning: {tuning['trials_failed']} trial(s) did not build or run"
+                + (f"; {tuning['tasks'] - tuning['tasks_covered']} task(s) have no measured kernel and run "
+                   f"untuned" if tuning["tasks_covered"] < tuning["tasks"] else "")
+                + f"; first: {tuning['failures'][0] if tuning['failures'] else '?'}")
     t0 = time.time()
     ex, main_params = build(mod, tvm_target, params, prepack and tuned, work_dir if tuned else None)
     log(f"built for {target.name} ({json.dumps(target.target_dict())}) in {time.time() - t0:.0f} s")

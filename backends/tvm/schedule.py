@@ -84,6 +84,8 @@ class TaskPlan:
     done: int = 0
     best_us: float | None = None     # the fastest candidate measured so far
     closed: bool = False    # MetaSchedule ended it early: its search space had no more candidates
+    failed: int = 0         # trials that did not build or run (an error, or past the workers' timeout)
+    error: str | None = None    # the first such trial's error, cut to a line
 
 
 @dataclass
@@ -194,6 +196,10 @@ def time_scheduler(plan: Plan, work_dir: str, start: float, on_batch=lambda n: N
                 t.done += n
                 times = [sorted(float(x) for x in r.run_secs)[len(r.run_secs) // 2] * 1e6
                          for r in results if r.error_msg is None and r.run_secs]
+                t.failed += n - len(times)
+                if t.error is None and n > len(times):
+                    msg = next((str(r.error_msg) for r in results if r.error_msg is not None), "no run time")
+                    t.error = " ".join(msg.split())[:300]
                 if times:
                     t.best_us = min(times + ([t.best_us] if t.best_us is not None else []))
                 if plan.trials_per_task > 0:

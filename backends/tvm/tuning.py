@@ -234,6 +234,8 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
     info.update(tasks_covered=sum(db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None
                                   for t in tasks),
                 tasks_tuned=sum(1 for t in plan.tasks if t.done > 0), trials_run=_records(work_dir) - before,
+                trials_failed=sum(t.failed for t in plan.tasks),
+                failures=[f"{t.name}: {t.error}" for t in plan.tasks if t.error][:3],
                 seconds=time.time() - t1, trials_planned=sum(t.alloc for t in plan.tasks) if plan.trials_per_task
                 else None, trials_done=plan.trials_done(), plan_seconds=plan.seconds)
     return info
