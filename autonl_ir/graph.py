@@ -349,9 +349,30 @@ class Graph:
 
     def splice(self, name: str, new_nodes: list[Node], output: str) -> None:
         """Replace node ``name`` by ``new_nodes`` at its position; uses of it now read ``output``."""
-        self.insert_before(name, new_nodes)
-        self.replace_all_uses_with(name, output)
-        self.erase_node(name)
+        self.splice_many({name: (new_nodes, output)})
+
+    def splice_many(self, replacements: dict[str, tuple[list[Node], str]]) -> None:
+        """:meth:`splice` for many nodes at once, ``{name: (new_nodes, output)}``, in one pass
+        over the node order (a splice at a time reorders the whole graph each time: quadratic
+        in the graph's size when a pass rewrites every block)."""
+        for name in replacements:
+            self.node(name)
+        new = [n for nodes, _ in replacements.values() for n in nodes]
+        seen: set[str] = set()
+        for n in new:
+            if n.name in self._nodes or n.name in seen:
+                raise AutonlError(f"graph '{self.name}' already defines %{n.name}")
+            seen.add(n.name)
+        order: list[str] = []
+        for k in self._nodes:
+            if k in replacements:
+                order.extend(n.name for n in replacements[k][0])
+            order.append(k)
+        self._reorder(order, new)
+        for name, (_, output) in replacements.items():
+            self.replace_all_uses_with(name, output)
+        for name in replacements:
+            self.erase_node(name)
 
     def eliminate_dead_code(self) -> list[str]:
         """Remove the nodes that no graph output depends on; return their names."""

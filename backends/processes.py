@@ -2,7 +2,20 @@
 worker processes and torchrun's workers import it first thing)."""
 from __future__ import annotations
 
-__all__ = ["die_with_parent", "stop_process_tree"]
+__all__ = ["die_with_parent", "python_module", "stop_process_tree"]
+
+# Drops the working folder ('' or '.') from sys.path before anything is imported: `python -m`
+# and `python -c` put it first, so a numpy.py in the folder a user runs autonl from would run.
+SAFE_PATH = "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command that runs ``module`` as ``python -m module args`` does, but with the
+    working folder off the import path (:data:`SAFE_PATH`; ``autonl`` also sets
+    ``PYTHONSAFEPATH`` for every Python process it starts, which Python 3.11+ honours)."""
+    import sys
+    return [sys.executable, "-c", SAFE_PATH + f"import runpy; sys.argv[0] = {module!r}; "
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)", *args]
 
 
 def die_with_parent() -> None:

@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--workloads", default="train,search")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of every row (medians)")
     ap.add_argument("--policies", default=",".join(POLICIES), help="wait policies of the rows, comma-separated")
+    ap.add_argument("--threads-rows", default=None, help="thread counts of those rows, comma-separated [default: 1..CPUs]")
     ap.add_argument("--row-limit", type=float, default=40.0, help="seconds of timed steps a row may take at most")
     ap.add_argument("--json", default=str(RESULTS / "busy_machine.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -154,7 +155,8 @@ def main() -> None:
         pass
     print(f"{args.resolution}x{args.resolution}, batch {args.batch}, {cpus} CPUs ({cpu_name}); median of "
           f"{args.steps} steps a row, median of {args.rounds} alternating rounds, each row a fresh process", flush=True)
-    configs = [(t, p) for t in range(1, cpus + 1) for p in args.policies.split(",")]
+    counts = [int(t) for t in args.threads_rows.split(",")] if args.threads_rows else range(1, cpus + 1)
+    configs = [(t, p) for t in counts for p in args.policies.split(",")]
     configs += [("fitted", "default"), (None, "autonl")]
     rows = []
     for n_busy in (int(b) for b in args.busy.split(",")):

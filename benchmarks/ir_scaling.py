@@ -6,10 +6,13 @@ step in its own process: wall time and peak memory (ru_maxrss of that process).
     python benchmarks/ir_scaling.py [--sizes 1000 10000 100000] [--shape chain|inputs] [--depth 100000]
 
 Steps: ``load`` (load_graph: parse, type inference, verification), ``cost`` (analyze_cost of
-the loaded graph), ``print`` (print_graph with cost comments) and ``show`` (the whole
-``autonl show FILE --cost``). A step's time is the step alone; its memory is the peak of its
-process (load included). The goal (issue #22): ``show --cost`` of 100k nodes in under 30 s and
-2 GB. The deep inputs (an attribute ``[[[...]]]`` and a JSON document nested --depth levels)
+the loaded graph), ``print`` (print_graph with cost comments), ``show`` (the whole
+``autonl show FILE --cost``) and ``opt`` (the whole ``autonl opt FILE -p lower-composites -o
+OUT``; with ``--shape composites`` a fifth of the nodes are MBConvs to lower, each into
+about ten primitives). A step's time is the step alone; its memory is the peak of its
+process (load included). The goals: ``show --cost`` of 100k nodes in under 30 s and
+2 GB (issue #22); ``opt -p lower-composites`` of 100k nodes in under 30 s, growing linearly
+(issue #36: a splice at a time made it quadratic). The deep inputs (an attribute ``[[[...]]]`` and a JSON document nested --depth levels)
 must give one ``error:`` line, not an internal error.
 """
 from __future__ import annotations
@@ -46,8 +49,23 @@ def many_inputs_nodes(n: int):
     return [("a0", "relu", ["i0"], {})] + [(f"a{j}", "add", [f"a{j - 1}", f"i{j}"], {}) for j in range(1, n)]
 
 
+def composite_nodes(n: int):
+    """``--shape composites``: the chain's blocks with an MBConv (a composite op) in each, for
+    ``opt -p lower-composites``, which splices every composite into primitives."""
+    prev, k, out = "x", 0, []
+    while len(out) < n:
+        block = [(f"conv_{k}", "conv2d", [prev], {"out": SHAPE[1], "k": 3}),
+                 (f"bn_{k}", "batch_norm", [f"conv_{k}"], {"eps": 0.001, "momentum": 0.01}),
+                 (f"relu_{k}", "relu", [f"bn_{k}"], {}),
+                 (f"mbconv_{k}", "mbconv", [f"relu_{k}"], {"out": SHAPE[1], "e": 2, "k": 3}),
+                 (f"add_{k}", "add", [f"mbconv_{k}", prev], {})]
+        out.extend(block[:n - len(out)])
+        prev, k = f"add_{k}", k + 1
+    return out
+
+
 def graph_nodes(n: int, shape: str):
-    return many_inputs_nodes(n) if shape == "inputs" else block_nodes(n)
+    return {"inputs": many_inputs_nodes, "composites": composite_nodes}.get(shape, block_nodes)(n)
 
 
 def graph_inputs(n: int, shape: str) -> list[str]:
@@ -137,9 +155,11 @@ def measure(cmd: list[str], timeout: float) -> dict:
 
 
 def run_step(step: str, path: Path, timeout: float) -> dict:
-    if step == "show":
-        autonl = str(Path(sys.executable).parent / "autonl")
-        r = measure([autonl, "show", str(path), "--cost"], timeout)
+    autonl = str(Path(sys.executable).parent / "autonl")
+    if step in ("show", "opt"):
+        cmd = ([autonl, "show", str(path), "--cost"] if step == "show" else
+               [autonl, "opt", str(path), "-p", "lower-composites", "-o", str(path.with_suffix(".lowered.ir"))])
+        r = measure(cmd, timeout)
         r["seconds"] = r["wall"]
         return r
     r = measure([sys.executable, __file__, "--child", step, str(path)], timeout)
@@ -160,15 +180,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000, 100000])
     ap.add_argument("--forms", nargs="+", choices=["text", "json"], default=["text", "json"])
-    ap.add_argument("--steps", nargs="+", choices=["load", "cost", "print", "show"],
-                    default=["load", "cost", "print", "show"])
+    ap.add_argument("--steps", nargs="+", choices=["load", "cost", "print", "show", "opt"],
+                    default=["load", "cost", "print", "show", "opt"])
     ap.add_argument("--depth", type=int, default=100000, help="nesting depth of the deep inputs")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per step")
     ap.add_argument("--keep", metavar="DIR", help="write the inputs here and keep them")
     ap.add_argument("--child", nargs=2, metavar=("STEP", "FILE"), help=argparse.SUPPRESS)
-    ap.add_argument("--shape", choices=["chain", "inputs"], default="chain",
+    ap.add_argument("--shape", choices=["chain", "inputs", "composites"], default="chain",
                     help="chain: conv/bn/relu/add blocks with residuals; inputs: a chain of adds reading a "
-                         "new graph input at each node (the shape networkx's find_cycle was quadratic on)")
+                         "new graph input at each node (the shape networkx's find_cycle was quadratic on); "
+                         "composites: the chain with an MBConv in every block (what opt lowers)")
     ap.add_argument("--write", nargs=4, metavar=("FORM", "N", "FILE", "SHAPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

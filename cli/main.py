@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one ``error:`` line and an exit code."""
     debug = os.environ.get("AUTONL_DEBUG") == "1"
     interrupts.install()       # Ctrl-C and SIGTERM unwind through every clean-up (backends/interrupts.py)
+    # no Python process this one starts (TVM's workers, torchrun's) imports from the working
+    # folder, where `python -m` would look first (Python 3.11+; autonl's own children also
+    # drop it themselves: backends/processes.py)
+    os.environ["PYTHONSAFEPATH"] = "1"
     try:
         rv = cli.main(args=argv, prog_name="autonl", standalone_mode=False)
         return rv if isinstance(rv, int) else 0

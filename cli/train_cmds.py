@@ -314,8 +314,8 @@ def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: st
     # Neither torchrun nor its workers may import from the working folder (a numpy.py there
     # would run): `python -m` and `-c` put it first on sys.path, so both drop it before they
     # import anything; PYTHONSAFEPATH (Python 3.11+) keeps it off for every process below.
+    from autonl.backends.processes import SAFE_PATH as safe
     env["PYTHONSAFEPATH"] = "1"
-    safe = "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
     cmd = [sys.executable, "-c", safe + "from torch.distributed.run import main; main()", *launch,
            f"--nproc-per-node={nproc}", "--no-python", sys.executable,
            "-c", safe + "from autonl.cli.main import run; run()", *args]

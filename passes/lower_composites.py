@@ -40,12 +40,14 @@ class LowerComposites(Pass):
     def call(self, graph: Graph) -> PassResult:
         modified = False
         while targets := self._targets(graph):
-            for name in targets:
+            lowered = {}
+            for name in targets:     # every composite of this round, spliced in one pass (linear)
                 node = graph.nodes[name]
                 op = get_op(node.op)
                 b = GraphBuilder(graph, prefix=f"{name}.", pending=True)
                 out = op.lower(b, node.inputs, op.full_attrs(node.attrs))
-                graph.splice(name, b.new_nodes, out)
+                lowered[name] = (b.new_nodes, out)
+            graph.splice_many(lowered)
             modified = True
         return PassResult(graph, modified)
 

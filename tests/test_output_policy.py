@@ -58,7 +58,7 @@ def test_the_check_refuses_root_home_working_folder_and_inputs(tmp_path, monkeyp
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     with pytest.raises(AutonlError, match="holds the input"):
-        check_output_folder(tmp_path, inputs=(str(data / "train"),))
+        check_output_folder(data, inputs=(str(data / "train"),))
     with pytest.raises(AutonlError, match="is inside the input"):
         check_output_folder(data / "train" / "out", inputs=("digits", str(data)))
     with pytest.raises(AutonlError, match="holds the input"):
@@ -80,7 +80,7 @@ def test_refused_before_any_change(cli, tmp_path):
     env_home = {"HOME": str(home)}
     for args, cwd, fragment in (
             (["compile", graph, "--backend", "onnx", "--out", ".", "--force"], work, "is the working folder"),
-            (["compile", graph, "--backend", "onnx", "--out", "..", "--force"], work, "holds the working folder"),
+            (["compile", graph, "--backend", "onnx", "--out", "..", "--force"], work, "holds"),   # home and cwd
             (["compile", graph, "--backend", "onnx", "--out", home, "--force"], tmp_path, "is your home folder"),
             (["compile", graph, "--backend", "onnx", "--out", work, "--force"], tmp_path, "holds the input"),
             (["train", graph, "--data", work, "--out", work / "sub", "--force"], tmp_path, "is inside the input"),

@@ -15,9 +15,11 @@ from ..processes import die_with_parent
 
 
 def _builder_worker_init() -> None:
-    """Runs once in each build worker: the import MetaSchedule's default_build needs."""
+    """Runs once in each build worker: the import MetaSchedule's default_build needs (its
+    CPU part: :mod:`.intrinsics`)."""
     die_with_parent()
-    import tvm.s_tir.tensor_intrin  # noqa: F401
+    from .intrinsics import register_cpu_intrinsics
+    register_cpu_intrinsics()
 
 
 def _builder_worker_ready() -> bool:
@@ -50,8 +52,8 @@ def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: N
     TVM's ``LocalBuilder`` starts fresh workers for every batch of candidates, and each one
     imports ``tvm.s_tir.tensor_intrin``, which parses TVMScript for every tensor intrinsic
     (CUDA's included): about 27 s a batch on this machine, against about 0.05 s to compile a
-    candidate. Here the workers are started once (the import runs in their initializer) and
-    reused for every batch. One worker is enough: a candidate builds in about 0.05 s while
+    candidate. Here the workers are started once (their initializer registers the CPU
+    intrinsics only, :mod:`.intrinsics`, about 1.5 s) and reused for every batch. One worker is enough: a candidate builds in about 0.05 s while
     the evolutionary search takes about a second per task, and each extra worker pays the
     import again. A build that runs past ``timeout_sec`` (LLVM took over 9 minutes on one
     unrolled AutoNL-S candidate) is killed, reported to the tuner as a failed

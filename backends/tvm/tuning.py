@@ -29,8 +29,9 @@ import numpy as np
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write
 
-from ..processes import stop_process_tree
+from ..processes import python_module, stop_process_tree
 from .build_worker import tuning_workers
+from .intrinsics import register_cpu_intrinsics
 from .threads import set_threads, target_threads
 
 STOP_GRACE_S = 5.0
@@ -57,7 +58,7 @@ def tune(mod, target, work_dir: str, trials_per_task: int, progress: bool = True
                                    "work_dir": str(work_dir), "trials_per_task": int(trials_per_task),
                                    "minutes": minutes, "resume": bool(resume), "progress": bool(progress),
                                    "rpc": rpc, "seed": int(seed)}))
-        proc = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(result)], stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(python_module(__name__, str(job), str(result)), stdin=subprocess.DEVNULL)
         try:
             code = proc.wait()
         except BaseException:       # Ctrl-C, or anything else: the tuning process goes too
@@ -223,6 +224,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
             # budgets of tens of trials per task the search, not the measuring, dominated.
             strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
                                                              init_min_unmeasured=32)
+            register_cpu_intrinsics()      # before TuneContext imports every intrinsic TVM has (.intrinsics)
             contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=seed)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir,
                           max_trials_global=10 ** 9, max_trials_per_task=max(t.alloc for t in plan.tasks),
