@@ -70,6 +70,9 @@ def threads_line(threads: int) -> str:
     return f"{threads} torch thread{'s' if threads != 1 else ''} ({why})"
 
 
+_now = time.monotonic
+
+
 def _busy_seconds() -> tuple[float, float, float]:
     """(wall clock, CPU-seconds busy on the whole machine, CPU-seconds of this process)."""
     import psutil
@@ -77,7 +80,7 @@ def _busy_seconds() -> tuple[float, float, float]:
     idle = t.idle + getattr(t, "iowait", 0.0)
     total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)   # guest is in user already
     mine = psutil.Process().cpu_times()
-    return time.monotonic(), total - idle, mine.user + mine.system
+    return _now(), total - idle, mine.user + mine.system
 
 
 class FreeCores:
@@ -103,7 +106,7 @@ class FreeCores:
 
     def tick(self) -> int:
         """Refit the threads if a window has passed; returns the count in force."""
-        if not self.enabled or time.monotonic() - self._last[0] < self.every_s:
+        if not self.enabled or _now() - self._last[0] < self.every_s:
             return self.threads
         now = _busy_seconds()
         # others' CPUs, rounded: half a core busy elsewhere takes one thread away

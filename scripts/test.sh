@@ -19,6 +19,7 @@ if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/
 fi
 bash scripts/fetch_arm_runtime.sh .venv/bin/python
 . .venv/bin/activate
-# One xdist worker per CPU, each with one torch thread (tests/conftest.py); worksteal balances
-# the few long tests against the many short ones. Pass -n 0 to run in one process.
-python -m pytest -q --durations=15 -n logical --dist worksteal "$@"
+# One xdist worker per CPU, each with one torch thread (tests/conftest.py); the longest tests
+# start first, dealt alternately to the workers (--dist load), the short ones fill in around
+# them. Pass -n 0 to run in one process.
+python -m pytest -q --durations=15 -n logical --dist load "$@"

@@ -226,3 +226,24 @@ def autonl_s_builds(tmp_path_factory):
                         f"autonl compile {' '.join(args)}")
     root = shared_artifact(tmp_path_factory, "autonl-s-builds", build)
     return {name: root / name for name in ("host", "arm64", "onnx")}
+
+
+# The longest tests (over 40 s each on the 2-core machine, --durations) start first, so that
+# under xdist the many short ones fill the other worker around them instead of one long test
+# running alone at the end (it made the wall time a few minutes longer than the work).
+LONG_FIRST = (
+    "tests/test_tvm_tuning.py::test_tune_space_covers_every_derived_network",
+    "tests/test_tvm_deploy.py::test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused",
+    "tests/test_run.py::",
+    "tests/test_tvm_deploy.py::test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses",
+    "tests/test_tvm_deploy.py::test_tuning_on_an_emulated_arm64_board_over_rpc",
+    "tests/test_search_scale.py::test_two_process_resume_after_sigkill_gives_the_same_decisions",
+    "tests/test_latency.py::test_tvm_tables_on_the_host_and_over_rpc",
+    "tests/test_latency.py::test_bad_latency_input_gets_one_line_and_writes_nothing",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+    items.sort(key=rank)        # stable: the rest keep their order

@@ -87,5 +87,5 @@ def test_run_refuses_bad_input_before_any_work(cli, tmp_path):
     assert_one_line_error(cli("run", "--out", tmp_path / "file" / "run"), "file")
     run.mkdir()
     (run / "keep.txt").write_text("earlier")
-    assert_one_line_error(cli("run", "--out", run), "not empty", "--force")
+    assert_one_line_error(cli("run", "--out", run), "exists and holds keep.txt", "--force")
     assert (run / "keep.txt").read_text() == "earlier"

@@ -82,7 +82,8 @@ def test_checkpoint_that_does_not_fit(cli, run, tmp_path):
     (copy / "checkpoint.pt").write_bytes(b"\x00" * 100)
     assert_one_line_error(cli("derive", copy, "--out", tmp_path / "out"), "not a readable checkpoint")
     assert not (tmp_path / "out").exists()
-    assert_one_line_error(cli("derive", tmp_path, "--out", tmp_path / "out"), "not a search run folder")
+    (tmp_path / "plain").mkdir()
+    assert_one_line_error(cli("derive", tmp_path / "plain", "--out", tmp_path / "out"), "not a search run folder")
 
 
 def test_show_diff(cli):

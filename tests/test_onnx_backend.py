@@ -116,7 +116,8 @@ def test_compile_bad_input(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert_one_line_error(cli("compile", "mobilenetv2", "-r", "32", "--out", blocker / "sub"), "cannot create")
-    assert_one_line_error(cli("compile", tmp_path, "--out", out), "not a model folder")
+    (tmp_path / "plain").mkdir()
+    assert_one_line_error(cli("compile", tmp_path / "plain", "--out", out), "not a model folder")
     assert_one_line_error(cli("compile", "mobilenetv2", "-r", "32", "--out", out, "--int8",
                               "--int8-exclude", "nothing_*"), "matches no node")
     assert not out.exists() or not any(out.iterdir())
