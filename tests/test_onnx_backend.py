@@ -130,3 +130,25 @@ def test_compile_preset_keeps_no_partial_file(cli, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["weights"] == "random init (seed 0), random BN statistics" and manifest["int8"] is None
     assert sorted(p.name for p in out.iterdir()) == ["deploy_graph.ir", "manifest.json", "model.onnx"]
+
+
+# Every elementwise op whose result depends on where its input lies (clips, knees, saturation):
+# the networks above keep their activations small (random weights), so a wrong bound in one
+# emitter (relu6's Clip at 5 instead of 6) passed every other test. Here each runs alone on
+# inputs from -12 to 12.
+WIDE_RANGE_OPS = ["relu", "relu6", "sigmoid", "silu", "hardswish", "hardsigmoid"]
+
+
+@pytest.mark.parametrize("op", WIDE_RANGE_OPS)
+def test_each_activation_matches_torch_over_its_whole_range(op):
+    from autonl.backends.onnx.export import onnx_ops
+    from autonl.ir import parse_graph
+
+    assert op in onnx_ops()
+    graph = PassManager(["shape-inference"])(parse_graph(
+        f"graph one(%x: f32[1,4,10,10]) {{\n  %y = {op}(%x)\n  return %y\n}}\n")).graph
+    model = load_model_or_graph(graph, seed=0)
+    x = np.linspace(-12, 12, 400, dtype=np.float32).reshape(1, 4, 10, 10)
+    ref = torch_logits(model, x)
+    assert ref.max() - ref.min() > 0.5          # the op is not flat over the range
+    assert np.abs(run(session(export_onnx(deploy_model(model))), x) - ref).max() <= 1e-5
