@@ -20,6 +20,6 @@ fi
 bash scripts/fetch_arm_runtime.sh .venv/bin/python
 . .venv/bin/activate
 # One xdist worker per CPU, each with one torch thread (tests/conftest.py); the longest tests
-# start first, dealt alternately to the workers (--dist load), the short ones fill in around
-# them. Pass -n 0 to run in one process.
-python -m pytest -q --durations=15 -n logical --dist load "$@"
+# start first on each worker (conftest.py deals them to the workers' shares), worksteal
+# balances the rest. Pass -n 0 to run in one process.
+python -m pytest -q --durations=15 -n logical --dist worksteal "$@"

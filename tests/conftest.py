@@ -228,15 +228,16 @@ def autonl_s_builds(tmp_path_factory):
     return {name: root / name for name in ("host", "arm64", "onnx")}
 
 
-# The longest tests (over 40 s each on the 2-core machine, --durations) start first, so that
-# under xdist the many short ones fill the other worker around them instead of one long test
-# running alone at the end (it made the wall time a few minutes longer than the work).
+# The longest tests (over 40 s each on the 2-core machine, --durations) start first on every
+# worker, so that the many short ones fill in around them instead of one long test running
+# alone at the end. xdist's worksteal gives each worker a contiguous share of the list to start
+# with, so the long tests are dealt to the shares in turn, each at the front of its share.
 LONG_FIRST = (
     "tests/test_tvm_tuning.py::test_tune_space_covers_every_derived_network",
-    "tests/test_tvm_deploy.py::test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused",
     "tests/test_run.py::",
-    "tests/test_tvm_deploy.py::test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses",
+    "tests/test_tvm_deploy.py::test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused",
     "tests/test_tvm_deploy.py::test_tuning_on_an_emulated_arm64_board_over_rpc",
+    "tests/test_tvm_deploy.py::test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses",
     "tests/test_search_scale.py::test_two_process_resume_after_sigkill_gives_the_same_decisions",
     "tests/test_latency.py::test_tvm_tables_on_the_host_and_over_rpc",
     "tests/test_latency.py::test_bad_latency_input_gets_one_line_and_writes_nothing",
@@ -245,5 +246,16 @@ LONG_FIRST = (
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
-        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
-    items.sort(key=rank)        # stable: the rest keep their order
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), None)
+    long = sorted((it for it in items if rank(it) is not None), key=rank)
+    rest = [it for it in items if rank(it) is None]
+    workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    n = workers if isinstance(workers, int) and workers > 1 else 1
+    size = -(-len(items) // n)
+    shares = [long[i::n] for i in range(n)]
+    ordered = []
+    for share in shares:
+        take = max(0, size - len(share))
+        ordered += share + rest[:take]
+        rest = rest[take:]
+    items[:] = ordered + rest
