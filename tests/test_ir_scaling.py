@@ -104,9 +104,8 @@ def test_dead_code_walk_is_linear_with_many_outputs():
     assert counts[1] <= 2.2 * counts[0], counts
 
 
-def test_node_table_is_scanned_a_constant_number_of_times(tmp_path, monkeypatch):
-    """No per-node `list(graph.nodes)`, `graph.nodes.values()` or `for n in graph` hides inside
-    one C call: the whole-table scans while loading, costing and printing do not grow with N."""
+def count_table_scans(monkeypatch) -> list[int]:
+    """From now until ``monkeypatch`` is undone, ``[n]``: the whole-node-table scans so far."""
     from autonl.ir.graph import _NodeTable
 
     scans = [0]
@@ -119,6 +118,13 @@ def test_node_table_is_scanned_a_constant_number_of_times(tmp_path, monkeypatch)
 
     for name in ("__iter__", "keys", "values", "items"):
         monkeypatch.setattr(_NodeTable, name, counting(getattr(dict, name)))
+    return scans
+
+
+def test_node_table_is_scanned_a_constant_number_of_times(tmp_path, monkeypatch):
+    """No per-node `list(graph.nodes)`, `graph.nodes.values()` or `for n in graph` hides inside
+    one C call: the whole-table scans while loading, costing and printing do not grow with N."""
+    scans = count_table_scans(monkeypatch)
     counts = []
     for n in (400, 800):
         path = tmp_path / f"g{n}.ir"
@@ -134,16 +140,7 @@ def test_lowering_composites_scans_the_node_table_a_constant_number_of_times(mon
     the whole-table scans do not grow with the number of composites (a splice each made
     `autonl opt -p lower-composites` quadratic: 8k nodes took 63 s)."""
     from autonl.ir import parse_graph
-    from autonl.ir.graph import _NodeTable
     from autonl.passes import PassManager
-
-    scans = [0]
-
-    def counting(method):
-        def wrapper(self, *args):
-            scans[0] += 1
-            return method(self, *args)
-        return wrapper
 
     def chain(blocks):
         lines = [f"  %m{i} = mbconv(%{'x' if i == 0 else f'm{i - 1}'}) {{out=8, e=2, k=3}}" for i in range(blocks)]
@@ -152,9 +149,7 @@ def test_lowering_composites_scans_the_node_table_a_constant_number_of_times(mon
     counts, sizes = [], []
     for blocks in (20, 40):
         g = chain(blocks)
-        for name in ("__iter__", "keys", "values", "items"):
-            monkeypatch.setattr(_NodeTable, name, counting(getattr(dict, name)))
-        scans[0] = 0
+        scans = count_table_scans(monkeypatch)
         lowered = PassManager(["shape-inference", "lower-composites"], verify_each=False)(g).graph
         counts.append(scans[0])
         monkeypatch.undo()
