@@ -5,7 +5,7 @@ spin between parallel regions (GNU OpenMP spins up to 300k pause instructions, m
 on some CPUs, before it sleeps). On an idle machine that is the fastest way to run; beside
 any other CPU-bound process it is a trap: a thread spins at each barrier for a sibling that
 the scheduler has parked behind the other process. ``benchmarks/busy_machine.py`` measures
-it (README, "Busy machines"): beside one busy process a two-thread step took 3x its idle
+it (README, "Threads on a shared machine"): beside one busy process a two-thread step took 3x its idle
 time on this AMD EPYC machine and 24x on an Intel Xeon one, while a one-thread step took
 the same as when idle. Sleeping threads (``OMP_WAIT_POLICY=PASSIVE``) help under load but
 cost 15-60% on an idle machine, where every parallel region then pays a wake-up.
@@ -19,9 +19,9 @@ window and rises again when they are free. ``--threads`` or ``OMP_NUM_THREADS`` 
 count (and its wait policy stays the user's).
 
 Latency timing keeps its own rule (``autonl.backends.latency``): it times with the threads the
-network is deployed with, and warns when the machine is busy.
+network is deployed with, whatever the load.
 
-This module imports no torch: the CLI reads it before anything loads OpenMP.
+This module imports no torch.
 """
 from __future__ import annotations
 

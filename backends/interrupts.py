@@ -9,8 +9,8 @@ steps. SIGTERM, by default, kills the process at once: no ``finally`` runs, so a
 replaced stays half-replaced.
 
 :func:`install` (the CLI calls it first thing) makes both signals record themselves and raise
-``KeyboardInterrupt``; :func:`check` raises it again, at a safe point (each training step,
-each tuning batch), when a recorded signal was swallowed. SIGTERM then unwinds like Ctrl-C:
+``KeyboardInterrupt``; :func:`check` raises it again, at a safe point (each training or
+search step), when a recorded signal was swallowed. SIGTERM then unwinds like Ctrl-C:
 every ``finally`` and context manager runs (an output folder being replaced is put back),
 and the command exits with 143 (128 + SIGTERM) instead of Ctrl-C's 130.
 """

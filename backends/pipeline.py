@@ -55,14 +55,15 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     with output_lock(out, "run"):
         # the inputs first: a missing dataset or table stops here, before the old folder is touched
         from .torch.data import num_classes
-        num_classes(data)
+        classes = num_classes(data)
+        table = None
         if latency_table is not None:
             from .latency import LatencyTable
-            LatencyTable.read(latency_table)
+            table = LatencyTable.read(latency_table)
         # old files set aside beside --out and put back on any failure or signal (.outputs)
         with replacing_folder(out, force, inputs=(data, latency_table)):
-            return _run_pipeline(data, target_macs, backend, out, asked, seed, force, log, lightnl_norm,
-                                 target_latency_ms, latency_table)
+            return _run_pipeline(data, classes, target_macs, backend, out, asked, seed, log, lightnl_norm,
+                                 target_latency_ms, latency_table, table)
 
 
 def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
@@ -91,27 +92,26 @@ def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
     return chosen, line
 
 
-def _run_pipeline(data: str, target_macs: float | None, backend: Backend, out: Path, asked: dict, seed: int,
-                  force: bool, log, lightnl_norm: str | None, target_latency_ms: float | None = None,
-                  latency_table: str | None = None) -> dict:
+def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: Backend, out: Path, asked: dict,
+                  seed: int, log, lightnl_norm: str | None, target_latency_ms: float | None = None,
+                  latency_table: str | None = None, table=None) -> dict:
+    """The stages, in ``out`` (emptied by the caller); ``classes`` and ``table`` (the read
+    ``latency_table``) as the caller checked them."""
     from .torch.child import extract_child
-    from .torch.data import accuracy_line, chance_level, num_classes
+    from .torch.data import accuracy_line, chance_level
     from .torch.search import SearchConfig, check_target_bounds, search as run_search
     from .torch.train import TrainConfig, train as run_training
 
-    classes = num_classes(data)
     settings, settings_line = _settings(data, asked)
     resolution, search_steps, train_steps = settings["resolution"], settings["search_steps"], settings["train_steps"]
     graph = relaxed_graph("search-space", "autonl", resolution, None, classes, lightnl_norm)
-    table = None
     if target_latency_ms is not None:       # a table that does not fit, a target out of reach: nothing written
-        from .latency import LatencyTable
-        table = LatencyTable.read(latency_table)
         at_table = resize_graph(graph, table.resolution)
         table.check_fits(at_table)
         check_target_bounds(*table.bounds(at_table), target_latency_ms, "ms")
         goal = f"{target_latency_ms:.3f} ms predicted by {latency_table} ({table.describe()})"
     else:
+        table = None                        # a MAC target: the table, if any, plays no part
         at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
         check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
         goal = f"{target_macs / 1e6:.0f}M MACs at 224x224"

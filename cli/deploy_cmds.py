@@ -65,7 +65,7 @@ def weights_line(model, source: str) -> str:
               help="Search and training input size [default: fitted to the data's image sizes].")
 @click.option("--lightnl-norm", "lightnl_norm", type=click.Choice(LIGHTNL_NORMS),
               help="LightNL candidates' norm: l2 (bounded, the autonl space's default) or none (the paper's).")
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs; threads sleep when they wait].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def run_cmd(data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,

@@ -52,7 +52,7 @@ PORT = Range(1, 65535)
 @click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
 @click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs; threads sleep when they wait].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
 def train(target, out, resume, force, init, from_scratch, resolution, width, threads, **config):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
@@ -103,7 +103,7 @@ def train(target, out, resume, force, init, from_scratch, resolution, width, thr
 @click.option("--device", default="auto", show_default=True)
 @config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True)
-@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs; threads sleep when they wait].")
+@click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
 def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt, threads):
     """Evaluate a model folder (or a run folder's model/) on a dataset's validation split
     (only val/ is read). Prints one JSON line; images whose logits are not finite are
@@ -220,16 +220,17 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
         overrides = check_resume_settings(out, "search_config.json", given)
     launch = os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1)
     set_threads(threads, here=not launch, processes=nproc if launch else 1)
+    inputs = (target, space, latency_table, config.get("data"))    # never inside or around --out
     if launch:
         if node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
-            lock_output(out, "search", inputs=(target, space, latency_table, config.get("data")))
+            lock_output(out, "search", inputs=inputs)
         with _new_run(out, resume, force, node_rank == 0):
             rc = _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
             if rc:      # a failed launch puts a replaced folder back (unless it left a checkpoint)
                 raise click.exceptions.Exit(rc)
         return 0
     if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
-        lock_output(out, "search", inputs=(target, space, latency_table, config.get("data")))
+        lock_output(out, "search", inputs=inputs)
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.search import search as run_search
 
@@ -312,12 +313,11 @@ def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: st
     launch = ["--standalone"] if nnodes == 1 else [
         f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}"]
     # Neither torchrun nor its workers may import from the working folder (a numpy.py there
-    # would run): `python -m` and `-c` put it first on sys.path, so both drop it before they
-    # import anything; PYTHONSAFEPATH (Python 3.11+) keeps it off for every process below.
-    from autonl.backends.processes import SAFE_PATH as safe
-    env["PYTHONSAFEPATH"] = "1"
-    cmd = [sys.executable, "-c", safe + "from torch.distributed.run import main; main()", *launch,
-           f"--nproc-per-node={nproc}", "--no-python", sys.executable,
-           "-c", safe + "from autonl.cli.main import run; run()", *args]
+    # would run): `python -m` puts it first on sys.path, python_module drops it first thing
+    # (torchrun's --no-python runs the worker command as given).
+    # (autonl's main() has set PYTHONSAFEPATH in the environment they inherit)
+    from autonl.backends.processes import python_module
+    cmd = python_module("torch.distributed.run", *launch, f"--nproc-per-node={nproc}", "--no-python",
+                        *python_module("autonl.cli.main", *args))
     return subprocess.call(cmd, env=env, preexec_fn=die_with_parent)
 

@@ -53,7 +53,8 @@ def pooled_builder(workers: int, timeout_sec: float = 30.0, on_built=lambda n: N
     imports ``tvm.s_tir.tensor_intrin``, which parses TVMScript for every tensor intrinsic
     (CUDA's included): about 27 s a batch on this machine, against about 0.05 s to compile a
     candidate. Here the workers are started once (their initializer registers the CPU
-    intrinsics only, :mod:`.intrinsics`, about 1.5 s) and reused for every batch. One worker is enough: a candidate builds in about 0.05 s while
+    intrinsics only, :mod:`.intrinsics`, about 1.5 s) and reused for every batch. One
+    worker is enough: a candidate builds in about 0.05 s while
     the evolutionary search takes about a second per task, and each extra worker pays the
     import again. A build that runs past ``timeout_sec`` (LLVM took over 9 minutes on one
     unrolled AutoNL-S candidate) is killed, reported to the tuner as a failed
