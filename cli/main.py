@@ -35,13 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:     # click's name for a KeyboardInterrupt in a command
-        from .options import resume_hint
-        if interrupts.received() == signal.SIGTERM:
-            click.echo(f"error: terminated (SIGTERM){resume_hint()}", err=True)
-            return 143
-        click.echo(f"error: aborted{resume_hint()}", err=True)
-        return 1
+    except (click.exceptions.Abort, KeyboardInterrupt):   # Abort: click's name for it inside a command
+        return _interrupted()
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
@@ -58,19 +53,23 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         click.echo(f"error: {where}{e.strerror or e}", err=True)
         return 1
-    except KeyboardInterrupt:
-        from .options import resume_hint
-        if interrupts.received() == signal.SIGTERM:
-            click.echo(f"error: terminated (SIGTERM){resume_hint()}", err=True)
-            return 143
-        click.echo(f"error: interrupted{resume_hint()}", err=True)
-        return 130
     except Exception as e:  # a bug in autonl, not bad input: still one line, with the way to more
         if debug:
             raise
         click.echo(f"error: internal error: {type(e).__name__}: {e} (set AUTONL_DEBUG=1 for the traceback)",
                    err=True)
         return 3
+
+
+def _interrupted() -> int:
+    """One line and the shell's exit code for Ctrl-C (130) or SIGTERM (143), wherever the
+    signal landed (inside a command click calls it Abort; elsewhere it is KeyboardInterrupt)."""
+    from .options import resume_hint
+    if interrupts.received() == signal.SIGTERM:
+        click.echo(f"error: terminated (SIGTERM){resume_hint()}", err=True)
+        return 143
+    click.echo(f"error: interrupted{resume_hint()}", err=True)
+    return 130
 
 
 def run() -> None:

@@ -69,26 +69,18 @@ def test_a_second_search_into_the_same_folder_is_refused_at_once(cli, tmp_path):
                              stderr=subprocess.PIPE, text=True, env={**env, "OMP_NUM_THREADS": "1"})
     try:
         wait_for(lock_path(run), first)
-        # Timed with the first one paused (it keeps its lock), so the two do not share the CPU:
-        # the second command's time is then its start (Python, torch) plus the refusal. The
-        # baseline is the same command stopped by a bad --data just after the same imports.
+        # "At once" by what it skips, not by a clock (a timed test fails on a busy machine): with
+        # the first one paused (it keeps its lock), the second is refused on the lock before it
+        # reads anything, even a dataset that does not exist
         os.kill(first.pid, signal.SIGSTOP)
         try:
-            t0 = time.perf_counter()
-            second = cli(*SEARCH, "--out", run)
-            elapsed = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            baseline = cli(*SEARCH, "--out", tmp_path / "other", "--data", tmp_path / "nope")
-            baseline_s = time.perf_counter() - t0
+            second = cli(*SEARCH, "--out", run, "--data", tmp_path / "nope")
             still_running = first.poll() is None
         finally:
             os.kill(first.pid, signal.SIGCONT)
     finally:
         out, err = first.communicate(timeout=600)
-    line = assert_one_line_error(second, the_line(run, first.pid, "search"))
-    assert_one_line_error(baseline, "does not exist")
-    print(f"second writer refused after {elapsed:.2f} s (the command's start alone: {baseline_s:.2f} s): {line}")
-    assert elapsed < max(5.0, baseline_s + 1.0), (elapsed, baseline_s)
+    assert_one_line_error(second, the_line(run, first.pid, "search"))
     assert still_running, "the first search had ended before the second was refused"
     # the first one was not disturbed: it finished and its folder is whole
     assert first.returncode == 0, err[-3000:]
