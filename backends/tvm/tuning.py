@@ -144,6 +144,23 @@ def extract(mods: list, target) -> list:
     return list(pooled.values())
 
 
+def search_strategy(trials_per_task: int | None):
+    """MetaSchedule's evolutionary search, sized to the budget. TVM's default (a population of
+    512, 4 generations) spends seconds per batch evolving candidates against a cost model;
+    with budgets of tens of trials per task that search, not the measuring, dominated, so a
+    population of 256 and 3 generations. With a handful of trials per task the cost model has
+    next to nothing to rank by, and even that was most of the time (35 tasks at 1 trial: 90 s
+    at 256/3, 29 s at 32/1 on this 2-core machine): the population follows the budget, 8
+    candidates per trial between 32 and 256, one generation below 16 trials. ``None``: a
+    budget in minutes only, the full size."""
+    from tvm.s_tir import meta_schedule as ms
+
+    population = 256 if trials_per_task is None else min(256, max(32, 8 * trials_per_task))
+    generations = 3 if trials_per_task is None or trials_per_task >= 16 else 1
+    return ms.search_strategy.EvolutionarySearch(population_size=population, genetic_num_iters=generations,
+                                                 init_min_unmeasured=min(32, max(8, population // 8)))
+
+
 def require_plan(work_dir: str):
     """The plan an interrupted run left in ``work_dir``, or one line."""
     from .schedule import PLAN_FILE, Plan
@@ -220,10 +237,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
                    desc=f"tuning {len(todo)} tasks for {plan.minutes:g} min")
     try:
         with tuning_workers(1, rpc=rpc, threads=threads) as (builder, runner):
-            # A smaller evolutionary population than TVM's default (512 x 4 generations): with
-            # budgets of tens of trials per task the search, not the measuring, dominated.
-            strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=3,
-                                                             init_min_unmeasured=32)
+            strategy = search_strategy(max(t.alloc for t in plan.tasks) if plan.trials_per_task > 0 else None)
             register_cpu_intrinsics()      # before TuneContext imports every intrinsic TVM has (.intrinsics)
             contexts, weights = extracted_tasks_to_tune_contexts(todo, work_dir, strategy=strategy, seed=seed)
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir,
