@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {where}{e.strerror or e}", err=True)
         return 1
     except Exception as e:  # a bug in autonl, not bad input: still one line, with the way to more
+        if interrupts.received():   # a signal that landed in an extension's import became ImportError & co.
+            return _interrupted()
         if debug:
             raise
         click.echo(f"error: internal error: {type(e).__name__}: {e} (set AUTONL_DEBUG=1 for the traceback)",
