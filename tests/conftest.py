@@ -109,22 +109,114 @@ def no_leftover_processes():
         pytest.fail(f"the test session left {len(left)} process(es) running: {text}")
 
 
+
+def _terminal_warnings() -> None:
+    """Inside ``warnings.catch_warnings()``: warnings filtered and shown as a new interpreter
+    does on a terminal (pytest records them instead; tests read those lines)."""
+    import warnings
+    warnings.resetwarnings()
+    for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = show
+
+
+def run_in_process(args: list[str], cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``autonl ARGS`` through ``autonl.cli.main.main`` in this process: what the command
+    writes to file descriptors 1 and 2 (click, tqdm, TVM's C++ logging, processes it starts)
+    captured, with the environment, working folder, signal handlers, warning filters and
+    torch's thread count it may change put back afterwards. Saves the 2-3 s of a new Python
+    importing torch, onnx and TVM per call, which summed to minutes over the suite."""
+    import io
+    import signal
+    import tempfile
+    import warnings
+
+    from autonl.cli.main import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    torch = sys.modules.get("torch")
+    saved_threads = torch.get_num_threads() if torch is not None else None
+    saved_streams = sys.stdout, sys.stderr
+    for stream in saved_streams:
+        stream.flush()
+    saved_fds = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        try:
+            os.environ.pop("AUTONL_DEBUG", None)
+            os.environ.update(env or {})
+            if cwd is not None:
+                os.chdir(cwd)
+            os.dup2(out_f.fileno(), 1)
+            os.dup2(err_f.fileno(), 2)
+            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True)
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", line_buffering=True,
+                                          errors="backslashreplace")
+            with warnings.catch_warnings():
+                _terminal_warnings()
+                code = main([str(a) for a in args])
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            for sig, handler in saved_signals.items():
+                signal.signal(sig, handler)
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                torch.set_num_threads(saved_threads or int(os.environ.get("OMP_NUM_THREADS", "0")) or
+                                      torch.get_num_threads())
+        out_f.seek(0)
+        err_f.seek(0)
+        out = out_f.read().decode("utf-8", "replace")
+        err = err_f.read().decode("utf-8", "replace")
+    return subprocess.CompletedProcess(["autonl", *map(str, args)], code, out, err)
+
+
+# Commands that may time onnxruntime: they make the process's one shared onnxruntime thread
+# pool (backends/onnx/runtime.py), after which onnxruntime refuses any session with threads of
+# its own in that process, onnxruntime.quantization's and the tests' own included. They run
+# as real commands, so that no test depends on which commands ran before it in its worker.
+TIMING_COMMANDS = {"latency-table", "latency-check", "bench", "run"}
+
+
 @pytest.fixture
 def cli():
-    """Run the installed `autonl` command; returns the CompletedProcess (text mode). On a
-    timeout or an interrupt the command is stopped with every process under it."""
+    """Run ``autonl ARGS``; returns a CompletedProcess (text). In this process by default
+    (:func:`run_in_process`: the command's logic, exit code and output are the same);
+    ``real=True`` starts the installed command instead, for what needs a process of its own
+    (a timeout, a fresh interpreter's imports, a command line re-run by torchrun), as do the
+    :data:`TIMING_COMMANDS` unless ``real=False``. On a timeout or an interrupt a real command is
+    stopped with every process under it."""
 
-    def run(*args, cwd=None, check_ok=False, timeout=300, env=None):
-        env = {**{k: v for k, v in os.environ.items() if k != "AUTONL_DEBUG"}, **(env or {})}
-        cmd = [autonl_exe(), *map(str, args)]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                              env=env) as p:
-            try:
-                out, err = p.communicate(timeout=timeout)
-            except BaseException:
-                stop_process_tree(p)
-                raise
-        proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
+    def run(*args, cwd=None, check_ok=False, timeout=300, env=None, real=None):
+        if real is None:
+            real = str(args[0]) in TIMING_COMMANDS
+        if real:
+            env = {**{k: v for k, v in os.environ.items() if k != "AUTONL_DEBUG"}, **(env or {})}
+            cmd = [autonl_exe(), *map(str, args)]
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                                  env=env) as p:
+                try:
+                    out, err = p.communicate(timeout=timeout)
+                except BaseException:
+                    stop_process_tree(p)
+                    raise
+            proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
+        else:
+            proc = run_in_process(list(args), cwd=cwd, env=env)
         if check_ok and proc.returncode != 0:
             pytest.fail(f"autonl {' '.join(map(str, args))} failed:\n{proc.stderr}")
         return proc

@@ -127,7 +127,7 @@ def test_nproc_option_starts_torchrun(cli, tmp_path):
     (here / "numpy.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'a').write('numpy.py ran\\n')\n"
                                    "raise SystemExit('the working folder was imported from')\n")
     proc = cli("search", "--target-macs", "250M", "--cost-resolution", "224", "--steps", "4", "--warmup-steps", "2",
-               "--out", run, "--nproc", "2", *TINY, cwd=here)
+               "--out", run, "--nproc", "2", *TINY, cwd=here, real=True)   # torchrun re-runs its command line
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "ran").exists()
     assert (run / "decisions.rank1.json").read_text() == (run / "decisions.json").read_text()

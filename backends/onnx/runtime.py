@@ -47,6 +47,11 @@ def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = N
     if shared:
         shared_pool(threads or os.cpu_count() or 1)
         opts.use_per_session_threads = False
+    elif _SHARED_POOL:
+        # once the process has its shared pool, onnxruntime refuses a session with a pool of
+        # its own ("use_per_session_threads must be false when using a global thread pool"):
+        # a check after timing in the same command (run's report) runs on the shared pool
+        opts.use_per_session_threads = False
     else:
         # not timed: threads that sleep when idle, so that a session used for a check (parity,
         # accuracy) does not spin beside the torch threads of the same command (autonl.backends.cpu)
