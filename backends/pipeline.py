@@ -68,9 +68,9 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
 
 def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
     """The run's settings: those asked for, the rest fitted to the data. The built-in sets
-    keep what they were tuned with (search batch 32, fine-tuning batch 64, the default
-    learning rates); on a folder both stages use the fitted batch, with the learning rates
-    scaled to it (linear scaling rule)."""
+    (digits, fashion-mnist, longrange) keep what the digits were tuned with (search batch 32,
+    fine-tuning batch 64, the default learning rates); on a folder both stages use the fitted
+    batch, with the learning rates scaled to it (linear scaling rule)."""
     import torch
 
     from .torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr

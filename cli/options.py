@@ -150,7 +150,7 @@ def set_threads(threads: int | None, here: bool = True, processes: int = 1) -> i
     return n
 
 
-DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with train/ and val/."
+DATA_HELP = "Built-in dataset (digits, fashion-mnist, longrange) or an ImageFolder root with train/ and val/."
 
 def parse_macs(text: str) -> float:
     """'350M', '1.2G', '500K' or a plain number; finite and positive."""

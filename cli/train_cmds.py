@@ -159,7 +159,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
                    "autonl space) or none (the paper's product, cubic in its input).")
 @config_option(SearchConfig, "--lambda", "lam", help="Weight of the cost term.")
 @config_option(SearchConfig, "--steps")
-@config_option(SearchConfig, "--warmup-steps", help="Steps with every option on.")
+@config_option(SearchConfig, "--warmup-steps", help="Steps that train the weights only (every option on, or see --warmup-drop).")
+@config_option(SearchConfig, "--warmup-drop", help="Chance that each gate is off in a warm-up step (0.5: a uniformly "
+               "random sub-network each step; 0: every option on).")
 @config_option(SearchConfig, "--batch-size")
 @config_option(SearchConfig, "--lr", help="Weights (SGD, or --optimizer).")
 @click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default=SearchConfig.optimizer, show_default=True,
@@ -176,6 +178,8 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--device", default=SearchConfig.device, show_default=True, help="auto (GPU when present), cpu, cuda.")
 @config_option(SearchConfig, "--train-size", help="Use at most this many training images.")
 @config_option(SearchConfig, "--val-size", help="Use at most this many validation images.")
+@config_option(SearchConfig, "--holdout", help="Hold out this many training images as the search's validation "
+               "(the validation split is then not read).")
 @click.option("--channels-last/--contiguous", "channels_last", default=SearchConfig.channels_last, show_default=True,
               help="Memory format of the supernet and its batches (channels-last: 1.6x faster steps on CPU).")
 @click.option("--compile", "compile", is_flag=True,

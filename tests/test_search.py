@@ -159,3 +159,32 @@ def test_bad_space_and_data(cli, tmp_path):
         (empty / split / "b").mkdir(parents=True)
     assert_one_line_error(cli("search", "--data", empty, "--target-macs", "5M", "--out", tmp_path / "s"), "empty")
     assert not (tmp_path / "s").exists()
+
+
+def test_holdout_and_warmup_drop(cli, tmp_path):
+    """--holdout: the search's supernet accuracy is measured on held-out training images and
+    the validation split is never read (here it holds only files that are not images, which
+    any read would refuse); --warmup-drop: each warm-up step runs a random sub-network."""
+    from test_data import make_folder
+    data = make_folder(tmp_path / "data", classes=("a", "b"), n_train=24, n_val=1, exts=(".png",))
+    for image in (data / "val").rglob("*.png"):
+        image.write_bytes(b"not an image")
+    run = tmp_path / "s"
+    proc = cli("search", "search-space", "-r", "32", "--target-macs", "5M", "--steps", "12", "--warmup-steps", "6",
+               "--warmup-drop", "0.5", "--holdout", "16", "--data", data, "--out", run, "--batch-size", "8",
+               "--workers", "0", "--checkpoint-every", "4")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["supernet_val_on"] == "16 held-out training images"
+    assert json.loads((run / "search_config.json").read_text())["warmup_drop"] == 0.5
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    warm = [t for t in trace if t["step"] < 6]
+    on = [g[2] for t in warm for g in t["gates"].values()]
+    assert 0 < sum(on) < len(on)        # a sampled sub-network: some gates on, some off
+    # without --holdout the same search reads the validation split, and refuses its files
+    assert_one_line_error(cli("search", "search-space", "-r", "32", "--target-macs", "5M", "--steps", "2",
+                              "--warmup-steps", "1", "--data", data, "--out", tmp_path / "t", "--batch-size", "8",
+                              "--workers", "0"), "val")
+    too_many = cli("search", "search-space", "-r", "32", "--target-macs", "5M", "--steps", "2", "--warmup-steps", "1",
+                   "--holdout", "48", "--data", data, "--out", tmp_path / "u", "--batch-size", "8", "--workers", "0")
+    assert_one_line_error(too_many, "holding out 48 training images leaves none")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..base import Backend, Option, register_backend
 
-DATA_HELP = "Built-in dataset (digits, longrange) or an ImageFolder root with train/ and val/."
+DATA_HELP = "Built-in dataset (digits, fashion-mnist, longrange) or an ImageFolder root with train/ and val/."
 
 
 @register_backend

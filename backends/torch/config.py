@@ -141,6 +141,9 @@ class SearchConfig:
     lam: float = _f(5.0, NON_NEGATIVE, "--lambda")
     steps: int = _f(300, POSITIVE_INT)
     warmup_steps: int = _f(100, NON_NEGATIVE_INT)
+    # the chance that each gate is off in a warm-up step (Single-Path NAS's gates through
+    # dropout; 0.5 samples a sub-network uniformly, as SPOS does); 0: every option on
+    warmup_drop: float = _f(0.0, FRACTION)
     batch_size: int = _f(64, POSITIVE_INT)
     lr: float = _f(0.05, POSITIVE)
     optimizer: str = "sgd"               # the weights': sgd (Nesterov) or rmsprop (as TrainConfig)
@@ -157,6 +160,9 @@ class SearchConfig:
     checkpoint_every: int = _f(50, POSITIVE_INT)
     train_size: int | None = _f(None, POSITIVE_INT)
     val_size: int | None = _f(None, POSITIVE_INT)
+    # training images held out as the search's own validation (the supernet's accuracy is
+    # measured on them and the validation split is not read); None: the validation split
+    holdout: int | None = _f(None, POSITIVE_INT)
     skip_corrupt: bool = False
     channels_last: bool = True       # the supernet and its batches in channels-last memory format (1.6x on CPU)
     compile: bool = False            # torch.compile the supernet's forward (measure first: benchmarks/)

@@ -82,6 +82,32 @@ def fixed_subset(n: int, limit: int | None) -> np.ndarray:
     return np.sort(np.random.default_rng(0).permutation(n)[:limit])
 
 
+class Subset(AugmentedDataset):
+    """The samples ``indices`` of ``base``, with a transform of their own (a held-out part of
+    a training set is evaluated without augmentation)."""
+
+    def __init__(self, base: AugmentedDataset, indices: np.ndarray, transform):
+        self.base, self.indices, self.transform = base, np.asarray(indices), transform
+        self.classes = base.classes
+
+    def __len__(self):
+        return len(self.indices)
+
+    def load(self, i: int):
+        return self.base.load(int(self.indices[i]))
+
+
+def split_holdout(train: AugmentedDataset, n: int, transform) -> tuple[Subset, Subset]:
+    """``(the rest, n held-out samples)`` of ``train``: a fixed choice, the same for every
+    seed; the held-out ones get ``transform`` (the evaluation's)."""
+    total = len(train)
+    if n >= total:
+        raise AutonlError(f"holding out {n} training images leaves none to train on (the training set has {total})")
+    held = np.zeros(total, bool)
+    held[np.random.default_rng(1).permutation(total)[:n]] = True
+    return Subset(train, np.flatnonzero(~held), train.transform), Subset(train, np.flatnonzero(held), transform)
+
+
 class _SeededSampler(Sampler):
     """Yields ``(index, sample_seed)``: order and per-sample augmentation seeds come from one
     generator in the main process, so results do not depend on how indices reach workers."""

@@ -141,14 +141,21 @@ def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
 
 def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor,
                 warm: bool, cfg: SearchConfig, ce_fn: nn.Module) -> tuple:
-    """One step: every option on during warm-up (weights only), else the selected path, with
-    the cost term, updating weights and thresholds. Returns (loss, ce, macs, logits).
+    """One step: during warm-up the weights only, with every option on (or, with
+    ``cfg.warmup_drop``, a random sub-network: each gate off with that probability), else the
+    selected path, with the cost term, updating weights and thresholds. Returns (loss, ce,
+    macs, logits).
 
     Nothing is read back to the host: gates, decisions and cost stay on the device (a loss
     that is not finite is caught by the loop at its next logged step or checkpoint, and the
     run stops there without saving)."""
     w_opt, a_opt, w_sched, a_sched = opts
-    supernet.force_all_on() if warm else supernet.force(None)
+    if not warm:
+        supernet.force(None)
+    elif cfg.warmup_drop > 0:
+        supernet.force_random(cfg.warmup_drop)
+    else:
+        supernet.force_all_on()
     supernet.train()
     with autocast(x.device):
         logits = model(x)
@@ -201,7 +208,8 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     train_loader, val_loader, classes = make_loaders(
         cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size, shard=(rank, world))
+        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size, shard=(rank, world),
+        holdout=cfg.holdout)
     out_classes = graph.type_of(graph.outputs[0]).shape[-1]
     if out_classes != classes:
         raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but '{cfg.data}' has {classes}")
@@ -308,6 +316,8 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,
               "cost_resolution": cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1],
               "supernet_val_acc": val["val_acc"],
+              "supernet_val_on": (f"{cfg.holdout} held-out training images" if cfg.holdout else
+                                  "the validation split"),
               "lightnl_blocks": sum(1 for n in derived if n.op == "lightnl"),
               "lightnl_at": [n.name for n in derived if n.op == "lightnl"],
               "blocks": sum(1 for n in derived if n.op == "mbconv")}

@@ -442,6 +442,14 @@ class Supernet(nn.Module):
         for r in self.gate_refs:
             r.gate.forced = 1.0
 
+    def force_random(self, drop: float) -> None:
+        """Each gate off with probability ``drop``, else on: a random sub-network, drawn from
+        torch's global generator on the host (the same on every rank of a seeded run, and
+        restored with a checkpoint's RNG state)."""
+        off = (torch.rand(len(self.gate_refs)) < drop).tolist()
+        for r, is_off in zip(self.gate_refs, off):
+            r.gate.forced = 0.0 if is_off else 1.0
+
     def cost(self) -> torch.Tensor:
         """MACs (or predicted milliseconds, with a latency table) of the sub-network the latest
         forward pass selected, differentiable in the gates."""
