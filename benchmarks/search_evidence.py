@@ -330,6 +330,26 @@ def recipe_tag(sets: dict) -> str:
     return "default" if not sets else "_".join(f"{k}={v}" for k, v in sorted(sets.items())).replace("/", "-")
 
 
+# changes to the search's code that change what it computes: a new revision searches anew
+# (2: the landing within 5% of the target, backends/torch/search.py:land)
+SEARCH_REVISION = 2
+RUN_ONLY = ("target_macs", "target_latency_ms", "latency_table", "seed", "workers", "device", "log_every",
+            "checkpoint_every", "channels_last", "compile")
+
+
+def recipe_key(config: dict) -> str:
+    """A short name for everything a search computes with except its target and seed (the
+    search's defaults included, so that a changed default searches anew)."""
+    import hashlib
+    from dataclasses import asdict
+
+    from autonl.backends.torch.config import SearchConfig
+
+    full = {k: v for k, v in asdict(SearchConfig(**config)).items() if k not in RUN_ONLY}
+    full["revision"] = SEARCH_REVISION
+    return hashlib.sha1(json.dumps(full, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def cpu_name() -> str:
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
@@ -357,7 +377,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of every network")
     ap.add_argument("--search-steps", type=int, default=400)
     ap.add_argument("--warmup-steps", type=int, help="the search's warm-up [default: a third of its steps]")
-    ap.add_argument("--train-steps", type=int, default=400)
+    ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--holdout", type=int, default=2000, help="training images a search holds out as its validation")
     ap.add_argument("--rank-val-size", type=int, default=2000, help="validation images the supernet ranking reads")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -377,7 +397,8 @@ def main() -> None:
         sys.exit(f"error: {e}")
     name = Path(args.data).name if os.sep in args.data or Path(args.data).exists() else args.data
     work = Path(args.work or f"runs/evidence-{name}")
-    prefix = Path(args.results or f"benchmarks/results/search_evidence_{name}")
+    tag = recipe_tag(parse_sets(args.sets))
+    prefix = Path(args.results or f"benchmarks/results/search_evidence_{name}" + ("" if tag == "default" else f"_{tag}"))
     work.mkdir(parents=True, exist_ok=True)
     space = build_space(args.resolution, classes)
     space_text = render(space, "text")
@@ -406,9 +427,11 @@ def main() -> None:
                       **({"target_macs": comp["target"]} if kind == "macs" else
                          {"target_latency_ms": comp["target"], "latency_table": str(work / "latency_table.json")}),
                       **sets}
+            key = recipe_key(config)
             jobs.append({"kind": "search", "net": f"{kind}/searched-{seed}", "cost": kind, "seed": seed,
                          "space": space_text, "config": config, "threads": 1,
-                         "out": str(work / "search" / tag / f"{kind}-{seed}")})
+                         "out": str(work / "search" / f"{tag}-{key}" / f"{kind}-{seed}")})
+    folders = {j["net"]: Path(j["out"]) for j in jobs}
     for kind in args.costs:
         for net, n in plan["comparisons"][kind]["networks"].items():
             for seed in args.seeds:
@@ -436,7 +459,8 @@ def main() -> None:
                           f"supernet held-out acc {row['result']['supernet_val_acc']:.3f}, LightNL {positions(d)} "
                           f"({row['seconds']:.0f} s)", flush=True)
                     for seed in args.seeds:
-                        j = train_job_of(args, space, f"{job['net']}@{tag}", d, seed, work / "train")
+                        j = train_job_of(args, space, f"{job['net']}@{Path(job['out']).parent.name}", d, seed,
+                                         work / "train")
                         pending[pool.submit(run_job, j)] = j
                     others = {net: n["decisions"] for net, n in plan["comparisons"][kind]["networks"].items()}
                     j = {"kind": "rank", "net": job["net"], "search": job["out"], "nets": others, "threads": 1,
@@ -449,7 +473,7 @@ def main() -> None:
                             else f"supernet ranking of {len(row['supernet_acc'])} networks")
                     print(f"[{finished}/{total} {elapsed:.0f} min] {job['kind']} {job['net']}"
                           f"{' seed ' + str(job['seed']) if job['kind'] == 'train' else ''}: {what}", flush=True)
-    results = summarize(args, plan, space, work, rows, searched, tag, time.perf_counter() - t_start)
+    results = summarize(args, plan, space, work, rows, searched, tag, folders, time.perf_counter() - t_start)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     _write(prefix.with_suffix(".json"), results)
     prefix.with_suffix(".txt").write_text(results["table"] + "\n")
@@ -462,7 +486,7 @@ def train_job_of(args, space, net: str, decisions: dict, seed: int, root: Path) 
     from autonl.ir import render
     return {"kind": "train", "net": net, "seed": seed, "data": args.data, "steps": args.train_steps,
             "train_size": args.train_size, "threads": 1, "graph": render(derive(space, decisions), "text"),
-            "out": str(root / f"{net.replace('/', '_').replace('@', '_')}-s{seed}")}
+            "out": str(root / f"{net.replace('/', '_').replace('@', '_')}-t{args.train_steps}-s{seed}")}
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -503,7 +527,8 @@ def search_curve(folder: Path) -> list[dict]:
             if "train_acc" in r]
 
 
-def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: str, wall: float) -> dict:
+def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: str, folders: dict,
+              wall: float) -> dict:
     from scipy.stats import kendalltau
 
     from autonl.backends.torch.data import chance_level, describe
@@ -528,18 +553,19 @@ def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: st
         s_nets = {}
         for seed in args.search_seeds:
             row = searched[f"{kind}/searched-{seed}"]
-            folder = work / "search" / tag / f"{kind}-{seed}"
+            folder = folders[f"{kind}/searched-{seed}"]
             s_nets[f"searched-{seed}"] = {"arm": "searched", "decisions": row["decisions"],
                                           "cost": cost(row["decisions"]),
-                                          "val_acc": accs_of(f"{kind}/searched-{seed}@{tag}"),
+                                          "val_acc": accs_of(f"{kind}/searched-{seed}@{folder.parent.name}"),
                                           "supernet_heldout_acc": row["result"]["supernet_val_acc"],
-                                          "search_seconds": row["seconds"], "curve": search_curve(folder)}
+                                          "search_seconds": row["seconds"], "curve": search_curve(folder),
+                                          "off_target": cost(row["decisions"]) / comp["target"] - 1}
         random_means = [statistics.mean(n["val_acc"]) for n in nets.values() if n["arm"] == "random"]
         s_runs = [a for n in s_nets.values() for a in n["val_acc"]]
         s_mean = statistics.mean(s_runs)
         taus = {}
         for seed in args.search_seeds:
-            ranking = json.loads((work / "search" / tag / f"{kind}-{seed}" / "ranking.json").read_text())
+            ranking = json.loads((folders[f"{kind}/searched-{seed}"] / "ranking.json").read_text())
             ids = sorted(ranking["supernet_acc"])
             tau, p = kendalltau([ranking["supernet_acc"][i] for i in ids],
                                 [statistics.mean(nets[i]["val_acc"]) for i in ids])
@@ -568,6 +594,11 @@ def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: st
                          f"{statistics.mean(v) if v else float('nan'):>9.4f} "
                          f"{statistics.stdev(v) if len(v) > 1 else 0:>6.4f}  {positions(n['decisions'])}")
         lo, hi = c["bootstrap_90"]
+        off = {k: n["off_target"] for k, n in s_nets.items() if abs(n["off_target"]) > TOL}
+        c["searched_off_target"] = off
+        if off:
+            lines.append("warning: searched networks off the target by more than 5%, so not at equal cost: "
+                         + ", ".join(f"{k} {v:+.1%}" for k, v in off.items()))
         lines += [f"searched mean {s_mean:.4f} (sd {c['searched_sd']:.4f}, {len(s_runs)} runs): percentile "
                   f"{c['searched_percentile']:.0f} of {len(random_means)} random networks (median {c['random_median']:.4f}, "
                   f"75th {p75:.4f}); " + (f"no LightNL {no_nl:.4f}; " if no_nl is not None else "") +

@@ -1,4 +1,5 @@
 """Assertions, data and generators shared by the tests."""
+import json
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -239,3 +240,16 @@ def assert_supernet_equals_derived(space, supernet, trials: int, rng, x, rel_tol
         if check_cost:
             assert supernet.cost().item() == analyze_cost(derived).macs, trial
     supernet.force(None)
+
+
+def landed(decisions: dict, run) -> dict:
+    """The thresholds' ``decisions`` with the landing's flips (result.json) applied."""
+    out = json.loads(json.dumps(decisions))
+    for flip in json.loads((run / "result.json").read_text())["landing_flips"]:
+        gate, change = flip.split(": ")
+        node, attr = gate.split(".")
+        before, after = (json.loads(v.strip().replace("True", "true").replace("False", "false"))
+                         for v in change.split("->"))
+        assert out[node][attr] == before
+        out[node][attr] = after
+    return out

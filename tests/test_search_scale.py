@@ -15,7 +15,7 @@ from autonl.backends.torch.image_folder import ImageFolderDataset, find_unreadab
 from autonl.backends.torch.transforms import EvalTransform, TrainTransform
 
 from conftest import autonl_exe, free_port, stop_process_tree
-from helpers import assert_one_line_error, start_and_sigkill
+from helpers import assert_one_line_error, landed, start_and_sigkill
 
 TINY = ["--batch-size", "16", "--train-size", "128", "--val-size", "32", "--workers", "0", "--arch-lr", "0.2",
         "--target-macs", "250M", "--cost-resolution", "224"]
@@ -42,7 +42,9 @@ def test_two_nodes_meet_at_the_master_and_only_node_0_writes(tmp_path):
         assert p.returncode == 0, err[-3000:]
     run = tmp_path / "node0"
     ranks = [json.loads((run / f"decisions.rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0] == ranks[1] == json.loads((run / "decisions.json").read_text())
+    # The rank files hold the thresholds' decisions; decisions.json the landed ones.
+    assert ranks[0] == ranks[1]
+    assert landed(ranks[0], run) == json.loads((run / "decisions.json").read_text())
     assert not (tmp_path / "node1").exists()
 
 

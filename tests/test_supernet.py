@@ -104,3 +104,38 @@ def test_a_gate_folded_into_batch_norm_is_the_gate_times_batch_norm(momentum):
     a.eval(), b.eval()
     x = torch.randn(2, 6, 5, 5)
     assert torch.allclose(gated_batch_norm(a, x, torch.tensor(0.3)), 0.3 * b(x), atol=1e-6)
+
+
+def test_cost_of_decisions_is_the_derived_networks_cost(space, supernet):
+    from autonl.passes.derive import Derive
+    rng = random.Random(3)
+    for _ in range(5):
+        d = random_decisions(space, rng)
+        assert supernet.cost_of(d) == analyze_cost(Derive(d)(space).graph).macs
+
+
+def test_landing_flips_the_least_decided_gates_toward_the_target(space):
+    """A search that ends off its target lands within 5% by flipping the gates nearest their
+    thresholds, each at most once; a search already within 5% is left as it is."""
+    from autonl.backends.torch.search import land
+    from autonl.passes.derive import Derive
+    torch.manual_seed(0)
+    net = Supernet(space).eval()
+    net(torch.randn(2, 3, RES, RES))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():      # thresholds spread around the statistics: some gates near, some far
+        for r in net.gate_refs:
+            r.gate.threshold.copy_(r.gate.statistic + (torch.rand((), generator=g) - 0.3))
+    net(torch.randn(2, 3, RES, RES))
+    chosen = net.decisions()
+    lo, hi = net.cost_model.bounds()
+    c0 = net.cost_of(chosen)
+    for target in (lo + 0.3 * (c0 - lo), c0 + 0.5 * (hi - c0)):
+        landed, flipped = land(net, chosen, target)
+        assert abs(net.cost_of(landed) / target - 1) <= 0.05 and flipped
+        assert net.cost_of(landed) == analyze_cost(Derive(landed)(space).graph).macs
+        changed = [(n, a) for n in chosen for a in chosen[n] if chosen[n][a] != landed[n][a]]
+        assert len(changed) == len(flipped) == len(set(changed))
+        margin = {(r.node, r.attr): abs(float(r.gate.statistic - r.gate.threshold.detach())) for r in net.gate_refs}
+        assert min(margin[k] for k in changed) <= sorted(margin.values())[len(margin) // 2]
+    assert land(net, chosen, c0 * 1.03) == (chosen, [])

@@ -450,6 +450,20 @@ class Supernet(nn.Module):
         for r, is_off in zip(self.gate_refs, off):
             r.gate.forced = 0.0 if is_off else 1.0
 
+    def cost_of(self, decisions: dict[str, dict[str, Any]]) -> float:
+        """The cost of the sub-network ``decisions`` select (no forward pass: the cost model
+        reads the gates' values, set here to the decisions and put back after)."""
+        saved = [r.gate.value for r in self.gate_refs]
+        device = self.cost_model.macs.device
+        try:
+            for r in self.gate_refs:
+                on = decisions[r.node][r.attr] == r.gate.on_value
+                r.gate.value = torch.tensor(1.0 if on else 0.0, device=device)
+            return float(self.cost_model())
+        finally:
+            for r, v in zip(self.gate_refs, saved):
+                r.gate.value = v
+
     def cost(self) -> torch.Tensor:
         """MACs (or predicted milliseconds, with a latency table) of the sub-network the latest
         forward pass selected, differentiable in the gates."""
