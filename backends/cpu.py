@@ -73,7 +73,7 @@ def threads_line(threads: int) -> str:
 _now = time.monotonic
 
 
-def _busy_seconds() -> tuple[float, float, float]:
+def busy_seconds() -> tuple[float, float, float]:
     """(wall clock, CPU-seconds busy on the whole machine, CPU-seconds of this process)."""
     import psutil
     t = psutil.cpu_times()
@@ -97,7 +97,7 @@ class FreeCores:
         self.cpus = cpus or usable_cpus()
         self.enabled = (_chosen.get("fitted", True) if enabled is None else enabled) and most > 1
         self.threads, self.changes = most, 0
-        self._last = _busy_seconds() if self.enabled else None
+        self._last = busy_seconds() if self.enabled else None
 
     def others(self, now: tuple[float, float, float]) -> float:
         """CPUs kept busy by other processes since the last measurement."""
@@ -108,7 +108,7 @@ class FreeCores:
         """Refit the threads if a window has passed; returns the count in force."""
         if not self.enabled or _now() - self._last[0] < self.every_s:
             return self.threads
-        now = _busy_seconds()
+        now = busy_seconds()
         # others' CPUs, rounded: half a core busy elsewhere takes one thread away
         fitted = max(1, min(self.most, self.cpus - int(self.others(now) + 0.5)))
         self._last = now

@@ -151,7 +151,17 @@ def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: B
     deploy = compile_with_checks(backend, model, out / "deploy", backend.run_options(data), log, data=data)
     timings["compile"] = time.time() - t
 
+    import torch
+
+    from .cpu import busy_seconds, usable_cpus
+    from .latency.timing import busy_warning
+    before = busy_seconds()
     latency = measure_latency(model, out / "deploy", backend)
+    after = busy_seconds()
+    others = max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / max(1e-6, after[0] - before[0])
+    warning = busy_warning(others, usable_cpus(), torch.get_num_threads())
+    if warning:
+        log(warning)
     latency_target = None
     if table is not None:
         latency_target = measure_against_table(model.graph, table, target_latency_ms, search["predicted_latency_ms"])

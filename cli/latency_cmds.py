@@ -234,6 +234,8 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
     if probe is not None:
         probe, _ = graph_timer(probe, chosen, _threads(threads), given, rpc_addr)
     run = measure_all(timers, _effort(rounds), probe, ref)
+    if rpc_addr is None and run.busy_warning(_threads(threads)):
+        click.echo(run.busy_warning(_threads(threads)), err=True)
     rows = []
     for source, model in models.items():
         t = run.timings[source]
@@ -248,5 +250,6 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
                    f"{ref:.3f} ms there)", err=True)
     res = {**(rows[0] if len(rows) == 1 else {}), "models": rows, "provenance": provenance,
            "probe": probe_facts(run) if probe is not None else None,
-           "scaled_to": f"the probe of {table_file}" if table_file else "not scaled (no --table)"}
+           "scaled_to": f"the probe of {table_file}" if table_file else "not scaled (no --table)",
+           "machine": {"cpus": run.cpus, "others_busy_cpus": None if rpc_addr else run.others_cpus}}
     write_json(json_out, res)

@@ -30,7 +30,7 @@ def test_the_start_count_and_who_fixed_it(monkeypatch):
 def test_the_count_follows_what_other_processes_leave_free(monkeypatch):
     """Measured windows, fed in: (wall, machine busy CPU-s, this process's CPU-s)."""
     clock = {"now": (0.0, 0.0, 0.0)}
-    monkeypatch.setattr(cpu, "_busy_seconds", lambda: clock["now"])
+    monkeypatch.setattr(cpu, "busy_seconds", lambda: clock["now"])
     monkeypatch.setattr(cpu, "_now", lambda: clock["now"][0])
     set_to = []
     cpu.note_choice(4, "4 usable CPUs")
@@ -75,3 +75,24 @@ def test_train_says_its_threads(cli, tmp_path):
                "--batch-size", "8", "--train-size", "16", "--val-size", "8", "--workers", "0", "--threads", "1",
                "--out", tmp_path / "r", check_ok=True)
     assert "threads: 1 torch thread (--threads)" in proc.stderr
+
+
+def test_timing_says_when_other_processes_kept_the_cpus_busy():
+    """Latency timing keeps the deployed thread count and does not follow the load; it says
+    when the machine was busy instead of printing a slowed figure silently."""
+    from autonl.backends.latency.timing import Effort, busy_warning, measure_all, wall_timer
+
+    assert busy_warning(0.3, 2, 2) is None
+    line = busy_warning(1.0, 2, 2)
+    assert line.startswith("warning: other processes kept 1.0 of this machine's 2 CPUs busy") and "shared cores" in line
+    assert "shared cores" not in busy_warning(1.0, 4, 1)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        run = measure_all({"sum": wall_timer(lambda: sum(range(20000)))}, Effort(rounds=3, round_seconds=0.3))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert run.cpus == cpu.usable_cpus()
+    assert run.others_cpus >= 0.5, run                    # the hog: about one CPU
+    assert run.busy_warning(1) is not None

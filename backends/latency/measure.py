@@ -32,6 +32,8 @@ in the file. :func:`check_table` samples *other* sub-networks to test the predic
 """
 from __future__ import annotations
 
+import sys
+
 import datetime
 import random
 import statistics
@@ -143,6 +145,8 @@ def time_graphs(graphs: dict[Any, Graph], backend: Backend, threads: int, option
         measured = measure_all(timers, effort, probe_timer, probe_ref_ms, tick)
     finally:
         bar.close()
+    if rpc is None and measured.busy_warning(threads):
+        print(measured.busy_warning(threads), file=sys.stderr)
     return measured.timings, provenance, measured
 
 

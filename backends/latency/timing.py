@@ -92,6 +92,26 @@ class Measured:
     probe_ref_ms: float      # what the rounds were scaled to (probe_ms, or the table's)
     probe_rounds: int
     probe_range: tuple[float, float]   # the probe's slowest round over its best (how much the speed moved)
+    others_cpus: float = 0.0  # CPUs that other processes kept busy, on average, while this timed
+    cpus: int = 1             # this machine's usable CPUs
+
+    def busy_warning(self, threads: int) -> str | None:
+        """One ``warning:`` line when other processes kept at least half a CPU busy while
+        this process timed models with ``threads`` threads on this machine (timing on a
+        remote device is not slowed by this machine's load: do not ask), else None. The
+        figures are then likely slower than on an idle machine (``README``, "Threads on a
+        shared machine": two threads beside one busy process ran up to 3x their idle time)."""
+        return busy_warning(self.others_cpus, self.cpus, threads)
+
+
+def busy_warning(others: float, cpus: int, threads: int) -> str | None:
+    """See :meth:`Measured.busy_warning`."""
+    if others < 0.5:
+        return None
+    shared = " (its threads shared cores with them)" if threads + others > cpus + 0.25 else ""
+    return (f"warning: other processes kept {others:.1f} of this machine's {cpus} CPUs busy while timing "
+            f"with {threads} thread{'s' if threads != 1 else ''}{shared}; these latencies are likely slower "
+            "than on an idle machine: time again when it is idle")
 
 
 def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe: Timer | None = None,
@@ -99,6 +119,8 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
     """Time every timer in ``rounds`` interleaved rounds (round 1 over all of them, then round 2,
     ...), with ``probe`` timed between them; see the module docstring. Without a probe, each
     round counts as it was measured (scale 1)."""
+    from ..cpu import busy_seconds, usable_cpus
+    start = busy_seconds()
     for timer in timers.values():
         timer(effort.warmup)
     probes: list[tuple[float, float]] = []       # (time, probe round median)
@@ -141,7 +163,12 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
         raw = np.asarray(every[key])
         p10, p90 = float(np.percentile(raw, 10)), float(np.percentile(raw, 90))
         out[key] = Timing(low * scale, p10 * scale, p90 * scale, len(raw), low, p10, p90)
-    return Measured(out, best, ref, len(probes), (best, max(p for _, p in probes) if probes else 1.0))
+    end = busy_seconds()
+    # other processes' CPU-seconds over the timing's wall time (this process's own, its
+    # onnxruntime or TVM threads included, subtracted)
+    others = max(0.0, (end[1] - start[1]) - (end[2] - start[2])) / max(1e-6, end[0] - start[0])
+    return Measured(out, best, ref, len(probes), (best, max(p for _, p in probes) if probes else 1.0),
+                    round(others, 2), usable_cpus())
 
 
 def confirmed(medians: list[float], within: float) -> bool:
