@@ -38,10 +38,11 @@ REAL_PARITY_TOL = 1e-4     # relative to the largest |logit| (at least 1)
 def real_batches(model, data: str, images: int, skip_corrupt: bool = False) -> tuple[list, list[str]]:
     """``([(x float32 [N,3,R,R], labels)], class names)`` of the first ``images`` validation images."""
     from .onnx.runtime import batches
-    from .torch.data import make_val_loader
+    from .torch.data import make_val_loader, recorded_eval_crop
 
     resolution = model.graph.inputs[next(iter(model.graph.inputs))].shape[-1]
-    loader, classes = make_val_loader(data, resolution, 32, workers=0, skip_corrupt=skip_corrupt, val_size=images)
+    loader, classes = make_val_loader(data, resolution, 32, workers=0, skip_corrupt=skip_corrupt, val_size=images,
+                                      eval_crop=recorded_eval_crop(model.data, data))
     return list(batches(loader, images)), classes
 
 

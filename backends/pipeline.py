@@ -39,13 +39,15 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
                  search_steps: int | None = None, train_steps: int | None = None, resolution: int | None = None,
                  seed: int = 0, force: bool = False, log=print, batch_size: int | None = None,
                  lightnl_norm: str | None = None, target_latency_ms: float | None = None,
-                 latency_table: str | None = None) -> dict:
+                 latency_table: str | None = None, aug: dict | None = None) -> dict:
     """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
     its own folder inside it as well. Settings left ``None`` are fitted to the data
     (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason.
     ``target_latency_ms`` with ``latency_table`` (instead of ``target_macs``): search toward a
     latency the table predicts; the report then has the derived network's predicted and
-    measured latency (at the table's resolution, backend and threads)."""
+    measured latency (at the table's resolution, backend and threads). ``aug``: the
+    augmentation options ``crop_scale``, ``flip``, ``eval_crop`` of search and fine-tuning
+    (:func:`~autonl.backends.torch.data.augmentation`; left out: the data's defaults)."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
     data = BUILTIN.get(data, data)
     out = Path(out)
@@ -63,7 +65,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
         # old files set aside beside --out and put back on any failure or signal (.outputs)
         with replacing_folder(out, force, inputs=(data, latency_table)):
             return _run_pipeline(data, classes, target_macs, backend, out, asked, seed, log, lightnl_norm,
-                                 target_latency_ms, latency_table, table)
+                                 target_latency_ms, latency_table, table, aug or {})
 
 
 def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
@@ -94,7 +96,7 @@ def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
 
 def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: Backend, out: Path, asked: dict,
                   seed: int, log, lightnl_norm: str | None, target_latency_ms: float | None = None,
-                  latency_table: str | None = None, table=None) -> dict:
+                  latency_table: str | None = None, table=None, aug: dict | None = None) -> dict:
     """The stages, in ``out`` (emptied by the caller); ``classes`` and ``table`` (the read
     ``latency_table``) as the caller checked them."""
     from .torch.child import extract_child
@@ -124,7 +126,7 @@ def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: B
     cfg = SearchConfig(target_macs=target_macs, target_latency_ms=target_latency_ms,
                        latency_table=str(Path(latency_table).resolve()) if table else None, data=data,
                        steps=search_steps, warmup_steps=max(1, search_steps // 5), batch_size=settings["batch_size"],
-                       lr=settings["search_lr"], seed=seed, cost_resolution=None if table else 224)
+                       lr=settings["search_lr"], seed=seed, cost_resolution=None if table else 224, **(aug or {}))
     search = run_search(graph, cfg, out / "search")
     timings["search"] = time.time() - t
     if search.get("landing_warning"):
@@ -136,7 +138,7 @@ def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: B
 
     t = _stage(log, f"fine-tune: {train_steps} steps")
     tcfg = TrainConfig(data=data, steps=train_steps, seed=seed, eval_every=train_steps,
-                       batch_size=settings["train_batch_size"], lr=settings["train_lr"])
+                       batch_size=settings["train_batch_size"], lr=settings["train_lr"], **(aug or {}))
     trained = run_training(load_target(str(out / "derived")), tcfg, out / "train", init=str(out / "derived"))
     timings["train"] = time.time() - t
     acc_line, acc_warning = accuracy_line(trained["val_acc"], data)

@@ -176,7 +176,7 @@ def train_job(job: dict) -> dict:
         return json.loads(done.read_text())
     cfg = TrainConfig(data=job["data"], steps=job["steps"], batch_size=64, seed=job["seed"], workers=0,
                       eval_every=job["steps"], log_every=max(1, job["steps"] // 10), checkpoint_every=job["steps"],
-                      train_size=job["train_size"])
+                      train_size=job["train_size"], **job.get("aug", {}))
     t0 = time.perf_counter()
     shutil.rmtree(out / "run", ignore_errors=True)    # an interrupted training starts over
     result = train(parse_graph(job["graph"]), cfg, out / "run", progress=False)
@@ -237,7 +237,8 @@ def rank_job(job: dict) -> dict:
     supernet.load_state_dict(ckpt["model"])
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     train_loader, val_loader, _ = make_loaders(job["data"], resolution, 64, workers=0, seed=0,
-                                               train_size=job["train_size"], val_size=job["val_size"])
+                                               train_size=job["train_size"], val_size=job["val_size"],
+                                               **job.get("aug", {}))
     device = torch.device("cpu")
     accs = {}
     for net, decisions in job["nets"].items():
@@ -382,8 +383,14 @@ def main() -> None:
     ap.add_argument("--rank-val-size", type=int, default=2000, help="validation images the supernet ranking reads")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a search setting other than autonl search's default (e.g. arch_lr=0.1); repeatable")
+    ap.add_argument("--crop-scale", type=float, help="augmentation of searches and trainings (autonl's "
+                    "--crop-scale) [default: the data's]")
+    ap.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips [default: the data's]")
+    ap.add_argument("--eval-crop", type=float, help="evaluation centre crop [default: the data's]")
     ap.add_argument("--jobs", type=int, default=2, help="processes at once (one thread each)")
     args = ap.parse_args()
+    args.aug = {k: v for k, v in (("crop_scale", args.crop_scale), ("flip", args.flip), ("eval_crop", args.eval_crop))
+                if v is not None}
     print("$ python " + shlex.join(sys.argv), flush=True)
     t_start = time.perf_counter()
 
@@ -392,7 +399,7 @@ def main() -> None:
 
     try:
         classes = num_classes(args.data)
-        make_loaders(args.data, args.resolution, 64, workers=0, train_size=1, val_size=1)   # the files are there
+        make_loaders(args.data, args.resolution, 64, workers=0, train_size=1, val_size=1, **args.aug)   # files there
     except AutonlError as e:
         sys.exit(f"error: {e}")
     name = Path(args.data).name if os.sep in args.data or Path(args.data).exists() else args.data
@@ -426,7 +433,7 @@ def main() -> None:
                       "warmup_steps": args.warmup_steps if args.warmup_steps is not None else args.search_steps // 3,
                       **({"target_macs": comp["target"]} if kind == "macs" else
                          {"target_latency_ms": comp["target"], "latency_table": str(work / "latency_table.json")}),
-                      **sets}
+                      **args.aug, **sets}
             key = recipe_key(config)
             jobs.append({"kind": "search", "net": f"{kind}/searched-{seed}", "cost": kind, "seed": seed,
                          "space": space_text, "config": config, "threads": 1,
@@ -465,7 +472,7 @@ def main() -> None:
                     others = {net: n["decisions"] for net, n in plan["comparisons"][kind]["networks"].items()}
                     j = {"kind": "rank", "net": job["net"], "search": job["out"], "nets": others, "threads": 1,
                          "data": args.data, "train_size": args.train_size, "val_size": args.rank_val_size,
-                         "out": str(Path(job["out"]) / "ranking.json")}
+                         "aug": args.aug, "out": str(Path(job["out"]) / "ranking.json")}
                     pending[pool.submit(run_job, j)] = j
                 else:
                     rows[f"{job['kind']}:{job['net']}:{job.get('seed', '')}"] = row
@@ -484,9 +491,10 @@ def main() -> None:
 
 def train_job_of(args, space, net: str, decisions: dict, seed: int, root: Path) -> dict:
     from autonl.ir import render
+    aug = "".join(f"-{k}{v}" for k, v in sorted(args.aug.items()))       # non-default augmentation
     return {"kind": "train", "net": net, "seed": seed, "data": args.data, "steps": args.train_steps,
             "train_size": args.train_size, "threads": 1, "graph": render(derive(space, decisions), "text"),
-            "out": str(root / f"{net.replace('/', '_').replace('@', '_')}-t{args.train_steps}-s{seed}")}
+            "aug": args.aug, "out": str(root / f"{net.replace('/', '_').replace('@', '_')}-t{args.train_steps}{aug}-s{seed}")}
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -538,7 +546,8 @@ def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: st
 
     out = {"dataset": args.data, "dataset_description": describe(args.data), "resolution": args.resolution,
            "train_size": args.train_size, "chance": chance_level(args.data)[0], "recipe": tag,
-           "search_settings": parse_sets(args.sets), "search_steps": args.search_steps,
+           "search_settings": parse_sets(args.sets), "augmentation": args.aug or "the data's defaults",
+           "search_steps": args.search_steps,
            "warmup_steps": args.warmup_steps if args.warmup_steps is not None else args.search_steps // 3,
            "train_steps": args.train_steps, "seeds": args.seeds, "search_seeds": args.search_seeds,
            "holdout": args.holdout, "cpu": cpu_name(), "wall_minutes": wall / 60,

@@ -14,10 +14,10 @@ from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import load_target
 
-from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range
+from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, THREADS, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
+from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
 
 
 def load_deployable(source: str, resolution, width, batch, classes, seed: int):
@@ -67,9 +67,10 @@ def weights_line(model, source: str) -> str:
               help="LightNL candidates' norm: l2 (bounded, the autonl space's default) or none (the paper's).")
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True)
+@augmentation_options(TrainConfig)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def run_cmd(data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
-            threads, seed, force):
+            threads, seed, crop_scale, flip, eval_crop, force):
     """The whole path in one command: search, derive, fine-tune, compile (with its parity
     check and a check on the validation images), then report.md / report.html (plots,
     architecture next to MobileNetV2 and AutoNL-S/L, costs, accuracy against chance,
@@ -89,7 +90,9 @@ def run_cmd(data, target_macs, target_latency, latency_table, backend, out, sear
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
                            batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
-                           latency_table=latency_table)
+                           latency_table=latency_table,
+                           aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip), ("eval_crop", eval_crop))
+                                if v is not None})
     lat = summary["latency"]
     click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
                f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "

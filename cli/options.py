@@ -89,6 +89,26 @@ def config_option(cls, *decls: str, **kwargs):
                         **kwargs)
 
 
+def augmentation_options(cls):
+    """``--crop-scale``, ``--flip/--no-flip``, ``--eval-crop`` for a config class with those
+    fields (autonl.backends.torch.data.augmentation: None is the dataset's default)."""
+    opts = [
+        config_option(cls, "--crop-scale", help="Training crops keep at least this share of the image's area "
+                      "(1: no crop) [default: the data's: 0.8 for a folder and fashion-mnist, 0.6 digits, 1 longrange]."),
+        click.option("--flip/--no-flip", "flip", default=None,
+                     help="Random horizontal flips in training [default: on, off for digits]; --no-flip when a "
+                          "mirror image would change the class."),
+        config_option(cls, "--eval-crop", help="Evaluation: centre crop's share of the shorter side (1: the whole "
+                      "square image) [default: 1 for a folder; built-in sets resized whole]."),
+    ]
+
+    def add(f):
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return add
+
+
 preset_options = [
     click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Input height and width (presets; default 224)."),
     click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier (presets; default 1.0)."),

@@ -15,7 +15,7 @@ from autonl.passes.sources import load_target, relaxed_graph
 from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, THREADS, WIDTH, check_resume_settings, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \
+from .options import DATA_HELP, THREADS, augmentation_options, WIDTH, check_resume_settings, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \
     ranged, refuse_graph_options_on_resume, typed_options
 
 NPROC = Range(1, 256)
@@ -44,6 +44,7 @@ PORT = Range(1, 65535)
 @config_option(TrainConfig, "--train-size", help="Use at most this many training images.")
 @config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images instead of stopping.")
+@augmentation_options(TrainConfig)
 @config_option(TrainConfig, "--precise-bn",
                help="Training batches to re-estimate BN statistics before each evaluation (0: off).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -104,11 +105,14 @@ def train(target, out, resume, force, init, from_scratch, resolution, width, thr
 @config_option(TrainConfig, "--val-size", help="Use at most this many validation images.")
 @click.option("--skip-corrupt", is_flag=True)
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
-def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt, threads):
+@config_option(TrainConfig, "--eval-crop", help="Centre crop's share of the shorter side [default: what the model was "
+               "trained with (its data.json)].")
+def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrupt, threads, eval_crop):
     """Evaluate a model folder (or a run folder's model/) on a dataset's validation split
     (only val/ is read). Prints one JSON line; images whose logits are not finite are
     counted (val_nonfinite) and named in a warning line."""
-    from autonl.backends.torch.data import accuracy_line, chance_level, make_val_loader, read_data_facts
+    from autonl.backends.torch.data import (accuracy_line, chance_level, make_val_loader, read_data_facts,
+                                            recorded_eval_crop)
     from autonl.backends.torch.train import evaluate, pick_device
     from autonl.backends.torch.weights import load_model
 
@@ -123,7 +127,8 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
         data = facts["data"]
     graph, module = load_model(folder)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    val_loader, classes = make_val_loader(data, resolution, batch_size, workers, skip_corrupt, val_size)
+    crop = eval_crop if eval_crop is not None else recorded_eval_crop(facts, data)
+    val_loader, classes = make_val_loader(data, resolution, batch_size, workers, skip_corrupt, val_size, crop)
     out_classes = graph.type_of(graph.outputs[0]).shape[-1]
     if out_classes != len(classes):
         raise AutonlError(f"the model predicts {out_classes} classes but '{data}' has {len(classes)}")
@@ -180,6 +185,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @config_option(SearchConfig, "--val-size", help="Use at most this many validation images.")
 @config_option(SearchConfig, "--holdout", help="Hold out this many training images as the search's validation "
                "(the validation split is then not read).")
+@augmentation_options(SearchConfig)
 @click.option("--channels-last/--contiguous", "channels_last", default=SearchConfig.channels_last, show_default=True,
               help="Memory format of the supernet and its batches (channels-last: 1.6x faster steps on CPU).")
 @click.option("--compile", "compile", is_flag=True,

@@ -74,6 +74,7 @@ WORKERS = Range(0, 256)                  # data-loading processes
 POSITIVE = Range(0, lo_open=True, integer=False)         # learning rates, temperatures
 NON_NEGATIVE = Range(0, integer=False)                   # weights of loss terms
 FRACTION = Range(0, 1, hi_open=True, integer=False)      # label smoothing
+CROP = Range(0, 1, lo_open=True, integer=False)          # crop scales and fractions: (0, 1]
 
 
 def _f(default, rng: Range, flag: str | None = None):
@@ -119,6 +120,10 @@ class TrainConfig:
     train_size: int | None = _f(None, POSITIVE_INT)
     val_size: int | None = _f(None, POSITIVE_INT)
     skip_corrupt: bool = False
+    # augmentation (None: the dataset's default, autonl.backends.torch.data.augmentation)
+    crop_scale: float | None = _f(None, CROP)   # a training crop keeps this share of the area or more (1: no crop)
+    flip: bool | None = None                     # random horizontal flips in training
+    eval_crop: float | None = _f(None, CROP)    # evaluation: the centre crop's share of the shorter side
     precise_bn: int = _f(20, NON_NEGATIVE_INT)   # batches to re-estimate BN statistics before each evaluation
 
     def __post_init__(self):
@@ -164,6 +169,9 @@ class SearchConfig:
     # measured on them and the validation split is not read); None: the validation split
     holdout: int | None = _f(None, POSITIVE_INT)
     skip_corrupt: bool = False
+    crop_scale: float | None = _f(None, CROP)   # augmentation, as TrainConfig's
+    flip: bool | None = None
+    eval_crop: float | None = _f(None, CROP)
     channels_last: bool = True       # the supernet and its batches in channels-last memory format (1.6x on CPU)
     compile: bool = False            # torch.compile the supernet's forward (measure first: benchmarks/)
 

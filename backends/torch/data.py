@@ -5,8 +5,9 @@ batches are ``(float32 [N,3,R,R] normalised with ImageNet mean/std, int64 [N])``
 
 * a folder ``ROOT/{train,val}/<class>/*.{jpg,jpeg,png,bmp,webp}`` (classes sorted by folder
   name; train and val must have the same classes). Train: random resized crop (scale
-  0.08..1, ratio 3/4..4/3, bilinear), horizontal flip; eval: shorter side resized to
-  ``round(R/0.875)``, centre crop R. Every image is decoded once before training starts.
+  0.8..1, ratio 3/4..4/3, bilinear), horizontal flip; eval: shorter side resized to R,
+  centre crop R (the whole of a square image); all three options (:func:`augmentation`).
+  Every image is decoded once before training starts.
 * ``digits``: the UCI ML hand-written digits (Alpaydin & Kaynak 1998, UCI repository,
   CC BY 4.0) as redistributed by scikit-learn (BSD-3-Clause), 1797 grey 8x8 images of
   0..9 shipped in ``assets/digits.npz`` (made by ``scripts/make_digits_asset.py``; sklearn
@@ -52,7 +53,7 @@ from .loader import CorruptImageWarning, seeded_loader, split_holdout
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, random_resized_crop_box
 
 __all__ = ["BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "CorruptImageWarning",
-           "DATA_FACTS_FILE", "accuracy_line", "data_available", "make_val_loader", "scaled_lr", "chance_level", "data_facts", "fitted_settings", "read_data_facts",
+           "DATA_FACTS_FILE", "accuracy_line", "augmentation", "recorded_eval_crop", "data_available", "make_val_loader", "scaled_lr", "chance_level", "data_facts", "fitted_settings", "read_data_facts",
            "DigitsDataset", "EvalTransform", "FashionMnistDataset", "ImageFolderDataset", "LongRangeDataset", "TrainTransform",
            "describe", "find_unreadable", "make_loaders", "num_classes", "random_resized_crop_box", "scan_image_folder"]
 
@@ -102,10 +103,53 @@ def auto_workers() -> int:
     return max(1, min(MAX_AUTO_WORKERS, cpus // local))
 
 
+def augmentation(data: str, crop_scale: float | None = None, flip: bool | None = None,
+                 eval_crop: float | None = None) -> dict:
+    """The augmentation of ``data`` (a built-in name or a folder): what was asked, the rest
+    the dataset's default, as ``{"crop_scale", "flip", "eval_crop"}``.
+
+    ``crop_scale``: a training image is a random crop of at least this share of its area
+    (aspect 3/4..4/3), resized to the input size; 1: the whole image. ``flip``: random
+    horizontal flips. ``eval_crop``: at evaluation the shorter side is resized to
+    ``R / eval_crop`` and the centre ``R x R`` taken (1: the whole of a square image); None:
+    resized straight to ``R x R`` (the built-in sets, already framed). Defaults: digits 0.6,
+    no flip (digits are chiral); fashion-mnist 0.8 with flips; longrange no crop (a crop
+    could cut a key out) with flips; an image folder 0.8 with flips and the whole image at
+    evaluation: mild enough that a small image keeps its layout (ImageNet's 0.08 crop and
+    0.875 centre crop cut distant objects out of most small images); a folder whose classes
+    a mirror image would swap needs ``flip=False`` (``--no-flip``)."""
+    src = _resolve(str(data))
+    default = {"digits": (0.6, False, None), "fashion-mnist": (0.8, True, None),
+               "longrange": (1.0, True, None)}.get(src if isinstance(src, str) else "", (0.8, True, 1.0))
+    for name, v in (("crop_scale", crop_scale), ("eval_crop", eval_crop)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1):
+            raise AutonlError(f"{name} must be a number in (0, 1], got {v!r}")
+    return {"crop_scale": float(default[0] if crop_scale is None else crop_scale),
+            "flip": bool(default[1] if flip is None else flip),
+            "eval_crop": default[2] if eval_crop is None else float(eval_crop)}
+
+
+def recorded_eval_crop(facts: dict | None, data: str) -> float | None:
+    """The evaluation crop a model was trained with, from its ``data.json`` (``facts``): its
+    ``augmentation.eval_crop``; a record from before augmentation was kept: what was then
+    the rule (a folder's 0.875 centre crop, a built-in set resized straight); no record:
+    the dataset's default."""
+    if facts is None:
+        return augmentation(data)["eval_crop"]
+    aug = facts.get("augmentation")
+    if isinstance(aug, dict) and "eval_crop" in aug:
+        crop = aug["eval_crop"]
+        if crop is not None and (isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1):
+            raise AutonlError(f"data.json: augmentation.eval_crop must be null or a number in (0, 1], got {crop!r}")
+        return crop
+    return None if _resolve(str(data)) in BUILTIN_DATASETS else 0.875
+
+
 def make_loaders(data: str, resolution: int, batch_size: int, workers: int | None = None, seed: int = 0,
                  skip_corrupt: bool = False, train_size: int | None = None, val_size: int | None = None,
                  augment: bool = True, shard: tuple[int, int] = (0, 1),
-                 holdout: int | None = None) -> tuple[DataLoader, DataLoader, int]:
+                 holdout: int | None = None, crop_scale: float | None = None, flip: bool | None = None,
+                 eval_crop: float | None = None) -> tuple[DataLoader, DataLoader, int]:
     """``(train_loader, val_loader, num_classes)`` for ``data`` (a built-in name or a folder).
 
     ``train_size``/``val_size`` bound the number of samples (a fixed subset, the same for
@@ -115,6 +159,7 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int | Non
     batches, epoch by epoch, whatever ``workers`` is (None: :func:`auto_workers`).
     ``holdout``: that many training images (a fixed choice) become the validation loader,
     without augmentation, and leave the training one; the validation split is not read.
+    ``crop_scale``, ``flip``, ``eval_crop``: :func:`augmentation` (None: the dataset's default).
     """
     _check_int("resolution", resolution, 8, RESOLUTION.hi)
     _check_int("batch_size", batch_size, 1)
@@ -125,23 +170,22 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int | Non
         if v is not None:
             _check_int(name, v, 1)
     src = _resolve(str(data))
-    evaluate = EvalTransform(resolution, None if src in BUILTIN_DATASETS else 0.875)
+    aug = augmentation(src, crop_scale, flip, eval_crop)
+    evaluate = EvalTransform(resolution, aug["eval_crop"])
+    train_t = TrainTransform(resolution, scale=None if aug["crop_scale"] >= 1 else (aug["crop_scale"], 1.0),
+                             flip=aug["flip"]) if augment else evaluate
     if src == "digits":
-        train_t = TrainTransform(resolution, scale=(0.6, 1.0), flip=False) if augment else evaluate
         train = DigitsDataset("train", resolution, train_t, train_size)
         val = DigitsDataset("val", resolution, evaluate, val_size) if holdout is None else None
     elif src == "fashion-mnist":
-        train_t = TrainTransform(resolution, scale=(0.8, 1.0), flip=True) if augment else evaluate
         train = FashionMnistDataset("train", resolution, train_t, train_size)
         val = FashionMnistDataset("val", resolution, evaluate, val_size) if holdout is None else None
     elif src == "longrange":
-        train_t = TrainTransform(resolution, scale=None, flip=True) if augment else evaluate
         train = LongRangeDataset("train", train_size or LONGRANGE_SIZES[0], resolution, seed, train_t)
         val = LongRangeDataset("val", val_size or LONGRANGE_SIZES[1], resolution, seed, evaluate) \
             if holdout is None else None
     else:
         classes, samples = scan_image_folder(src)
-        train_t = TrainTransform(resolution) if augment else evaluate
         common = dict(classes=classes, skip_corrupt=skip_corrupt, workers=workers)
         train = ImageFolderDataset(samples["train"], transform=train_t, what=str(src / "train"),
                                    limit=train_size, **common)
@@ -154,9 +198,11 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int | Non
 
 
 def make_val_loader(data: str, resolution: int, batch_size: int, workers: int | None = None,
-                    skip_corrupt: bool = False, val_size: int | None = None) -> tuple[DataLoader, list[str]]:
+                    skip_corrupt: bool = False, val_size: int | None = None,
+                    eval_crop: float | None = None) -> tuple[DataLoader, list[str]]:
     """``(validation loader, class names)``: what evaluation needs, and only that (a folder
-    needs no train/ split, and no training image is read)."""
+    needs no train/ split, and no training image is read). ``eval_crop``: as
+    :func:`augmentation` (None: the dataset's default)."""
     _check_int("resolution", resolution, 8, RESOLUTION.hi)
     _check_int("batch_size", batch_size, 1)
     workers = auto_workers() if workers is None else workers
@@ -165,14 +211,15 @@ def make_val_loader(data: str, resolution: int, batch_size: int, workers: int | 
         _check_int("workers", workers, 0, WORKERS.hi)
         if val_size is not None:
             _check_int("val_size", val_size, 1)
-        val = FashionMnistDataset("val", resolution, EvalTransform(resolution, None), val_size)
+        val = FashionMnistDataset("val", resolution, EvalTransform(resolution, eval_crop), val_size)
         return seeded_loader(val, batch_size, False, workers, 0, skip_corrupt), list(val.classes)
     if src in BUILTIN_DATASETS:
         _, val, _ = make_loaders(src, resolution, batch_size, workers, skip_corrupt=skip_corrupt,
-                                 train_size=1, val_size=val_size)
+                                 train_size=1, val_size=val_size, eval_crop=eval_crop)
         return val, list(val.dataset.classes)
     classes, samples = scan_image_folder(src, splits=("val",))
-    val = ImageFolderDataset(samples["val"], transform=EvalTransform(resolution, 0.875), what=str(src / "val"),
+    crop = augmentation(src, eval_crop=eval_crop)["eval_crop"]
+    val = ImageFolderDataset(samples["val"], transform=EvalTransform(resolution, crop), what=str(src / "val"),
                              limit=val_size, classes=classes, skip_corrupt=skip_corrupt, workers=workers)
     return seeded_loader(val, batch_size, False, workers, 0, skip_corrupt), classes
 
@@ -297,20 +344,25 @@ def accuracy_line(acc: float, data: str, margin: float = 0.05) -> tuple[str, str
 DATA_FACTS_FILE = "data.json"
 
 
-def data_facts(data: str, resolution: int) -> dict:
+def data_facts(data: str, resolution: int, aug: dict | None = None) -> dict:
     """What a deployed model needs to know about its input, kept beside its weights (every
     model folder's ``data.json``) and copied into every deploy manifest and board README:
-    the dataset, the class names in output order, and the preprocessing that produced the
-    training and validation tensors (:class:`EvalTransform`)."""
+    the dataset, the class names in output order, the preprocessing that produced the
+    validation tensors (:class:`EvalTransform`) and the training's augmentation (``aug``,
+    :func:`augmentation`; None: the dataset's defaults)."""
     src = _resolve(str(data))
     r = resolution
+    aug = aug or augmentation(src)
     if src in BUILTIN_DATASETS:
         classes = BUILTIN_CLASSES[src]
-        name, resize_ = src, f"resized to {r}x{r} (bilinear, antialiased)"
+        name = src
     else:
         classes = scan_image_folder(src)[0]
-        short = int(round(r / 0.875))
         name = str(Path(src).resolve())
+    if aug["eval_crop"] is None:
+        resize_ = f"resized to {r}x{r} (bilinear, antialiased)"
+    else:
+        short = int(round(r / aug["eval_crop"]))
         resize_ = (f"shorter side resized to {short} (bilinear, antialiased), then the centre {r}x{r} crop")
     return {
         "format": "autonl-data", "version": 1, "data": name, "classes": classes,
@@ -321,6 +373,8 @@ def data_facts(data: str, resolution: int) -> dict:
                   "scale": "pixel values / 255, to [0, 1]",
                   "normalize": "(x - mean) / std per channel", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "output": {"meaning": "logits, one per class in the order of 'classes' (argmax: the predicted class)"},
+        "augmentation": {**aug, "meaning": "training: a random crop of at least crop_scale of the area (1: none), "
+                                           "random horizontal flips if flip; evaluation: input.resize"},
     }
 
 

@@ -41,7 +41,7 @@ from ..processes import die_with_parent
 from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
-from .data import DATA_FACTS_FILE, data_facts
+from .data import DATA_FACTS_FILE, augmentation, data_facts
 from .loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .supernet import Supernet
 
@@ -209,7 +209,7 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     train_loader, val_loader, classes = make_loaders(
         cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
         skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size, shard=(rank, world),
-        holdout=cfg.holdout)
+        holdout=cfg.holdout, crop_scale=cfg.crop_scale, flip=cfg.flip, eval_crop=cfg.eval_crop)
     out_classes = graph.type_of(graph.outputs[0]).shape[-1]
     if out_classes != classes:
         raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but '{cfg.data}' has {classes}")
@@ -385,7 +385,8 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
         result["off_target"] = macs / cfg.target_macs - 1
         achieved, wanted = f"{format_count(macs)} MACs", format_count(cfg.target_macs)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    atomic_write(run.folder / DATA_FACTS_FILE, json.dumps(data_facts(cfg.data, resolution), indent=1) + "\n")
+    atomic_write(run.folder / DATA_FACTS_FILE, json.dumps(data_facts(
+        cfg.data, resolution, augmentation(cfg.data, cfg.crop_scale, cfg.flip, cfg.eval_crop)), indent=1) + "\n")
     if abs(result["off_target"]) > LANDING_TOLERANCE:
         result["landing_warning"] = (
             f"warning: the derived network has {achieved}, {result['off_target']:+.0%} off the target "

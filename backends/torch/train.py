@@ -32,7 +32,7 @@ from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
-from .data import data_facts
+from .data import augmentation, data_facts
 from .loop import Loop, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .lower import to_torch
 from .weights import load_weights, save_model
@@ -112,7 +112,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     train_loader, val_loader, num_classes = make_loaders(
         cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size)
+        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size,
+        crop_scale=cfg.crop_scale, flip=cfg.flip, eval_crop=cfg.eval_crop)
     out_classes = graph.type_of(graph.outputs[0]).shape[-1]
     if out_classes != num_classes:
         raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but the data "
@@ -146,7 +147,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
     last_val = loop.run_steps(train_loader, device, step, row, evaluate=validate,
                               after_checkpoint=lambda: plot_curves(run.metrics, run.curves), progress=progress)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    save_model(graph, module.cpu().eval(), run.folder / "model", data_facts(cfg.data, resolution))
+    aug = augmentation(cfg.data, cfg.crop_scale, cfg.flip, cfg.eval_crop)
+    save_model(graph, module.cpu().eval(), run.folder / "model", data_facts(cfg.data, resolution, aug))
     result = {"step": loop.step, **last_val}
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
     from autonl.backends.manifest import write_run_manifest

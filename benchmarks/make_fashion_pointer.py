@@ -1,0 +1,95 @@
+"""A long-range task from real images, written as an ImageFolder: ``fashion-pointer``.
+
+Each 32x32 image holds two Fashion-MNIST garments (scaled to 12x12) in opposite corners
+(top-left and bottom-right, or top-right and bottom-left, a few pixels of jitter) and a
+small marker bar half-way down the left or the right edge. The label is the class of the
+garment on the marker's side: the marker and the garment it points at are 10-20 pixels
+apart, and the other garment is as far again, so no small neighbourhood decides it. A
+network that recognises garments but not the marker's side gets about half right (it can
+only guess which of the two to name); one that relates the two distant positions gets
+more. A horizontal flip moves the marker and both garments together, so flips keep the
+label; a crop could cut the marker off (search and train it with ``--crop-scale 1``).
+
+    python benchmarks/make_fashion_pointer.py --out /tmp/fashion-pointer [--train 12000 --val 2000]
+
+Reads Debian's ``dataset-fashion-mnist`` (or ``$AUTONL_FASHION_MNIST``): the training
+images make ``train/``, the test images ``val/``; 10 classes named as Fashion-MNIST's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CANVAS, ITEM = 32, 12
+
+
+def compose(garments: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator) -> tuple[list, list]:
+    """``n`` canvases (uint8 [32,32]) and their labels from pairs of random garments."""
+    small = np.stack([np.asarray(Image.fromarray(g).resize((ITEM, ITEM), Image.BILINEAR)) for g in garments])
+    images, out_labels = [], []
+    for _ in range(n):
+        a, b = rng.integers(len(small), size=2)
+        while labels[b] == labels[a]:               # two different classes: the marker decides
+            b = rng.integers(len(small))
+        canvas = np.zeros((CANVAS, CANVAS), np.uint8)
+        main_diag = bool(rng.integers(2))           # a top-left and bottom-right, or top-right and bottom-left
+        jitter = rng.integers(0, 4, size=4)
+        top_left = (1 + jitter[0], 1 + jitter[1])
+        bottom_right = (CANVAS - ITEM - 1 - jitter[2], CANVAS - ITEM - 1 - jitter[3])
+        if main_diag:
+            left, right = top_left, bottom_right                      # (row, col) of each garment
+        else:
+            left, right = (bottom_right[0], top_left[1]), (top_left[0], bottom_right[1])
+        for (r, c), g in ((left, a), (right, b)):
+            canvas[r:r + ITEM, c:c + ITEM] = np.maximum(canvas[r:r + ITEM, c:c + ITEM], small[g])
+        side = int(rng.integers(2))                 # 0: the marker on the left edge, 1: the right
+        mr = CANVAS // 2 - 1 + int(rng.integers(-1, 2))
+        mc = 2 if side == 0 else CANVAS - 6
+        canvas[mr:mr + 2, mc:mc + 4] = 255
+        images.append(canvas)
+        out_labels.append(int(labels[a if side == 0 else b]))
+    return images, out_labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="the folder to write (must not exist, or be empty)")
+    ap.add_argument("--train", type=int, default=12000)
+    ap.add_argument("--val", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from autonl.backends.torch.builtin_data import BUILTIN_CLASSES, fashion_mnist_arrays
+    from autonl.ir import AutonlError
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"error: {out} exists and is not empty")
+    try:
+        splits = {"train": fashion_mnist_arrays("train"), "val": fashion_mnist_arrays("val")}
+    except AutonlError as e:
+        sys.exit(f"error: {e}")
+    classes = [c.replace("/", "-") for c in BUILTIN_CLASSES["fashion-mnist"]]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = np.random.default_rng(args.seed)
+    for split, n in (("train", args.train), ("val", args.val)):
+        images, labels = compose(*splits[split], n, rng)
+        for c in classes:
+            (tmp / split / c).mkdir(parents=True, exist_ok=True)
+        for i, (img, y) in enumerate(zip(images, labels)):
+            Image.fromarray(img).save(tmp / split / classes[y] / f"{i:06d}.png")
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    print(f"wrote {out}: {args.train} train / {args.val} val images, {len(classes)} classes")
+
+
+if __name__ == "__main__":
+    main()
