@@ -28,11 +28,11 @@ from autonl.ir import AutonlError
 from .base import Backend
 from .manifest import write_manifest
 from .outputs import replacing_folder
+from .parity import allowed
 
 __all__ = ["CHECK_IMAGES", "compile_with_checks", "describe_data", "real_batches", "shown_classes"]
 
 CHECK_IMAGES = 500
-REAL_PARITY_TOL = 1e-4     # relative to the largest |logit| (at least 1)
 
 
 def real_batches(model, data: str, images: int, skip_corrupt: bool = False) -> tuple[list, list[str]]:
@@ -98,7 +98,7 @@ def _compiled_check(backend: Backend, out: Path, xs: list, ref: list[np.ndarray]
                 top = max(top, float(np.abs(want[ok]).max()))
         exact = "int8" not in label      # an int8 model is checked for accuracy, not parity
         rows[label] = {"nonfinite_images": bad, "max_abs_diff_vs_torch": diff, "relative_diff": diff / top,
-                       **({"passed": diff / top <= REAL_PARITY_TOL and bad == 0} if exact else {})}
+                       **({"passed": diff <= allowed(top) and bad == 0} if exact else {})}
     return rows
 
 

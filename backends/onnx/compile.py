@@ -21,33 +21,19 @@ from autonl.ir import atomic_write, render
 from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
+from ..parity import RULE, compare, line as parity_line
 from .export import BATCH, OPSET, export_onnx
 from .runtime import accuracy, batches, calibration_batches, quantize_int8, run, session
 
-PARITY_TOL = 1e-4
-
-
-def finite_diff(ref: np.ndarray, got: np.ndarray) -> tuple[float, bool, int]:
-    """``(max |ref - got| over the rows where ref is finite, whether the same rows are
-    non-finite in both, how many rows of ref are not)``: a model whose logits overflow on an
-    input is compared where it does not (the checks on real images decide whether such a
-    model may be written)."""
-    ok = np.isfinite(ref).all(axis=-1)
-    same = bool(np.array_equal(ok, np.isfinite(got).all(axis=-1)))
-    diff = float(np.abs(ref[ok] - got[ok]).max()) if ok.any() and same else (0.0 if same else float("inf"))
-    return diff, same, int((~ok).sum())
 
 
 def parity(model: TorchModel, onnx_model: onnx.ModelProto, batch: int = 2) -> dict:
-    """Max |torch - onnxruntime| on a fixed random input (fp32, same weights)."""
+    """torch against onnxruntime on a fixed random input (fp32, same weights), by
+    :mod:`autonl.backends.parity`'s rule."""
     x = reference_input(model.graph, batch=batch)
     ref = torch_logits(model, x)
     got = run(session(onnx_model), x)
-    diff, same, bad = finite_diff(ref, got)
-    top = float(np.abs(ref[np.isfinite(ref).all(-1)]).max()) if bad < len(ref) else float("nan")
-    return {"against": "torch eager (fp32)", "input": f"standard normal, seed 0, batch {batch}",
-            "max_abs_diff": diff, "max_abs_logit": top, "tolerance": PARITY_TOL,
-            "nonfinite_rows": bad, "passed": same and diff <= PARITY_TOL}
+    return {"against": "torch eager (fp32)", "input": f"standard normal, seed 0, batch {batch}", **compare(ref, got)}
 
 
 def load_data(data: str, model: TorchModel, calib_images: int, eval_images: int | None, skip_corrupt: bool):
@@ -91,13 +77,12 @@ def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: st
                               "no training data)")
     onnx_model = export_onnx(deployed, opset=opset)
     check = parity(model, onnx_model)
-    log(f"onnxruntime vs torch: max |diff| {check['max_abs_diff']:.2e} on logits up to "
-        f"{check['max_abs_logit']:.2f} (tolerance {PARITY_TOL:g})"
+    log(parity_line("onnxruntime vs torch", check)
         + (f"; warning: {check['nonfinite_rows']} of the random inputs give non-finite logits in both"
            if check["nonfinite_rows"] else ""))
     if not check["passed"]:
         raise AutonlError(f"parity check failed: onnxruntime and torch differ by {check['max_abs_diff']:.3g} "
-                          f"(> {PARITY_TOL:g}) on '{model.graph.name}'; nothing was written")
+                          f"(> {check['allowed']:.3g} allowed: {RULE}) on '{model.graph.name}'; nothing was written")
     int8_model = int8_info = None
     if int8:
         train, val, classes = load_data(calib_data, model, calib_images, eval_images, skip_corrupt)

@@ -37,7 +37,7 @@ from ..base import median_ms
 from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
-from ..onnx.compile import PARITY_TOL, finite_diff
+from ..parity import RULE, compare
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
 from .targets import NamedTarget, require_cc
@@ -304,14 +304,16 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
         got = runner(x)
         sess = session(onnx_model, threads)
         ref_o = run(sess, x)
-        vs_torch, _, nonfinite = finite_diff(ref_t, got)
-        checks = {"vs_torch_max_abs_diff": vs_torch, "vs_onnxruntime_max_abs_diff": finite_diff(ref_o, got)[0],
-                  "tolerance": PARITY_TOL, "nonfinite_rows": nonfinite}
+        vs_t, vs_o = compare(ref_t, got), compare(ref_o, got)
+        checks = {"vs_torch_max_abs_diff": vs_t["max_abs_diff"], "vs_onnxruntime_max_abs_diff": vs_o["max_abs_diff"],
+                  "max_abs_logit": vs_t["max_abs_logit"], "allowed": vs_t["allowed"], "rule": RULE,
+                  "nonfinite_rows": vs_t["nonfinite_rows"]}
         log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
-            f"{checks['vs_onnxruntime_max_abs_diff']:.2e}")
-        if max(checks["vs_torch_max_abs_diff"], checks["vs_onnxruntime_max_abs_diff"]) > PARITY_TOL:
-            raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than {PARITY_TOL:g} "
-                              f"on '{model.graph.name}'; nothing was written")
+            f"{checks['vs_onnxruntime_max_abs_diff']:.2e}; logits up to {vs_t['max_abs_logit']:.2f} "
+            f"(allowed {vs_t['allowed']:.2e}: {RULE})")
+        if not (vs_t["passed"] and vs_o["passed"]):
+            raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than "
+                              f"{vs_t['allowed']:.3g} ({RULE}) on '{model.graph.name}'; nothing was written")
         latency = {"batch": shape[0], "threads": threads, "tvm_ms": median_ms(runner, x), "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
         log(f"latency at batch {shape[0]}, {threads} threads: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
             f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
