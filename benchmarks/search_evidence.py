@@ -482,9 +482,10 @@ def main() -> None:
                           f"{' seed ' + str(job['seed']) if job['kind'] == 'train' else ''}: {what}", flush=True)
     results = summarize(args, plan, space, work, rows, searched, tag, folders, time.perf_counter() - t_start)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    _write(prefix.with_suffix(".json"), results)
-    prefix.with_suffix(".txt").write_text(results["table"] + "\n")
-    plot(results, prefix.with_suffix(".png"))
+    # the prefix may hold a dot (a recipe tag such as warmup_drop=0.5): add, never replace, a suffix
+    _write(Path(f"{prefix}.json"), results)
+    Path(f"{prefix}.txt").write_text(results["table"] + "\n")
+    plot(results, Path(f"{prefix}.png"))
     print("\n" + results["table"])
     print(f"\nwrote {prefix}.json, .txt, .png", flush=True)
 

@@ -358,7 +358,8 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
         landed = supernet.cost_of(decisions)
         print(f"note: the thresholds chose {_fmt_cost(chosen, unit)} ({chosen / cfg.target - 1:+.0%} off the target); "
               f"the {len(flipped)} least decided gate(s) flipped to land at {_fmt_cost(landed, unit)}: "
-              f"{'; '.join(flipped)}", file=sys.stderr)
+              f"{'; '.join(flipped[:6])}" + (f"; and {len(flipped) - 6} more (result.json: landing_flips)"
+                                             if len(flipped) > 6 else ""), file=sys.stderr)
     supernet.force(decisions)
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
