@@ -14,6 +14,10 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     through (its target is replaced, the link stays); a path that is not a regular file (a
     device such as /dev/full, a FIFO, a folder) is refused: renaming over it would replace it."""
     path = Path(path)
+    # what the path names, links followed as the kernel follows them (/dev/stdout is a link to
+    # /proc/self/fd/1, whose target a path cannot spell when it is a pipe)
+    if path.exists() and not path.is_file():
+        raise AutonlError(f"{path}: is not a regular file (a device, FIFO or folder); give a file path to write")
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
@@ -35,8 +39,15 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        os.unlink(tmp)
+        _discard(tmp)
         raise AutonlError(f"{path}: cannot write: {e.strerror or e}") from None
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException:     # Ctrl-C or SIGTERM, even one just after the rename (then tmp is gone)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass

@@ -14,6 +14,9 @@ from typing import Any
 from .choice import Choice, same_value
 from .errors import AutonlError
 from .graph import Graph
+from .json_file import check_schema, read_json_file
+
+MAX_DECISIONS_BYTES = 16 << 20
 
 Decisions = dict[str, dict[str, Any]]
 
@@ -67,15 +70,22 @@ def apply_decisions(graph: Graph, decisions: Decisions, complete: bool = True) -
     return out
 
 
+# {node: {attribute: value}}: a value is what a choice's option may be (a scalar, or a list of
+# them); the reader (.json_file) has refused non-finite numbers, repeated keys and deep nesting
+DECISIONS_SCHEMA = {"type": "object", "maxProperties": 1_000_000,
+                    "additionalProperties": {"type": "object", "maxProperties": 64,
+                                             "additionalProperties": {"type": ["number", "string", "boolean",
+                                                                               "array", "null"]}}}
+
+
 def load_decisions(path: str | Path) -> Decisions:
+    """The decisions in ``path`` (JSON, :func:`dumps_decisions`'s form), read and checked by
+    :mod:`.json_file`; whether they fit a graph is :func:`check_decisions`'s question."""
     path = Path(path)
-    if not path.is_file():
-        raise AutonlError(f"{path}: no such decisions file")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f":{e.lineno}:{e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise AutonlError(f"{path}{where}: not a JSON decisions file ({e})") from None
+    hint = " (expected {node: {attribute: value}}, as autonl search writes it)"
+    doc = read_json_file(path, "decisions file", max_bytes=MAX_DECISIONS_BYTES, hint=hint,
+                         missing=f"{path}: no such decisions file")
+    return check_schema(doc, DECISIONS_SCHEMA, str(path), "decisions file", hint)
 
 
 def dumps_decisions(decisions: Decisions) -> str:

@@ -28,7 +28,9 @@ class Option:
     """One compile option: ``name`` is the keyword (``int8``), the flag is ``--int8``.
 
     ``type`` is ``bool`` for a flag, a Python type, or a tuple of allowed strings;
-    ``multiple`` options collect repeated flags into a tuple."""
+    ``multiple`` options collect repeated flags into a tuple. ``timing``: whether the option
+    applies when the backend times a model (``latency_timer``: latency tables, bench); an
+    option that only shapes a deploy folder (int8 and its calibration) is not offered there."""
 
     name: str
     default: Any
@@ -36,6 +38,7 @@ class Option:
     type: Any = str
     multiple: bool = False
     metavar: str | None = None
+    timing: bool = True
 
     @property
     def flag(self) -> str:

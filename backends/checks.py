@@ -125,8 +125,7 @@ def compile_with_checks(backend: Backend, model, out: str | Path, options: dict,
                 what = (f"{real['nonfinite_images']} of {real['images']} validation images of {data} give "
                         f"non-finite logits in torch")
                 if not allow_nonfinite:
-                    raise AutonlError(f"{what}; nothing was written (a LightNL block with norm=\"none\" can "
-                                      f"overflow: search or train with the default norm=\"l2\", or pass "
+                    raise AutonlError(f"{what}; nothing was written ({_likely_cause(model.graph)}, or pass "
                                       f"--allow-nonfinite to write it anyway)")
                 log(f"warning: {what} (--allow-nonfinite: written anyway)")
             log(f"real images: {real['images']} of {data}, logits finite on "
@@ -153,6 +152,16 @@ def compile_with_checks(backend: Backend, model, out: str | Path, options: dict,
                     f"non-finite {row['nonfinite_images']}")
             manifest.setdefault("checks", {})["real_data"] = real
         return write_manifest(out, manifest, list(manifest["files"]))
+
+
+def _likely_cause(graph) -> str:
+    """What to do about non-finite logits: a LightNL block with norm="none" (cubic in its
+    input) can overflow; without one, the weights themselves are at fault."""
+    if any(n.op == "lightnl" and n.attrs.get("norm", "none") == "none" for n in graph):
+        return ("a LightNL block with norm=\"none\" can overflow: search or train with the default "
+                "norm=\"l2\"")
+    return ("the model has no LightNL block with norm=\"none\", so its weights are at fault: they diverged in "
+            "training or were edited; train again or restore them")
 
 
 def shown_classes(classes: list[str], first: int = 20) -> str:

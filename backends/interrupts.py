@@ -18,14 +18,35 @@ from __future__ import annotations
 
 import signal
 
-__all__ = ["check", "install", "received"]
+__all__ = ["check", "held", "install", "received"]
 
 _received: list[int] = []
+_holding = [0]          # > 0 inside held(): a signal is recorded, and raised when the hold ends
 
 
 def _handler(signum, frame):
     _received.append(signum)
-    raise KeyboardInterrupt
+    if not _holding[0]:
+        raise KeyboardInterrupt
+
+
+class held:
+    """A few steps that must all happen or none (the renames that set an output folder aside
+    or put it back): Ctrl-C and SIGTERM during them are recorded and raised as
+    ``KeyboardInterrupt`` once they are done, unless an exception is already on its way out.
+    Python runs signal handlers in the main thread, so this holds whatever thread the signal
+    reached."""
+
+    def __enter__(self):
+        self.before = len(_received)
+        _holding[0] += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        _holding[0] -= 1
+        if exc_type is None and not _holding[0] and len(_received) > self.before:
+            raise KeyboardInterrupt
+        return False
 
 
 def install() -> None:

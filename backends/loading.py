@@ -58,7 +58,7 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     check_discrete(graph)
     graph, module = load_model(folder, graph)   # weights checked: names, shapes, dtypes, finite
     from autonl.backends.torch.data import read_data_facts
-    return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder), read_data_facts(folder))
+    return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder), read_data_facts(folder, graph))
 
 
 def weights_beside(graph_file: str | Path) -> Path | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from importlib import metadata
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from autonl.ir import AutonlError, Graph
 from autonl.ir.atomic import atomic_write
+from autonl.ir.json_file import check_schema, open_regular, read_json_file
 
 
 def sha256(path: str | Path) -> str:
@@ -74,28 +76,83 @@ def write_manifest(out: Path, manifest: dict, files: list[str]) -> dict:
     """Add size and sha256 of each file (relative to ``out``) and write manifest.json last."""
     manifest["files"] = {name: {"bytes": (out / name).stat().st_size, "sha256": sha256(out / name)}
                          for name in files}
-    atomic_write(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    atomic_write(out / "manifest.json", json.dumps(_finite(manifest), indent=1, allow_nan=False) + "\n")
     return manifest
+
+
+def _finite(value):
+    """``value`` with every float that is not finite (a figure of a model whose logits
+    overflowed, say) written as the string ``"nan"``, ``"inf"`` or ``"-inf"``: JSON has no such
+    numbers, and the reader (:func:`read_manifest`) refuses them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 CHANGED = "the folder was changed after autonl compile wrote it"
 _HEX = frozenset("0123456789abcdef")
 
 
+MAX_MANIFEST_BYTES = 64 << 20
+_FILE_NAME = {"type": "string", "minLength": 1, "maxLength": 4096,
+              "pattern": "^(?!/)(?!.*(^|/)[.][.](/|$))"}     # relative, never climbing out of the folder
+_SHAPE = {"type": "array", "minItems": 1, "maxItems": 8,
+          "items": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1 << 31}, {"type": "string"}]}}
+_SIGNATURE = {"type": "array", "minItems": 1, "maxItems": 64,
+              "items": {"type": "object", "required": ["name", "shape"],
+                        "properties": {"name": {"type": "string"}, "shape": _SHAPE, "dtype": {"type": "string"}}}}
+
+
+def _manifest_schema() -> dict:
+    """What a reader of a manifest relies on: every file with its size and sha256; a deploy
+    folder's input and output signature, its library's entry points (only the names autonl
+    compile writes) and its data description (:mod:`.torch.facts`)."""
+    from .torch.facts import DATA_FACTS_SCHEMA
+    return {
+        "type": "object", "required": ["files"],
+        "properties": {
+            "format": {"enum": ["autonl-deploy", "autonl-run-folder", "autonl-run"]},
+            "version": {"const": 1},
+            "files": {"type": "object", "maxProperties": 100_000, "propertyNames": _FILE_NAME,
+                      "additionalProperties": {
+                          "type": "object", "required": ["bytes", "sha256"],
+                          "properties": {"bytes": {"type": "integer", "minimum": 0, "maximum": 1 << 44},
+                                         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}},
+        },
+        "allOf": [
+            {"if": {"properties": {"format": {"const": "autonl-deploy"}}, "required": ["format"]},
+             "then": {"properties": {
+                 "inputs": _SIGNATURE, "outputs": _SIGNATURE,
+                 "library": {"type": ["string", "null"]},
+                 "entry": {"type": "object", "properties": {
+                     "transform_params": {"enum": [None, "main_transform_params"]},
+                     "main": {"const": "main"}}},
+                 "data": {"anyOf": [{"type": "null"}, DATA_FACTS_SCHEMA]}}}},
+            # a TVM library is built for one input shape: every dimension a number
+            {"if": {"properties": {"backend": {"const": "tvm"}}, "required": ["backend"]},
+             "then": {"properties": {"inputs": {"items": {"properties": {
+                 "shape": {"items": {"type": "integer"}}}}}}}},
+        ],
+    }
+
+
 def read_manifest(folder: str | Path) -> dict:
-    """``folder/manifest.json`` with its ``files`` table; one line if it is missing or unreadable."""
+    """``folder/manifest.json`` with its ``files`` table; one line if it is missing, unreadable,
+    over 64 MiB, or does not match the schema (:func:`_manifest_schema`: finite numbers,
+    sizes in range, digests of 64 hex digits, no repeated key, bounded nesting)."""
     folder = Path(folder)
     path = folder / "manifest.json"
     if not path.is_file():
         raise AutonlError(f"{folder}: no manifest.json, so its files cannot be checked before they are loaded; "
                           f"make the folder with autonl compile")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AutonlError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); {CHANGED}") from None
+    manifest = read_json_file(path, "manifest", max_bytes=MAX_MANIFEST_BYTES, hint=f"; {CHANGED}")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise AutonlError(f"{path}: has no 'files' table (size and sha256 of each file); {CHANGED}")
-    return manifest
+    return check_schema(manifest, _manifest_schema(), str(path), "manifest", f"; {CHANGED}")
 
 
 def _entry(folder: Path, name: str, manifest: dict) -> tuple[int, str]:
@@ -146,9 +203,18 @@ def verified(folder: str | Path, name: str, manifest: dict | None = None) -> Pat
 
 
 def verified_bytes(folder: str | Path, name: str, manifest: dict | None = None) -> bytes:
-    """The contents of ``folder/name``, read once and checked against the manifest."""
+    """The contents of ``folder/name``, read once and checked against the manifest: a regular
+    file, whose size (from its metadata) is compared before a byte is read, so that a large
+    or sparse file the manifest does not promise is refused without reading it."""
     folder, path, want = _locate(folder, name, manifest)
-    data = path.read_bytes()
+    try:
+        with open_regular(path, "file of a deploy folder") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != want[0]:
+                raise AutonlError(f"{folder / name}: {size} bytes, manifest.json says {want[0]}; {CHANGED}")
+            data = f.read(want[0] + 1)
+    except OSError as e:
+        raise AutonlError(f"{path}: cannot read ({e.strerror or e})") from None
     _compare(folder, name, want, len(data), lambda: hashlib.sha256(data).hexdigest())
     return data
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from autonl.ir import AutonlError
 
+from .interrupts import held
+
 __all__ = ["check_output_folder", "refuse_existing", "replacing_folder"]
 
 
@@ -97,26 +99,30 @@ def replacing_folder(out: str | Path, force: bool, keep: tuple[str, ...] = (), h
     if not old:
         yield Path(given)
         return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    moved = []
+    aside, moved = None, []
     try:
-        for e in old:
-            e.rename(aside / e.name)
-            moved.append(e.name)
+        with held():    # a signal during the renames is raised once they are all done (and put back)
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            for e in old:
+                e.rename(aside / e.name)
+                moved.append(e.name)
         yield Path(given)
     except BaseException:
-        if len(moved) == len(old) and keep_new_if is not None and keep_new_if(out):
-            shutil.rmtree(aside, ignore_errors=True)
+        with held():    # and one during the putting back waits until it is done
+            if len(moved) == len(old) and keep_new_if is not None and keep_new_if(out):
+                shutil.rmtree(aside, ignore_errors=True)
+                raise
+            try:
+                unmoved = tuple(e.name for e in old if e.name not in moved)    # a rename that failed
+                for e in _entries(out, keep + unmoved):        # what the failed command wrote
+                    _remove(e)
+                for name in moved:
+                    (aside / name).rename(out / name)
+                if aside is not None:
+                    shutil.rmtree(aside, ignore_errors=True)
+            except OSError as e:
+                print(f"error: {out}: could not put the old files back ({e.strerror or e}); they are in {aside}",
+                      file=sys.stderr)
             raise
-        try:
-            unmoved = tuple(e.name for e in old if e.name not in moved)    # interrupted while moving
-            for e in _entries(out, keep + unmoved):        # what the failed command wrote
-                _remove(e)
-            for name in moved:
-                (aside / name).rename(out / name)
-            shutil.rmtree(aside, ignore_errors=True)
-        except OSError as e:
-            print(f"error: {out}: could not put the old files back ({e.strerror or e}); they are in {aside}",
-                  file=sys.stderr)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+    with held():        # the old files are deleted whole, never half
+        shutil.rmtree(aside, ignore_errors=True)

@@ -153,17 +153,9 @@ def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: B
     deploy = compile_with_checks(backend, model, out / "deploy", backend.run_options(data), log, data=data)
     timings["compile"] = time.time() - t
 
-    import torch
-
-    from .cpu import busy_seconds, usable_cpus
-    from .latency.timing import busy_warning
-    before = busy_seconds()
-    latency = measure_latency(model, out / "deploy", backend)
-    after = busy_seconds()
-    others = max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / max(1e-6, after[0] - before[0])
-    warning = busy_warning(others, usable_cpus(), torch.get_num_threads())
-    if warning:
-        log(warning)
+    latency, latency_facts = measure_latency(model, out / "deploy", backend)
+    if latency_facts["warning"]:
+        log(latency_facts["warning"])
     latency_target = None
     if table is not None:
         latency_target = measure_against_table(model.graph, table, target_latency_ms, search["predicted_latency_ms"])
@@ -177,7 +169,7 @@ def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: B
         "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": resolution,
         "train": trained, "deploy_checks": deploy.get("checks"), "settings": settings,
         "chance": chance_level(data)[0], "accuracy_warning": acc_warning, "data_facts": model.data,
-        "int8": deploy.get("int8"), "latency": latency, "seconds": timings,
+        "int8": deploy.get("int8"), "latency": latency, "latency_timing": latency_facts, "seconds": timings,
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     write_report(out, summary)
@@ -212,33 +204,44 @@ def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -
             "table": table.path, "of": table.describe()}
 
 
-def measure_latency(model, deploy: Path, backend: Backend, runs: int = 30) -> dict:
-    """Batch-1 latency of PyTorch eager and of the deployed model, alternating, in one run."""
-    import statistics
+def measure_latency(model, deploy: Path, backend: Backend, rounds: int = 7) -> tuple[dict, dict]:
+    """Batch-1 latency of PyTorch eager and of each deployed model (``{runtime: ms}``) and the
+    run's facts (threads, the load of other processes, a warning line or None).
 
+    Timed as ``autonl bench`` times (:func:`~.latency.timing.measure_all`): each runtime in a
+    block of calls per round, the runtimes in turn, and its lowest round median, so that
+    neither runtime's threads (torch's spinning OpenMP pool, onnxruntime's) are timed while
+    the other's still hold the cores. Alternating single calls measured both several times
+    slower than alone (a 32 px network: eager 51 ms against 8 ms alone)."""
     import torch
 
+    from .cpu import usable_cpus
+    from .latency.timing import Effort, measure_all, wall_timer
     from .loading import reference_input
     x = reference_input(model.graph, batch=1)
     xt = torch.from_numpy(x)
 
-    def eager(_):
+    def eager():
         with torch.inference_mode():
             model.module(xt)
 
-    runners = {"torch eager": eager, **backend.load(deploy)}
-    if "onnxruntime fp32" not in runners:   # the alternative a user would pick, beside any other backend
+    calls = {"torch eager": eager}
+    for label, fn in backend.load(deploy).items():      # the folder checked against its manifest
+        calls[label] = lambda f=fn: f(x)
+    from .onnx.runtime import run, session
+    for label, file in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8.onnx")):
+        if label in calls and (deploy / file).is_file():     # as deployed: onnxruntime's spinning pool
+            sess = session(deploy / file, spin=True)
+            calls[label] = lambda s=sess: run(s, x)
+    if "onnxruntime fp32" not in calls:   # the alternative a user would pick, beside any other backend
         from .loading import deploy_model
         from .onnx.export import export_onnx
-        from .onnx.runtime import run, session
-        sess = session(export_onnx(deploy_model(model)))
-        runners["onnxruntime fp32"] = lambda v: run(sess, v)
-    times: dict[str, list] = {k: [] for k in runners}
-    for fn in runners.values():
-        fn(x)
-    for _ in range(runs):
-        for k, fn in runners.items():
-            t0 = time.perf_counter()
-            fn(x)
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+        sess = session(export_onnx(deploy_model(model)), spin=True)
+        calls["onnxruntime fp32"] = lambda: run(sess, x)
+    measured = measure_all({k: wall_timer(fn) for k, fn in calls.items()},
+                           Effort(warmup=3, rounds=rounds, round_seconds=0.1, max_round_runs=50, extra=1))
+    threads = torch.get_num_threads()
+    facts = {"torch_threads": threads, "cpus": usable_cpus(), "others_busy_cpus": measured.others_cpus,
+             "rule": "each runtime timed in blocks of calls, in turn, over rounds; its lowest round median",
+             "warning": measured.busy_warning(threads)}
+    return {k: t.ms for k, t in measured.timings.items()}, facts

@@ -53,6 +53,11 @@ def write_report(out: Path, s: dict) -> None:
     lat = s["latency"]
     base = lat["torch eager"]
     lat_rows = [[k, f"{v:.2f}", f"{v / base:.2f}x"] for k, v in lat.items()]
+    lt_facts = s.get("latency_timing") or {}
+    how = (f"{lt_facts['torch_threads']} torch threads and onnxruntime's default pool on {lt_facts['cpus']} CPUs; "
+           f"{lt_facts['rule']}" if lt_facts else "runtimes alternating, median")
+    if lt_facts.get("warning"):
+        how += f"; {lt_facts['warning']}"
     parity = checks.get("parity", {}).get("max_abs_diff", checks.get("vs_torch_max_abs_diff"))
     srch = s["search"]
     cost_plot = (("Predicted latency of the sampled network against search step", "search/latency.png")
@@ -84,8 +89,8 @@ def write_report(out: Path, s: dict) -> None:
         md += [f"## {title}", "", f"![{title}]({path})", ""]
     md += ["## Derived architecture next to the published ones", "", _table(arch, arch_head), "",
            "## Accuracy (validation split)", "", _table(acc_rows, ["model", "accuracy"]), "",
-           f"## Latency (batch 1 at {r_in}x{r_in}, this machine, median, runtimes alternating)", "",
-           _table(lat_rows, ["runtime", "ms", "vs torch eager"]), "",
+           f"## Latency (batch 1 at {r_in}x{r_in}, this machine)", "",
+           _table(lat_rows, ["runtime", "ms", "vs torch eager"]), "", f"Timed with {how}.", "",
            f"Deployed model against torch on the same weights: max |diff| {parity:.2e}." if parity is not None
            else "", "",
            "## Time per stage", "", _table([[k, f"{v:.0f} s"] for k, v in s["seconds"].items()], ["stage", "time"]),
@@ -108,8 +113,8 @@ def write_report(out: Path, s: dict) -> None:
         body += [f"<h2>{html.escape(title)}</h2>", f'<img src="{html.escape(data)}" alt="{html.escape(title)}">']
     body += ["<h2>Derived architecture next to the published ones</h2>", h_table(arch, arch_head),
              "<h2>Accuracy (validation split)</h2>", h_table(acc_rows, ["model", "accuracy"]),
-             f"<h2>Latency (batch 1 at {r_in}x{r_in}, this machine, median)</h2>",
-             h_table(lat_rows, ["runtime", "ms", "vs torch eager"])]
+             f"<h2>Latency (batch 1 at {r_in}x{r_in}, this machine)</h2>",
+             h_table(lat_rows, ["runtime", "ms", "vs torch eager"]), f"<p>Timed with {html.escape(how)}.</p>"]
     if parity is not None:
         body.append(f"<p>Deployed model against torch on the same weights: max |diff| {parity:.2e}.</p>")
     body += ["<h2>Time per stage</h2>", h_table([[k, f"{v:.0f} s"] for k, v in s["seconds"].items()],

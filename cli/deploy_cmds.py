@@ -88,17 +88,32 @@ def run_cmd(data, target_macs, target_latency, latency_table, backend, out, sear
     from autonl.backends.pipeline import run_pipeline
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
-                           batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
-                           latency_table=latency_table,
-                           aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip), ("eval_crop", eval_crop))
-                                if v is not None})
+    try:
+        summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
+                               batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
+                               latency_table=latency_table,
+                               aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip),
+                                                      ("eval_crop", eval_crop)) if v is not None})
+    except AutonlError as e:
+        if _without_skip_hint(str(e)) == str(e):
+            raise
+        raise AutonlError(_without_skip_hint(str(e))) from None
     lat = summary["latency"]
     click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
                f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "
                f"latency " +
                ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()))
     click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
+
+
+def _without_skip_hint(message: str) -> str:
+    """An unreadable image's line says what to do in a command that takes --skip-corrupt;
+    ``autonl run`` does not, so it says what to do here instead."""
+    from autonl.backends.torch.loader import SKIP_HINT
+    if message.endswith(SKIP_HINT):
+        return (message[:-len(SKIP_HINT)] + "remove or replace that file in the dataset and run again (autonl run "
+                "has no --skip-corrupt; autonl search and autonl train take it)")
+    return message
 
 
 @cli.command()
@@ -131,9 +146,10 @@ def option_type(o):
     return o.type
 
 
-def backend_options(f):
+def backend_options(f, timing: bool = False):
     """One flag per backend option (every registered backend), with its default; which backend
-    an option belongs to is checked after parsing (:func:`options_for`)."""
+    an option belongs to is checked after parsing (:func:`options_for`). ``timing``: only the
+    options that apply when a model is timed (``Option.timing``; not int8 and its calibration)."""
     owners: dict[str, tuple] = {}
     for b in all_backends().values():
         for o in b.options:
@@ -141,14 +157,21 @@ def backend_options(f):
     for o, names in reversed(list(owners.values())):
         kind = {"is_flag": True} if o.type is bool else {"multiple": True} if o.multiple else \
             {"type": option_type(o), "show_default": o.default is not None}
-        f = click.option(o.flag, o.name, default=o.default, metavar=o.metavar,
+        # a timing command parses the others too (hidden), to refuse them with one clear line
+        f = click.option(o.flag, o.name, default=o.default, metavar=o.metavar, hidden=timing and not o.timing,
                          help=f"{'/'.join(names).upper()}: {o.help}", **kind)(f)
     return f
 
 
-def options_for(backend: Backend, values: dict) -> dict:
+def timing_backend_options(f):
+    """:func:`backend_options` of the commands that time models (latency-table, bench)."""
+    return backend_options(f, timing=True)
+
+
+def options_for(backend: Backend, values: dict, timing: bool = False) -> dict:
     """The options given on the command line for ``backend``; an option of another backend
-    is an error naming it and its backend (never silently dropped)."""
+    is an error naming it and its backend (never silently dropped), and so is, in a command
+    that times models (``timing``), an option that does not apply to timing."""
     ctx = click.get_current_context()
     given = {k for k in values if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     mine = {o.name for o in backend.options}
@@ -156,6 +179,12 @@ def options_for(backend: Backend, values: dict) -> dict:
         owner = [b.name for b in all_backends().values() if any(o.name == name for o in b.options)]
         flag = "--" + name.replace("_", "-")
         raise AutonlError(f"{flag} applies to the {' and '.join(owner)} backend, not to {backend.name}")
+    if timing:
+        for o in backend.options:
+            if o.name in given and not o.timing:
+                raise AutonlError(f"{o.flag} applies to autonl compile (int8 and its calibration), not to timing: "
+                                  f"latencies are measured on the fp32 model; for int8, autonl compile --int8 and "
+                                  f"time the folder's runners")
     return {k: v for k, v in values.items() if k in given}
 
 
@@ -190,6 +219,9 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
     chosen = get_backend(backend)
     given = options_for(chosen, options)
     lock_output(out, "compile", inputs=(source, data))
+    if given.get("tuning_dir"):
+        from .options import WRITING
+        WRITING.append(("tuning-dir", str(given["tuning_dir"])))    # named by the hint after Ctrl-C
     refuse_existing(out, force, keep=("tuning",))     # before loading anything
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     model = load_deployable(source, resolution, width, batch, classes, seed)

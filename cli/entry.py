@@ -23,4 +23,12 @@ def run() -> None:
         if signal.getsignal(sig) is not signal.SIG_IGN:    # a background job keeps ignoring Ctrl-C
             signal.signal(sig, _early)
     from .main import main
-    sys.exit(main())
+    code = main()
+
+    def _late(signum, frame):   # the command is over: exit now, not from inside an atexit callback
+        os._exit(code or 128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _late)
+    sys.exit(code)

@@ -16,7 +16,7 @@ from autonl.backends.catalog import get_backend
 from autonl.backends.torch.config import RESOLUTION, Range
 
 from .app import cli
-from .deploy_cmds import backend_options, load_deployable, options_for
+from .deploy_cmds import load_deployable, options_for, timing_backend_options
 from .options import THREADS, WIDTH, lock_output, ranged, with_preset_options, write_json
 
 ROUNDS = Range(1, 1000)
@@ -72,7 +72,7 @@ def _threads(threads: int | None) -> int:
               help="Whole sub-networks (the space's smallest, its largest, others between) timed with the "
                    "blocks to fit the blocks in context and the fixed part.")
 @click.option("--out", "-o", "out", required=True, type=click.Path(), help="The table (JSON).")
-@backend_options
+@timing_backend_options
 def latency_table(space_target, backend, rpc_addr, threads, resolution, width, classes, space, rounds, calibration, out,
                   **options):
     """Measure a latency table: every block of a search space (every relaxed node, every
@@ -83,7 +83,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
     from autonl.backends.tvm.timer import rpc_session
 
     chosen = get_backend(backend)
-    given = options_for(chosen, options)
+    given = options_for(chosen, options, timing=True)
     _out_file(out)
     if rpc_addr is not None:
         if chosen.name != "tvm":
@@ -139,6 +139,7 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
         from autonl.backends.tvm.tuning import require_plan
         require_plan(out)
     lock_output(out, "tune-space", inputs=(space_target, space))
+    _refuse_other_folder(out)
     graph = _space_graph(space_target, space, resolution, width, classes)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log, layout=layout)
@@ -146,6 +147,25 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
                f"{info['trials_run']} new trials in {info['seconds']:.0f} s; the database covers "
                f"{info['tasks_covered']} of them")
     click.echo(f"wrote {out}/")
+
+
+# what a MetaSchedule database folder holds (and tune-space's plan): a folder with none of them
+# is someone else's (a model folder, a deploy folder, a home), never written into
+TUNING_FILES = ("database_workload.json", "database_tuning_record.json", "tuning_plan.json")
+
+
+def _refuse_other_folder(out: str) -> None:
+    """--out of tune-space: a new or empty folder, or a tuning database; one line otherwise."""
+    folder = Path(out)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise AutonlError(f"--out {out}: exists and is not a folder; give a new folder or a tuning database")
+    entries = sorted(e.name for e in folder.iterdir())
+    if entries and not any(name in entries for name in TUNING_FILES):
+        shown = ", ".join(entries[:3]) + (f" (+{len(entries) - 3} more)" if len(entries) > 3 else "")
+        raise AutonlError(f"--out {out}: holds {shown} but no tuning database ({TUNING_FILES[0]}); give a new "
+                          f"folder, or a tuning database to add to")
 
 
 @cli.command("latency-check")
@@ -198,7 +218,7 @@ def latency_check(table_file, samples, rounds, seed, json_out, plot):
 @click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=0, show_default=True,
               help="Weight init for presets and graph files.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result as JSON.")
-@backend_options
+@timing_backend_options
 @with_preset_options
 def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_out, resolution, width, batch, classes,
           **options):
@@ -212,7 +232,7 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
     from autonl.passes import analyze_cost
 
     chosen = get_backend(backend)
-    given = options_for(chosen, options)
+    given = options_for(chosen, options, timing=True)
     if json_out:
         _out_file(json_out)
     ref = probe = None

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     # folder, where `python -m` would look first (Python 3.11+; autonl's own children also
     # drop it themselves: backends/processes.py)
     os.environ["PYTHONSAFEPATH"] = "1"
+    from .options import WRITING
+    WRITING.clear()            # what this command writes (main may run again in one process: the tests)
     try:
         rv = cli.main(args=argv, prog_name="autonl", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -58,9 +60,33 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted()
         if debug:
             raise
+        if _out_of_memory(e):
+            click.echo(f"error: out of memory: {_first_line(e)}; this machine (or its memory limit) cannot hold what "
+                       f"the command needs: use a smaller input (-r), batch or width, or run where there is more "
+                       f"memory", err=True)
+            return 1
         click.echo(f"error: internal error: {type(e).__name__}: {e} (set AUTONL_DEBUG=1 for the traceback)",
                    err=True)
         return 3
+
+
+# What running out of memory says in torch (CPU and CUDA), onnxruntime, TVM and numpy (whose
+# _ArrayMemoryError is a MemoryError)
+_NO_MEMORY = ("can't allocate memory", "out of memory", "failed to allocate memory", "bad_alloc",
+              "cannot allocate memory")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or any(s in str(e).lower() for s in _NO_MEMORY)
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of an allocator's message: its first line, without torch's '[enforce fail at
+    FILE:LINE]' prefix, at most 200 characters."""
+    import re
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*(err == 0\.\s*)?", "", text)
+    return text[:200] or type(e).__name__
 
 
 def _interrupted() -> int:

@@ -227,6 +227,11 @@ def resume_hint() -> str:
     for what, out in WRITING:
         if what in ("search", "train") and (Path(out) / "checkpoint.pt").is_file():
             return f"; continue from its last checkpoint with: autonl {what} --out {out} --resume"
+        if what == "compile":     # a TVM compile that was tuning: its database keeps what was measured
+            tuning = next((Path(d) for w, d in WRITING if w == "tuning-dir"), Path(out) / "tuning")
+            if (tuning / "tuning_plan.json").is_file():
+                return (f"; the tuning records measured so far are kept in {tuning}: run the same command with "
+                        f"--resume to finish the tuning from them")
     return ""
 
 
@@ -242,9 +247,12 @@ def check_resume_settings(out, config_file: str, given: dict) -> dict:
     path = Path(out) / config_file
     if not path.is_file():
         return overrides    # nothing to compare with: resuming reports a missing checkpoint itself
+    from autonl.ir.json_file import read_json_file
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+        saved = read_json_file(path, "run's settings")
+    except AutonlError:
+        return overrides    # resuming reports an unreadable run itself
+    if not isinstance(saved, dict):
         return overrides
     for flag, (field, value) in given.items():
         if field in RUNTIME_SETTINGS or field not in saved:

@@ -126,6 +126,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
             raise AutonlError(f"{folder}: records no training data (no data.json); give --data")
         data = facts["data"]
     graph, module = load_model(folder)
+    if facts is not None:
+        from autonl.backends.torch.facts import check_facts_fit
+        check_facts_fit(facts, graph, folder / "data.json")
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     crop = eval_crop if eval_crop is not None else recorded_eval_crop(facts, data)
     val_loader, classes = make_val_loader(data, resolution, batch_size, workers, skip_corrupt, val_size, crop)

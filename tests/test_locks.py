@@ -218,3 +218,21 @@ def test_every_writing_command_refuses_a_locked_folder_before_any_work(cli, tmp_
     finally:
         release(holder)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_writers_through_a_symbolic_link_get_the_lock_line(cli, tmp_path):
+    """The lock is on the real path: a writer through a link to a folder another process is
+    writing is refused at once (issue #36: `--out a5link --resume` ran beside the first writer)."""
+    real = tmp_path / "a5"
+    real.mkdir()
+    link = tmp_path / "a5link"
+    link.symlink_to(real)
+    holder = hold("search", real)
+    try:
+        for args in (["compile", "mobilenetv2", "-r", "32", "-w", "0.35", "--backend", "onnx"],
+                     ["search", "--resume"]):
+            assert_one_line_error(cli(*args, "--out", link), the_line(link, holder.pid, "search"))
+    finally:
+        release(holder)
+    assert list(real.iterdir()) == []
+

@@ -28,37 +28,84 @@ import jsonschema
 
 from autonl.ir import AutonlError, Graph, Node
 from autonl.ir.choice import attr_combinations
+from autonl.ir.json_file import read_json_file
 from autonl.ir.json_form import graph_to_dict
 
 FORMAT = "autonl-latency-table"
 VERSION = 1
 
-_NUMBER = {"type": "number", "minimum": 0}
+# Milliseconds: finite (the reader refuses NaN and infinities), never negative, at most an hour
+# (a value near 1e308 would overflow the sums of a prediction to inf).
+MAX_MS = 3.6e6
+_MS = {"type": "number", "minimum": 0, "maximum": MAX_MS}
 SCHEMA = {
     "type": "object",
     "required": ["format", "version", "provenance", "resolution", "space_hash", "fixed_ms", "probe", "nodes"],
     "properties": {
         "format": {"const": FORMAT},
         "version": {"const": VERSION},
-        "resolution": {"type": "integer", "minimum": 1},
+        "resolution": {"type": "integer", "minimum": 1, "maximum": 4096},
         "space_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "fixed_ms": {"type": "number"},
+        # the intercept of the calibration line: negative for tiny networks (the module of
+        # .measure says why); the fastest sub-network must still be predicted above 0
+        "fixed_ms": {"type": "number", "minimum": -MAX_MS, "maximum": MAX_MS},
         "probe": {"type": "object", "required": ["ms", "decisions"],
-                  "properties": {"ms": {"type": "number", "exclusiveMinimum": 0}, "decisions": {"type": "object"}}},
+                  "properties": {"ms": {**_MS, "exclusiveMinimum": 0}, "decisions": {"type": "object"}}},
         "provenance": {"type": "object", "required": ["backend", "threads"],
-                       "properties": {"backend": {"type": "string"}, "threads": {"type": "integer", "minimum": 1}}},
+                       "properties": {"backend": {"type": "string"},
+                                      "threads": {"type": "integer", "minimum": 1, "maximum": 4096}}},
         "nodes": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["op", "input", "choices", "entries"],
             "properties": {
                 "op": {"type": "string"},
-                "input": {"type": "array", "items": {"type": "integer"}},
-                "choices": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}},
+                "input": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                "choices": {"type": "object", "minProperties": 1,
+                            "additionalProperties": {"type": "array", "minItems": 1}},
                 "entries": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["options_key", "options", "ms"],
-                    "properties": {"options_key": {"type": "string"}, "options": {"type": "object"}, "ms": _NUMBER}}},
+                    "properties": {"options_key": {"type": "string"}, "options": {"type": "object"}, "ms": _MS}}},
             }}},
     },
 }
+
+
+def _check_rows(doc: dict, path: str) -> None:
+    """What a schema cannot say: each node's entries are its choices' combinations, each once,
+    each entry's options are those its key names, and the fastest sub-network is predicted
+    above 0 ms (a negative fixed part larger than every block is an edited file)."""
+    lowest = doc["fixed_ms"]
+    for name, row in doc["nodes"].items():
+        choices = row["choices"]
+        seen: dict[str, int] = {}
+        for i, e in enumerate(row["entries"]):
+            opts = e["options"]
+            where = f"{path}: node %{name} entry {i} ({e['options_key']})"
+            if set(opts) != set(choices):
+                raise AutonlError(f"{where}: its options name {sorted(opts)}, the node's choices are "
+                                  f"{sorted(choices)}; the file was edited: measure the table again")
+            key = ",".join(f"{a}={json.dumps(opts[a])}" for a in choices)
+            if key != e["options_key"]:
+                raise AutonlError(f"{where}: its options {json.dumps(opts)} say {key}, not its key; the file was "
+                                  f"edited: measure the table again")
+            for a, v in opts.items():
+                if not any(json.dumps(v) == json.dumps(o) for o in choices[a]):
+                    raise AutonlError(f"{where}: {a}={json.dumps(v)} is not one of the node's options "
+                                      f"{json.dumps(choices[a])}; measure the table again")
+            if key in seen:
+                raise AutonlError(f"{where}: the same options as entry {seen[key]}; each combination is "
+                                  f"measured once: measure the table again")
+            seen[key] = i
+        combos = 1
+        for options in choices.values():
+            combos *= len(options)
+        if len(seen) != combos:
+            raise AutonlError(f"{path}: node %{name} has {len(seen)} entries for its {combos} combinations of "
+                              f"options; measure the table again")
+        lowest += min(e["ms"] for e in row["entries"])
+    if not lowest > 0:
+        raise AutonlError(f"{path}: predicts {lowest:.4g} ms for the fastest sub-network of its space (fixed_ms "
+                          f"{doc['fixed_ms']:.4g}); a latency is positive, so the file was edited: measure the "
+                          f"table again")
 
 
 def space_hash(graph: Graph) -> str:
@@ -97,17 +144,12 @@ class LatencyTable:
     # -- reading and writing -----------------------------------------------------------
     @staticmethod
     def read(path: str | Path) -> "LatencyTable":
+        """The table in ``path``, checked (:func:`~autonl.ir.json_file.read_json_file`: a regular
+        file of bounded size and nesting, finite numbers, no repeated key; then the schema and
+        :func:`_check_rows`); one line naming the file otherwise."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise AutonlError(f"{path}: no such latency table (make one with autonl latency-table)") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise AutonlError(f"{path}: cannot read the latency table ({e})") from None
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise AutonlError(f"{path}: not a latency table: invalid JSON at line {e.lineno} ({e.msg})") from None
+        doc = read_json_file(path, "latency table", hint="; measure it again with autonl latency-table",
+                             missing=f"{path}: no such latency table (make one with autonl latency-table)")
         return LatencyTable.from_doc(doc, str(path))
 
     @staticmethod
@@ -116,7 +158,9 @@ class LatencyTable:
             jsonschema.validate(doc, SCHEMA)
         except jsonschema.ValidationError as e:
             where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-            raise AutonlError(f"{path}: not a latency table of this version: at {where}: {e.message[:160]}") from None
+            raise AutonlError(f"{path}: not a latency table of this version: at {where}: {e.message[:160]}; measure "
+                              f"it again with autonl latency-table") from None
+        _check_rows(doc, path)
         return LatencyTable(doc, path)
 
     def dumps(self) -> str:

@@ -14,17 +14,19 @@ class OnnxBackend(Backend):
     name = "onnx"
     doc = "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8"
     options = (
-        Option("int8", False, "Also write model.int8.onnx (static int8, calibrated on --calib-data).", bool),
+        Option("int8", False, "Also write model.int8.onnx (static int8, calibrated on --calib-data).", bool,
+               timing=False),
         Option("calib_data", None, "Calibration and int8 accuracy data [default: --data, else the data the "
-               "model was trained on]. " + DATA_HELP),
-        Option("calib_images", 256, "Images to calibrate int8 on.", int),
-        Option("calib_method", "minmax", "Calibration method.", ("minmax", "entropy", "percentile")),
-        Option("eval_images", None, "Validation images for the int8 accuracy check (default: all).", int),
+               "model was trained on]. " + DATA_HELP, timing=False),
+        Option("calib_images", 256, "Images to calibrate int8 on.", int, timing=False),
+        Option("calib_method", "minmax", "Calibration method.", ("minmax", "entropy", "percentile"), timing=False),
+        Option("eval_images", None, "Validation images for the int8 accuracy check (default: all).", int,
+               timing=False),
         Option("int8_exclude", (), "Keep nodes matching this name pattern in fp32 (e.g. 'lightnl_*'); repeatable.",
-               str, multiple=True, metavar="GLOB"),
+               str, multiple=True, metavar="GLOB", timing=False),
         Option("no_fold_bn", False, "Keep BatchNormalization nodes.", bool),
         Option("opset", 17, "ONNX opset.", int),
-        Option("skip_corrupt", False, "Skip unreadable calibration images instead of stopping.", bool),
+        Option("skip_corrupt", False, "Skip unreadable calibration images instead of stopping.", bool, timing=False),
     )
 
     def compile(self, model, out, options, log):

@@ -38,10 +38,12 @@ def shared_pool(threads: int) -> None:
 
 
 def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = None,
-            name: str | None = None, shared: bool = False) -> ort.InferenceSession:
+            name: str | None = None, shared: bool = False, spin: bool = False) -> ort.InferenceSession:
     """A CPU session on a model, its serialized bytes (``name``: the file they came from, for
     messages) or a file; a model that onnxruntime cannot load gets one line. ``shared``: run
-    on the process's shared pool of ``threads`` threads (:func:`shared_pool`), for timing."""
+    on the process's shared pool of ``threads`` threads (:func:`shared_pool`), for timing.
+    ``spin``: a pool of its own that spins between runs, as a deployed session's does
+    (onnxruntime's default), for timing beside other runtimes in blocks of calls."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if shared:
@@ -55,7 +57,8 @@ def session(model: onnx.ModelProto | bytes | str | Path, threads: int | None = N
     else:
         # not timed: threads that sleep when idle, so that a session used for a check (parity,
         # accuracy) does not spin beside the torch threads of the same command (autonl.backends.cpu)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
     if isinstance(model, onnx.ModelProto):

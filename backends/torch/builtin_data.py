@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def _read_idx(path: str, magic: int, stamp: tuple[int, int]) -> np.ndarray:
                            f"reinstall {FASHION_MNIST_PACKAGE} or replace the file")
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):      # a FIFO would block the read for ever
+            raise bad("not a regular file: a FIFO, device or socket")
         # the header first, then no more than it promises (and one byte to tell a longer
         # file): a file never makes this read more than its header says
         with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:

@@ -54,9 +54,10 @@ def extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Pa
 
 def _search_result(run: Path) -> dict:
     """The run's result.json (empty when the search did not finish or the file is unreadable)."""
+    from autonl.ir.json_file import read_json_file
     try:
-        doc = json.loads((run / "result.json").read_text())
-    except (OSError, ValueError):
+        doc = read_json_file(run / "result.json", "search result")
+    except AutonlError:
         return {}
     return doc if isinstance(doc, dict) else {}
 

@@ -77,6 +77,18 @@ FRACTION = Range(0, 1, hi_open=True, integer=False)      # label smoothing
 CROP = Range(0, 1, lo_open=True, integer=False)          # crop scales and fractions: (0, 1]
 
 
+def file_sha256(path: str) -> str | None:
+    """sha256 of the regular file at ``path``, read in blocks; None when it cannot be read."""
+    import hashlib
+
+    from autonl.ir.json_file import open_regular
+    try:
+        with open_regular(path, "file") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, AutonlError):
+        return None
+
+
 def _f(default, rng: Range, flag: str | None = None):
     """A dataclass field with its range (and its flag, where it is not ``--field-name``)."""
     return field(default=default, metadata={"range": rng, **({"flag": flag} if flag else {})})
@@ -142,6 +154,9 @@ class SearchConfig:
     target_macs: float | None = None        # a MAC target, or:
     target_latency_ms: float | None = None  # a latency target, predicted by latency_table (a JSON file)
     latency_table: str | None = None
+    # the table's sha256 when the search began (filled in then): a resumed search refuses a
+    # table that changed since, rather than predicting from other figures than it began with
+    latency_table_sha256: str | None = None
     data: str = "digits"
     lam: float = _f(5.0, NON_NEGATIVE, "--lambda")
     steps: int = _f(300, POSITIVE_INT)
@@ -189,6 +204,8 @@ class SearchConfig:
                               "made by autonl latency-table)")
         if self.target_macs is not None and self.latency_table:
             raise AutonlError("--latency-table goes with --target-latency; a MAC target counts MACs")
+        if self.latency_table:
+            self._check_table_unchanged()
         check_ranges(self)
         if not self.warmup_steps < self.steps:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
@@ -196,6 +213,18 @@ class SearchConfig:
             raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
         if self.optimizer not in ("sgd", "rmsprop"):
             raise AutonlError(f"unknown optimizer '{self.optimizer}'; known optimizers: rmsprop, sgd")
+
+    def _check_table_unchanged(self) -> None:
+        """Record the latency table's sha256 (a new search), or refuse a table whose sha256 is
+        not the recorded one (a resumed search). A missing table is left to its reader."""
+        digest = file_sha256(self.latency_table)
+        if self.latency_table_sha256 is None:
+            self.latency_table_sha256 = digest
+        elif digest is not None and digest != self.latency_table_sha256:
+            raise AutonlError(f"{self.latency_table}: changed since this search began (sha256 "
+                              f"{self.latency_table_sha256[:12]}... then, {digest[:12]}... now); a resumed search "
+                              f"predicts from the table it began with: put that table back, or start a new search "
+                              f"(another --out, or --force)")
 
     @property
     def target(self) -> float:

@@ -266,11 +266,13 @@ FASHION_MNIST_FIT = {
 def _median_short_side(paths: list[str]) -> int | None:
     from PIL import Image
 
+    from .image_folder import open_image_file
+
     step = max(1, len(paths) // _SIZE_SAMPLE)
     sides = []
     for p in paths[::step][:_SIZE_SAMPLE]:
         try:
-            with Image.open(p) as im:           # the header only
+            with open_image_file(p) as f, Image.open(f) as im:     # the header only; never a FIFO
                 sides.append(min(im.size))
         except Exception:  # noqa: BLE001 - a bad file is reported by the data check, not here
             continue
@@ -391,19 +393,14 @@ def data_available(data: str) -> bool:
     return data in BUILTIN_DATASETS or (Path(os.path.expanduser(data)) / "val").is_dir()
 
 
-def read_data_facts(folder: str | Path) -> dict | None:
+def read_data_facts(folder: str | Path, graph=None) -> dict | None:
     """A model folder's ``data.json``, or None when it has none (a model imported from
-    PyTorch, or written before data facts were kept)."""
-    import json
+    PyTorch, or written before data facts were kept); checked against its schema, and
+    against ``graph`` (its class count) when given (:mod:`.facts`)."""
+    from .facts import check_facts_fit, read_facts_file
 
     path = Path(folder) / DATA_FACTS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        facts = json.loads(path.read_text())
-        if not isinstance(facts, dict) or not isinstance(facts.get("data"), str) \
-                or not isinstance(facts.get("classes"), list):
-            raise ValueError("expected an object with 'data' and 'classes'")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise AutonlError(f"{path}: not a readable data description ({e})") from None
-    return facts
+    facts = read_facts_file(path)
+    return check_facts_fit(facts, graph, path) if graph is not None else facts

@@ -35,7 +35,9 @@ def evaluate(module: nn.Module, loader, device: torch.device, label_smoothing: f
         total += y.numel()
     if total == 0:
         raise AutonlError("the validation set is empty")
-    out = {"val_loss": loss / max(1, total - nonfinite), "val_acc": correct / total, "val_n": total}
+    # no image with finite logits: there is no loss to average (null, not a 0.0 that reads as perfect)
+    out = {"val_loss": loss / (total - nonfinite) if total > nonfinite else None, "val_acc": correct / total,
+           "val_n": total}
     if nonfinite:
         out["val_nonfinite"] = nonfinite
     return out

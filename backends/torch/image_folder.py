@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -27,11 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from autonl.ir import AutonlError
 
-from .loader import TOO_LARGE, AugmentedDataset, CorruptImageWarning, Unreadable, sample_key, fixed_subset, \
+from .loader import NOT_REGULAR, TOO_LARGE, AugmentedDataset, CorruptImageWarning, Unreadable, sample_key, fixed_subset, \
     image_kind, unreadable_error
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageFolderDataset", "find_unreadable", "max_image_pixels",
-           "scan_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS_ENV", "ImageFolderDataset", "NotRegularFile", "find_unreadable",
+           "max_image_pixels", "open_image_file", "scan_image_folder"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _PROGRESS_MIN_FILES = 2000              # below this, checking is quick enough to stay silent
@@ -63,6 +64,25 @@ class ImageTooLarge(ValueError):
     """An image over the pixel limit, refused before its pixels were decoded."""
 
 
+class NotRegularFile(ValueError):
+    """A path with an image's name that is a FIFO, a device or a socket: never read (a FIFO
+    would block the read for ever)."""
+
+
+def open_image_file(path: str):
+    """``path`` opened for reading (binary) if it is a regular file; :class:`NotRegularFile`
+    otherwise. Opened non-blocking first, so that a FIFO is found out, not waited on."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{NOT_REGULAR} (a FIFO, device or socket), so it is not read as an image")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _too_large(pixels: int | None, limit: int, size: tuple[int, int] | None = None) -> ImageTooLarge:
     what = f"{size[0]}x{size[1]} = " if size else ""
     what += f"{pixels:,} pixels, over" if pixels is not None else "over"
@@ -84,7 +104,7 @@ def _decode(path: str, reduce=None) -> torch.Tensor:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         Image.MAX_IMAGE_PIXELS = limit
         try:
-            with Image.open(path) as im:
+            with open_image_file(path) as f, Image.open(f) as im:
                 w, h = im.size                      # from the header: nothing decoded yet
                 if w * h > limit:
                     raise _too_large(w * h, limit, (w, h))
@@ -104,7 +124,7 @@ def _size_of_a_bomb(path: str, pillow_says: str, limit: int) -> ImageTooLarge:
     (open decodes no pixels), else the pixel count Pillow gave."""
     try:
         Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im:
+        with open_image_file(path) as f, Image.open(f) as im:
             w, h = im.size
         return _too_large(w * h, limit, (w, h))
     except Exception:  # noqa: BLE001 - only the message is at stake
@@ -124,7 +144,7 @@ def _why_unreadable(path: str) -> str:
         return ""
     except Image.UnidentifiedImageError:
         return "not a recognisable image"
-    except ImageTooLarge as e:
+    except (ImageTooLarge, NotRegularFile) as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 - any failure to decode makes the file unusable
         if isinstance(e, OSError) and e.errno is not None:  # the file system failed, not the decoder
@@ -144,6 +164,13 @@ def _scan_split(root: Path, split: str) -> tuple[list[str], list[list[str]]]:
     classes = sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise AutonlError(f"'{d}' has no class folders (expected {d}/<class>/<image>)")
+    for c in classes:     # a class name goes into data.json, manifests and reports: text, not bytes
+        try:
+            c.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = c.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise AutonlError(f"class folder '{shown}' in '{d}': its name is not valid UTF-8, and a class name is "
+                              f"written into the model's data.json and reports; rename the folder") from None
     files = []
     for c in classes:
         found = []
@@ -175,6 +202,10 @@ def scan_image_folder(root, splits: tuple[str, ...] = ("train", "val")) -> tuple
         only_v = sorted(set(val_classes) - set(train_classes)) or ["-"]
         raise AutonlError(f"'{root}': train/ and val/ have different classes "
                           f"(only in train: {', '.join(only_t)}; only in val: {', '.join(only_v)})")
+    if len(train_classes) < 2:
+        raise AutonlError(f"dataset '{root}' has 1 class ({train_classes[0]}): a classifier needs at least 2; add a "
+                          f"folder per class under {splits[0]}/" + (" and val/" if "val" in scans and splits[0] != "val"
+                                                                     else ""))
     samples = {s: [(p, label) for label, ps in enumerate(files) for p in ps] for s, (_, files) in scans.items()}
     return train_classes, samples
 
@@ -231,7 +262,7 @@ def find_unreadable(paths, what: str, workers: int = 0) -> dict[str, str]:
     if cache is not None and cache.is_file():
         try:  # by position: the same files may be spelled differently (relative, ./) next time
             return {paths[i]: str(r) for i, r in json.loads(cache.read_text())["unreadable"]}
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
             pass
     progress, reasons = _Progress(len(paths), what), []
     if workers > 0 and len(paths) >= _PARALLEL_MIN_FILES:

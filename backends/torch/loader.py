@@ -35,6 +35,7 @@ class Unreadable(NamedTuple):
 
 
 TOO_LARGE = "too large: "   # how the reason for an image over the pixel limit starts
+NOT_REGULAR = "not a regular file"   # ... and for a FIFO, device or socket with an image's name
 
 
 def image_kind(reasons) -> str:
@@ -45,7 +46,7 @@ def image_kind(reasons) -> str:
 
 def unreadable_error(path: str, reason: str, more: int = 0) -> AutonlError:
     """The one line for an image that cannot be used (and ``more`` others)."""
-    head = f"image '{path}' is {reason}" if reason.startswith(TOO_LARGE) else \
+    head = f"image '{path}' is {reason}" if reason.startswith((TOO_LARGE, NOT_REGULAR)) else \
         f"corrupt or truncated image '{path}' ({reason})"
     return AutonlError(f"{head}{f' and {more} more' if more else ''}; {SKIP_HINT}")
 

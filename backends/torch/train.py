@@ -73,9 +73,10 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
     if val:
-        ax1.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss")
+        ax1.plot([r["step"] for r in val], [math.nan if r["val_loss"] is None else r["val_loss"] for r in val], "o-",
+                 label="val loss")      # null: no image had finite logits
     losses = [r["loss"] for r in train] + [r["val_loss"] for r in val]
-    finite = [v for v in losses if math.isfinite(v) and v > 0]
+    finite = [v for v in losses if v is not None and math.isfinite(v) and v > 0]
     # a log axis keeps one bad value (say 1e29) from flattening the rest of the curve
     if finite and max(finite) / min(finite) > 100:
         ax1.set_yscale("log")

@@ -36,6 +36,35 @@ def torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
+def _clipped(text: str, limit: int = 160) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, '...' marking a cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
+
+
+def _unreadable(path: Path, what: str, e: BaseException) -> str:
+    import re
+
+    text = str(e).strip()
+    # torch's refusal opens with a paragraph on weights_only; the reason is further down
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    first = found.group(1).strip() if found else text.splitlines()[0] if text else type(e).__name__
+    return f"{path}: not a readable {what} (truncated, corrupt or not written by torch.save: {_clipped(first)})"
+
+
+def _pickled_objects(path: Path, what: str, says: str) -> str:
+    """The line for a file that holds pickled Python objects besides tensors, which
+    ``torch.load(weights_only=True)`` refuses to rebuild: unpickling them could run code."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", says)
+    which = f" ({found.group(1)})" if found else ""
+    return (f"{path}: holds pickled Python objects{which}, not only tensors; autonl never unpickles objects, "
+            f"since loading a pickle can run any code. Save a plain state dict instead: "
+            f"torch.save(module.state_dict(), ...) (a {what} of tensors)")
+
+
 def read_torch_file(path: str | Path, what: str = "weights file") -> dict:
     """``torch.load`` with weights only, turning every way a file can be bad into one line."""
     path = Path(path)
@@ -43,10 +72,12 @@ def read_torch_file(path: str | Path, what: str = "weights file") -> dict:
         raise AutonlError(f"{path}: no such {what}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AutonlError(f"{path}: not a readable {what} (truncated, corrupt or not written by "
-                          f"torch.save: {first[:120]})") from None
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):      # a reference to a class or function: an object to rebuild
+            raise AutonlError(_pickled_objects(path, what, str(e))) from None
+        raise AutonlError(_unreadable(path, what, e)) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise AutonlError(_unreadable(path, what, e)) from None
     if not isinstance(obj, dict):
         raise AutonlError(f"{path}: not a {what}: it holds a {type(obj).__name__}, not a dict")
     return obj
@@ -81,6 +112,11 @@ def check_state_dict(state: dict, module: nn.Module, source: str, graph_name: st
                 kinds = " and ".join(w for w, c in (("NaN", nan), ("inf", n - nan)) if c)
                 raise AutonlError(f"{source}: {k} holds {n} non-finite value{'s' * (n > 1)} ({kinds}) "
                                   f"among its {got.numel()}; such weights are unusable")
+            if k.endswith("running_var") and bool((got < 0).any()):
+                n = int((got < 0).sum())
+                raise AutonlError(f"{source}: {k} holds {n} negative value{'s' * (n > 1)} (as low as "
+                                  f"{float(got.min()):.3g}) among its {got.numel()}; a batch norm's running variance "
+                                  f"is never negative, so the file was edited or is damaged: retrain, or restore it")
 
 
 def _dtype(t: torch.Tensor) -> str:

@@ -484,8 +484,15 @@ def profile(folder: str | Path, input_npy: str | None = None, runs: int = 5) -> 
     _x_path, x, _ref = _reference(folder, manifest, input_npy)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(load_host_library(folder, manifest, checked), dev)
-    if manifest.get("entry", {}).get("transform_params"):
-        args = list(vm[manifest["entry"]["transform_params"]](args))
+    lifted = manifest.get("entry", {}).get("transform_params")
+    if lifted:          # the schema allows only the name autonl compile gave it (read_manifest)
+        try:
+            transform = vm[lifted]
+        except (AttributeError, ValueError):
+            raise AutonlError(f"{folder / 'manifest.json'}: entry.transform_params names {lifted!r}, which "
+                              f"{lib.name} does not have; compile the folder again with autonl compile "
+                              f"--backend tvm") from None
+        args = list(transform(args))
     xt = tvm.runtime.tensor(x, dev)
     vm["main"](xt, *args)   # warm-up: allocations, thread pool
     plain = []

@@ -142,8 +142,9 @@ class Plan:
         path = Path(work_dir) / PLAN_FILE
         if not path.exists():
             return None
+        from autonl.ir.json_file import read_json_file
+        d = read_json_file(path, "tuning plan", hint="; remove it to tune afresh")
         try:
-            d = json.loads(path.read_text())
             return Plan([TaskPlan(**t) for t in d["tasks"]], int(d["trials_per_task"]), d["minutes"],
                         int(d["batch"]), str(d["cost"]), float(d["seconds"]), str(d["started"]))
         except (OSError, ValueError, KeyError, TypeError) as e:
