@@ -223,9 +223,11 @@ def latency_check(table_file, samples, rounds, seed, json_out, plot):
 def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_out, resolution, width, batch, classes,
           **options):
     """End-to-end latency of models as deployed (each SOURCE a model or run folder, a preset or
-    a graph file): compiled by the backend in memory, batch 1, timed as latency tables time
-    their blocks (interleaved rounds with a probe network, see autonl.backends.latency.timing).
-    Several sources are timed together, round by round: compare networks in one command."""
+    a graph file: compiled by the backend in memory; or an ONNX deploy folder, whose fp32 and
+    int8 models are timed side by side, or a .onnx file), batch 1, timed as latency tables
+    time their blocks (interleaved rounds with a probe network, see
+    autonl.backends.latency.timing). Several sources are timed together, round by round:
+    compare networks in one command."""
     from autonl.backends.latency import LatencyTable
     from autonl.backends.latency.measure import graph_timer, probe_facts, table_probe
     from autonl.backends.latency.timing import measure_all
@@ -242,28 +244,41 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
         if table.provenance["backend"] != chosen.name or table.provenance["threads"] != _threads(threads):
             raise AutonlError(f"{table_file} was measured with {table.describe()}; bench with the same backend and "
                               f"--threads {table.provenance['threads']}")
-    models = {}
+    models, timers, provenance, facts = {}, {}, {}, {}
     for source in sources:
+        onnx_files = _onnx_models(source)
+        if onnx_files is not None:      # a deploy folder of the ONNX backend, or a .onnx file
+            if chosen.name != "onnx" or rpc_addr:
+                raise AutonlError(f"{source}: an ONNX model is timed with onnxruntime here: --backend onnx, no --rpc")
+            for key, (timer, fact) in _onnx_timers(source, onnx_files, _threads(threads)).items():
+                timers[key], facts[key] = timer, fact
+            continue
         model = load_deployable(source, resolution, width, batch, classes, seed)
         if model.graph.inputs[next(iter(model.graph.inputs))].shape[0] != 1:
             raise AutonlError(f"{source}: autonl bench times batch 1 (latency); build the model with --batch 1")
         models[source] = model
-    timers, provenance = {}, {}
+        cost = analyze_cost(model.graph)
+        facts[source] = {"graph": model.graph.name, "macs": cost.macs,
+                         "lightnl_blocks": sum(1 for n in model.graph if n.op == "lightnl")}
     for source, model in models.items():
         timers[source], provenance = chosen.latency_timer(model, _threads(threads), given, rpc_addr)
+    if not provenance and chosen.name == "onnx":
+        import onnxruntime
+        provenance = {"backend": "onnx", "runtime": "onnxruntime", "runtime_version": onnxruntime.__version__,
+                      "threads": _threads(threads), "clock": "wall time around InferenceSession.run",
+                      "thread_pool": f"one shared intra-op pool of {_threads(threads)} thread(s), spinning"}
     if probe is not None:
         probe, _ = graph_timer(probe, chosen, _threads(threads), given, rpc_addr)
     run = measure_all(timers, _effort(rounds), probe, ref)
     if rpc_addr is None and run.busy_warning(_threads(threads)):
         click.echo(run.busy_warning(_threads(threads)), err=True)
     rows = []
-    for source, model in models.items():
-        t = run.timings[source]
-        cost = analyze_cost(model.graph)
-        rows.append({"source": source, "graph": model.graph.name, **t.as_dict(), "macs": cost.macs,
-                     "lightnl_blocks": sum(1 for n in model.graph if n.op == "lightnl")})
-        click.echo(f"{source}: {t.ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 {t.p90_ms:.3f}; raw best round {t.raw_ms:.3f} "
-                   f"ms, {t.runs} runs), {cost.macs / 1e6:.1f}M MACs")
+    for key, fact in facts.items():
+        t = run.timings[key]
+        rows.append({"source": key, **fact, **t.as_dict()})
+        macs = f", {fact['macs'] / 1e6:.1f}M MACs" if isinstance(fact.get("macs"), (int, float)) else ""
+        click.echo(f"{key}: {t.ms:.3f} ms (p10 {t.p10_ms:.3f}, p90 {t.p90_ms:.3f}; raw best round {t.raw_ms:.3f} "
+                   f"ms, {t.runs} runs){macs}")
     if probe is not None:
         click.echo(f"{provenance['runtime']} {provenance['runtime_version']}, {_threads(threads)} thread(s); scaled to "
                    f"{table_file}'s machine speed by its probe network ({run.probe_ms:.3f} ms at best here, "
@@ -273,3 +288,48 @@ def bench(sources, backend, rpc_addr, threads, rounds, table_file, seed, json_ou
            "scaled_to": f"the probe of {table_file}" if table_file else "not scaled (no --table)",
            "machine": {"cpus": run.cpus, "others_busy_cpus": None if rpc_addr else run.others_cpus}}
     write_json(json_out, res)
+
+
+def _onnx_models(source: str) -> dict | None:
+    """``{label: file name}`` of the ONNX models ``source`` holds: a deploy folder written by
+    ``autonl compile --backend onnx`` (fp32, and int8 where it has one) or a ``.onnx`` file;
+    None for any other source."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return {"onnxruntime": path.name}
+    if path.is_dir() and (path / "manifest.json").is_file() and (path / "model.onnx").is_file():
+        return {label: name for label, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))
+                if (path / name).is_file()}
+    return None
+
+
+def _onnx_timers(source: str, files: dict, threads: int) -> dict:
+    """``{"SOURCE (fp32)": (timer, facts), ...}``: each model in an onnxruntime session on the
+    shared timing pool of ``threads`` threads, batch 1 (a deploy folder's files checked
+    against its manifest first: size and sha256)."""
+    import numpy as np
+
+    from autonl.backends.latency.timing import wall_timer
+    from autonl.backends.manifest import read_manifest, verified_bytes
+    from autonl.backends.onnx.runtime import session
+
+    path = Path(source)
+    manifest = read_manifest(path) if path.is_dir() else None
+    out = {}
+    for label, name in files.items():
+        src = verified_bytes(path, name, manifest) if manifest is not None else path
+        sess = session(src, threads=threads, name=str(path / name if manifest is not None else path), shared=True)
+        inp = sess.get_inputs()[0]
+        shape = [1 if not isinstance(d, int) or i == 0 else d for i, d in enumerate(inp.shape)]
+        if len(shape) != 4 or any(d < 1 for d in shape):
+            raise AutonlError(f"{source}: the model's input {inp.name} has shape {inp.shape}; bench times NCHW image "
+                              "models")
+        if shape[0] != 1:
+            raise AutonlError(f"{source}: its input has batch {shape[0]}; autonl bench times batch 1 (latency)")
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        feed = {inp.name: x}
+        key = f"{source} ({label})" if manifest is not None else source
+        fact = {"graph": (manifest or {}).get("graph", path.stem), "model_file": name,
+                "macs": (manifest or {}).get("macs")}
+        out[key] = (wall_timer(lambda s=sess, f=feed: s.run(None, f)), fact)
+    return out

@@ -105,6 +105,13 @@ def test_compile_writes_model_int8_and_manifest(cli, trained_model, tmp_path):
         "--int8-exclude", "lightnl_*", check_ok=True)
     partial = json.loads((tmp_path / "partial" / "manifest.json").read_text())
     assert partial["int8"]["fp32_nodes"] and all(n.startswith("lightnl_") for n in partial["int8"]["fp32_nodes"])
+    # bench times the deploy folder's fp32 and int8 models side by side (and a .onnx file)
+    cli("bench", out, out / "model.int8.onnx", "--rounds", "2", "--threads", "1", "--json", tmp_path / "b.json",
+        check_ok=True)
+    rows = {r["source"]: r for r in json.loads((tmp_path / "b.json").read_text())["models"]}
+    assert sorted(rows) == sorted([f"{out} (fp32)", f"{out} (int8)", str(out / "model.int8.onnx")])
+    assert all(r["ms"] > 0 for r in rows.values()) and rows[f"{out} (int8)"]["model_file"] == "model.int8.onnx"
+    assert_one_line_error(cli("bench", out, "--backend", "tvm"), "timed with onnxruntime")
 
 
 def test_compile_bad_input(cli, tmp_path):
