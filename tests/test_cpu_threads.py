@@ -85,7 +85,8 @@ def test_timing_says_when_other_processes_kept_the_cpus_busy():
     assert busy_warning(0.3, 2, 2) is None
     line = busy_warning(1.0, 2, 2)
     assert line.startswith("warning: other processes kept 1.0 of this machine's 2 CPUs busy") and "shared cores" in line
-    assert "shared cores" not in busy_warning(1.0, 4, 1)
+    assert "shared cores" not in busy_warning(1.0, 4, 3)
+    assert busy_warning(1.0, 4, 1) is None and busy_warning(10.0, 64, 4) is None    # cores to spare
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)

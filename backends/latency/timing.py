@@ -97,7 +97,8 @@ class Measured:
 
     def busy_warning(self, threads: int) -> str | None:
         """One ``warning:`` line when other processes kept at least half a CPU busy while
-        this process timed models with ``threads`` threads on this machine (timing on a
+        this process timed models with ``threads`` threads on this machine, and the timing's
+        threads and theirs did not fit in its CPUs with half a CPU to spare (timing on a
         remote device is not slowed by this machine's load: do not ask), else None. The
         figures are then likely slower than on an idle machine (``README``, "Threads on a
         shared machine": two threads beside one busy process ran up to 3x their idle time)."""
@@ -106,7 +107,7 @@ class Measured:
 
 def busy_warning(others: float, cpus: int, threads: int) -> str | None:
     """See :meth:`Measured.busy_warning`."""
-    if others < 0.5:
+    if others < 0.5 or threads + others <= cpus - 0.5:    # idle, or load on cores the timing did not need
         return None
     shared = " (its threads shared cores with them)" if threads + others > cpus + 0.25 else ""
     return (f"warning: other processes kept {others:.1f} of this machine's {cpus} CPUs busy while timing "
