@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-BUILTIN_SPACES = ("autonl",)
+BUILTIN_SPACES = ("autonl", "lightnl-only")
 RULE_KEYS = {"op", "attr", "options", "nodes", "exclude", "only_valid"}
 LIGHTNL_KEYS = {"ratios", "strides", "optional", "nodes", "exclude", "norm"}
 

@@ -173,3 +173,17 @@ def test_bad_decisions(edit, fragment):
     with pytest.raises(AutonlError) as info:
         Derive(decisions)(space)
     assert fragment in str(info.value)
+
+
+def test_the_lightnl_only_space_keeps_the_users_blocks():
+    """The built-in ``lightnl-only`` space (issue #41) searches LightNL placement, ratio and
+    stride only: every block keeps its kernel, expansion and residual, and every derived
+    network is the original with LightNL blocks inserted."""
+    original = build_preset("mobilenetv2", resolution=32, width=0.35, num_classes=10)
+    space = relaxed_graph("mobilenetv2", "lightnl-only", 32, 0.35, 10)
+    relaxed = {n.name: n for n in space if n.relaxed}
+    assert relaxed and all(n.op == "lightnl" for n in relaxed.values())
+    assert {n.name: dict(n.attrs) for n in space if n.op == "mbconv"} == \
+        {n.name: dict(n.attrs) for n in original if n.op == "mbconv"}
+    none = Derive({name: {"insert": False, "r": 0.125, "s": 1} for name in relaxed})(space).graph
+    assert analyze_cost(none).macs == analyze_cost(original).macs
