@@ -65,7 +65,8 @@ def _threads(threads: int | None) -> int:
 @click.option("--classes", type=ranged(Range(1, 1000000)),
               help="Classes of the network (presets; default 1000; the search's data decides, e.g. 10 for digits).")
 @click.option("--space", default="autonl", show_default=True,
-              help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+              help="Search-space file (TOML/JSON) or built-in name (autonl; lightnl-only: LightNL placement only, "
+                   "your blocks kept), for graphs without choices.")
 @click.option("--rounds", type=ranged(ROUNDS), default=9, show_default=True,
               help="Interleaved timing rounds per block (more: steadier on a busy machine).")
 @click.option("--calibration", type=ranged(CALIBRATION), default=12, show_default=True,
@@ -111,7 +112,8 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
 @click.option("--classes", type=ranged(Range(1, 1000000)), help="Classes of the network (presets; default 1000).")
 @click.option("--space", default="autonl", show_default=True,
-              help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+              help="Search-space file (TOML/JSON) or built-in name (autonl; lightnl-only: LightNL placement only, "
+                   "your blocks kept), for graphs without choices.")
 @click.option("--tune-trials", type=ranged(Range(0, 100000)), default=0, show_default=True,
               help="Trials, on average per distinct workload (spread by share of the untuned time).")
 @click.option("--tune-minutes", type=ranged(Range(0, None, lo_open=True, integer=False)), help="A tuning budget in minutes.")

@@ -161,7 +161,8 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--data", default=SearchConfig.data, show_default=True, help=DATA_HELP)
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
-              help="Search-space file (TOML/JSON) or built-in name, for graphs without choices.")
+              help="Search-space file (TOML/JSON) or built-in name (autonl; lightnl-only: LightNL placement only, "
+                   "your blocks kept), for graphs without choices.")
 @click.option("--lightnl-norm", "lightnl_norm", type=click.Choice(LIGHTNL_NORMS),
               help="LightNL candidates' norm instead of the space's: l2 (bounded, the default of the "
                    "autonl space) or none (the paper's product, cubic in its input).")
