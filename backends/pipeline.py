@@ -1,33 +1,39 @@
 """``autonl run``: data to deployable model in one command.
 
-Stages, each in its own folder under the run directory: ``search/`` (the AutoNL space on
-the data toward ``target_macs`` counted at 224x224), ``derived/`` (discrete graph, inherited
-weights, comparison with MobileNetV2 and AutoNL-S/L), ``train/`` (a short fine-tune),
-``deploy/`` (``autonl compile`` with the chosen backend, whose parity check stops the run on
-a mismatch). Then ``report.md`` and ``report.html`` (plots, architecture, costs, accuracy,
-latencies) and ``manifest.json`` (inputs, seeds, versions, every file with its sha256),
-written last. Every file is written under a temporary name and renamed.
+Stages, each in its own folder under the run directory: ``search/`` (a search space on the
+data, built from SOURCE: the built-in AutoNL space, a preset, or the user's own network,
+toward a MAC or latency target), ``derived/`` (discrete graph, inherited weights, comparison
+with MobileNetV2 and AutoNL-S/L), ``train/`` (a short fine-tune), ``baseline/`` (the network
+the user started from, or for the built-in space a MobileNetV2 of the derived network's MACs,
+trained from scratch for the search's and fine-tuning's steps together), ``deploy/``
+(``autonl compile`` with the chosen backend, whose parity check stops the run on a
+mismatch). Then ``report.md`` and ``report.html`` (plots, architecture, costs, accuracy per
+class against the baseline, latencies) and ``manifest.json`` (inputs, seeds, versions, every
+file with its sha256), written last. Every file is written under a temporary name and renamed.
 """
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from autonl.ir import AutonlError, atomic_write
-from autonl.passes import analyze_cost, resize_graph
-from autonl.passes.sources import load_target, relaxed_graph
+from autonl.ir import AutonlError, Graph, all_presets, atomic_write, build_preset
+from autonl.passes import PassManager, analyze_cost, resize_graph
+from autonl.passes.pipelines import search_space_pipeline
+from autonl.passes.sources import load_target
 
 from .base import Backend
 from .catalog import get_backend
 from .checks import compile_with_checks
-from .loading import load_model_or_graph
+from .loading import load_model_or_graph, model_folder
 from .locks import output_lock
 from .manifest import check_out, versions, write_manifest
 from .outputs import replacing_folder
 from .report import write_report
 
 BUILTIN = {"builtin": "digits"}
+BUILTIN_SPACE = "search-space"     # the default SOURCE: the AutoNL space as a relaxed preset
 
 
 def _stage(log, name: str):
@@ -35,19 +41,64 @@ def _stage(log, name: str):
     return time.time()
 
 
+@dataclass
+class RunSource:
+    """What ``autonl run SOURCE`` searches: ``relaxed`` (the search space), ``start`` (the
+    discrete network the user started from; None for a relaxed source such as the built-in
+    space) and how to name it."""
+
+    name: str
+    relaxed: Graph
+    start: Graph | None
+    resolution: int
+    cost_resolution: int     # where a MAC target is counted: 224 for a preset, else the network's own size
+
+
+def run_source(source: str, space: str, resolution: int, resolution_given: bool, classes: int, data: str,
+               lightnl_norm: str | None = None) -> RunSource:
+    """A preset (built at ``resolution`` with the data's classes), a graph file (text or JSON
+    form), a model folder or a run folder: as a search space. A discrete network goes through
+    the search-space pipeline with ``space`` (``autonl``: blocks and LightNL searched;
+    ``lightnl-only``: LightNL placement only, the blocks kept as they are); its own input
+    size is kept (``--resolution`` applies to presets only)."""
+    if source in all_presets():
+        graph = load_target(source, resolution, None, None, classes)
+    else:
+        if Path(source).is_dir() and model_folder(source) is not None:   # a model or run folder
+            source = str(model_folder(source) / "graph.json")
+        graph = load_target(source, resolution if resolution_given else None)
+        out_classes = graph.type_of(graph.outputs[0]).shape[-1]
+        if out_classes != classes:
+            raise AutonlError(f"{source} predicts {out_classes} classes but the data '{data}' has {classes}; "
+                              f"give a network with {classes} outputs")
+    start = None if graph.relaxed else graph
+    if graph.relaxed:
+        relaxed = graph
+        if lightnl_norm:      # its LightNL candidates take the norm asked for
+            for node in relaxed:
+                if node.op == "lightnl":
+                    node.attrs["norm"] = lightnl_norm
+    else:
+        relaxed = PassManager(list(search_space_pipeline(space, lightnl_norm)))(graph).graph
+    own = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    return RunSource(source, relaxed, start, own, 224 if source in all_presets() else own)
+
+
 def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, out: str | Path,
                  search_steps: int | None = None, train_steps: int | None = None, resolution: int | None = None,
                  seed: int = 0, force: bool = False, log=print, batch_size: int | None = None,
                  lightnl_norm: str | None = None, target_latency_ms: float | None = None,
-                 latency_table: str | None = None, aug: dict | None = None) -> dict:
+                 latency_table: str | None = None, aug: dict | None = None, source: str = BUILTIN_SPACE,
+                 space: str = "autonl", baseline: bool = True) -> dict:
     """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
-    its own folder inside it as well. Settings left ``None`` are fitted to the data
+    its own folder inside it as well. ``source``: what to search (:func:`run_source`), with
+    ``space`` for a discrete network. Settings left ``None`` are fitted to the data
     (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason.
     ``target_latency_ms`` with ``latency_table`` (instead of ``target_macs``): search toward a
     latency the table predicts; the report then has the derived network's predicted and
-    measured latency (at the table's resolution, backend and threads). ``aug``: the
-    augmentation options ``crop_scale``, ``flip``, ``eval_crop`` of search and fine-tuning
-    (:func:`~autonl.backends.torch.data.augmentation`; left out: the data's defaults)."""
+    measured latency. ``aug``: the augmentation options ``crop_scale``, ``flip``,
+    ``eval_crop`` of search and training (:func:`~autonl.backends.torch.data.augmentation`;
+    left out: the data's defaults). ``baseline``: train and report the comparison network."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
     data = BUILTIN.get(data, data)
     out = Path(out)
@@ -55,20 +106,41 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
              "train_steps": train_steps}
     with output_lock(out, "run"):
-        # the inputs first: a missing dataset or table stops here, before the old folder is touched
+        # the inputs first: a missing dataset, table or source stops here, before the old folder is touched
         from .torch.data import num_classes
         classes = num_classes(data)
         table = None
         if latency_table is not None:
             from .latency import LatencyTable
             table = LatencyTable.read(latency_table)
+        settings, settings_line = _settings(data, asked)
+        src = run_source(source, space, settings["resolution"], resolution is not None, classes, data, lightnl_norm)
+        if source not in all_presets():      # a network of the user's: its own input size
+            settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
+        goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
         # old files set aside beside --out and put back on any failure or signal (.outputs)
         with replacing_folder(out, force, inputs=(data, latency_table)):
-            return _run_pipeline(data, classes, target_macs, backend, out, asked, seed, log, lightnl_norm,
-                                 target_latency_ms, latency_table, table, aug or {})
+            if settings_line:
+                log(settings_line)
+            run = _Run(data, classes, backend, out, settings, seed, log, aug or {}, src, table, latency_table,
+                       target_macs, target_latency_ms, goal)
+            return run.all(space, lightnl_norm, baseline)
 
 
-def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
+def _check_goal(graph: Graph, target_macs, target_latency_ms, latency_table, table, cost_resolution: int) -> str:
+    """The target in words, after checking it is within the space's reach (nothing written)."""
+    from .torch.search import check_target_bounds
+    if target_latency_ms is not None:
+        at_table = resize_graph(graph, table.resolution)
+        table.check_fits(at_table)
+        check_target_bounds(*table.bounds(at_table), target_latency_ms, "ms")
+        return f"{target_latency_ms:.3f} ms predicted by {latency_table} ({table.describe()})"
+    at = analyze_cost(resize_graph(graph, cost_resolution))
+    check_target_bounds(at.macs, at.total("macs_max"), target_macs)
+    return f"{target_macs / 1e6:.3g}M MACs at {cost_resolution}x{cost_resolution}"
+
+
+def _settings(data: str, asked: dict, own: tuple[int, str] | None = None) -> tuple[dict, str | None]:
     """The run's settings: those asked for, the rest fitted to the data. The built-in sets
     (digits, fashion-mnist, longrange) keep what the digits were tuned with (search batch 32,
     fine-tuning batch 64, the default learning rates); on a folder both stages use the fitted
@@ -80,6 +152,8 @@ def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
     from .torch.train import TrainConfig
     fitted = fitted_settings(data, gpu=torch.cuda.is_available())
     chosen = {k: v if v is not None else fitted[k] for k, v in asked.items()}
+    if own is not None:
+        chosen["resolution"] = own[0]
     builtin = data in BUILTIN_DATASETS
     batch = chosen["batch_size"]
     chosen["train_batch_size"] = TrainConfig.batch_size if builtin and asked["batch_size"] is None else batch
@@ -88,103 +162,205 @@ def _settings(data: str, asked: dict) -> tuple[dict, str | None]:
     line = None
     if any(v is None for v in asked.values()):
         given = [k for k, v in asked.items() if v is not None]
-        line = (f"settings: resolution {chosen['resolution']}, batch {batch}, search {chosen['search_steps']} steps "
+        res = f"{chosen['resolution']} ({own[1]})" if own else chosen["resolution"]
+        line = (f"settings: resolution {res}, batch {batch}, search {chosen['search_steps']} steps "
                 f"(lr {chosen['search_lr']:g}), fine-tune {chosen['train_steps']} steps (lr {chosen['train_lr']:g}); "
                 f"fitted to the data: {fitted['why']}" + (f" (given: {', '.join(given)})" if given else ""))
     return chosen, line
 
 
-def _run_pipeline(data: str, classes: int, target_macs: float | None, backend: Backend, out: Path, asked: dict,
-                  seed: int, log, lightnl_norm: str | None, target_latency_ms: float | None = None,
-                  latency_table: str | None = None, table=None, aug: dict | None = None) -> dict:
-    """The stages, in ``out`` (emptied by the caller); ``classes`` and ``table`` (the read
-    ``latency_table``) as the caller checked them."""
-    from .torch.child import extract_child
-    from .torch.data import accuracy_line, chance_level
-    from .torch.search import SearchConfig, check_target_bounds, search as run_search
-    from .torch.train import TrainConfig, train as run_training
+def matched_mobilenetv2(macs: float, resolution: int, classes: int) -> tuple[Graph, float]:
+    """``(MobileNetV2 graph, width)``: the width multiplier whose MACs at ``resolution`` come
+    closest to ``macs`` (channels are rounded to multiples of 8, so MACs move in steps)."""
+    def cost(w: float) -> float:
+        return analyze_cost(build_preset("mobilenetv2", resolution=resolution, width=w, num_classes=classes)).macs
+    lo, hi = 0.05, 4.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cost(mid) < macs else (lo, mid)
+    width = min((lo, hi), key=lambda w: abs(cost(w) - macs))
+    return build_preset("mobilenetv2", resolution=resolution, width=width, num_classes=classes), width
 
-    settings, settings_line = _settings(data, asked)
-    resolution, search_steps, train_steps = settings["resolution"], settings["search_steps"], settings["train_steps"]
-    graph = relaxed_graph("search-space", "autonl", resolution, None, classes, lightnl_norm)
-    if target_latency_ms is not None:       # a table that does not fit, a target out of reach: nothing written
-        at_table = resize_graph(graph, table.resolution)
-        table.check_fits(at_table)
-        check_target_bounds(*table.bounds(at_table), target_latency_ms, "ms")
-        goal = f"{target_latency_ms:.3f} ms predicted by {latency_table} ({table.describe()})"
-    else:
-        table = None                        # a MAC target: the table, if any, plays no part
-        at_224 = analyze_cost(resize_graph(graph, 224))   # a target out of reach too: nothing is written
-        check_target_bounds(at_224.macs, at_224.total("macs_max"), target_macs)
-        goal = f"{target_macs / 1e6:.0f}M MACs at 224x224"
-    if settings_line:
-        log(settings_line)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
 
-    t = _stage(log, f"search: AutoNL space on {data} at {resolution}x{resolution}, toward {goal}, {search_steps} steps")
-    cfg = SearchConfig(target_macs=target_macs, target_latency_ms=target_latency_ms,
-                       latency_table=str(Path(latency_table).resolve()) if table else None, data=data,
-                       steps=search_steps, warmup_steps=max(1, search_steps // 5), batch_size=settings["batch_size"],
-                       lr=settings["search_lr"], seed=seed, cost_resolution=None if table else 224, **(aug or {}))
-    search = run_search(graph, cfg, out / "search")
-    timings["search"] = time.time() - t
-    if search.get("landing_warning"):
-        log(search["landing_warning"])
+class _Run:
+    """The stages of one run in ``out`` (emptied by the caller), in order (:meth:`all`)."""
 
-    t = _stage(log, "derive")
-    derived = extract_child(out / "search", out / "derived", None, False)
-    timings["derive"] = time.time() - t
+    def __init__(self, data, classes, backend, out, settings, seed, log, aug, src, table, latency_table,
+                 target_macs, target_latency_ms, goal):
+        self.data, self.classes, self.backend, self.out, self.settings = data, classes, backend, out, settings
+        self.seed, self.log, self.aug, self.src, self.table = seed, log, aug, src, table
+        self.latency_table, self.target_macs, self.target_latency_ms, self.goal = (
+            latency_table, target_macs, target_latency_ms, goal)
+        self.timings: dict[str, float] = {}
 
-    t = _stage(log, f"fine-tune: {train_steps} steps")
-    tcfg = TrainConfig(data=data, steps=train_steps, seed=seed, eval_every=train_steps,
-                       batch_size=settings["train_batch_size"], lr=settings["train_lr"], **(aug or {}))
-    trained = run_training(load_target(str(out / "derived")), tcfg, out / "train", init=str(out / "derived"))
-    timings["train"] = time.time() - t
-    acc_line, acc_warning = accuracy_line(trained["val_acc"], data)
-    log(f"fine-tuned: {acc_line}")
-    if acc_warning:
-        log(acc_warning)
-    if trained.get("val_nonfinite"):
-        log(f"warning: {trained['val_nonfinite']} of {trained['val_n']} validation images give non-finite logits")
+    def all(self, space: str, lightnl_norm: str | None, baseline: bool) -> dict:
+        from .torch.data import accuracy_line, chance_level
+        self.out.mkdir(parents=True, exist_ok=True)
+        search = self.search(space)
+        derived = self.derive()
+        trained = self.fine_tune()
+        acc_line, acc_warning = accuracy_line(trained["val_acc"], self.data)
+        self.log(f"fine-tuned: {acc_line}")
+        if acc_warning:
+            self.log(acc_warning)
+        if trained.get("val_nonfinite"):
+            self.log(f"warning: {trained['val_nonfinite']} of {trained['val_n']} validation images give non-finite "
+                     f"logits")
+        base = self.train_baseline() if baseline else None
+        t = _stage(self.log, f"compile: {self.backend.name}")
+        model = load_model_or_graph(self.out / "train")
+        deploy = compile_with_checks(self.backend, model, self.out / "deploy", self.backend.run_options(self.data),
+                                     self.log, data=self.data)
+        self.timings["compile"] = time.time() - t
+        comparison = self.compare(model, base) if base else None
+        latency, facts, latency_target = self.latency(model, base, search)
+        if comparison:
+            comparison["latency_ms"] = {"derived": latency["onnxruntime fp32"],
+                                        "baseline": facts["extra_ms"]["baseline"]}
+        summary = {
+            "data": self.data, "source": self.src.name, "space": space if self.src.start is not None else None,
+            "target_macs": self.target_macs, "target_latency_ms": self.target_latency_ms,
+            "latency_target": latency_target, "backend": self.backend.name, "seed": self.seed,
+            "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
+            "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": self.src.resolution,
+            "cost_resolution": self.src.cost_resolution,
+            "train": trained, "deploy_checks": deploy.get("checks"), "settings": self.settings,
+            "chance": chance_level(self.data)[0], "accuracy_warning": acc_warning, "data_facts": model.data,
+            "int8": deploy.get("int8"), "latency": latency, "latency_timing": facts, "seconds": self.timings,
+            "comparison": comparison,
+        }
+        atomic_write(self.out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+        write_report(self.out, summary)
+        self.manifest(space, lightnl_norm)
+        return summary
 
-    t = _stage(log, f"compile: {backend.name}")
-    model = load_model_or_graph(out / "train")
-    deploy = compile_with_checks(backend, model, out / "deploy", backend.run_options(data), log, data=data)
-    timings["compile"] = time.time() - t
+    def search(self, space: str) -> dict:
+        from .torch.search import SearchConfig, search as run_search
+        s = self.settings
+        what = "the AutoNL space" if self.src.start is None else f"{self.src.name} with the '{space}' space"
+        t = _stage(self.log, f"search: {what} on {self.data} at {s['resolution']}x{s['resolution']}, toward "
+                             f"{self.goal}, {s['search_steps']} steps")
+        cfg = SearchConfig(target_macs=self.target_macs, target_latency_ms=self.target_latency_ms,
+                           latency_table=str(Path(self.latency_table).resolve()) if self.table else None,
+                           data=self.data, steps=s["search_steps"], warmup_steps=max(1, s["search_steps"] // 5),
+                           batch_size=s["batch_size"], lr=s["search_lr"], seed=self.seed,
+                           cost_resolution=None if self.table else self.src.cost_resolution, **self.aug)
+        search = run_search(self.src.relaxed, cfg, self.out / "search")
+        self.timings["search"] = time.time() - t
+        if search.get("landing_warning"):
+            self.log(search["landing_warning"])
+        return search
 
-    latency, latency_facts = measure_latency(model, out / "deploy", backend)
-    if latency_facts["warning"]:
-        log(latency_facts["warning"])
-    latency_target = None
-    if table is not None:
-        latency_target = measure_against_table(model.graph, table, target_latency_ms, search["predicted_latency_ms"])
-        log(f"latency at {table.resolution}x{table.resolution} ({table.describe()}): target {target_latency_ms:.3f} ms, "
-            f"predicted {latency_target['predicted_ms']:.3f} ms, measured {latency_target['measured_ms']:.3f} ms "
-            f"({latency_target['error']:+.1%})")
-    summary = {
-        "data": data, "target_macs": target_macs, "target_latency_ms": target_latency_ms,
-        "latency_target": latency_target, "backend": backend.name, "seed": seed,
-        "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
-        "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": resolution,
-        "train": trained, "deploy_checks": deploy.get("checks"), "settings": settings,
-        "chance": chance_level(data)[0], "accuracy_warning": acc_warning, "data_facts": model.data,
-        "int8": deploy.get("int8"), "latency": latency, "latency_timing": latency_facts, "seconds": timings,
-    }
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-    write_report(out, summary)
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p != out / "manifest.json")
-    manifest = {
-        "format": "autonl-run", "version": 1,
-        "inputs": {"data": data, "target_macs": target_macs, "target_latency_ms": target_latency_ms,
-                   "latency_table": latency_table, "backend": backend.name, **settings,
-                   "lightnl_norm": lightnl_norm or "space default"},
-        "seeds": {"search": seed, "train": seed, "calibration": 0},
-        "versions": versions("torch", "onnx", "onnxruntime", "apache-tvm", "numpy"),
-        "seconds": timings,
-    }
-    write_manifest(out, manifest, files)
-    return summary
+    def derive(self) -> dict:
+        from .torch.child import extract_child
+        t = _stage(self.log, "derive")
+        derived = extract_child(self.out / "search", self.out / "derived", None, False)
+        self.timings["derive"] = time.time() - t
+        return derived
+
+    def fine_tune(self) -> dict:
+        from .torch.train import TrainConfig, train as run_training
+        s = self.settings
+        t = _stage(self.log, f"fine-tune: {s['train_steps']} steps")
+        cfg = TrainConfig(data=self.data, steps=s["train_steps"], seed=self.seed, eval_every=s["train_steps"],
+                          batch_size=s["train_batch_size"], lr=s["train_lr"], **self.aug)
+        trained = run_training(load_target(str(self.out / "derived")), cfg, self.out / "train",
+                               init=str(self.out / "derived"))
+        self.timings["train"] = time.time() - t
+        return trained
+
+    def train_baseline(self) -> dict:
+        """The network to beat, trained from scratch for as many steps as the derived network's
+        weights saw (search, then fine-tuning), with the fine-tuning's recipe."""
+        from .torch.train import TrainConfig, train as run_training
+        s = self.settings
+        derived = load_target(str(self.out / "derived"))
+        if self.src.start is not None:
+            graph, name = self.src.start, f"your network ({Path(self.src.name).name})"
+            why = "the network the search started from"
+        else:
+            macs = analyze_cost(derived).macs
+            graph, width = matched_mobilenetv2(macs, self.src.resolution, self.classes)
+            name = f"MobileNetV2 x{width:.2f}"
+            why = f"MobileNetV2 at the width whose MACs come closest to the derived network's ({macs / 1e6:.2f}M)"
+        steps = s["search_steps"] + s["train_steps"]
+        t = _stage(self.log, f"baseline: {name}, {steps} steps from scratch")
+        cfg = TrainConfig(data=self.data, steps=steps, seed=self.seed, eval_every=steps,
+                          batch_size=s["train_batch_size"], lr=s["train_lr"], **self.aug)
+        trained = run_training(graph, cfg, self.out / "baseline")
+        self.timings["baseline"] = time.time() - t
+        ours, theirs = analyze_cost(derived), analyze_cost(graph)
+        return {"name": name, "why": why, "steps": steps, "val_acc": trained["val_acc"], "macs": theirs.macs,
+                "params": theirs.params, "derived_macs": ours.macs, "derived_params": ours.params,
+                "resolution": self.src.resolution}
+
+    def compare(self, model, base: dict) -> dict:
+        """Accuracy overall and per class of the derived network and the baseline, on the whole
+        validation split, and a warning when the derived network is not the more accurate."""
+        import torch
+
+        from .torch.data import make_val_loader
+        from .torch.evaluation import per_class_accuracy
+        crop = (model.data or {}).get("augmentation", {}).get("eval_crop")
+        loader, classes = make_val_loader(self.data, self.src.resolution, 64, eval_crop=crop)
+        dev = torch.device("cpu")
+        ours = per_class_accuracy(model.module, loader, dev, len(classes))
+        theirs = per_class_accuracy(load_model_or_graph(self.out / "baseline").module, loader, dev, len(classes))
+        better = ours["val_acc"] > theirs["val_acc"]
+        warning = None if better else (
+            f"warning: the searched network is not more accurate than {base['name']} trained for the same "
+            f"{base['steps']} steps ({ours['val_acc']:.3f} against {theirs['val_acc']:.3f}); LightNL did not pay "
+            f"for itself here: try more steps, another target, or keep your network")
+        self.log(f"compared with {base['name']} ({base['steps']} steps from scratch): accuracy {ours['val_acc']:.3f} "
+                 f"against {theirs['val_acc']:.3f}")
+        if warning:
+            self.log(warning)
+        return {"baseline": base, "classes": classes, "derived_acc": ours, "baseline_acc": theirs,
+                "derived_better": better, "warning": warning}
+
+    def latency(self, model, base: dict | None, search: dict) -> tuple[dict, dict, dict | None]:
+        """The latency table of the report (every runtime, timed one way) and, with a latency
+        target, the derived network's predicted and measured latency: the table's row when
+        the latency table was made with onnxruntime at this input size (one figure), else
+        timed as the table was (its backend, threads, machine speed)."""
+        table = self.table
+        threads = table.provenance["threads"] if table is not None else None
+        extra = {"baseline": load_model_or_graph(self.out / "baseline")} if base else {}
+        latency, facts = measure_latency(model, self.out / "deploy", self.backend, threads=threads, extra=extra)
+        if facts["warning"]:
+            self.log(facts["warning"])
+        if table is None:
+            return latency, facts, None
+        prov = table.provenance
+        same = (prov["backend"] == "onnx" and table.resolution == self.src.resolution and not prov.get("rpc")
+                and not (prov.get("options") or {}).get("int8"))
+        if same:
+            measured = latency["onnxruntime fp32"]
+            target = {"target_ms": self.target_latency_ms, "predicted_ms": search["predicted_latency_ms"],
+                      "measured_ms": measured, "error": measured / self.target_latency_ms - 1,
+                      "resolution": table.resolution, "table": table.path, "of": table.describe(),
+                      "how": "the report's onnxruntime fp32 row (timed here with the table's threads)"}
+        else:
+            target = measure_against_table(model.graph, table, self.target_latency_ms, search["predicted_latency_ms"])
+        self.log(f"latency at {table.resolution}x{table.resolution} ({table.describe()}): target "
+                 f"{self.target_latency_ms:.3f} ms, predicted {target['predicted_ms']:.3f} ms, measured "
+                 f"{target['measured_ms']:.3f} ms ({target['error']:+.1%})")
+        return latency, facts, target
+
+    def manifest(self, space: str, lightnl_norm: str | None) -> None:
+        out = self.out
+        files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p != out / "manifest.json")
+        manifest = {
+            "format": "autonl-run", "version": 1,
+            "inputs": {"data": self.data, "source": self.src.name, "space": space,
+                       "target_macs": self.target_macs, "target_latency_ms": self.target_latency_ms,
+                       "latency_table": self.latency_table, "backend": self.backend.name, **self.settings,
+                       "lightnl_norm": lightnl_norm or "space default"},
+            "seeds": {"search": self.seed, "train": self.seed, "calibration": 0},
+            "versions": versions("torch", "onnx", "onnxruntime", "apache-tvm", "numpy"),
+            "seconds": self.timings,
+        }
+        write_manifest(out, manifest, files)
 
 
 def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -> dict:
@@ -201,25 +377,33 @@ def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -
     t = timings["derived"]
     return {"target_ms": target_ms, "predicted_ms": predicted_ms, "measured_ms": t.ms, "p10_ms": t.p10_ms,
             "p90_ms": t.p90_ms, "error": t.ms / target_ms - 1, "resolution": table.resolution,
-            "table": table.path, "of": table.describe()}
+            "table": table.path, "of": table.describe(),
+            "how": "timed as the table was (its backend and threads), scaled to its machine's speed"}
 
 
-def measure_latency(model, deploy: Path, backend: Backend, rounds: int = 7) -> tuple[dict, dict]:
+def measure_latency(model, deploy: Path, backend: Backend, rounds: int = 7, threads: int | None = None,
+                    extra: dict | None = None) -> tuple[dict, dict]:
     """Batch-1 latency of PyTorch eager and of each deployed model (``{runtime: ms}``) and the
-    run's facts (threads, the load of other processes, a warning line or None).
+    run's facts (threads, the load of other processes, a warning line or None, and
+    ``extra_ms``: each model of ``extra`` (``{label: TorchModel}``) in onnxruntime fp32).
 
-    Timed as ``autonl bench`` times (:func:`~.latency.timing.measure_all`): each runtime in a
-    block of calls per round, the runtimes in turn, and its lowest round median, so that
-    neither runtime's threads (torch's spinning OpenMP pool, onnxruntime's) are timed while
-    the other's still hold the cores. Alternating single calls measured both several times
-    slower than alone (a 32 px network: eager 51 ms against 8 ms alone)."""
+    ``threads``: torch's and onnxruntime's (None: torch's current count, onnxruntime's
+    usable CPUs). Timed as ``autonl bench`` times (:func:`~.latency.timing.measure_all`):
+    each runtime in a block of calls per round, the runtimes in turn, and its lowest round
+    median, so that neither runtime's threads (torch's spinning OpenMP pool, onnxruntime's)
+    are timed while the other's still hold the cores. Alternating single calls measured both
+    several times slower than alone (a 32 px network: eager 51 ms against 8 ms alone)."""
     import torch
 
     from .cpu import usable_cpus
     from .latency.timing import Effort, measure_all, wall_timer
-    from .loading import reference_input
+    from .loading import deploy_model, reference_input
+    from .onnx.export import export_onnx
+    from .onnx.runtime import run, session
     x = reference_input(model.graph, batch=1)
     xt = torch.from_numpy(x)
+    torch_threads = threads or torch.get_num_threads()
+    ort_threads = threads or usable_cpus()
 
     def eager():
         with torch.inference_mode():
@@ -228,20 +412,27 @@ def measure_latency(model, deploy: Path, backend: Backend, rounds: int = 7) -> t
     calls = {"torch eager": eager}
     for label, fn in backend.load(deploy).items():      # the folder checked against its manifest
         calls[label] = lambda f=fn: f(x)
-    from .onnx.runtime import run, session
     for label, file in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8.onnx")):
         if label in calls and (deploy / file).is_file():     # as deployed: onnxruntime's spinning pool
-            sess = session(deploy / file, spin=True)
+            sess = session(deploy / file, threads=ort_threads, spin=True)
             calls[label] = lambda s=sess: run(s, x)
     if "onnxruntime fp32" not in calls:   # the alternative a user would pick, beside any other backend
-        from .loading import deploy_model
-        from .onnx.export import export_onnx
-        sess = session(export_onnx(deploy_model(model)), spin=True)
+        sess = session(export_onnx(deploy_model(model)), threads=ort_threads, spin=True)
         calls["onnxruntime fp32"] = lambda: run(sess, x)
-    measured = measure_all({k: wall_timer(fn) for k, fn in calls.items()},
-                           Effort(warmup=3, rounds=rounds, round_seconds=0.1, max_round_runs=50, extra=1))
-    threads = torch.get_num_threads()
-    facts = {"torch_threads": threads, "cpus": usable_cpus(), "others_busy_cpus": measured.others_cpus,
+    for label, other in (extra or {}).items():
+        sess = session(export_onnx(deploy_model(other)), threads=ort_threads, spin=True)
+        calls[f"extra:{label}"] = lambda s=sess, xo=reference_input(other.graph, batch=1): run(s, xo)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    try:
+        measured = measure_all({k: wall_timer(fn) for k, fn in calls.items()},
+                               Effort(warmup=3, rounds=rounds, round_seconds=0.1, max_round_runs=50, extra=1))
+    finally:
+        torch.set_num_threads(saved)
+    ms = {k: t.ms for k, t in measured.timings.items()}
+    facts = {"torch_threads": torch_threads, "onnxruntime_threads": ort_threads, "cpus": usable_cpus(),
+             "others_busy_cpus": measured.others_cpus,
              "rule": "each runtime timed in blocks of calls, in turn, over rounds; its lowest round median",
-             "warning": measured.busy_warning(threads)}
-    return {k: t.ms for k, t in measured.timings.items()}, facts
+             "warning": measured.busy_warning(max(torch_threads, ort_threads)),
+             "extra_ms": {k[len("extra:"):]: v for k, v in ms.items() if k.startswith("extra:")}}
+    return {k: v for k, v in ms.items() if not k.startswith("extra:")}, facts

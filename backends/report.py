@@ -17,6 +17,37 @@ def _table(rows: list[list], head: list[str]) -> str:
     return "\n".join(lines)
 
 
+def fmt_ms(ms: float) -> str:
+    """Milliseconds with three significant digits (0.0613, 1.27, 51.2)."""
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+CMP_HEAD = ["network", "MACs", "params", "onnxruntime fp32 ms", "accuracy"]
+
+
+def _comparison_rows(s: dict) -> tuple[list, list]:
+    """The derived network against the baseline (costs at the network's input size), and
+    their accuracy per class."""
+    cmp = s.get("comparison")
+    if not cmp:
+        return [], []
+    b, lat = cmp["baseline"], cmp.get("latency_ms") or {}
+
+    def ms(key):
+        return fmt_ms(lat[key]) if key in lat else "-"
+    rows = [["derived (searched)", f"{b['derived_macs'] / 1e6:.2f}M", f"{b['derived_params'] / 1e6:.3f}M", ms("derived"),
+             f"{cmp['derived_acc']['val_acc']:.3f}"],
+            [b["name"], f"{b['macs'] / 1e6:.2f}M", f"{b['params'] / 1e6:.3f}M", ms("baseline"),
+             f"{cmp['baseline_acc']['val_acc']:.3f}"]]
+
+    def acc(v):
+        return "-" if v is None else f"{v:.3f}"
+    classes = [[name, acc(a), acc(c), n] for name, a, c, n in zip(
+        cmp["classes"], cmp["derived_acc"]["per_class"], cmp["baseline_acc"]["per_class"],
+        cmp["derived_acc"]["per_class_n"])]
+    return rows, classes
+
+
 def write_report(out: Path, s: dict) -> None:
     """report.md and report.html: the same content; images are the run's own PNGs."""
     arch = []
@@ -34,7 +65,9 @@ def write_report(out: Path, s: dict) -> None:
         acc_rows.append(["chance (always the most common class)", f"{s['chance']:.3f}"])
     checks = s.get("deploy_checks") or {}
     real = checks.get("real_data") or {}
-    warnings = [w for w in (s.get("accuracy_warning"), s["search"].get("landing_warning")) if w]
+    cmp = s.get("comparison")
+    warnings = [w for w in (s.get("accuracy_warning"), s["search"].get("landing_warning"),
+                            (cmp or {}).get("warning")) if w]
     if train.get("val_nonfinite"):
         warnings.append(f"warning: {train['val_nonfinite']} of {train['val_n']} validation images give non-finite "
                         f"logits in torch")
@@ -52,10 +85,11 @@ def write_report(out: Path, s: dict) -> None:
                     f"non-finite logits." if real.get("images") else ""))
     lat = s["latency"]
     base = lat["torch eager"]
-    lat_rows = [[k, f"{v:.2f}", f"{v / base:.2f}x"] for k, v in lat.items()]
+    lat_rows = [[k, fmt_ms(v), f"{v / base:.2f}x"] for k, v in lat.items()]
     lt_facts = s.get("latency_timing") or {}
-    how = (f"{lt_facts['torch_threads']} torch threads and onnxruntime's default pool on {lt_facts['cpus']} CPUs; "
-           f"{lt_facts['rule']}" if lt_facts else "runtimes alternating, median")
+    how = (f"{lt_facts['torch_threads']} torch thread(s) and "
+           f"{lt_facts.get('onnxruntime_threads', 'the default number of')} onnxruntime thread(s) on "
+           f"{lt_facts['cpus']} CPUs; {lt_facts['rule']}" if lt_facts else "runtimes alternating, median")
     if lt_facts.get("warning"):
         how += f"; {lt_facts['warning']}"
     parity = checks.get("parity", {}).get("max_abs_diff", checks.get("vs_torch_max_abs_diff"))
@@ -74,11 +108,22 @@ def write_report(out: Path, s: dict) -> None:
                   f"ms ({lt['error']:+.1%} off target; at {lt['resolution']}x{lt['resolution']}, {lt['of']}), "
                   f"{srch['derived_macs'] / 1e6:.1f}M MACs")
     else:
-        goal = f"{s['target_macs'] / 1e6:.0f}M MACs"
-        landed = (f"the derived network has {srch['derived_macs'] / 1e6:.1f}M MACs at 224x224 "
+        cr = s.get("cost_resolution", 224)
+        goal = f"{s['target_macs'] / 1e6:.3g}M MACs"
+        landed = (f"the derived network has {srch['derived_macs'] / 1e6:.3g}M MACs at {cr}x{cr} "
                   f"({srch['off_target']:+.1%} off target)")
-    md = [f"# AutoNL run: {s['data']}, {goal}, {s['backend']}", "",
-          f"Search on `{s['data']}` toward {goal} ({'predicted by a latency table' if lt else 'counted at 224x224'}): "
+    cmp_rows, class_rows = _comparison_rows(s)
+    cmp_title = f"Against {cmp['baseline']['name']}, trained for the same steps" if cmp else ""
+    cmp_note = (f"{cmp['baseline']['name']}: {cmp['baseline']['why']}, trained from scratch for "
+                f"{cmp['baseline']['steps']} steps (the search's and the fine-tuning's together) with the "
+                f"fine-tuning's recipe; costs at {cmp['baseline']['resolution']}x{cmp['baseline']['resolution']}, "
+                f"latencies timed with the latency table below, accuracy on the whole validation split."
+                if cmp else "")
+    cr = s.get("cost_resolution", 224)
+    counted = f"counted at {cr}x{cr}"
+    what = "" if not s.get("source") or s["source"] == "search-space" else f"{Path(s['source']).name} ({s.get('space')}), "
+    md = [f"# AutoNL run: {what}{s['data']}, {goal}, {s['backend']}", "",
+          f"Search on `{s['data']}` toward {goal} ({'predicted by a latency table' if lt else counted}): "
           f"{landed}, {srch['lightnl_blocks']} LightNL blocks in "
           f"{srch['blocks']} MBConvs. Costs below at {s['resolution']}x{s['resolution']}, every network with "
           f"{s.get('classes', '?')} classes; latencies at the network's input size, {r_in}x{r_in}.", "",
@@ -88,13 +133,18 @@ def write_report(out: Path, s: dict) -> None:
     for title, path in images:
         md += [f"## {title}", "", f"![{title}]({path})", ""]
     md += ["## Derived architecture next to the published ones", "", _table(arch, arch_head), "",
-           "## Accuracy (validation split)", "", _table(acc_rows, ["model", "accuracy"]), "",
+           "## Accuracy (validation split)", "", _table(acc_rows, ["model", "accuracy"]), ""]
+    if cmp:
+        md += [f"## {cmp_title}", "", _table(cmp_rows, CMP_HEAD), "", cmp_note, "",
+               "### Accuracy per class", "", _table(class_rows, ["class", "derived", cmp["baseline"]["name"], "images"]),
+               ""]
+    md += [
            f"## Latency (batch 1 at {r_in}x{r_in}, this machine)", "",
            _table(lat_rows, ["runtime", "ms", "vs torch eager"]), "", f"Timed with {how}.", "",
            f"Deployed model against torch on the same weights: max |diff| {parity:.2e}." if parity is not None
            else "", "",
            "## Time per stage", "", _table([[k, f"{v:.0f} s"] for k, v in s["seconds"].items()], ["stage", "time"]),
-           "", "Files: `search/`, `derived/`, `train/`, `deploy/`, `summary.json`, `manifest.json` (sha256 of "
+           "", "Files: `search/`, `derived/`, `train/`, " + ("`baseline/`, " if cmp else "") + "`deploy/`, `summary.json`, `manifest.json` (sha256 of "
            "every file).", ""]
     atomic_write(out / "report.md", "\n".join(md))
 
@@ -112,7 +162,12 @@ def write_report(out: Path, s: dict) -> None:
         data = f"data:image/png;base64,{base64.b64encode(src.read_bytes()).decode()}" if src.is_file() else path
         body += [f"<h2>{html.escape(title)}</h2>", f'<img src="{html.escape(data)}" alt="{html.escape(title)}">']
     body += ["<h2>Derived architecture next to the published ones</h2>", h_table(arch, arch_head),
-             "<h2>Accuracy (validation split)</h2>", h_table(acc_rows, ["model", "accuracy"]),
+             "<h2>Accuracy (validation split)</h2>", h_table(acc_rows, ["model", "accuracy"])]
+    if cmp:
+        body += [f"<h2>{html.escape(cmp_title)}</h2>", h_table(cmp_rows, CMP_HEAD), f"<p>{html.escape(cmp_note)}</p>",
+                 "<h3>Accuracy per class</h3>",
+                 h_table(class_rows, ["class", "derived", cmp["baseline"]["name"], "images"])]
+    body += [
              f"<h2>Latency (batch 1 at {r_in}x{r_in}, this machine)</h2>",
              h_table(lat_rows, ["runtime", "ms", "vs torch eager"]), f"<p>Timed with {html.escape(how)}.</p>"]
     if parity is not None:

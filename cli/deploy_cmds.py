@@ -48,10 +48,12 @@ def weights_line(model, source: str) -> str:
 
 
 @cli.command("run")
+@click.argument("source", default="search-space")
 @click.option("--data", default="builtin", show_default=True,
               help="builtin (the digits), another built-in dataset, or an ImageFolder root with train/ and val/.")
-@click.option("--target-macs", "target_macs", help="MAC target of the derived network, counted at 224x224 "
-              "[default: 300M unless --target-latency].")
+@click.option("--target-macs", "target_macs", help="MAC target of the derived network, counted at 224x224 for a preset, at "
+              "its own input size for a network of your own [default: 300M for the built-in space unless "
+              "--target-latency; required for a SOURCE of your own].")
 @click.option("--target-latency", "target_latency", help="Latency target instead, e.g. 5ms, predicted by --latency-table "
               "(a table of the search-space preset with the data's classes).")
 @click.option("--latency-table", "latency_table", type=click.Path(), help="The latency table for --target-latency.")
@@ -67,15 +69,25 @@ def weights_line(model, source: str) -> str:
               help="LightNL candidates' norm: l2 (bounded, the autonl space's default) or none (the paper's).")
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
 @click.option("--seed", type=ranged(SEED), default=0, show_default=True)
+@click.option("--space", default="autonl", show_default=True,
+              help="For a SOURCE without choices: search-space file or built-in name (autonl: blocks and LightNL; "
+                   "lightnl-only: LightNL placement, ratio and stride, your blocks kept as they are).")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Train the network to beat (SOURCE itself, or a MobileNetV2 of the derived network's MACs for the "
+                   "built-in space) for the same steps and compare it in the report.")
 @augmentation_options(TrainConfig)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def run_cmd(data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
-            threads, seed, crop_scale, flip, eval_crop, force):
+def run_cmd(source, data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size,
+            resolution, lightnl_norm, threads, seed, space, baseline, crop_scale, flip, eval_crop, force):
     """The whole path in one command: search, derive, fine-tune, compile (with its parity
     check and a check on the validation images), then report.md / report.html (plots,
-    architecture next to MobileNetV2 and AutoNL-S/L, costs, accuracy against chance,
-    latencies) and manifest.json in --out. Resolution, batch and steps left out are fitted
-    to the data and printed with the reason."""
+    architecture next to MobileNetV2 and AutoNL-S/L, costs, accuracy per class against a
+    baseline trained for the same steps, latencies) and manifest.json in --out.
+
+    SOURCE: what to search [default: search-space, the built-in AutoNL space]: a preset, a
+    graph file (e.g. from autonl import), a model folder or a run folder. A network without
+    choices is searched with --space and is the report's baseline. Resolution, batch and
+    steps left out are fitted to the data and printed with the reason."""
     lock_output(out, "run", inputs=(data, latency_table))
     set_threads(threads)
     chosen = get_backend(backend)
@@ -84,14 +96,20 @@ def run_cmd(data, target_macs, target_latency, latency_table, backend, out, sear
     if (target_latency is None) != (latency_table is None):
         raise AutonlError("--target-latency and --latency-table go together")
     latency = parse_ms(target_latency) if target_latency is not None else None
+    from autonl.ir import all_presets
+    if target_macs is None and latency is None and source not in all_presets():
+        raise AutonlError(f"give --target-macs (counted at its own input size) or --target-latency for {source}; "
+                          f"the 300M default is the built-in space's, at 224x224 (autonl show {source} --cost "
+                          f"gives its MACs)")
     macs = None if latency is not None else parse_macs(target_macs or "300M")
     from autonl.backends.pipeline import run_pipeline
+    from autonl.backends.report import fmt_ms
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
         summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
                                batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
-                               latency_table=latency_table,
+                               latency_table=latency_table, source=source, space=space, baseline=baseline,
                                aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip),
                                                       ("eval_crop", eval_crop)) if v is not None})
     except AutonlError as e:
@@ -102,7 +120,11 @@ def run_cmd(data, target_macs, target_latency, latency_table, backend, out, sear
     click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
                f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "
                f"latency " +
-               ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()))
+               ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in lat.items()))
+    if summary.get("comparison"):
+        c = summary["comparison"]
+        click.echo(f"baseline: {c['baseline']['name']}, {c['baseline']['steps']} steps: val acc "
+                   f"{c['baseline_acc']['val_acc']:.3f}, onnxruntime fp32 {fmt_ms(c['latency_ms']['baseline'])} ms")
     click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
 
 

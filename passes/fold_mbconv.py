@@ -16,7 +16,9 @@ the ``mbconv`` op computes:
   activation (SE's may differ: ``se_act``, and its gate: ``se_gate``, as in MobileNetV3);
 - the 1x1 convolutions have no padding; the depthwise one pads k//2 on every side, or as
   TF's "same" (``pad="same"``, tf_efficientnet's asymmetric padding at stride 2);
-- the hidden and SE widths round-trip through ``mbconv``'s expansion and SE ratios.
+- the hidden and SE widths round-trip through ``mbconv``'s expansion and SE ratios;
+- a block of expansion 1 that has a 1x1 expansion conv all the same (FBNet-C's first block)
+  stays primitives: ``mbconv`` with ``e=1`` has no expansion conv.
 
 Folded blocks are named ``mbconv_0``, ``mbconv_1``, ... in graph order (the names presets
 use, so search-space files select them alike); the residual ``add`` stays a node, as in the
@@ -97,6 +99,11 @@ class FoldMBConv(Pass):
                 if attrs is None:
                     continue
                 taken |= set(members.values())
+                if expand and attrs["e"] == 1:
+                    # a 1x1 expansion conv at expansion 1 (FBNet-C's first block): mbconv e=1 has
+                    # none, so the block stays primitives (its nodes taken: the match without
+                    # expansion would fold its depthwise and projection and split it)
+                    continue
                 blocks.append((order[m["dw"]], m, attrs))
         blocks.sort(key=lambda b: b[0])
         used = {n.name for n in graph} | set(graph.inputs)

@@ -13,7 +13,7 @@ from autonl.ir import AutonlError
 
 from .device import autocast
 
-__all__ = ["evaluate", "recalibrate_bn"]
+__all__ = ["evaluate", "per_class_accuracy", "recalibrate_bn"]
 
 
 @torch.no_grad()
@@ -65,3 +65,24 @@ def recalibrate_bn(module: nn.Module, loader, device: torch.device, batches: int
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
     module.eval()
+
+
+@torch.no_grad()
+def per_class_accuracy(module: nn.Module, loader, device: torch.device, classes: int) -> dict:
+    """``{"val_acc", "val_n", "per_class": [accuracy or None per class], "per_class_n": [images]}``
+    on ``loader``; an image whose logits are not finite counts as wrong (as :func:`evaluate`)."""
+    module.eval()
+    correct = torch.zeros(classes, dtype=torch.long)
+    seen = torch.zeros(classes, dtype=torch.long)
+    for x, y in loader:
+        with autocast(device):
+            logits = module(x.to(device, non_blocking=True)).float().cpu()
+        right = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)
+        seen += torch.bincount(y, minlength=classes)[:classes]
+        correct += torch.bincount(y[right], minlength=classes)[:classes]
+    total = int(seen.sum())
+    if total == 0:
+        raise AutonlError("the validation set is empty")
+    return {"val_acc": int(correct.sum()) / total, "val_n": total,
+            "per_class": [int(c) / int(n) if n else None for c, n in zip(correct, seen)],
+            "per_class_n": [int(n) for n in seen]}
