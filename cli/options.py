@@ -284,3 +284,43 @@ def refuse_graph_options_on_resume(ctx: click.Context, names=("resolution", "wid
         raise AutonlError(f"{flags}: a resumed run keeps its own graph (in its --out folder); drop {flags}, or "
                           f"start a new run in another --out")
 
+
+
+def fit_to_folder(ctx: click.Context, config: dict, cls, kind: str, preset: bool) -> tuple[int | None, str | None]:
+    """``autonl train`` and ``autonl search`` on an ImageFolder, as ``autonl run`` does: the
+    steps, batch size and learning rate left at their defaults (and the search's warm-up, a
+    third of its steps) are fitted to the folder
+    (:func:`~autonl.backends.torch.data.fitted_settings`; the learning rate scaled to the batch
+    by the linear rule), with one line saying so. The built-in sets keep the defaults they were
+    tuned with. Returns the fitted input size for a preset left without ``--resolution`` and
+    the line to print once the run's folder is ready (None: nothing fitted)."""
+    from click.core import ParameterSource
+
+    from autonl.backends.torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
+    if config.get("data") in BUILTIN_DATASETS or config.get("data") in (None, "builtin"):
+        return None, None
+
+    def default(name: str) -> bool:
+        return ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None)
+    import torch
+    fitted = fitted_settings(config["data"], gpu=torch.cuda.is_available() and config.get("device") != "cpu")
+    changed = []
+    if default("batch_size"):
+        config["batch_size"] = fitted["batch_size"]
+        changed.append(f"batch {config['batch_size']}")
+    if default("steps"):
+        config["steps"] = fitted[f"{kind}_steps"]
+        changed.append(f"{config['steps']} steps")
+    if kind == "search" and default("warmup_steps"):
+        config["warmup_steps"] = min(config["warmup_steps"], config["steps"] // 3)
+        changed.append(f"warm-up {config['warmup_steps']} steps")
+    if default("lr"):
+        config["lr"] = scaled_lr(cls.lr, config["batch_size"])
+        changed.append(f"lr {config['lr']:g} (the default {cls.lr:g} at batch 64, scaled to batch "
+                       f"{config['batch_size']})")
+    resolution = fitted["resolution"] if preset and default("resolution") else None
+    if resolution is not None:
+        changed.append(f"resolution {resolution}")
+    line = (f"settings: {', '.join(changed)}; fitted to the data: {fitted['why']} (give --steps, --batch-size, "
+            f"--lr to choose)") if changed else None
+    return resolution, line

@@ -15,7 +15,7 @@ from autonl.passes.sources import load_target, relaxed_graph
 from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import DATA_HELP, THREADS, augmentation_options, WIDTH, check_resume_settings, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \
+from .options import DATA_HELP, THREADS, augmentation_options, WIDTH, check_resume_settings, fit_to_folder, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \
     ranged, refuse_graph_options_on_resume, typed_options
 
 NPROC = Range(1, 256)
@@ -81,15 +81,19 @@ def train(target, out, resume, force, init, from_scratch, resolution, width, thr
         folders = [model_folder(p) for p in (target, init) if p is not None and Path(p).is_dir()]
         facts = next((f for f in (read_data_facts(p) for p in folders if p is not None) if f is not None), None)
         config["data"] = facts["data"] if facts else TrainConfig.data
+    fitted_resolution = fitted_line = None
+    if not resume:      # on a folder: steps, batch and lr left out fitted as autonl run fits them
+        fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, TrainConfig, "train",
+                                                       target in all_presets())
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
     graph = None
     if not resume:
         if target in all_presets():  # a preset gets as many outputs as the data has classes
-            graph = load_target(target, resolution or 32, width, None, num_classes(cfg.data))
+            graph = load_target(target, resolution or fitted_resolution or 32, width, None, num_classes(cfg.data))
         else:
             graph = load_target(target, resolution, width)
     with _new_run(out, resume, force):
-        result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides)
+        result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides, note=fitted_line)
     click.echo(json.dumps(result))
     click.echo(f"run folder: {out} (metrics.jsonl, curves.png, checkpoint.pt, model/)", err=True)
 
@@ -248,14 +252,19 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
     from autonl.backends.torch.data import num_classes
     from autonl.backends.torch.search import search as run_search
 
-    graph = cfg = None
+    graph = cfg = fitted_line = None
     if not resume:
+        # on a folder: steps, batch and lr left out fitted as autonl run fits them
+        fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, SearchConfig, "search",
+                                                       target in all_presets())
         cfg = SearchConfig(target_macs=macs, target_latency_ms=latency,       # the other options are fields
                            latency_table=str(Path(latency_table).resolve()) if latency_table else None, **config)
-        graph = relaxed_graph(target, space, resolution or (32 if target in all_presets() else None), width,
+        graph = relaxed_graph(target, space, resolution or fitted_resolution or
+                              (32 if target in all_presets() else None), width,
                               num_classes(cfg.data), lightnl_norm)
     with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
-        result = run_search(graph, cfg, out, resume=resume, overrides=overrides)
+        result = run_search(graph, cfg, out, resume=resume, overrides=overrides,
+                            note=fitted_line)
     if result:
         click.echo(json.dumps(result))
         click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, "

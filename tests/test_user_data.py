@@ -146,3 +146,29 @@ def test_a_tvm_build_is_checked_on_the_recorded_data_too(cli, trained, tmp_path)
     assert real["images"] == 5
     (row,) = real["compiled"].values()
     assert row["passed"] and row["nonfinite_images"] == 0
+
+
+def test_train_and_search_fit_their_settings_to_a_folder_as_run_does(cli, tmp_path):
+    """Left without --steps, --batch-size, --lr (and --resolution for a preset), `autonl train`
+    and `autonl search` on an ImageFolder take what `autonl run` fits to it, and say so;
+    what is given is kept."""
+    import json
+
+    from autonl.backends.torch.data import fitted_settings, scaled_lr
+    from autonl.backends.torch.shapes_folder import write_shapes_folder
+
+    data = write_shapes_folder(tmp_path / "mine", train_per_class=6, val_per_class=2, seed=3, sizes=(40, 48))
+    fit = fitted_settings(str(data))
+    proc = cli("train", "mobilenetv2", "-w", "0.25", "--data", data, "--steps", "2", "--out", tmp_path / "t",
+               check_ok=True)
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["steps"] == 2 and cfg["batch_size"] == fit["batch_size"] == 16
+    assert cfg["lr"] == scaled_lr(0.1, 16)
+    assert f"settings: batch 16, lr {scaled_lr(0.1, 16):g}" in proc.stderr and "fitted to the data" in proc.stderr
+    graph = json.loads((tmp_path / "t" / "model" / "graph.json").read_text())
+    assert graph["inputs"][0]["type"]["shape"][-1] == fit["resolution"] == 40
+    proc = cli("search", "--data", data, "--target-macs", "250M", "--cost-resolution", "224", "--batch-size", "8",
+               "--steps", "3", "--out", tmp_path / "s", check_ok=True)
+    cfg = json.loads((tmp_path / "s" / "search_config.json").read_text())
+    assert cfg["batch_size"] == 8 and cfg["lr"] == scaled_lr(0.05, 8) and cfg["warmup_steps"] == 1
+    assert "settings: warm-up 1 steps, lr" in proc.stderr

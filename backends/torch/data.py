@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -272,8 +273,10 @@ def _median_short_side(paths: list[str]) -> int | None:
     sides = []
     for p in paths[::step][:_SIZE_SAMPLE]:
         try:
-            with open_image_file(p) as f, Image.open(f) as im:     # the header only; never a FIFO
-                sides.append(min(im.size))
+            with warnings.catch_warnings():    # a huge image is the data check's to report, not this sample's
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with open_image_file(p) as f, Image.open(f) as im:     # the header only; never a FIFO
+                    sides.append(min(im.size))
         except Exception:  # noqa: BLE001 - a bad file is reported by the data check, not here
             continue
     return int(np.median(sides)) if sides else None

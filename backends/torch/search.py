@@ -174,20 +174,21 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
 
 
 def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool = False,
-           progress: bool = True, overrides: dict | None = None) -> dict:
+           progress: bool = True, overrides: dict | None = None, note: str | None = None) -> dict:
     """Search ``graph`` (a relaxed graph) toward ``cfg.target`` (MACs, or milliseconds predicted
     by ``cfg.latency_table``); return the result summary.
     Rank 0, the one that writes ``out``, holds its lock (:mod:`autonl.backends.locks`) throughout.
-    ``overrides``: runtime settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`)."""
+    ``overrides``: runtime settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`).
+    ``note``: a line printed (rank 0) once the data has been read, e.g. how the settings were fitted."""
     rank, world = distributed()
     if world > 1:
         die_with_parent()     # a worker of a torchrun agent that is killed stops with it
     with output_lock(out, "search", enabled=rank == 0):
-        return _search(graph, cfg, out, resume, progress, rank, world, overrides)
+        return _search(graph, cfg, out, resume, progress, rank, world, overrides, note)
 
 
 def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool, progress: bool,
-            rank: int, world: int, overrides: dict | None = None) -> dict:
+            rank: int, world: int, overrides: dict | None = None, note: str | None = None) -> dict:
     from .data import make_loaders
 
     run, ckpt, graph, cfg = open_run(out, resume, "search", "search_graph.json", SearchConfig, graph, cfg,
@@ -215,6 +216,8 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
         raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but '{cfg.data}' has {classes}")
     if len(train_loader) == 0:
         raise AutonlError(f"the training set of '{cfg.data}' is empty or smaller than one batch ({cfg.batch_size})")
+    if note and rank == 0:
+        print(note, file=sys.stderr, flush=True)
 
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     supernet.to(device, memory_format=memory)

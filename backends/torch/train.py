@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -93,16 +94,18 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
 
 
 def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          init: str | Path | None = None, progress: bool = True, overrides: dict | None = None) -> dict:
+          init: str | Path | None = None, progress: bool = True, overrides: dict | None = None,
+          note: str | None = None) -> dict:
     """Train ``graph`` (or, with ``resume``, the run in ``out``); return the final metrics. The
     lock of ``out`` (:mod:`autonl.backends.locks`) is held throughout. ``overrides``: runtime
-    settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`)."""
+    settings a resumed run changes (:data:`~.loop.RUNTIME_SETTINGS`). ``note``: a line printed
+    once the data has been read, e.g. how the settings were fitted."""
     with output_lock(out, "train"):
-        return _train(graph, cfg, out, resume, init, progress, overrides)
+        return _train(graph, cfg, out, resume, init, progress, overrides, note)
 
 
 def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool, init: str | Path | None,
-           progress: bool, overrides: dict | None = None) -> dict:
+           progress: bool, overrides: dict | None = None, note: str | None = None) -> dict:
     from .data import make_loaders
 
     run, ckpt, graph, cfg = open_run(out, resume, "train", "graph.json", TrainConfig, graph, cfg, overrides)
@@ -121,6 +124,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
                           f"'{cfg.data}' has {num_classes}")
     if len(train_loader) == 0:
         raise AutonlError(f"the training set of '{cfg.data}' has fewer samples than one batch ({cfg.batch_size})")
+    if note:
+        print(note, file=sys.stderr, flush=True)
 
     module = to_torch(graph).to(device)
     if init is not None:
