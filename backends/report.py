@@ -60,14 +60,16 @@ def write_report(out: Path, s: dict) -> None:
     acc_rows = [["supernet at the end of the search", f"{s['search'].get('supernet_val_acc', float('nan')):.3f}"],
                 ["derived network after fine-tuning (fp32)", f"{train['val_acc']:.3f}"]]
     if s.get("int8") and s["int8"].get("accuracy"):
-        acc_rows.append(["deployed int8 (onnxruntime)", f"{s['int8']['accuracy']['int8']:.3f}"])
+        a = s["int8"]["accuracy"]
+        acc_rows.append(["deployed fp32 (onnxruntime)", f"{a['fp32']:.3f}"])
+        acc_rows.append(["deployed int8 (onnxruntime)", f"{a['int8']:.3f} ({100 * a['change']:+.1f} points)"])
     if s.get("chance") is not None:
         acc_rows.append(["chance (always the most common class)", f"{s['chance']:.3f}"])
     checks = s.get("deploy_checks") or {}
     real = checks.get("real_data") or {}
     cmp = s.get("comparison")
     warnings = [w for w in (s.get("accuracy_warning"), s["search"].get("landing_warning"),
-                            (cmp or {}).get("warning")) if w]
+                            (cmp or {}).get("warning"), (s.get("int8") or {}).get("warning")) if w]
     if train.get("val_nonfinite"):
         warnings.append(f"warning: {train['val_nonfinite']} of {train['val_n']} validation images give non-finite "
                         f"logits in torch")

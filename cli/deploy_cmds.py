@@ -121,6 +121,10 @@ def run_cmd(source, data, target_macs, target_latency, latency_table, backend, o
                f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "
                f"latency " +
                ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in lat.items()))
+    a = (summary.get("int8") or {}).get("accuracy")
+    if a:
+        click.echo(f"deployed: onnxruntime fp32 val acc {a['fp32']:.3f}, int8 {a['int8']:.3f} "
+                   f"({100 * a['change']:+.1f} points)")
     if summary.get("comparison"):
         c = summary["comparison"]
         click.echo(f"baseline: {c['baseline']['name']}, {c['baseline']['steps']} steps: val acc "

@@ -99,6 +99,9 @@ def test_compile_writes_model_int8_and_manifest(cli, trained_model, tmp_path):
     assert acc["fp32"] == pytest.approx((fp_pred == y).mean())
     assert acc["int8"] == pytest.approx((q_pred == y).mean())
     assert acc["change"] == pytest.approx(acc["int8"] - acc["fp32"])
+    # a drop of more than one point says so, in the output and the manifest
+    lost = acc["change"] < -0.01
+    assert ("warning: int8 loses" in proc.stderr) == lost == ("warning" in manifest["int8"])
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(out / "model.int8.onnx").graph.node)
     # fp32 nodes on request
     cli("compile", trained_model, "--out", tmp_path / "partial", "--int8", "--calib-images", "64",

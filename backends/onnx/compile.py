@@ -27,6 +27,9 @@ from .runtime import accuracy, batches, calibration_batches, quantize_int8, run,
 
 
 
+INT8_MAX_DROP = 0.01     # int8 accuracy more than one point below fp32: a warning line
+
+
 def parity(model: TorchModel, onnx_model: onnx.ModelProto, batch: int = 2) -> dict:
     """torch against onnxruntime on a fixed random input (fp32, same weights), by
     :mod:`autonl.backends.parity`'s rule."""
@@ -107,6 +110,12 @@ def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: st
                                      "change": q["accuracy"] - fp["accuracy"]}
             log(f"int8: validation accuracy {fp['accuracy']:.4f} (fp32) -> {q['accuracy']:.4f} (int8) "
                 f"on {fp['images']} images")
+            if q["accuracy"] < fp["accuracy"] - INT8_MAX_DROP:
+                int8_info["warning"] = (
+                    f"warning: int8 loses {100 * (fp['accuracy'] - q['accuracy']):.1f} points of accuracy "
+                    f"({fp['accuracy']:.4f} -> {q['accuracy']:.4f}), more than {100 * INT8_MAX_DROP:.0f}; deploy the "
+                    f"fp32 model, or try --calib-method, more --calib-images, or --int8-exclude")
+                log(int8_info["warning"])
         else:
             int8_info["accuracy"] = None
             int8_info["accuracy_skipped"] = (f"the model predicts {out_classes} classes, "
