@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -143,12 +144,180 @@ def calibration_batches(sess: ort.InferenceSession, data: Iterable[np.ndarray], 
     return [allx[i:i + size] for i in range(0, len(allx) - size + 1, size)] if size else [], dropped
 
 
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How :func:`quantize_int8` quantises a model (``doc``: its line for a manifest).
+
+    ``format``: onnxruntime's ``qdq`` (QuantizeLinear/DequantizeLinear around float ops, fused
+    into int8 kernels when a session loads the model) or ``qoperator`` (int8 ops in the file);
+    int8 weights ``per_channel`` or per tensor; ``op_types``: the op types quantised (None:
+    every type onnxruntime can); ``fp32_silu``: SiLU (``x * Sigmoid(x)``) stays fp32, as one
+    ``com.microsoft.QuickGelu`` node (the kernel onnxruntime itself fuses SiLU into; left as
+    Sigmoid and Mul, the DequantizeLinear before them is duplicated per consumer and the
+    fusion no longer happens) instead of a ``QLinearSigmoid`` and a ``QLinearMul``;
+    ``fp32_convs``: ``depthwise`` (grouped) or ``spatial`` (every conv that is not 1x1, the
+    stem too) convs stay fp32; ``fp32_stride``: every node whose output is at most that
+    stride from the input (its height times width at least the input's over stride squared:
+    the early, high-resolution layers, where int8 depthwise convs and SiLU cost the most)
+    stays fp32; ``exclude``: name globs of nodes kept in fp32."""
+
+    doc: str
+    format: str = "qdq"
+    per_channel: bool = True
+    op_types: tuple[str, ...] | None = None
+    fp32_silu: bool = False
+    fp32_convs: str = ""
+    fp32_stride: int = 0
+    exclude: tuple[str, ...] = ()
+    extra_options: tuple[tuple[str, object], ...] = ()
+
+    def describe(self, per_channel: bool | None = None) -> str:
+        pc = self.per_channel if per_channel is None else per_channel
+        fmt = "QDQ" if self.format == "qdq" else "QOperator"
+        return (f"{fmt}, int8 weights per {'channel' if pc else 'tensor'}, uint8 activations"
+                + (f"; {self.doc}" if self.doc else ""))
+
+
+# Timed against each other by benchmarks/int8_speed.py (issue #38), by name.
+INT8_SCHEMES: dict[str, Int8Scheme] = {
+    "all": Int8Scheme("every op onnxruntime quantises"),
+    "keep-lightnl-fp32": Int8Scheme("LightNL nodes in fp32", exclude=("lightnl_*",)),
+    "conv-only": Int8Scheme("only Conv and Gemm quantised", op_types=("Conv", "Gemm")),
+    "all-qoperator": Int8Scheme("every op onnxruntime quantises", format="qoperator"),
+    "all-per-tensor": Int8Scheme("every op onnxruntime quantises", per_channel=False),
+    "fp32-silu": Int8Scheme("SiLU in fp32 (QuickGelu)", fp32_silu=True),
+    "fp32-dw": Int8Scheme("depthwise convs in fp32", fp32_convs="depthwise"),
+    "fp32-silu-dw": Int8Scheme("SiLU (QuickGelu) and depthwise convs in fp32", fp32_silu=True,
+                               fp32_convs="depthwise"),
+    "fp32-silu-spatial": Int8Scheme("SiLU (QuickGelu) and every conv that is not 1x1 in fp32", fp32_silu=True,
+                                    fp32_convs="spatial"),
+    "fp32-silu-spatial-lightnl": Int8Scheme("SiLU (QuickGelu), convs that are not 1x1 and LightNL in fp32",
+                                            fp32_silu=True, fp32_convs="spatial", exclude=("lightnl_*",)),
+    "fp32-stride2": Int8Scheme("layers at stride 2 or less in fp32", fp32_stride=2),
+    "fp32-stride4": Int8Scheme("layers at stride 4 or less in fp32", fp32_stride=4),
+    "fp32-stride4-silu-spatial": Int8Scheme("layers at stride 4 or less, SiLU (QuickGelu) and convs that are not 1x1 "
+                                            "in fp32", fp32_stride=4, fp32_silu=True, fp32_convs="spatial"),
+    "fp32-stride8": Int8Scheme("layers at stride 8 or less in fp32", fp32_stride=8),
+}
+DEFAULT_INT8_SCHEME = "all"
+
+
+def int8_scheme(scheme: str | Int8Scheme = DEFAULT_INT8_SCHEME) -> Int8Scheme:
+    if isinstance(scheme, Int8Scheme):
+        return scheme
+    if scheme not in INT8_SCHEMES:
+        raise AutonlError(f"unknown int8 scheme '{scheme}'; known: {', '.join(INT8_SCHEMES)}")
+    return INT8_SCHEMES[scheme]
+
+
+def silu_pairs(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """The (Sigmoid, Mul) node pairs that compute SiLU, ``x * sigmoid(x)`` (a Mul of a
+    Sigmoid's output and that Sigmoid's own input, the Sigmoid used by nothing else); not
+    SE's gate (``x * sigmoid(s)``)."""
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for o in graph.output:
+        uses[o.name] = uses.get(o.name, 0) + 1
+    sigmoids = {n.output[0]: n for n in graph.node if n.op_type == "Sigmoid"}
+    pairs = []
+    for n in graph.node:
+        if n.op_type != "Mul" or len(n.input) != 2:
+            continue
+        for a, b in (n.input, n.input[::-1]):
+            s = sigmoids.get(a)
+            if s is not None and s.input[0] == b and uses.get(a) == 1:
+                pairs.append((s, n))
+                break
+    return pairs
+
+
+def fuse_silu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with each SiLU (:func:`silu_pairs`) as one
+    ``com.microsoft.QuickGelu`` (alpha 1) node, named and with the output of its Mul."""
+    from onnx import helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    pairs = silu_pairs(model.graph)
+    if not pairs:
+        return model
+    sig = {s.name for s, _ in pairs}
+    mul = {m.name: s.input[0] for s, m in pairs}
+    nodes = []
+    for n in model.graph.node:
+        if n.name in sig and n.op_type == "Sigmoid":
+            continue
+        if n.name in mul and n.op_type == "Mul":
+            n = helper.make_node("QuickGelu", [mul[n.name]], [n.output[0]], name=n.name, domain="com.microsoft",
+                                 alpha=1.0)
+        nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+def fp32_conv_nodes(graph: onnx.GraphProto, which: str) -> list[str]:
+    """Names of the Conv nodes that ``which`` (``depthwise``: grouped; ``spatial``: every
+    kernel that is not 1x1) keeps in fp32."""
+    if which not in ("", "depthwise", "spatial"):
+        raise AutonlError(f"unknown fp32 conv kind '{which}'; known: depthwise, spatial")
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    names = []
+    for n in graph.node:
+        if n.op_type != "Conv" or not which:
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        kernel = shapes.get(n.input[1], ())[2:]
+        if group > 1 or (which == "spatial" and any(k != 1 for k in kernel)):
+            names.append(n.name)
+    return names
+
+
+def early_nodes(graph: onnx.GraphProto, stride: int) -> list[str]:
+    """Names of the nodes of ``graph`` (shapes inferred, nodes in topological order) that
+    compute the early layers: a node whose output is a feature map at most ``stride`` from
+    the input (height x width >= the input's / stride**2), and a node without a spatial
+    output (a LightNL's reshapes and matmuls, an SE's pooled vector) whose inputs all come
+    from early nodes or the input, so that the fp32 part has no int8 islands."""
+    shapes = {}
+    for v in [*graph.input, *graph.value_info, *graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in dims]
+    inp = shapes.get(graph.input[0].name, [])
+    if len(inp) != 4 or not inp[2] or not inp[3]:
+        raise AutonlError("int8 fp32_stride needs an NCHW input of known height and width")
+    least = inp[2] * inp[3] / stride ** 2
+    consts = {i.name for i in graph.initializer}
+    early = {graph.input[0].name}
+    names = []
+    for n in graph.node:
+        if n.op_type == "Constant":
+            consts.update(n.output)
+            continue
+        shape = shapes.get(n.output[0]) if n.output else None
+        if shape and len(shape) == 4 and shape[2] and shape[3] and shape[2] * shape[3] > 1:
+            is_early = shape[2] * shape[3] >= least
+        else:
+            acts = [i for i in n.input if i and i not in consts]
+            is_early = bool(acts) and all(i in early for i in acts)
+        if is_early:
+            early.update(n.output)
+            names.append(n.name)
+    return names
+
+
 def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method: str = "minmax",
-                  per_channel: bool = True, exclude: Iterable[str] = ()) -> tuple[onnx.ModelProto, list[str]]:
-    """Static int8 quantisation (QDQ, int8 weights per channel, uint8 activations) with
-    onnxruntime's tools, calibrated on ``calibration`` (a list of equal-sized input batches).
-    Nodes whose names match a glob in ``exclude`` (``lightnl_*``) stay in fp32. Returns the
-    model and the names of the nodes kept in fp32."""
+                  per_channel: bool | None = None, exclude: Iterable[str] = (),
+                  scheme: str | Int8Scheme = DEFAULT_INT8_SCHEME) -> tuple[onnx.ModelProto, list[str]]:
+    """Static int8 quantisation (int8 weights, uint8 activations) with onnxruntime's tools,
+    calibrated on ``calibration`` (a list of equal-sized input batches), by ``scheme`` (a name
+    in :data:`INT8_SCHEMES` or an :class:`Int8Scheme`; ``per_channel``: overrides its own).
+    Nodes whose names match a glob in ``exclude`` (``lightnl_*``) stay in fp32 as well.
+    Returns the model and the names of the nodes that ``exclude`` kept in fp32 (the
+    scheme's own fp32 ops, such as SiLU, are in its :meth:`Int8Scheme.describe`)."""
     import fnmatch
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -160,19 +329,36 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
         raise AutonlError(f"unknown calibration method '{method}'; known: {', '.join(methods)}")
     if not calibration:
         raise AutonlError("int8 quantisation needs at least one calibration batch")
+    scheme = int8_scheme(scheme)
+    if per_channel is None:
+        per_channel = scheme.per_channel
     with tempfile.TemporaryDirectory(prefix="autonl-quant-") as tmp:
         src, pre, out = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(model, src)
         quant_pre_process(src, pre, skip_symbolic_shape=True)
         patterns = list(exclude)
-        excluded = [n.name for n in onnx.load(pre).graph.node
-                    if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
+        graph = onnx.load(pre).graph
+        excluded = [n.name for n in graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
         if patterns and not excluded:
             raise AutonlError(f"--int8-exclude {' '.join(patterns)} matches no node of the model")
+        fp32 = set(excluded)
+        fp32.update(n.name for n in graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in scheme.exclude))
+        if scheme.fp32_silu:
+            # after quant_pre_process: its onnxruntime pass would not keep a contrib op it
+            # does not know the shape of
+            onnx.save(fuse_silu(onnx.load(pre)), pre)
+            graph = onnx.load(pre).graph
+            fp32.update(n.name for n in graph.node if n.op_type == "QuickGelu")
+        fp32.update(fp32_conv_nodes(graph, scheme.fp32_convs))
+        if scheme.fp32_stride:
+            fp32.update(early_nodes(graph, scheme.fp32_stride))
         quantize_static(pre, out, Calibration(model.graph.input[0].name, calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        quant_format=QuantFormat.QDQ if scheme.format == "qdq" else QuantFormat.QOperator,
+                        per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method], nodes_to_exclude=excluded,
+                        op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
+                        calibrate_method=methods[method], nodes_to_exclude=sorted(fp32),
                         calibration_cache_path=os.path.join(tmp, "calibration.json"),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                       **dict(scheme.extra_options)})
         return onnx.load(out), excluded
