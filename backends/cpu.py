@@ -5,7 +5,7 @@ spin between parallel regions (GNU OpenMP spins up to 300k pause instructions, m
 on some CPUs, before it sleeps). On an idle machine that is the fastest way to run; beside
 any other CPU-bound process it is a trap: a thread spins at each barrier for a sibling that
 the scheduler has parked behind the other process. ``benchmarks/busy_machine.py`` measures
-it (README, "Threads on a shared machine"): beside one busy process a two-thread step took 3x its idle
+it (docs/benchmarks.md, "Threads on a shared machine"): beside one busy process a two-thread step took 3x its idle
 time on this AMD EPYC machine and 24x on an Intel Xeon one, while a one-thread step took
 the same as when idle. Sleeping threads (``OMP_WAIT_POLICY=PASSIVE``) help under load but
 cost 15-60% on an idle machine, where every parallel region then pays a wake-up.

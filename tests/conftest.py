@@ -330,6 +330,7 @@ def autonl_s_builds(tmp_path_factory):
 LONG_FIRST = (
     "tests/test_tvm_tuning.py::test_tune_space_covers_every_derived_network",
     "tests/test_run.py::",
+    "tests/test_docs.py::test_every_command_in_the_guide_runs",
     "tests/test_tvm_deploy.py::test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused",
     "tests/test_tvm_deploy.py::test_tuning_on_an_emulated_arm64_board_over_rpc",
     "tests/test_tvm_deploy.py::test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses",

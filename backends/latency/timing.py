@@ -100,7 +100,7 @@ class Measured:
         this process timed models with ``threads`` threads on this machine, and the timing's
         threads and theirs did not fit in its CPUs with half a CPU to spare (timing on a
         remote device is not slowed by this machine's load: do not ask), else None. The
-        figures are then likely slower than on an idle machine (``README``, "Threads on a
+        figures are then likely slower than on an idle machine (``docs/training.md``, "Threads on a
         shared machine": two threads beside one busy process ran up to 3x their idle time)."""
         return busy_warning(self.others_cpus, self.cpus, threads)
 

@@ -159,7 +159,8 @@ class Int8Scheme:
     stem too) convs stay fp32; ``fp32_stride``: every node whose output is at most that
     stride from the input (its height times width at least the input's over stride squared:
     the early, high-resolution layers, where int8 depthwise convs and SiLU cost the most)
-    stays fp32; ``exclude``: name globs of nodes kept in fp32."""
+    stays fp32 (with ``early_if_silu``: only in a model with SiLU activations, whose int8
+    form costs more than its fp32 one); ``exclude``: name globs of nodes kept in fp32."""
 
     doc: str
     format: str = "qdq"
@@ -168,6 +169,7 @@ class Int8Scheme:
     fp32_silu: bool = False
     fp32_convs: str = ""
     fp32_stride: int = 0
+    early_if_silu: bool = False
     exclude: tuple[str, ...] = ()
     extra_options: tuple[tuple[str, object], ...] = ()
 
@@ -198,6 +200,8 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
     "fp32-stride4-silu-spatial": Int8Scheme("layers at stride 4 or less, SiLU (QuickGelu) and convs that are not 1x1 "
                                             "in fp32", fp32_stride=4, fp32_silu=True, fp32_convs="spatial"),
     "fp32-stride8": Int8Scheme("layers at stride 8 or less in fp32", fp32_stride=8),
+    "fp32-early-silu": Int8Scheme("in a model with SiLU, the layers at stride 4 or less in fp32", fp32_stride=4,
+                                  early_if_silu=True),
 }
 DEFAULT_INT8_SCHEME = "all"
 
@@ -329,6 +333,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
         raise AutonlError(f"unknown calibration method '{method}'; known: {', '.join(methods)}")
     if not calibration:
         raise AutonlError("int8 quantisation needs at least one calibration batch")
+    name = scheme if isinstance(scheme, str) else "custom"
     scheme = int8_scheme(scheme)
     if per_channel is None:
         per_channel = scheme.per_channel
@@ -338,6 +343,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
         quant_pre_process(src, pre, skip_symbolic_shape=True)
         patterns = list(exclude)
         graph = onnx.load(pre).graph
+        has_silu = bool(silu_pairs(graph))
         excluded = [n.name for n in graph.node if any(fnmatch.fnmatchcase(n.name, p) for p in patterns)]
         if patterns and not excluded:
             raise AutonlError(f"--int8-exclude {' '.join(patterns)} matches no node of the model")
@@ -350,7 +356,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
             graph = onnx.load(pre).graph
             fp32.update(n.name for n in graph.node if n.op_type == "QuickGelu")
         fp32.update(fp32_conv_nodes(graph, scheme.fp32_convs))
-        if scheme.fp32_stride:
+        if scheme.fp32_stride and (has_silu or not scheme.early_if_silu):
             fp32.update(early_nodes(graph, scheme.fp32_stride))
         quantize_static(pre, out, Calibration(model.graph.input[0].name, calibration),
                         quant_format=QuantFormat.QDQ if scheme.format == "qdq" else QuantFormat.QOperator,
@@ -361,4 +367,10 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
                         calibration_cache_path=os.path.join(tmp, "calibration.json"),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                        **dict(scheme.extra_options)})
-        return onnx.load(out), excluded
+        quantized = onnx.load(out)
+        early = bool(scheme.fp32_stride) and (has_silu or not scheme.early_if_silu)
+        what = scheme.describe(per_channel) + ("" if early or not scheme.fp32_stride else
+                                               " (no SiLU here: no layer kept in fp32)")
+        onnx.helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props},
+                                                "autonl.int8.scheme": name, "autonl.int8.format": what})
+        return quantized, excluded

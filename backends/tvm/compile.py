@@ -58,7 +58,7 @@ def to_relax(onnx_model, shape: list[int], layout: str = "nchw", weights: bool =
     NHWC for tuned builds: equal-budget MetaSchedule runs on AutoNL-S's convolutions measured
     depthwise kernels at 14x14 and the 224x224 stem about 2x and 1.6x faster in NHWC (the
     vectorized axis is the channel, not a 14- or 7-wide row), 1x1 convolutions at 7x7 within
-    10% (``benchmarks/tvm_layouts.py``, README "Layout"). The ONNX model stays NCHW: the
+    10% (``benchmarks/tvm_layouts.py``, docs/deploy.md "Layout"). The ONNX model stays NCHW: the
     activation transforms sit at the input, around LightNL's reshapes and at the classifier.
     ``weights=False``: the module only (for task extraction), its params list left empty."""
     from tvm.relax.frontend import detach_params
