@@ -233,8 +233,8 @@ def accuracy_check(args) -> dict:
                 a = accuracy(session(q), val_batches)["accuracy"]
                 rows.append({"variant": v, "method": method, "calib_images": used, "int8": a,
                              "change_points": 100 * (a - fp["accuracy"])})
-                print(f"  {v:26s} {method:10s} {used:4d} images: int8 {a:.4f} ({100 * (a - fp['accuracy']):+.1f} points)",
-                      flush=True)
+                change = 100 * (a - fp["accuracy"])
+                print(f"  {v:26s} {method:10s} {used:4d} images: int8 {a:.4f} ({change:+.1f} points)", flush=True)
     return {"model": str(args.accuracy), "data": data, "images": fp["images"], "fp32": fp["accuracy"], "rows": rows}
 
 
