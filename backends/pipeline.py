@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autonl.ir import AutonlError, Graph, all_presets, atomic_write, build_preset
-from autonl.passes import PassManager, analyze_cost, resize_graph
-from autonl.passes.pipelines import search_space_pipeline
-from autonl.passes.sources import load_target
+from autonl.passes import analyze_cost, resize_graph
+from autonl.passes.sources import as_search_space, load_target
 
 from .base import Backend
 from .catalog import get_backend
@@ -54,34 +53,27 @@ class RunSource:
     cost_resolution: int     # where a MAC target is counted: 224 for a preset, else the network's own size
 
 
-def run_source(source: str, space: str, resolution: int, resolution_given: bool, classes: int, data: str,
+def run_source(source: str, space: str, resolution: int | None, classes: int, data: str,
                lightnl_norm: str | None = None) -> RunSource:
     """A preset (built at ``resolution`` with the data's classes), a graph file (text or JSON
     form), a model folder or a run folder: as a search space. A discrete network goes through
     the search-space pipeline with ``space`` (``autonl``: blocks and LightNL searched;
     ``lightnl-only``: LightNL placement only, the blocks kept as they are); its own input
-    size is kept (``--resolution`` applies to presets only)."""
-    if source in all_presets():
+    size is kept (a ``resolution`` given for it is refused: it applies to presets only)."""
+    preset = source in all_presets()
+    if preset:
         graph = load_target(source, resolution, None, None, classes)
     else:
         if Path(source).is_dir() and model_folder(source) is not None:   # a model or run folder
             source = str(model_folder(source) / "graph.json")
-        graph = load_target(source, resolution if resolution_given else None)
+        graph = load_target(source, resolution)
         out_classes = graph.type_of(graph.outputs[0]).shape[-1]
         if out_classes != classes:
             raise AutonlError(f"{source} predicts {out_classes} classes but the data '{data}' has {classes}; "
                               f"give a network with {classes} outputs")
-    start = None if graph.relaxed else graph
-    if graph.relaxed:
-        relaxed = graph
-        if lightnl_norm:      # its LightNL candidates take the norm asked for
-            for node in relaxed:
-                if node.op == "lightnl":
-                    node.attrs["norm"] = lightnl_norm
-    else:
-        relaxed = PassManager(list(search_space_pipeline(space, lightnl_norm)))(graph).graph
     own = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    return RunSource(source, relaxed, start, own, 224 if source in all_presets() else own)
+    return RunSource(source, as_search_space(graph, space, lightnl_norm), None if graph.relaxed else graph, own,
+                     224 if preset else own)
 
 
 def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, out: str | Path,
@@ -113,9 +105,13 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
         if latency_table is not None:
             from .latency import LatencyTable
             table = LatencyTable.read(latency_table)
-        settings, settings_line = _settings(data, asked)
-        src = run_source(source, space, settings["resolution"], resolution is not None, classes, data, lightnl_norm)
-        if source not in all_presets():      # a network of the user's: its own input size
+            if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
+                table = None
+        if source in all_presets():
+            settings, settings_line = _settings(data, asked)
+            src = run_source(source, space, settings["resolution"], classes, data, lightnl_norm)
+        else:                                # a network of the user's: its own input size
+            src = run_source(source, space, resolution, classes, data, lightnl_norm)
             settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
         goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
         # old files set aside beside --out and put back on any failure or signal (.outputs)
@@ -212,8 +208,9 @@ class _Run:
         deploy = compile_with_checks(self.backend, model, self.out / "deploy", self.backend.run_options(self.data),
                                      self.log, data=self.data)
         self.timings["compile"] = time.time() - t
-        comparison = self.compare(model, base) if base else None
-        latency, facts, latency_target = self.latency(model, base, search)
+        base_model = load_model_or_graph(self.out / "baseline") if base else None
+        comparison = self.compare(model, base_model, base) if base else None
+        latency, facts, latency_target = self.latency(model, base_model, search)
         if comparison:
             comparison["latency_ms"] = {"derived": latency["onnxruntime fp32"],
                                         "baseline": facts["extra_ms"]["baseline"]}
@@ -294,7 +291,7 @@ class _Run:
                 "params": theirs.params, "derived_macs": ours.macs, "derived_params": ours.params,
                 "resolution": self.src.resolution}
 
-    def compare(self, model, base: dict) -> dict:
+    def compare(self, model, base_model, base: dict) -> dict:
         """Accuracy overall and per class of the derived network and the baseline, on the whole
         validation split, and a warning when the derived network is not the more accurate."""
         import torch
@@ -305,7 +302,7 @@ class _Run:
         loader, classes = make_val_loader(self.data, self.src.resolution, 64, eval_crop=crop)
         dev = torch.device("cpu")
         ours = per_class_accuracy(model.module, loader, dev, len(classes))
-        theirs = per_class_accuracy(load_model_or_graph(self.out / "baseline").module, loader, dev, len(classes))
+        theirs = per_class_accuracy(base_model.module, loader, dev, len(classes))
         better = ours["val_acc"] > theirs["val_acc"]
         warning = None if better else (
             f"warning: the searched network is not more accurate than {base['name']} trained for the same "
@@ -318,14 +315,14 @@ class _Run:
         return {"baseline": base, "classes": classes, "derived_acc": ours, "baseline_acc": theirs,
                 "derived_better": better, "warning": warning}
 
-    def latency(self, model, base: dict | None, search: dict) -> tuple[dict, dict, dict | None]:
+    def latency(self, model, base_model, search: dict) -> tuple[dict, dict, dict | None]:
         """The latency table of the report (every runtime, timed one way) and, with a latency
         target, the derived network's predicted and measured latency: the table's row when
         the latency table was made with onnxruntime at this input size (one figure), else
         timed as the table was (its backend, threads, machine speed)."""
         table = self.table
         threads = table.provenance["threads"] if table is not None else None
-        extra = {"baseline": load_model_or_graph(self.out / "baseline")} if base else {}
+        extra = {"baseline": base_model} if base_model is not None else {}
         latency, facts = measure_latency(model, self.out / "deploy", self.backend, threads=threads, extra=extra)
         if facts["warning"]:
             self.log(facts["warning"])

@@ -38,9 +38,15 @@ def relaxed_graph(target: str, space: str, resolution: int | None, width: float 
     search-space pipeline with ``space`` (and ``lightnl_norm`` for the LightNL candidates)."""
     graph = load_target(target, resolution, width, None, classes) if target in all_presets() \
         else load_target(target, resolution, width)
+    return as_search_space(graph, space, lightnl_norm)
+
+
+def as_search_space(graph: Graph, space: str, lightnl_norm: str | None = None) -> Graph:
+    """``graph`` as a space to search: a relaxed one as it is (its LightNL candidates with
+    ``lightnl_norm`` where given), a discrete one through the search-space pipeline."""
     if not graph.relaxed:
-        graph = PassManager(list(search_space_pipeline(space, lightnl_norm)))(graph).graph
-    elif lightnl_norm:     # a relaxed preset or file: its LightNL candidates take the norm asked for
+        return PassManager(list(search_space_pipeline(space, lightnl_norm)))(graph).graph
+    if lightnl_norm:     # a relaxed preset or file: its LightNL candidates take the norm asked for
         for node in graph:
             if node.op == "lightnl":
                 node.attrs["norm"] = lightnl_norm
