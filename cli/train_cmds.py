@@ -175,6 +175,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @config_option(SearchConfig, "--warmup-steps", help="Steps that train the weights only (every option on, or see --warmup-drop).")
 @config_option(SearchConfig, "--warmup-drop", help="Chance that each gate is off in a warm-up step (0.5: a uniformly "
                "random sub-network each step; 0: every option on).")
+@click.option("--sandwich/--no-sandwich", default=SearchConfig.sandwich, show_default=True,
+              help="After the warm-up, each step also trains the weights on the largest and on one random "
+                   "sub-network (BigNAS's sandwich rule), so that switched-off options keep learning.")
 @config_option(SearchConfig, "--batch-size")
 @config_option(SearchConfig, "--lr", help="Weights (SGD, or --optimizer).")
 @click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default=SearchConfig.optimizer, show_default=True,

@@ -129,3 +129,34 @@ def test_a_whole_search_reads_the_device_only_when_it_logs(tmp_path, space):
     stepping = [r for r in in_loop if not (r[3] & LOGGING)]
     assert in_loop, "the loop logs, so it reads"
     assert stepping == [], _where(stepping)
+
+
+@pytest.mark.parametrize("sandwich", [False, True])
+def test_the_sandwich_rule_trains_switched_off_options_and_leaves_the_thresholds_as_they_were(space, sandwich):
+    """--sandwich: after the warm-up, a step also trains the weights on the largest and on a
+    random sub-network, so a LightNL block the thresholds switched off still learns; the
+    thresholds' update is the selected path's alone (the same with and without)."""
+    def one_step(sandwich):
+        torch.manual_seed(0)
+        supernet = Supernet(space).train()
+        with torch.no_grad():
+            supernet.net.lightnl_0.gates.insert.threshold.fill_(1e6)     # the thresholds switch it off
+        for m in supernet.modules():     # no dropout: the extra passes draw other masks
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        cfg = SearchConfig(target_macs=sum(supernet.cost_model.bounds()) / 2, steps=10, warmup_steps=2,
+                           sandwich=sandwich, weight_decay=0.0)
+        opts = make_optimizers(supernet, cfg)
+        # the block's batch norm (its depthwise weight also feeds the gate's statistic)
+        before = supernet.net.lightnl_0.bn.weight.detach().clone()
+        x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+        search_step(supernet, supernet, opts, x, y, False, cfg, nn.CrossEntropyLoss())
+        assert supernet.decisions()["lightnl_0"]["insert"] is False
+        moved = not torch.equal(before, supernet.net.lightnl_0.bn.weight.detach())
+        return moved, [p.detach().clone() for p in supernet.arch_parameters()]
+
+    moved, thresholds = one_step(sandwich)
+    assert moved == sandwich
+    if sandwich:
+        _, alone = one_step(False)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(thresholds, alone))

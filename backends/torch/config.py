@@ -164,6 +164,10 @@ class SearchConfig:
     # the chance that each gate is off in a warm-up step (Single-Path NAS's gates through
     # dropout; 0.5 samples a sub-network uniformly, as SPOS does); 0: every option on
     warmup_drop: float = _f(0.0, FRACTION)
+    # the sandwich rule (BigNAS) after the warm-up: each step also trains the weights on the
+    # largest sub-network and on one random one (each gate off with chance 0.5), so that the
+    # options the thresholds have switched off keep learning and can be judged again
+    sandwich: bool = False
     batch_size: int = _f(64, POSITIVE_INT)
     lr: float = _f(0.05, POSITIVE)
     optimizer: str = "sgd"               # the weights': sgd (Nesterov) or rmsprop (as TrainConfig)

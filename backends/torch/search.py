@@ -143,27 +143,36 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
                 warm: bool, cfg: SearchConfig, ce_fn: nn.Module) -> tuple:
     """One step: during warm-up the weights only, with every option on (or, with
     ``cfg.warmup_drop``, a random sub-network: each gate off with that probability), else the
-    selected path, with the cost term, updating weights and thresholds. Returns (loss, ce,
-    macs, logits).
+    selected path, with the cost term, updating weights and thresholds (with ``cfg.sandwich``
+    the weights' gradient also holds the largest and a random sub-network's). Returns (loss,
+    ce, macs, logits).
 
     Nothing is read back to the host: gates, decisions and cost stay on the device (a loss
     that is not finite is caught by the loop at its next logged step or checkpoint, and the
     run stops there without saving)."""
     w_opt, a_opt, w_sched, a_sched = opts
+    supernet.train()
+    w_opt.zero_grad(set_to_none=True)
+    a_opt.zero_grad(set_to_none=True)
+    if not warm and cfg.sandwich:
+        # weights only: forced gates give the thresholds no gradient; the selected path runs
+        # last, since the cost term reads the gates of the latest forward pass
+        for pick in (supernet.force_all_on, lambda: supernet.force_random(0.5)):
+            pick()
+            with autocast(x.device):
+                extra = model(x)
+            ce_fn(extra.float(), y).backward()
     if not warm:
         supernet.force(None)
     elif cfg.warmup_drop > 0:
         supernet.force_random(cfg.warmup_drop)
     else:
         supernet.force_all_on()
-    supernet.train()
     with autocast(x.device):
         logits = model(x)
     ce = ce_fn(logits.float(), y)
     macs = supernet.cost()
     loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target).abs()
-    w_opt.zero_grad(set_to_none=True)
-    a_opt.zero_grad(set_to_none=True)
     loss.backward()
     w_opt.step()
     w_sched.step()
