@@ -14,7 +14,8 @@ from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import load_target
 
-from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range, TrainConfig
+from autonl.backends.torch.config import RESOLUTION, SEED, TrainConfig
+from autonl.ir.ranges import POSITIVE_INT, Range
 
 from .app import cli
 from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
