@@ -181,6 +181,15 @@ def confirmed(medians: list[float], within: float) -> bool:
     return second <= low * (1 + within)
 
 
+def median_ms(fn: Callable[[np.ndarray], object], x: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
+    """Median wall time of ``fn(x)`` in milliseconds over ``runs`` calls, after ``warmup``
+    untimed ones: one quick figure (a compile's latency line), where :func:`measure_all` is
+    the careful measurement; both time through :func:`wall_timer`."""
+    timer = wall_timer(lambda: fn(x))
+    timer(warmup)
+    return float(np.median(timer(runs)))
+
+
 def wall_timer(fn: Callable[[], object]) -> Timer:
     """A timer around a Python call (onnxruntime's ``run``): wall time of each call."""
     def run(n: int) -> list[float]:
