@@ -85,7 +85,8 @@ class BackendOptions:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise AutonlError(f"{flag_of(type(self), f.name)} must be one of {', '.join(choices)} (got {value!r})")
+                raise AutonlError(f"{flag_of(type(self), f.name)} must be one of {', '.join(choices)} "
+                                  f"(got {value!r})")
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

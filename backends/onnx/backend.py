@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import Backend, register_backend
-from .options import DATA_HELP, OnnxOptions  # noqa: F401  (DATA_HELP: imported from here before)
+from .options import OnnxOptions
 
 
 @register_backend

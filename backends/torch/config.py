@@ -16,7 +16,7 @@ from autonl.ir import AutonlError
 # Range and its field helpers live in the IR package (no torch, no click); imported here for
 # the configs below and for the modules that import them from here.
 from autonl.ir.ranges import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range,  # noqa: F401
-                              check_ranges, flag_of, range_of)
+                              check_ranges)
 from autonl.ir.ranges import ranged_field as _f
 
 RESOLUTION = Range(8, 4096)              # input height and width
