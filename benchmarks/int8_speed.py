@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import re
 import subprocess
 import sys
@@ -38,27 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NETWORKS = ["autonl-s", "autonl-l", "mobilenetv2"]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    name = fields.get("Model name", "unknown").strip()
-    extra = [f"family {fields['CPU family'].strip()} model {fields['Model'].strip()}"] if "CPU family" in fields else []
-    if "avx512_vnni" in fields.get("Flags", ""):
-        extra.append("AVX-512 VNNI")
-    elif "avx_vnni" in fields.get("Flags", ""):
-        extra.append("AVX-VNNI")
-    elif "avx2" in fields.get("Flags", ""):
-        extra.append("AVX2")
-    return name + (f" ({', '.join(extra)})" if extra else "") + f", {os.cpu_count()} CPUs"
 
 
 # ---- building the models -------------------------------------------------------------------
@@ -159,6 +141,8 @@ def worker_profile(args) -> None:
     import onnx
     import onnxruntime as ort
 
+    from autonl.backends.latency.timing import wall_timer
+
     folder = Path(args.worker)
     net = args.profile_network
     cat = categories(onnx.load(folder / net / "fp32.onnx"))
@@ -178,10 +162,7 @@ def worker_profile(args) -> None:
         for _ in range(10):
             sess.run(None, {name: x})
         # the profile starts with the session; time only the runs after warming up
-        t0 = time.perf_counter()
-        for _ in range(args.profile_runs):
-            sess.run(None, {name: x})
-        wall = (time.perf_counter() - t0) * 1e3 / args.profile_runs
+        wall = float(np.mean(wall_timer(lambda: sess.run(None, {name: x}))(args.profile_runs)))
         events = json.loads(Path(sess.end_profiling()).read_text())
         runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
         start = sorted(e["ts"] for e in runs)[10] if len(runs) > 10 else 0
@@ -278,10 +259,10 @@ def profile_lines(profile: dict, net: str) -> list[str]:
     return lines
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     from autonl.backends.onnx.runtime import DEFAULT_INT8_SCHEME, INT8_SCHEMES
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--networks", nargs="+", default=NETWORKS)
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("-r", "--resolution", type=int, default=224)
@@ -303,7 +284,7 @@ def main() -> None:
                     help=f"[default: all and the default scheme, {DEFAULT_INT8_SCHEME}]")
     ap.add_argument("--calib-methods", nargs="+", default=["minmax", "percentile", "entropy"])
     ap.add_argument("--calib-counts", nargs="+", type=int, default=[64, 256, 512])
-    ap.add_argument("--out", "--json", dest="out", default=str(RESULTS / "int8_speed"),
+    ap.add_argument("--out", "--json", dest="out", default=str(harness.RESULTS / "int8_speed"),
                     help="writes OUT.json and OUT.txt (a trailing .json is dropped)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-profile", action="store_true", help=argparse.SUPPRESS)
@@ -311,21 +292,13 @@ def main() -> None:
     default_pair = list(dict.fromkeys(["all", DEFAULT_INT8_SCHEME]))
     args.profile_variants = args.profile_variants or [v for v in default_pair if v in args.variants]
     args.accuracy_variants = args.accuracy_variants or default_pair
-    if args.worker:
-        (worker_profile if args.worker_profile else worker_time)(args)
-        return
+    return args
 
-    prefix = Path(re.sub(r"\.json$", "", args.out))
-    cpu = cpu_model()
-    print(f"CPU: {cpu}")
-    import onnxruntime
-    started = time.time()
-    result = {"cpu": cpu, "onnxruntime": onnxruntime.__version__, "resolution": args.resolution, "batch": 1,
-              "calib_images": args.calib_images, "default_scheme": DEFAULT_INT8_SCHEME,
-              "schemes": {v: INT8_SCHEMES[v].describe() for v in args.variants}, "command": " ".join(sys.argv)}
-    lines = [f"CPU: {cpu}; onnxruntime {onnxruntime.__version__}; {args.resolution}x{args.resolution}, batch 1; "
-             f"default scheme: {DEFAULT_INT8_SCHEME}", f"command: python {' '.join(sys.argv)}", ""]
-    lines += [f"  {v:28s} {INT8_SCHEMES[v].describe()}" for v in args.variants] + [""]
+
+def time_and_profile(args, result: dict) -> list[str]:
+    """Build the models, time them (one worker process per thread count) and profile them
+    (``--profile``), filling ``result``; returns the report's lines."""
+    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="int8-speed-") as tmp:
         folder = Path(tmp)
         need = args.networks if not args.no_timing else ([args.profile_network] if args.profile else [])
@@ -352,6 +325,29 @@ def main() -> None:
                            check=True)
             result["profile"] = json.loads((folder / "profile.json").read_text())
             lines += profile_lines(result["profile"], args.profile_network) + [""]
+    return lines
+
+
+def main() -> None:
+    from autonl.backends.onnx.runtime import DEFAULT_INT8_SCHEME, INT8_SCHEMES
+
+    args = parse_args()
+    if args.worker:
+        (worker_profile if args.worker_profile else worker_time)(args)
+        return
+
+    prefix = harness.results_prefix(args.out)
+    cpu = harness.cpu_model()
+    print(f"CPU: {cpu}")
+    import onnxruntime
+    started = time.time()
+    result = {"cpu": cpu, "onnxruntime": onnxruntime.__version__, "resolution": args.resolution, "batch": 1,
+              "calib_images": args.calib_images, "default_scheme": DEFAULT_INT8_SCHEME,
+              "schemes": {v: INT8_SCHEMES[v].describe() for v in args.variants}, "command": " ".join(sys.argv)}
+    lines = [f"CPU: {cpu}; onnxruntime {onnxruntime.__version__}; {args.resolution}x{args.resolution}, batch 1; "
+             f"default scheme: {DEFAULT_INT8_SCHEME}", f"command: python {' '.join(sys.argv)}", ""]
+    lines += [f"  {v:28s} {INT8_SCHEMES[v].describe()}" for v in args.variants] + [""]
+    lines += time_and_profile(args, result)
     if args.accuracy:
         result["accuracy"] = acc = accuracy_check(args)
         lines += [f"accuracy: {acc['model']} on {acc['data']} (validation, {acc['images']} images): "
@@ -361,9 +357,7 @@ def main() -> None:
     result["seconds"] = round(time.time() - started, 1)
     text = "\n".join(lines).rstrip() + "\n"
     print("\n" + text)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{prefix}.json").write_text(json.dumps(result, indent=1) + "\n")
-    Path(f"{prefix}.txt").write_text(text)
+    harness.write_results(prefix, result, text)
     print(f"wrote {prefix}.json and {prefix}.txt")
 
 

@@ -9,31 +9,21 @@ the same run so that machine noise hits both alike.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import time
 from math import exp, log
 
+import harness
 import torch
 
+from autonl.backends.latency.timing import interleaved_rounds
 from autonl.ir import build_preset
 from autonl.ir.ops import get_op, lightnl_order
 from autonl.passes import find_nodes
 from autonl.backends.torch.modules import LightNL, NonLocal
 
 
-def median_ms(fn, x, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=30, help="timed runs per block and round")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians are pooled)")
@@ -62,14 +52,10 @@ def main() -> None:
         light = LightNL(t.shape[1], a["r"], a["s"], order, a["eps"], a["momentum"]).eval()
         nonlocal_ = NonLocal(t.shape[1], nl_attrs["ratio"], nl_attrs["eps"], nl_attrs["momentum"]).eval()
         x = torch.randn(*t.shape)
-        light_ms, nl_ms = [], []
-        with torch.inference_mode():
-            for fn in (light, nonlocal_):
-                for _ in range(5):
-                    fn(x)
-            for _ in range(args.rounds):
-                light_ms.append(median_ms(light, x, args.repeats))
-                nl_ms.append(median_ms(nonlocal_, x, args.repeats))
+        with torch.inference_mode():      # each round's median, rounds alternating, pooled by their median
+            rounds = interleaved_rounds({"light": lambda: light(x), "nonlocal": lambda: nonlocal_(x)}, args.rounds,
+                                        args.repeats, warmup=5)
+        light_ms, nl_ms = ([statistics.median(r) for r in rounds[k]] for k in ("light", "nonlocal"))
         row = {"node": node.name, "input": str(t), "r": a["r"], "s": a["s"], "order": order,
                "mac_ratio": nl_cost.macs / light_cost.macs,
                "matmul_mac_ratio": nl_matmul / light_cost.lightnl_macs,
@@ -89,8 +75,7 @@ def main() -> None:
           f"(latency range {min(r['latency_ratio'] for r in rows):.1f}x..{max(r['latency_ratio'] for r in rows):.1f}x)")
     print("The paper claims about 400x fewer operations than a non-local block; the ratio grows with H*W.")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        harness.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -32,15 +32,15 @@ intra-op threads, ``TVM_NUM_THREADS`` (also for the tuning's measurements).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import time
 
+import harness
 import numpy as np
 import torch
 
+from autonl.backends.latency.timing import median_of_calls
 from autonl.backends.loading import deploy_model, load_model_or_graph, reference_input
 from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import quantize_int8, run, session
@@ -173,27 +173,17 @@ def runners_for(name: str, resolution: int, threads: int, batch: int, tune_trial
 
 
 def measure(runners: dict, x: np.ndarray, rounds: int, calls: int) -> dict:
-    times = {k: [] for k in runners}
-    for fn in runners.values():      # warm-up
-        for _ in range(3):
-            fn(x)
-    for _ in range(rounds):
-        for k, fn in runners.items():
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                fn(x)
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median milliseconds of every runner over all its calls, in interleaved rounds (the one timer)."""
+    return median_of_calls({k: (lambda fn=fn: fn(x)) for k, fn in runners.items()}, rounds, calls, warmup=3)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__, threads=0)
     ap.add_argument("--nets", default="mobilenetv2,autonl-s,autonl-l")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--tvm-tune-trials", type=int, default=0, help="add tvm-tuned: MetaSchedule trials per task "
                     "(on average)")
@@ -215,16 +205,15 @@ def main() -> None:
                                   args.tvm_tune_minutes, args.tvm_tuned, args.layers, args.tvm_layout)
             x = reference_input(build_preset(name, resolution=args.resolution), batch=batch)
             t = measure(runners, x, args.rounds, args.calls)
-            results.append({"net": name, "batch": batch, "ms": {k: v * 1e3 for k, v in t.items()}})
-            cols = "  ".join(f"{k} {v * 1e3:7.2f} ms" for k, v in t.items())
+            results.append({"net": name, "batch": batch, "ms": t})
+            cols = "  ".join(f"{k} {v:7.2f} ms" for k, v in t.items())
             ratios = "  ".join(f"{k}/torch {v / t['torch']:.2f}x" for k, v in t.items() if k != "torch")
             vs_ort = "  ".join(f"{k}/ort-fp32 {v / t['ort-fp32']:.2f}x" for k, v in t.items()
                                if k not in ("torch", "ort-fp32"))
             print(f"{name:<12} batch {batch}:  {cols}\n{'':<21}{ratios}  {vs_ort}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"resolution": args.resolution, "threads": args.threads, "tvm_tune_trials": args.tvm_tune_trials,
-                       "results": results}, f, indent=1)
+        harness.write_json(args.json, {"resolution": args.resolution, "threads": args.threads,
+                                       "tvm_tune_trials": args.tvm_tune_trials, "results": results})
 
 
 if __name__ == "__main__":

@@ -17,16 +17,16 @@ database is "as fast as tuned by itself" when (a) against (b) lies within that n
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 
+import harness
+
+from autonl.backends.latency.timing import median_of_calls
 from autonl.backends.loading import deploy_model, load_model_or_graph, reference_input
 from autonl.backends.onnx.export import export_onnx
 from autonl.backends.tvm import get_target
@@ -44,7 +44,7 @@ from helpers import space_ir, space_toml  # noqa: E402  (the suite's small space
 def main() -> None:
     import tvm
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--out", default="runs/tune-space-bench")
     ap.add_argument("--trials", type=int, default=16, help="trials per task, on average, for both")
     ap.add_argument("--nets", type=int, default=3)
@@ -85,17 +85,8 @@ def main() -> None:
                    for name, folder in (("space-db", "space-db"), ("own", f"own-{k}"),
                                         ("own-seed1", f"own-{k}-seed1"))}
         x = reference_input(derived)
-        times = {name: [] for name in runners}
-        for fn in runners.values():
-            for _ in range(5):
-                fn(x)
-        for _ in range(args.rounds):
-            for name, fn in runners.items():
-                for _ in range(args.calls):
-                    s = time.perf_counter()
-                    fn(x)
-                    times[name].append(time.perf_counter() - s)
-        ms = {n: statistics.median(v) * 1e3 for n, v in times.items()}
+        ms = median_of_calls({name: (lambda fn=fn: fn(x)) for name, fn in runners.items()}, args.rounds, args.calls,
+                             warmup=5)
         row = {"net": k, "tasks": covered["tasks"], "covered_by_space_db": covered["tasks_covered"],
                "new_trials_with_space_db": covered["trials_run"], "own_trials": own["trials_run"],
                "own_tuning_s": own_s, "space_db_ms": ms["space-db"], "own_ms": ms["own"],
@@ -107,7 +98,7 @@ def main() -> None:
               f"{own_s:.0f} s) {row['own_ms']:.3f} ms: ratio {row['ratio']:.3f}; tuned by itself with seed 1 "
               f"{row['own_seed1_ms']:.3f} ms: ratio {row['tuning_noise']:.3f} (the noise of tuning)", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "space": info, "networks": rows}, indent=1))
+        harness.write_json(args.json, {"args": vars(args), "space": info, "networks": rows})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import load_target
 
-from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range, TrainConfig
+from autonl.backends.torch.config import RESOLUTION, SEED, TrainConfig
+from autonl.ir.ranges import POSITIVE_INT, Range
 
 from .app import cli
 from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
@@ -153,22 +154,13 @@ def targets():
 
 RUNS = Range(1, 1_000_000)
 
-# The range of a numeric backend option: from the Option itself where it says (``min``/``max``
-# attributes), else these bounds for the built-in options, else any integer >= 0 (every
-# numeric option so far counts something). TODO: move into Option (backends/base.py).
-OPTION_BOUNDS = {"calib_images": (1, None), "eval_images": (1, None), "opset": (17, None),
-                 "tune_trials": (0, None), "tune_minutes": (0, None)}
-
-
 def option_type(o):
-    """The click type of backend option ``o``: a choice, a ranged number, or ``o.type``."""
+    """The click type of backend option ``o``: a choice, a number in the range its options
+    dataclass gives it (the backend checks the same one), or ``o.type``."""
     if isinstance(o.type, tuple):
         return click.Choice(list(o.type))
-    if o.type in (int, float):
-        lo, hi = OPTION_BOUNDS.get(o.name, (0, None))
-        lo = lo if getattr(o, "min", None) is None else o.min
-        hi = hi if getattr(o, "max", None) is None else o.max
-        return ranged(Range(lo, hi, integer=o.type is int))
+    if o.range is not None:
+        return ranged(o.range)
     return o.type
 
 

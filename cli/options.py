@@ -1,6 +1,6 @@
 """Options and parsing shared by the command groups.
 
-Every numeric option gets a click type from a :class:`~autonl.backends.torch.config.Range`
+Every numeric option gets a click type from a :class:`~autonl.ir.ranges.Range`
 (:func:`ranged`), so a value out of range is refused while the command line is parsed, as
 one line that names the option and says the range: ``--steps must be a positive integer
 (got 0)``. The training and search options take theirs from the config fields
@@ -14,8 +14,9 @@ import os
 
 import click
 
-from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS, Range, range_of
+from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS
 from autonl.ir import AutonlError
+from autonl.ir.ranges import Range, range_of
 
 WIDTH = Range(0, 16, lo_open=True, integer=False)
 BATCH = Range(1, 4096)

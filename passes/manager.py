@@ -8,7 +8,7 @@ re-raised as ``pass 'NAME' (i of n) failed: ...``, naming the pass and its posit
 A pipeline may be given by name (``"deploy"``; see :mod:`autonl.passes.pipelines`).
 
 Instruments follow TVM's ``ir/instrument.py``: objects with ``before(pass, graph, index)``
-and ``after(pass, result, index, seconds)`` hooks. Two ship here: :class:`Timing` and
+and ``after(pass, result, index, seconds)`` hooks. Two ship here: :class:`PassTimes` and
 :class:`DumpIR` (numbered files ``000_input.ir``, ``001_dce.ir``, ...).
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ class Instrument:
 
 
 @dataclass
-class Timing(Instrument):
-    """Records ``(pass name, seconds, modified)`` for every pass run."""
+class PassTimes(Instrument):
+    """Records ``(pass name, seconds, modified)`` for every pass run (how long each pass took;
+    a model's inference latency is :mod:`autonl.backends.latency.timing`'s)."""
 
     records: list[tuple[str, float, bool]] = field(default_factory=list)
 
@@ -49,6 +50,9 @@ class Timing(Instrument):
         rows = [f"{'pass':<{width}}  {'ms':>9}  modified"]
         rows += [f"{n:<{width}}  {s * 1e3:9.2f}  {'yes' if m else 'no'}" for n, s, m in self.records]
         return "\n".join(rows)
+
+
+Timing = PassTimes      # its former name (autonl opt --time and the docs still use it)
 
 
 @dataclass

@@ -98,3 +98,34 @@ def test_unwritable_output_leaves_nothing(cli, tmp_path):
     target = tmp_path / "missing" / "out.ir"
     assert_one_line_error(cli("opt", "mobilenetv2", "-p", "dce", "-o", target), "does not exist")
     assert not (tmp_path / "missing").exists()
+
+
+def test_backend_option_bounds_come_from_the_options_dataclass(cli, tmp_path):
+    """A backend option's bound is written once, in its options dataclass: the command line
+    refuses ``--tune-minutes 0`` while it parses (one line, before any work, nothing written),
+    with the very line the dataclass gives when the backend is handed the same value."""
+    from autonl.backends.base import options_of
+    from autonl.backends.onnx.options import OnnxOptions
+    from autonl.backends.tvm.options import TvmOptions
+    from autonl.ir import AutonlError
+    from autonl.ir.ranges import POSITIVE, range_of
+
+    assert range_of(TvmOptions, "tune_minutes") is POSITIVE
+    with pytest.raises(AutonlError) as refused:
+        TvmOptions(tune_minutes=0.0)
+    graph = tmp_path / "tiny.ir"
+    graph.write_text(cli("show", "mobilenetv2", "-r", "32", "-w", "0.25", "--classes", "4", check_ok=True).stdout)
+    out = tmp_path / "out"
+    line = assert_one_line_error(cli("compile", graph, "--backend", "tvm", "--tune-minutes", "0", "--out", out))
+    assert line == f"error: {refused.value}" == "error: --tune-minutes must be a finite number > 0 (got 0.0)"
+    assert not out.exists()
+    with pytest.raises(AutonlError, match=r"^--opset must be an integer >= 17 \(got 16\)$"):
+        OnnxOptions(opset=16)
+    line = assert_one_line_error(cli("compile", graph, "--opset", "16", "--out", out))
+    assert line == "error: --opset must be an integer >= 17 (got 16)" and not out.exists()
+    with pytest.raises(AutonlError, match="--layout must be one of nhwc, nchw"):
+        TvmOptions(layout="nwhc")
+    # every numeric backend option has its bound in its dataclass, and the flag takes it from there
+    for cls in (TvmOptions, OnnxOptions):
+        for o in options_of(cls):
+            assert o.type not in (int, float) or o.range is range_of(cls, o.name), o.name

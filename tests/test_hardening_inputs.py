@@ -66,6 +66,7 @@ OUT_OF_RANGE = [
     (["compile", NOPE, "--eval-images", "0"], "--eval-images", "positive integer"),
     (["compile", NOPE, "--opset", "16"], "--opset", ">= 17"),
     (["compile", NOPE, "--backend", "tvm", "--tune-trials", "-1"], "--tune-trials", ">= 0"),
+    (["compile", NOPE, "--backend", "tvm", "--tune-minutes", "0"], "--tune-minutes", "finite number > 0"),
     (["compile", NOPE, "--seed", "-3"], "--seed", "0..4294967295"),
     (["deploy", NOPE, "--qemu", "--runs", "0"], "--runs", "positive integer"),
     (["profile", NOPE, "--top", "0"], "--top", "positive integer"),

@@ -5,6 +5,7 @@ come from benchmarks/latency_landing.py."""
 import json
 import random
 import statistics
+import time
 
 import pytest
 import torch
@@ -258,3 +259,18 @@ def test_a_lowest_round_no_other_round_confirms_gets_more_rounds():
                                                   else 4.0)}, effort)
     assert measured.timings["steady"].raw_ms == 2.0 and rounds_seen["steady"] == 1 + 3      # warm-up + 3 rounds
     assert measured.timings["disturbed"].raw_ms == 4.0 and rounds_seen["disturbed"] == 1 + 5   # 2 more, then agreed
+
+
+def test_the_plain_timer_interleaves_rounds_and_takes_the_median_of_every_call():
+    """``interleaved_rounds``/``median_of_calls``/``median_ms`` (benchmarks, a compile's latency
+    line, ``autonl profile``): warm-up calls untimed, rounds alternating between the models,
+    the median over every timed call, in milliseconds."""
+    from autonl.backends.latency.timing import interleaved_rounds, median_ms, median_of_calls
+
+    order = []
+    rounds = interleaved_rounds({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 2, 3, warmup=1)
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert [len(r) for r in rounds["a"]] == [3, 3] and all(t >= 0 for r in rounds["b"] for t in r)
+    slow = median_of_calls({"sleep": lambda: time.sleep(0.002)}, 2, 3, warmup=0)["sleep"]
+    assert 2.0 <= slow < 50
+    assert 2.0 <= median_ms(lambda x: time.sleep(x), 0.002, runs=3, warmup=1) < 50

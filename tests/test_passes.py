@@ -7,7 +7,7 @@ import pytest
 
 from autonl.ir import (AutonlError, DuplicateNameError, UnknownNameError, assert_structural_equal, build_preset,
                        parse_graph)
-from autonl.passes import (DumpIR, Pass, PassError, PassManager, PassResult, PreconditionError, Timing,
+from autonl.passes import (DumpIR, Pass, PassError, PassManager, PassResult, PreconditionError, PassTimes,
                            analyze_cost, create_pass, find_nodes, get_pass, match_pattern, register_pass)
 from autonl.passes.dce import DeadCodeElimination
 from autonl.passes.lower_composites import LowerComposites
@@ -132,7 +132,7 @@ def test_manager_verifies_after_each_pass_and_names_the_culprit():
 
 
 def test_manager_timing_and_dumps(tmp_path):
-    timing = Timing()
+    timing = PassTimes()
     g = build_preset("autonl-s", resolution=64)
     result = PassManager(["lower-composites", "dce", "shape-inference"],
                          instruments=[timing, DumpIR(tmp_path)])(g)

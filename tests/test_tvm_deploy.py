@@ -9,6 +9,7 @@ import pytest
 from autonl.backends.loading import load_model_or_graph
 from autonl.backends.tvm import get_target
 from autonl.backends.tvm.compile import compile_tvm
+from autonl.backends.tvm.options import TvmOptions
 from autonl.backends.tvm.remote import find_runtime, qemu_rpc_server, runtime_dir
 from autonl.ir import parse_graph
 from autonl.passes import PassManager
@@ -66,7 +67,7 @@ def test_tuning_killed_keeps_its_records_resumes_and_its_database_is_reused(tmp_
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)   # a finished plan
     assert again.returncode != 0 and "exists" in again.stderr       # (--out is refused without --force)
     model = load_model_or_graph(PassManager(["shape-inference"])(parse_graph(TINY)).graph, seed=0)
-    second = compile_tvm(model, tmp_path / "b", get_target("host"), tuning_dir=db, progress=False)
+    second = compile_tvm(model, tmp_path / "b", TvmOptions(tuning_dir=str(db)), progress=False)
     assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_covered"] == tuning["tasks"]
     assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
 
@@ -189,15 +190,15 @@ def test_tuning_over_rpc_writes_a_database_that_a_second_compile_reuses(rpc_serv
     libraries, uploaded and timed there; the database then compiles a second build with no
     new trials."""
     model = load_model_or_graph(PassManager(["shape-inference"])(parse_graph(TINY)).graph, seed=0)
-    host = get_target("host")
-    first = compile_tvm(model, tmp_path / "a", host, trials_per_task=2, rpc=rpc_server, progress=False)
+    first = compile_tvm(model, tmp_path / "a", TvmOptions(tune_trials=2, tune_rpc=rpc_server), progress=False)
     tuning = first["tuning"]
     assert tuning["measured_on"] == f"RPC server {rpc_server}"
     assert tuning["trials_run"] > 0 and tuning["tasks_covered"] == tuning["tasks"]
     plan = json.loads((tmp_path / "a" / "tuning" / "tuning_plan.json").read_text())
     assert plan["cost"] == "FLOPs"           # the kernels run on the server: shares from FLOPs
     assert first["checks"]["vs_torch_max_abs_diff"] <= 1e-4
-    second = compile_tvm(model, tmp_path / "b", host, tuning_dir=tmp_path / "a" / "tuning", progress=False)
+    second = compile_tvm(model, tmp_path / "b", TvmOptions(tuning_dir=str(tmp_path / "a" / "tuning")),
+                         progress=False)
     assert second["tuning"]["trials_run"] == 0 and second["tuning"]["tasks_covered"] == tuning["tasks"]
     assert second["checks"]["vs_torch_max_abs_diff"] <= 1e-4
 

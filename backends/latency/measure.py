@@ -52,7 +52,7 @@ from ..base import Backend
 from ..loading import load_model_or_graph
 from ..manifest import versions
 from .table import FORMAT, VERSION, LatencyTable, absent, options_key, space_hash
-from .timing import Effort, Measured, Timer, Timing, measure_all
+from .timing import Effort, Measured, ModelLatency, Timer, measure_all
 
 
 def block_graph(graph: Graph, node: Node, combo: dict[str, Any]) -> Graph | None:
@@ -121,7 +121,7 @@ def table_probe(table: LatencyTable) -> Graph:
 
 def time_graphs(graphs: dict[Any, Graph], backend: Backend, threads: int, options: dict, rpc: str | None,
                 effort: Effort, what: str, progress: bool = True, probe: Graph | None = None,
-                probe_ref_ms: float | None = None) -> tuple[dict[Any, Timing], dict, Measured]:
+                probe_ref_ms: float | None = None) -> tuple[dict[Any, ModelLatency], dict, Measured]:
     """Compile every graph (and the probe), then time them together
     (:func:`~.timing.measure_all`); their timings, the backend's provenance and the run's facts."""
     timers, provenance = {}, {}

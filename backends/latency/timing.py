@@ -38,7 +38,9 @@ Timer = Callable[[int], list[float]]
 
 
 @dataclass(frozen=True)
-class Timing:
+class ModelLatency:
+    """One model's latency from :func:`measure_all`: its lowest round median and spread."""
+
     ms: float            # the latency: the lowest round median, scaled to the reference probe
     p10_ms: float        # spread: 10th and 90th percentiles of every run, scaled alike
     p90_ms: float
@@ -87,7 +89,7 @@ def _round(timer: Timer, effort: Effort) -> list[float]:
 
 @dataclass(frozen=True)
 class Measured:
-    timings: dict
+    timings: dict            # key -> ModelLatency
     probe_ms: float          # the probe's best round median in this run
     probe_ref_ms: float      # what the rounds were scaled to (probe_ms, or the table's)
     probe_rounds: int
@@ -163,7 +165,7 @@ def measure_all(timers: dict[Hashable, Timer], effort: Effort = Effort(), probe:
         low = min(rounds[key])
         raw = np.asarray(every[key])
         p10, p90 = float(np.percentile(raw, 10)), float(np.percentile(raw, 90))
-        out[key] = Timing(low * scale, p10 * scale, p90 * scale, len(raw), low, p10, p90)
+        out[key] = ModelLatency(low * scale, p10 * scale, p90 * scale, len(raw), low, p10, p90)
     end = busy_seconds()
     # other processes' CPU-seconds over the timing's wall time (this process's own, its
     # onnxruntime or TVM threads included, subtracted)
@@ -179,6 +181,35 @@ def confirmed(medians: list[float], within: float) -> bool:
         return False
     low, second = sorted(medians)[:2]
     return second <= low * (1 + within)
+
+
+def interleaved_rounds(fns: dict[Hashable, Callable[[], object]], rounds: int, calls: int,
+                       warmup: int = 3) -> dict[Hashable, list[list[float]]]:
+    """Each call of ``fns`` timed (:func:`wall_timer`) in ``rounds`` interleaved rounds (round 1
+    over all of them, then round 2, ...) of ``calls`` calls each, after ``warmup`` untimed calls
+    of each; returns each one's milliseconds, round by round. The plain measurement of the
+    benchmarks and of a compile's latency line; :func:`measure_all` is the careful one."""
+    timers = {k: wall_timer(fn) for k, fn in fns.items()}
+    for timer in timers.values():
+        timer(warmup)
+    out: dict[Hashable, list[list[float]]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        for k, timer in timers.items():
+            out[k].append(timer(calls))
+    return out
+
+
+def median_of_calls(fns: dict[Hashable, Callable[[], object]], rounds: int, calls: int,
+                    warmup: int = 3) -> dict[Hashable, float]:
+    """The median milliseconds over every timed call of :func:`interleaved_rounds`, for each of ``fns``."""
+    return {k: float(np.median([t for r in rs for t in r]))
+            for k, rs in interleaved_rounds(fns, rounds, calls, warmup).items()}
+
+
+def median_ms(fn: Callable[[np.ndarray], object], x: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
+    """Median wall time of ``fn(x)`` in milliseconds over ``runs`` calls, after ``warmup``
+    untimed ones (one round of :func:`median_of_calls`)."""
+    return median_of_calls({0: lambda: fn(x)}, 1, runs, warmup)[0]
 
 
 def wall_timer(fn: Callable[[], object]) -> Timer:

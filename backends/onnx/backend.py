@@ -4,38 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..base import Backend, Option, register_backend
-
-DATA_HELP = "Built-in dataset (digits, fashion-mnist, longrange) or an ImageFolder root with train/ and val/."
+from ..base import Backend, register_backend
+from .options import OnnxOptions
 
 
 @register_backend
 class OnnxBackend(Backend):
     name = "onnx"
     doc = "ONNX (opset 17+) for onnxruntime, fp32 and optionally int8"
-    options = (
-        Option("int8", False, "Also write model.int8.onnx (static int8, calibrated on --calib-data).", bool,
-               timing=False),
-        Option("calib_data", None, "Calibration and int8 accuracy data [default: --data, else the data the "
-               "model was trained on]. " + DATA_HELP, timing=False),
-        Option("calib_images", 256, "Images to calibrate int8 on.", int, timing=False),
-        Option("calib_method", "minmax", "Calibration method.", ("minmax", "entropy", "percentile"), timing=False),
-        Option("eval_images", None, "Validation images for the int8 accuracy check (default: all).", int,
-               timing=False),
-        Option("int8_exclude", (), "Keep nodes matching this name pattern in fp32 (e.g. 'lightnl_*'); repeatable.",
-               str, multiple=True, metavar="GLOB", timing=False),
-        Option("no_fold_bn", False, "Keep BatchNormalization nodes.", bool),
-        Option("opset", 17, "ONNX opset.", int),
-        Option("skip_corrupt", False, "Skip unreadable calibration images instead of stopping.", bool, timing=False),
-    )
+    Options = OnnxOptions
 
     def compile(self, model, out, options, log):
         from .compile import compile_onnx
-        o = self.check_options(options)
-        return compile_onnx(model, out, int8=o["int8"], calib_data=o["calib_data"], calib_images=o["calib_images"],
-                            calib_method=o["calib_method"], eval_images=o["eval_images"],
-                            fold_bn=not o["no_fold_bn"], opset=o["opset"], skip_corrupt=o["skip_corrupt"],
-                            int8_exclude=o["int8_exclude"], log=log)
+        return compile_onnx(model, out, self.check_options(options), log=log)
 
     def options_with_data(self, options, data):
         if options.get("calib_data") is None and data is not None:
@@ -78,15 +59,15 @@ class OnnxBackend(Backend):
         if rpc is not None:
             raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
         o = self.check_options(options)
-        if o["int8"]:
+        if o.int8:
             raise AutonlError("latency of int8 models is not measured (they need calibration data); time the fp32 "
                               "model, or autonl compile --int8 and compare the folder's runners")
-        sess = session(export_onnx(deploy_model(model, fold_bn=not o["no_fold_bn"]), opset=o["opset"]),
+        sess = session(export_onnx(deploy_model(model, fold_bn=o.fold_bn), opset=o.opset),
                        threads=threads, shared=True)
         feed = {sess.get_inputs()[0].name: reference_input(model.graph, batch=1)}
         provenance = {"backend": "onnx", "runtime": "onnxruntime", "runtime_version": onnxruntime.__version__,
                       "target": "host", "cpu": cpu_name(), "threads": threads,
-                      "compiled": "fp32, BN folded" if not o["no_fold_bn"] else "fp32, BN kept",
+                      "compiled": "fp32, BN folded" if o.fold_bn else "fp32, BN kept",
                       "clock": "wall time around InferenceSession.run",
                       "thread_pool": f"one shared intra-op pool of {threads} thread(s), spinning (onnxruntime's default)"}
         return wall_timer(lambda: sess.run(None, feed)), provenance

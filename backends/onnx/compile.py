@@ -22,10 +22,9 @@ from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
 from ..parity import RULE, compare, line as parity_line
-from .export import BATCH, OPSET, export_onnx
+from .export import BATCH, export_onnx
+from .options import OnnxOptions
 from .runtime import accuracy, batches, calibration_batches, quantize_int8, run, session
-
-
 
 INT8_MAX_DROP = 0.01     # int8 accuracy more than one point below fp32: a warning line
 
@@ -48,37 +47,33 @@ def load_data(data: str, model: TorchModel, calib_images: int, eval_images: int 
     return train, val, classes
 
 
-def compile_onnx(model: TorchModel, out: str | Path, int8: bool = False, calib_data: str | None = None,
-                 calib_images: int = 256, calib_method: str = "minmax", eval_images: int | None = None,
-                 fold_bn: bool = True, opset: int = OPSET, skip_corrupt: bool = False, int8_exclude=(),
+def compile_onnx(model: TorchModel, out: str | Path, options: OnnxOptions = OnnxOptions(),
                  log=lambda msg: None) -> dict:
-    """Compile ``model`` into ``out``; return the manifest. The lock of ``out``
+    """Compile ``model`` into ``out`` with ``options`` (checked when they were made: an opset
+    below 17 is refused there); return the manifest. The lock of ``out``
     (:mod:`autonl.backends.locks`) is held from before any work to the manifest."""
-    if opset < 17:
-        raise AutonlError(f"opset {opset} is too old; the ONNX backend emits opset 17 or newer")
     check_out(out)
     with output_lock(out, "compile"):
-        return _compile_onnx(model, out, int8, calib_data, calib_images, calib_method, eval_images, fold_bn, opset,
-                             skip_corrupt, int8_exclude, log)
+        return _compile_onnx(model, out, options, log)
 
 
-def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: str, calib_images: int,
-                  calib_method: str, eval_images: int | None, fold_bn: bool, opset: int, skip_corrupt: bool,
-                  int8_exclude, log) -> dict:
+def _compile_onnx(model: TorchModel, out: str | Path, options: OnnxOptions, log) -> dict:
     from autonl.passes import analyze_cost
 
-    deployed = deploy_model(model, fold_bn=fold_bn)
+    o = options
+    calib_data = o.calib_data
+    deployed = deploy_model(model, fold_bn=o.fold_bn)
     graph = deployed.graph
-    for pattern in int8_exclude:
+    for pattern in o.int8_exclude:
         if not any(fnmatch.fnmatchcase(n.name, pattern) for n in graph):
             raise AutonlError(f"--int8-exclude {pattern} matches no node of '{graph.name}' "
                               f"(node names look like {', '.join(list(graph.nodes)[:3])})")
-    if int8 and calib_data is None:
+    if o.int8 and calib_data is None:
         calib_data = (model.data or {}).get("data")
         if calib_data is None:
             raise AutonlError("--int8 needs images to calibrate on: give --calib-data or --data (the model records "
                               "no training data)")
-    onnx_model = export_onnx(deployed, opset=opset)
+    onnx_model = export_onnx(deployed, opset=o.opset)
     check = parity(model, onnx_model)
     log(parity_line("onnxruntime vs torch", check)
         + (f"; warning: {check['nonfinite_rows']} of the random inputs give non-finite logits in both"
@@ -87,18 +82,18 @@ def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: st
         raise AutonlError(f"parity check failed: onnxruntime and torch differ by {check['max_abs_diff']:.3g} "
                           f"(> {check['allowed']:.3g} allowed: {RULE}) on '{model.graph.name}'; nothing was written")
     int8_model = int8_info = None
-    if int8:
-        train, val, classes = load_data(calib_data, model, calib_images, eval_images, skip_corrupt)
-        calibration, dropped = calibration_batches(session(onnx_model), (x for x, _ in batches(train, calib_images)))
+    if o.int8:
+        train, val, classes = load_data(calib_data, model, o.calib_images, o.eval_images, o.skip_corrupt)
+        calibration, dropped = calibration_batches(session(onnx_model), (x for x, _ in batches(train, o.calib_images)))
         used = sum(len(x) for x in calibration)
         if not used:
             raise AutonlError(f"int8: no calibration image of {calib_data} gives finite fp32 logits")
-        log(f"int8: calibrating on {used} images of {calib_data} ({calib_method})"
+        log(f"int8: calibrating on {used} images of {calib_data} ({o.calib_method})"
             + (f"; left out {dropped} whose fp32 logits are not finite" if dropped else ""))
-        int8_model, excluded = quantize_int8(onnx_model, calibration, calib_method, exclude=int8_exclude)
+        int8_model, excluded = quantize_int8(onnx_model, calibration, o.calib_method, exclude=o.int8_exclude)
         x = reference_input(model.graph, batch=2)
         int8_info = {"format": "QDQ, int8 weights per channel, uint8 activations", "calibration": {
-            "data": calib_data, "images": used, "non_finite_left_out": dropped, "method": calib_method},
+            "data": calib_data, "images": used, "non_finite_left_out": dropped, "method": o.calib_method},
             "fp32_nodes": excluded,
             "max_abs_diff_vs_fp32": float(np.abs(run(session(onnx_model), x) - run(session(int8_model), x)).max())}
         out_classes = model.graph.type_of(model.graph.outputs[0]).shape[-1]
@@ -130,11 +125,11 @@ def _compile_onnx(model: TorchModel, out: str | Path, int8: bool, calib_data: st
         files.append("model.int8.onnx")
     cost = analyze_cost(model.graph)
     manifest = {
-        "format": "autonl-deploy", "version": 1, "backend": "onnx", "opset": opset,
+        "format": "autonl-deploy", "version": 1, "backend": "onnx", "opset": o.opset,
         "graph": model.graph.name, "source": model.source, "weights": model.weights,
         **io_signature(model.graph, BATCH),
         "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs,
-        "batch_norm_folded": fold_bn, "data": model.data,
+        "batch_norm_folded": o.fold_bn, "data": model.data,
         "checks": {"onnx_checker": "full_check passed", "parity": check},
         "int8": int8_info, "versions": versions("onnx", "onnxruntime"),
     }

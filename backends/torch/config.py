@@ -2,7 +2,7 @@
 and checks, in one place that imports no torch, so the command line takes its defaults and
 its option types from here instead of repeating them.
 
-Every numeric field carries its :class:`Range` (field metadata ``"range"``);
+Every numeric field carries its :class:`~autonl.ir.ranges.Range` (field metadata ``"range"``);
 ``__post_init__`` checks each one, and the command line builds its click types from the
 same ranges (``autonl.cli.options.ranged``), so a value out of range is refused while the
 command line is parsed, with the same one line as here.
@@ -10,70 +10,20 @@ command line is parsed, with the same one line as here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from autonl.ir import AutonlError
+# Range and its field helpers live in the IR package (no torch, no click); imported here for
+# the configs below and for the modules that import them from here.
+from autonl.ir.ranges import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range,  # noqa: F401
+                              check_ranges)
+from autonl.ir.ranges import ranged_field as _f
 
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric option may take: ``lo <= v <= hi`` (``lo < v`` with ``lo_open``,
-    ``v < hi`` with ``hi_open``; ``None``: no bound); integers only, or finite numbers."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    integer: bool = True
-
-    def __str__(self) -> str:
-        lo, hi = self.lo, self.hi
-        if self.integer:
-            what = "a positive integer" if lo is not None and lo >= 1 else "an integer"
-            if lo is not None and hi is not None:
-                return f"{what} in {lo}..{hi}"
-            if lo is not None and lo > 1:
-                return f"an integer >= {lo}"
-            if lo is not None and lo == 0:
-                return f"{what} >= 0"
-            return what if hi is None else f"{what} <= {hi}"
-        if lo is not None and hi is not None:
-            return f"a number in {'(' if self.lo_open else '['}{lo:g}, {hi:g}{')' if self.hi_open else ']'}"
-        if lo is not None:
-            return f"a finite number {'>' if self.lo_open else '>='} {lo:g}"
-        if hi is not None:
-            return f"a finite number {'<' if self.hi_open else '<='} {hi:g}"
-        return "a finite number"
-
-    def holds(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.integer and not isinstance(value, int):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            return False
-        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
-            return False
-        return True
-
-    def check(self, flag: str, value) -> None:
-        """One line ``--flag must be ... (got v)`` unless ``value`` is in range."""
-        if not self.holds(value):
-            raise AutonlError(f"{flag} must be {self} (got {value!r})")
-
-
-POSITIVE_INT = Range(1)                  # steps, batch sizes, sizes, intervals, runs
-NON_NEGATIVE_INT = Range(0)              # warm-up steps, BN batches, trials
 RESOLUTION = Range(8, 4096)              # input height and width
 SEED = Range(0, 2**32 - 1)               # numpy and torch both take it
 # Settings that change how a run runs, not what it computes: a resumed run may change them.
 RUNTIME_SETTINGS = ("workers", "device", "log_every", "checkpoint_every", "eval_every", "channels_last", "compile")
 WORKERS = Range(0, 256)                  # data-loading processes
-POSITIVE = Range(0, lo_open=True, integer=False)         # learning rates, temperatures
-NON_NEGATIVE = Range(0, integer=False)                   # weights of loss terms
-FRACTION = Range(0, 1, hi_open=True, integer=False)      # label smoothing
 CROP = Range(0, 1, lo_open=True, integer=False)          # crop scales and fractions: (0, 1]
 
 
@@ -87,30 +37,6 @@ def file_sha256(path: str) -> str | None:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except (OSError, AutonlError):
         return None
-
-
-def _f(default, rng: Range, flag: str | None = None):
-    """A dataclass field with its range (and its flag, where it is not ``--field-name``)."""
-    return field(default=default, metadata={"range": rng, **({"flag": flag} if flag else {})})
-
-
-def flag_of(cls, name: str) -> str:
-    f = next(f for f in fields(cls) if f.name == name)
-    return f.metadata.get("flag", "--" + name.replace("_", "-"))
-
-
-def range_of(cls, name: str) -> Range:
-    """The range of field ``name`` of the config class ``cls``."""
-    return next(f for f in fields(cls) if f.name == name).metadata["range"]
-
-
-def check_ranges(cfg) -> None:
-    """Every ranged field of ``cfg`` in its range (``None`` allowed where that is the default)."""
-    for f in fields(cfg):
-        rng = f.metadata.get("range")
-        value = getattr(cfg, f.name)
-        if rng is not None and not (value is None and f.default is None):
-            rng.check(f.metadata.get("flag", "--" + f.name.replace("_", "-")), value)
 
 
 @dataclass

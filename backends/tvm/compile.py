@@ -33,14 +33,15 @@ import numpy as np
 from autonl.ir import AutonlError
 from autonl.ir import atomic_write, render
 
-from ..base import median_ms
+from ..latency.timing import median_ms
 from ..locks import output_lock
 from ..loading import TorchModel, deploy_model, reference_input, torch_logits
 from ..manifest import check_out, io_signature, prepare_out, versions, write_manifest
 from ..parity import RULE, compare
 from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
-from .targets import NamedTarget, require_cc
+from .options import LAYOUTS, TvmOptions
+from .targets import NamedTarget, get_target, require_cc
 from .threads import set_threads, target_threads
 from .tuning import time_prim, tune
 
@@ -75,9 +76,6 @@ def to_relax(onnx_model, shape: list[int], layout: str = "nchw", weights: bool =
     if layout == "nhwc":
         mod, params = _nhwc(mod, params if weights else None)
     return fast_sigmoid(fold_transposes_into_matmuls(mod)), params
-
-
-LAYOUTS = ("nhwc", "nchw")
 
 
 def layout_for(layout: str, prepack: bool, tuned: bool) -> str:
@@ -231,100 +229,134 @@ def layer_report(mod, target, work_dir: str) -> list[dict]:
     return rows
 
 
-def compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int = 0,
-                prepack: bool = True, tuning_dir: str | Path | None = None, progress: bool = True,
-                log=lambda msg: None, minutes: float | None = None, resume: bool = False, rpc: str | None = None,
-                rpc_key: str | None = None, layout: str = "nhwc") -> dict:
-    """Compile (and tune) ``model`` into ``out``; return the manifest. The lock of ``out``
-    (:mod:`autonl.backends.locks`) is held from before any work to the manifest, so two
-    compiles never share the default tuning database ``out/tuning``."""
+def compile_tvm(model: TorchModel, out: str | Path, options: TvmOptions = TvmOptions(), log=lambda msg: None,
+                progress: bool = True) -> dict:
+    """Compile (and tune) ``model`` into ``out`` with ``options``; return the manifest. The lock
+    of ``out`` (:mod:`autonl.backends.locks`) is held from before any work to the manifest, so
+    two compiles never share the default tuning database ``out/tuning``."""
+    target = get_target(options.target)
     check_out(out)
     with output_lock(out, "compile"):
-        return _compile_tvm(model, out, target, trials_per_task, prepack, tuning_dir, progress, log, minutes, resume,
-                            rpc, rpc_key, layout)
+        return _compile_tvm(model, out, options, target, log, progress)
 
 
-def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials_per_task: int, prepack: bool,
-                 tuning_dir: str | Path | None, progress: bool, log, minutes: float | None, resume: bool,
-                 rpc: str | None, rpc_key: str | None, layout: str) -> dict:
+def _compile_tvm(model: TorchModel, out: str | Path, options: TvmOptions, target: NamedTarget, log,
+                 progress: bool) -> dict:
     import tvm
 
-    tuning_asked = trials_per_task > 0 or bool(minutes) or resume
-    if rpc_key is not None and rpc is None:
-        raise AutonlError("--tune-rpc-key names servers of a tracker: give the tracker with --tune-rpc HOST:PORT")
-    if rpc is not None and not tuning_asked:
-        raise AutonlError("--tune-rpc is where tuning measures: give a budget (--tune-trials N and/or --tune-minutes M)")
-    if tuning_asked and not target.is_host and rpc is None:
-        raise AutonlError(f"tuning measures on the target's CPU; target '{target.name}' is not this machine: "
-                          f"tune on the board through its RPC server (--tune-rpc HOST:PORT), tune --target host, "
-                          f"or compile '{target.name}' untuned")
+    options.check_tuning(target)
     cc = require_cc(target)
-    if rpc is not None:
+    if options.tune_rpc is not None:
         from .remote import check_rpc
-        check_rpc(rpc, rpc_key)       # unreachable: one line before any work
+        check_rpc(options.tune_rpc, options.tune_rpc_key)       # unreachable: one line before any work
     tvm_target = tvm.target.Target(target.target_dict())
     deployed = deploy_model(model)
-    graph = deployed.graph
     onnx_model = export_onnx(deployed)
     shape = list(model.graph.inputs[next(iter(model.graph.inputs))].shape)
-    out_path = Path(out)
-    work_dir = str(tuning_dir or out_path / "tuning")
-    tuned = tuning_asked or (Path(work_dir) / "database_tuning_record.json").exists()
-    layout = layout_for(layout, prepack, tuned)
+    work_dir = str(options.tuning_dir or Path(out) / "tuning")
+    tuned = options.tuning_asked or (Path(work_dir) / "database_tuning_record.json").exists()
+    layout = layout_for(options.layout, options.prepack, tuned)
     mod, params = to_relax(onnx_model, shape, layout)
-    tuning = None
-    if tuned:
-        tuning = tune(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir, trials_per_task, progress,
-                      minutes, resume,      # no budget: only counts what the database covers
-                      None if rpc is None else {"addr": rpc, "key": rpc_key, "cc": cc})
-        if tuning.get("unfinished") and not resume:
-            log(f"note: {work_dir} holds an unfinished tuning run ({tuning['unfinished']}): --resume finishes it")
-        log(f"tuning database {work_dir}: {tuning['trials_run']} new trials"
-            + (f" in {tuning['seconds']:.0f} s" if tuning["trials_run"] else "")
-            + f"; it covers {tuning['tasks_covered']} of the {tuning['tasks']} tasks (before: "
-              f"{tuning['tasks_with_records']})")
-        if tuning.get("trials_failed"):
-            log(f"warning: {tuning['trials_failed']} trial(s) did not build or run"
-                + (f"; {tuning['tasks'] - tuning['tasks_covered']} task(s) have no measured kernel and run "
-                   f"untuned" if tuning["tasks_covered"] < tuning["tasks"] else "")
-                + f"; first: {tuning['failures'][0] if tuning['failures'] else '?'}")
+    tuning = _tune(mod, tvm_target, work_dir, options, cc, progress, log) if tuned else None
     t0 = time.time()
-    ex, main_params = build(mod, tvm_target, params, prepack and tuned, work_dir if tuned else None)
+    ex, main_params = build(mod, tvm_target, params, options.prepack and tuned, work_dir if tuned else None)
     log(f"built for {target.name} ({json.dumps(target.target_dict())}) in {time.time() - t0:.0f} s")
 
     checks: dict = {}
-    layers = None
-    latency = None
+    layers = latency = None
     x = reference_input(model.graph)
     ref_t = torch_logits(model, x)
     if target.is_host:
-        threads = target_threads(tvm_target)   # TVM's own default is half the CPUs (threads.py)
-        set_threads(threads)
-        runner = vm_runner(ex, main_params)
-        got = runner(x)
-        sess = session(onnx_model, threads)
-        ref_o = run(sess, x)
-        vs_t, vs_o = compare(ref_t, got), compare(ref_o, got)
-        checks = {"vs_torch_max_abs_diff": vs_t["max_abs_diff"], "vs_onnxruntime_max_abs_diff": vs_o["max_abs_diff"],
-                  "max_abs_logit": vs_t["max_abs_logit"], "allowed": vs_t["allowed"], "rule": RULE,
-                  "nonfinite_rows": vs_t["nonfinite_rows"]}
-        log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
-            f"{checks['vs_onnxruntime_max_abs_diff']:.2e}; logits up to {vs_t['max_abs_logit']:.2f} "
-            f"(allowed {vs_t['allowed']:.2e}: {RULE})")
-        if not (vs_t["passed"] and vs_o["passed"]):
-            raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than "
-                              f"{vs_t['allowed']:.3g} ({RULE}) on '{model.graph.name}'; nothing was written")
-        latency = {"batch": shape[0], "threads": threads, "tvm_ms": median_ms(runner, x), "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
-        log(f"latency at batch {shape[0]}, {threads} threads: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
-            f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
+        checks, latency = _check_on_host(model, ex, main_params, onnx_model, tvm_target, x, ref_t, log)
         if tuned:
-            layers = layer_report(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir)
-            known = [r for r in layers if r["tuned_us"]]
-            u, t = (sum(r[k] * r["calls"] for r in known) for k in ("untuned_us", "tuned_us"))
-            log(f"layers: {len(known)} of {len(layers)} tuned; their kernels take {u / 1e3:.2f} ms untuned, "
-                f"{t / 1e3:.2f} ms tuned ({u / max(t, 1e-9):.1f}x); per layer in layers.json")
-
+            layers = _layers(mod, tvm_target, work_dir, options.prepack, log)
     out_path = prepare_out(out)
+    files, runner_info = _write_folder(out_path, model, target, cc, ex, main_params, deployed.graph, x, ref_t,
+                                       layers, log)
+    from autonl.passes import analyze_cost
+    cost = analyze_cost(model.graph)
+    manifest = {
+        "format": "autonl-deploy", "version": 1, "backend": "tvm", "target": target.name,
+        "target_dict": target.target_dict(), "graph": model.graph.name, "source": model.source,
+        "weights": model.weights, **io_signature(model.graph),
+        "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs, "data": model.data,
+        "translation": "IR -> ONNX (autonl) -> Relax (tvm.relax.frontend.onnx)",
+        "library": files[0], "runner": runner_info,
+        "test_input": "input.npy", "reference_output": "reference_output.npy (PyTorch on this machine)",
+        "tuned": tuned, "weight_prepack": bool(options.prepack and tuned),
+        "layout": layout.upper(), "tuning": tuning,
+        "tuning_dir": work_dir if tuned else None,
+        "entry": {"transform_params": None, "main": "main",
+                  "params_file": "model.params", "params_order": "keys p0000, p0001, ... in call order"},
+        "checks": checks, "latency": latency, "versions": versions("apache-tvm", "onnx", "onnxruntime"),
+    }
+    return write_manifest(out_path, manifest, files)
+
+
+def _tune(mod, tvm_target, work_dir: str, options: TvmOptions, cc, progress: bool, log) -> dict:
+    """Tune ``mod``'s tasks into ``work_dir`` on the options' budget (no budget: only count
+    what the database covers) and say what came of it."""
+    rpc = None if options.tune_rpc is None else {"addr": options.tune_rpc, "key": options.tune_rpc_key, "cc": cc}
+    tuning = tune(pre_tuning(mod, tvm_target, options.prepack), tvm_target, work_dir, options.tune_trials, progress,
+                  options.tune_minutes, options.resume, rpc)
+    if tuning.get("unfinished") and not options.resume:
+        log(f"note: {work_dir} holds an unfinished tuning run ({tuning['unfinished']}): --resume finishes it")
+    log(f"tuning database {work_dir}: {tuning['trials_run']} new trials"
+        + (f" in {tuning['seconds']:.0f} s" if tuning["trials_run"] else "")
+        + f"; it covers {tuning['tasks_covered']} of the {tuning['tasks']} tasks (before: "
+          f"{tuning['tasks_with_records']})")
+    if tuning.get("trials_failed"):
+        log(f"warning: {tuning['trials_failed']} trial(s) did not build or run"
+            + (f"; {tuning['tasks'] - tuning['tasks_covered']} task(s) have no measured kernel and run "
+               f"untuned" if tuning["tasks_covered"] < tuning["tasks"] else "")
+            + f"; first: {tuning['failures'][0] if tuning['failures'] else '?'}")
+    return tuning
+
+
+def _check_on_host(model: TorchModel, ex, main_params, onnx_model, tvm_target, x, ref_t, log) -> tuple[dict, dict]:
+    """(checks, latency) of the host library: its logits against torch's and onnxruntime's
+    (a difference beyond the parity rule stops the compile), then both timed at batch 1."""
+    threads = target_threads(tvm_target)   # TVM's own default is half the CPUs (threads.py)
+    set_threads(threads)
+    runner = vm_runner(ex, main_params)
+    got = runner(x)
+    sess = session(onnx_model, threads)
+    ref_o = run(sess, x)
+    vs_t, vs_o = compare(ref_t, got), compare(ref_o, got)
+    checks = {"vs_torch_max_abs_diff": vs_t["max_abs_diff"], "vs_onnxruntime_max_abs_diff": vs_o["max_abs_diff"],
+              "max_abs_logit": vs_t["max_abs_logit"], "allowed": vs_t["allowed"], "rule": RULE,
+              "nonfinite_rows": vs_t["nonfinite_rows"]}
+    log(f"TVM vs torch: max |diff| {checks['vs_torch_max_abs_diff']:.2e}; vs onnxruntime "
+        f"{checks['vs_onnxruntime_max_abs_diff']:.2e}; logits up to {vs_t['max_abs_logit']:.2f} "
+        f"(allowed {vs_t['allowed']:.2e}: {RULE})")
+    if not (vs_t["passed"] and vs_o["passed"]):
+        raise AutonlError(f"parity check failed: TVM differs from torch/onnxruntime by more than "
+                          f"{vs_t['allowed']:.3g} ({RULE}) on '{model.graph.name}'; nothing was written")
+    batch = x.shape[0]
+    latency = {"batch": batch, "threads": threads, "tvm_ms": median_ms(runner, x),
+               "onnxruntime_ms": median_ms(lambda v: run(sess, v), x)}
+    log(f"latency at batch {batch}, {threads} threads: TVM {latency['tvm_ms']:.2f} ms, onnxruntime "
+        f"{latency['onnxruntime_ms']:.2f} ms ({latency['tvm_ms'] / latency['onnxruntime_ms']:.2f}x)")
+    return checks, latency
+
+
+def _layers(mod, tvm_target, work_dir: str, prepack: bool, log) -> list[dict]:
+    """The per-layer report of a tuned host build (:func:`layer_report`), summed up in one line."""
+    layers = layer_report(pre_tuning(mod, tvm_target, prepack), tvm_target, work_dir)
+    known = [r for r in layers if r["tuned_us"]]
+    u, t = (sum(r[k] * r["calls"] for r in known) for k in ("untuned_us", "tuned_us"))
+    log(f"layers: {len(known)} of {len(layers)} tuned; their kernels take {u / 1e3:.2f} ms untuned, "
+        f"{t / 1e3:.2f} ms tuned ({u / max(t, 1e-9):.1f}x); per layer in layers.json")
+    return layers
+
+
+def _write_folder(out_path: Path, model: TorchModel, target: NamedTarget, cc, ex, main_params, graph, x, ref_t,
+                  layers, log) -> tuple[list[str], dict | None]:
+    """Write the library (first of the returned files), its parameters, the deploy graph, the
+    test input and reference output, for boards the runner and its README, and layers.json;
+    return (files, runner info)."""
+    import tvm
+
     lib = "model.so" if target.is_host else "model.aarch64.so"
     files = [lib, "model.params", "deploy_graph.ir"]
     with tempfile.TemporaryDirectory(dir=out_path, prefix=".build-") as tmp:
@@ -351,21 +383,4 @@ def _compile_tvm(model: TorchModel, out: str | Path, target: NamedTarget, trials
     if layers is not None:
         atomic_write(out_path / "layers.json", json.dumps(layers, indent=1) + "\n")
         files.append("layers.json")
-    from autonl.passes import analyze_cost
-    cost = analyze_cost(model.graph)
-    manifest = {
-        "format": "autonl-deploy", "version": 1, "backend": "tvm", "target": target.name,
-        "target_dict": target.target_dict(), "graph": model.graph.name, "source": model.source,
-        "weights": model.weights, **io_signature(model.graph),
-        "macs": cost.macs, "params": cost.params, "lightnl_macs": cost.lightnl_macs, "data": model.data,
-        "translation": "IR -> ONNX (autonl) -> Relax (tvm.relax.frontend.onnx)",
-        "library": lib, "runner": runner_info,
-        "test_input": "input.npy", "reference_output": "reference_output.npy (PyTorch on this machine)",
-        "tuned": tuned, "weight_prepack": bool(prepack and tuned),
-        "layout": layout.upper(), "tuning": tuning,
-        "tuning_dir": work_dir if tuned else None,
-        "entry": {"transform_params": None, "main": "main",
-                  "params_file": "model.params", "params_order": "keys p0000, p0001, ... in call order"},
-        "checks": checks, "latency": latency, "versions": versions("apache-tvm", "onnx", "onnxruntime"),
-    }
-    return write_manifest(out_path, manifest, files)
+    return files, runner_info

@@ -177,13 +177,9 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
     database yet, on a budget of ``trials_per_task`` trials per task on average and/or
     ``minutes``, spent as :mod:`.schedule` plans; with ``resume``, finish the plan an
     interrupted run left in ``work_dir`` instead."""
-    import logging
-
-    from tqdm import tqdm
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
-    from .schedule import PLAN_FILE, Plan, TaskPlan, new_plan, time_scheduler
+    from .schedule import PLAN_FILE
 
     os.makedirs(work_dir, exist_ok=True)
     t0 = time.time()
@@ -194,13 +190,41 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
     tasks = extract(mods, target)
     db = ms.database.JSONDatabase(work_dir=work_dir)
     with_records = [db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None for t in tasks]
-    keys = [task_key(t) for t in tasks]
     info = {"tasks": len(tasks), "tasks_with_records": sum(with_records), "tasks_covered": sum(with_records),
             "tasks_tuned": 0,
             "trials_per_task": trials_per_task, "minutes": minutes, "trials_run": 0, "seconds": 0.0,
             "resumed": bool(resume), "plan": None,
             "measured_on": f"this machine, {threads} threads" if rpc is None else f"RPC {'tracker' if rpc.get('key') else 'server'} "
                                                                   f"{rpc['addr']}" + (f" key {rpc['key']}" if rpc.get("key") else "")}
+    planned = _plan(tasks, with_records, target, work_dir, trials_per_task, minutes, resume, rpc, progress, info)
+    if planned is None:
+        return info
+    plan, todo = planned
+    info["plan"] = str(Path(work_dir) / PLAN_FILE)
+    if plan.finished:
+        return info
+    before = _records(work_dir)
+    t1 = time.time() if resume else t0      # a new plan's budget counts the untuned timing too
+    _run_plan(plan, todo, target, work_dir, db, t1, rpc, threads, seed, progress)
+    db = ms.database.JSONDatabase(work_dir=work_dir)
+    info.update(tasks_covered=sum(db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None
+                                  for t in tasks),
+                tasks_tuned=sum(1 for t in plan.tasks if t.done > 0), trials_run=_records(work_dir) - before,
+                trials_failed=sum(t.failed for t in plan.tasks),
+                failures=[f"{t.name}: {t.error}" for t in plan.tasks if t.error][:3],
+                seconds=time.time() - t1, trials_planned=sum(t.alloc for t in plan.tasks) if plan.trials_per_task
+                else None, trials_done=plan.trials_done(), plan_seconds=plan.seconds)
+    return info
+
+
+def _plan(tasks: list, with_records: list[bool], target, work_dir: str, trials_per_task: int,
+          minutes: float | None, resume: bool, rpc: dict | None, progress: bool, info: dict):
+    """(plan, tasks to tune): the interrupted run's plan (``resume``), or a new one for the
+    tasks without a record, saved in ``work_dir``; None: nothing to tune. Notes an unfinished
+    plan that a new one replaces in ``info``."""
+    from .schedule import Plan, TaskPlan, new_plan
+
+    keys = [task_key(t) for t in tasks]
     old = Plan.load(work_dir)
     if resume:
         old = require_plan(work_dir)
@@ -209,25 +233,34 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
         if missing:
             raise AutonlError(f"the tuning plan in {work_dir} is for another network ({len(missing)} of its "
                               f"tasks, e.g. {missing[0]}, are not in this one); tune without --resume")
-        plan, todo = old, [by_key[t.key] for t in old.tasks]
-    else:
-        if old is not None and not old.finished:
-            info["unfinished"] = f"{old.trials_done()} trials of a plan of {sum(t.alloc for t in old.tasks)}"
-        todo = [t for t, has in zip(tasks, with_records) if not has]
-        if not todo or (trials_per_task <= 0 and not minutes):
-            return info
-        costs, kind = task_costs(todo, target, rpc is None, progress)
-        plan = new_plan([TaskPlan(task_key(t), t.task_name, int(t.weight), c) for t, c in zip(todo, costs)],
-                        trials_per_task, minutes, kind)
-        plan.save(work_dir)
-    info["plan"] = str(Path(work_dir) / PLAN_FILE)
-    if plan.finished:
-        return info
+        return old, [by_key[t.key] for t in old.tasks]
+    if old is not None and not old.finished:
+        info["unfinished"] = f"{old.trials_done()} trials of a plan of {sum(t.alloc for t in old.tasks)}"
+    todo = [t for t, has in zip(tasks, with_records) if not has]
+    if not todo or (trials_per_task <= 0 and not minutes):
+        return None
+    costs, kind = task_costs(todo, target, rpc is None, progress)
+    plan = new_plan([TaskPlan(task_key(t), t.task_name, int(t.weight), c) for t, c in zip(todo, costs)],
+                    trials_per_task, minutes, kind)
+    plan.save(work_dir)
+    return plan, todo
+
+
+def _run_plan(plan, todo: list, target, work_dir: str, db, t1: float, rpc: dict | None, threads: int | None,
+              seed: int, progress: bool) -> None:
+    """Spend ``plan`` on the tasks ``todo`` with MetaSchedule (its budget counted from ``t1``),
+    the records going into ``db``; a progress bar counts the trials."""
+    import logging
+
+    from tqdm import tqdm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    from .schedule import time_scheduler
+
     # MetaSchedule's console handler takes the package logger's level: keep the terminal to
     # warnings and the progress bar; the full logs go to work_dir/logs.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    before = _records(work_dir)
-    t1 = time.time() if resume else t0      # a new plan's budget counts the untuned timing too
     done0 = plan.trials_done()
     if plan.trials_per_task > 0:
         bar = tqdm(total=sum(t.alloc for t in plan.tasks), initial=done0, unit="trial", disable=not progress,
@@ -246,15 +279,6 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
                           task_scheduler=time_scheduler(plan, work_dir, t1, on_batch=bar.update))
     finally:
         bar.close()
-    db = ms.database.JSONDatabase(work_dir=work_dir)
-    info.update(tasks_covered=sum(db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None
-                                  for t in tasks),
-                tasks_tuned=sum(1 for t in plan.tasks if t.done > 0), trials_run=_records(work_dir) - before,
-                trials_failed=sum(t.failed for t in plan.tasks),
-                failures=[f"{t.name}: {t.error}" for t in plan.tasks if t.error][:3],
-                seconds=time.time() - t1, trials_planned=sum(t.alloc for t in plan.tasks) if plan.trials_per_task
-                else None, trials_done=plan.trials_done(), plan_seconds=plan.seconds)
-    return info
 
 
 def main(argv: list[str]) -> int:
