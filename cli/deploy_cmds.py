@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 from autonl.backends.base import Backend
 from autonl.backends.catalog import all_backends, get_backend
-from autonl.backends.checks import CHECK_IMAGES
+from autonl.workflows.checks import CHECK_IMAGES
 from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import load_target
@@ -102,8 +102,8 @@ def run_cmd(source, data, target_macs, target_latency, latency_table, backend, o
                           f"the 300M default is the built-in space's, at 224x224 (autonl show {source} --cost "
                           f"gives its MACs)")
     macs = None if latency is not None else parse_macs(target_macs or "300M")
-    from autonl.backends.pipeline import run_pipeline
-    from autonl.backends.report import fmt_ms
+    from autonl.workflows.run import run_pipeline
+    from autonl.workflows.report import fmt_ms
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
@@ -239,7 +239,7 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
     the compiled model against the torch backend (max |diff| <= 1e-4), and on real
     validation images when there are any (--data, or the data the model records): a model
     whose logits are not finite on one of them is refused (--allow-nonfinite)."""
-    from autonl.backends.checks import compile_with_checks
+    from autonl.workflows.checks import compile_with_checks
     from autonl.backends.outputs import refuse_existing
 
     chosen = get_backend(backend)

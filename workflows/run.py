@@ -22,13 +22,14 @@ from autonl.ir import AutonlError, Graph, all_presets, atomic_write, build_prese
 from autonl.passes import analyze_cost, resize_graph
 from autonl.passes.sources import as_search_space, load_target
 
-from .base import Backend
-from .catalog import get_backend
+from autonl.backends.base import Backend
+from autonl.backends.catalog import get_backend
+from autonl.backends.loading import load_model_or_graph, model_folder
+from autonl.backends.locks import output_lock
+from autonl.backends.manifest import check_out, versions, write_manifest
+from autonl.backends.outputs import replacing_folder
+
 from .checks import compile_with_checks
-from .loading import load_model_or_graph, model_folder
-from .locks import output_lock
-from .manifest import check_out, versions, write_manifest
-from .outputs import replacing_folder
 from .report import write_report
 
 BUILTIN = {"builtin": "digits"}
@@ -82,7 +83,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
                  lightnl_norm: str | None = None, target_latency_ms: float | None = None,
                  latency_table: str | None = None, aug: dict | None = None, source: str = BUILTIN_SPACE,
                  space: str = "autonl", baseline: bool = True) -> dict:
-    """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
+    """Every stage under ``out``, under the lock of ``out`` (:mod:`autonl.backends.locks`); each stage locks
     its own folder inside it as well. ``source``: what to search (:func:`run_source`), with
     ``space`` for a discrete network. Settings left ``None`` are fitted to the data
     (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason.
@@ -99,11 +100,11 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
              "train_steps": train_steps}
     with output_lock(out, "run"):
         # the inputs first: a missing dataset, table or source stops here, before the old folder is touched
-        from .torch.data import num_classes
+        from autonl.backends.torch.data import num_classes
         classes = num_classes(data)
         table = None
         if latency_table is not None:
-            from .latency import LatencyTable
+            from autonl.backends.latency import LatencyTable
             table = LatencyTable.read(latency_table)
             if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
                 table = None
@@ -114,7 +115,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
             src = run_source(source, space, resolution, classes, data, lightnl_norm)
             settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
         goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
-        # old files set aside beside --out and put back on any failure or signal (.outputs)
+        # old files set aside beside --out and put back on any failure or signal (autonl.backends.outputs)
         with replacing_folder(out, force, inputs=(data, latency_table)):
             if settings_line:
                 log(settings_line)
@@ -125,7 +126,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
 
 def _check_goal(graph: Graph, target_macs, target_latency_ms, latency_table, table, cost_resolution: int) -> str:
     """The target in words, after checking it is within the space's reach (nothing written)."""
-    from .torch.search import check_target_bounds
+    from autonl.backends.torch.search import check_target_bounds
     if target_latency_ms is not None:
         at_table = resize_graph(graph, table.resolution)
         table.check_fits(at_table)
@@ -143,9 +144,9 @@ def _settings(data: str, asked: dict, own: tuple[int, str] | None = None) -> tup
     batch, with the learning rates scaled to it (linear scaling rule)."""
     import torch
 
-    from .torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
-    from .torch.search import SearchConfig
-    from .torch.train import TrainConfig
+    from autonl.backends.torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
+    from autonl.backends.torch.search import SearchConfig
+    from autonl.backends.torch.train import TrainConfig
     fitted = fitted_settings(data, gpu=torch.cuda.is_available())
     chosen = {k: v if v is not None else fitted[k] for k, v in asked.items()}
     if own is not None:
@@ -190,7 +191,7 @@ class _Run:
         self.timings: dict[str, float] = {}
 
     def all(self, space: str, lightnl_norm: str | None, baseline: bool) -> dict:
-        from .torch.data import accuracy_line, chance_level
+        from autonl.backends.torch.data import accuracy_line, chance_level
         self.out.mkdir(parents=True, exist_ok=True)
         search = self.search(space)
         derived = self.derive()
@@ -232,7 +233,7 @@ class _Run:
         return summary
 
     def search(self, space: str) -> dict:
-        from .torch.search import SearchConfig, search as run_search
+        from autonl.backends.torch.search import SearchConfig, search as run_search
         s = self.settings
         what = "the AutoNL space" if self.src.start is None else f"{self.src.name} with the '{space}' space"
         t = _stage(self.log, f"search: {what} on {self.data} at {s['resolution']}x{s['resolution']}, toward "
@@ -249,14 +250,14 @@ class _Run:
         return search
 
     def derive(self) -> dict:
-        from .torch.child import extract_child
+        from autonl.backends.torch.child import extract_child
         t = _stage(self.log, "derive")
         derived = extract_child(self.out / "search", self.out / "derived", None, False)
         self.timings["derive"] = time.time() - t
         return derived
 
     def fine_tune(self) -> dict:
-        from .torch.train import TrainConfig, train as run_training
+        from autonl.backends.torch.train import TrainConfig, train as run_training
         s = self.settings
         t = _stage(self.log, f"fine-tune: {s['train_steps']} steps")
         cfg = TrainConfig(data=self.data, steps=s["train_steps"], seed=self.seed, eval_every=s["train_steps"],
@@ -269,7 +270,7 @@ class _Run:
     def train_baseline(self) -> dict:
         """The network to beat, trained from scratch for as many steps as the derived network's
         weights saw (search, then fine-tuning), with the fine-tuning's recipe."""
-        from .torch.train import TrainConfig, train as run_training
+        from autonl.backends.torch.train import TrainConfig, train as run_training
         s = self.settings
         derived = load_target(str(self.out / "derived"))
         if self.src.start is not None:
@@ -296,8 +297,8 @@ class _Run:
         validation split, and a warning when the derived network is not the more accurate."""
         import torch
 
-        from .torch.data import make_val_loader
-        from .torch.evaluation import per_class_accuracy
+        from autonl.backends.torch.data import make_val_loader
+        from autonl.backends.torch.evaluation import per_class_accuracy
         crop = (model.data or {}).get("augmentation", {}).get("eval_crop")
         loader, classes = make_val_loader(self.data, self.src.resolution, 64, eval_crop=crop)
         dev = torch.device("cpu")
@@ -362,10 +363,10 @@ class _Run:
 
 def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -> dict:
     """The derived network at the table's resolution, timed with the table's backend, options
-    and threads and scaled to its machine speed (:mod:`.latency.timing`): the latency the
+    and threads and scaled to its machine speed (:mod:`autonl.backends.latency.timing`): the latency the
     search aimed at, measured."""
-    from .latency import Effort
-    from .latency.measure import table_probe, time_graphs
+    from autonl.backends.latency import Effort
+    from autonl.backends.latency.measure import table_probe, time_graphs
     prov = table.provenance
     at = resize_graph(graph, table.resolution)
     timings, _, _ = time_graphs({"derived": at}, get_backend(prov["backend"]), prov["threads"],
@@ -385,18 +386,18 @@ def measure_latency(model, deploy: Path, backend: Backend, rounds: int = 7, thre
     ``extra_ms``: each model of ``extra`` (``{label: TorchModel}``) in onnxruntime fp32).
 
     ``threads``: torch's and onnxruntime's (None: torch's current count, onnxruntime's
-    usable CPUs). Timed as ``autonl bench`` times (:func:`~.latency.timing.measure_all`):
+    usable CPUs). Timed as ``autonl bench`` times (:func:`~autonl.backends.latency.timing.measure_all`):
     each runtime in a block of calls per round, the runtimes in turn, and its lowest round
     median, so that neither runtime's threads (torch's spinning OpenMP pool, onnxruntime's)
     are timed while the other's still hold the cores. Alternating single calls measured both
     several times slower than alone (a 32 px network: eager 51 ms against 8 ms alone)."""
     import torch
 
-    from .cpu import usable_cpus
-    from .latency.timing import Effort, measure_all, wall_timer
-    from .loading import deploy_model, reference_input
-    from .onnx.export import export_onnx
-    from .onnx.runtime import run, session
+    from autonl.backends.cpu import usable_cpus
+    from autonl.backends.latency.timing import Effort, measure_all, wall_timer
+    from autonl.backends.loading import deploy_model, reference_input
+    from autonl.backends.onnx.export import export_onnx
+    from autonl.backends.onnx.runtime import run, session
     x = reference_input(model.graph, batch=1)
     xt = torch.from_numpy(x)
     torch_threads = threads or torch.get_num_threads()

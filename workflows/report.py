@@ -8,7 +8,7 @@ from pathlib import Path
 
 from autonl.ir import atomic_write
 
-from .checks import shown_classes
+from autonl.backends.checks import shown_classes
 
 
 def _table(rows: list[list], head: list[str]) -> str:
