@@ -9,42 +9,14 @@ from click.core import ParameterSource
 
 from autonl.backends.base import Backend
 from autonl.backends.catalog import all_backends, get_backend
-from autonl.workflows.checks import CHECK_IMAGES
+from autonl.workflows.compile import CHECK_IMAGES
 from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
-from autonl.passes.sources import load_target
 
 from autonl.backends.torch.config import POSITIVE_INT, RESOLUTION, SEED, Range, TrainConfig
 
 from .app import cli
 from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
-
-
-def load_deployable(source: str, resolution, width, batch, classes, seed: int):
-    """A model folder or run folder (trained weights), or a preset or graph file (random weights)."""
-    from autonl.backends.loading import graph_file_model, load_model_or_graph, model_folder, weights_beside
-
-    if Path(source).is_dir() and model_folder(source) is not None:
-        given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
-                                ("--classes", classes)) if v is not None]
-        if given:
-            raise AutonlError(f"{', '.join(given)} apply to presets only, not to the model folder {source}")
-        return load_model_or_graph(source)
-    if Path(source).is_dir():
-        raise AutonlError(f"{source}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
-    graph = load_target(source, resolution, width, batch, classes)
-    if weights_beside(source) is not None:
-        return graph_file_model(graph, source)
-    return load_model_or_graph(graph, seed=seed)
-
-
-def weights_line(model, source: str) -> str:
-    """Where the compiled weights came from, said once the compile has succeeded."""
-    if Path(model.weights).is_file():
-        beside = Path(model.weights).parent != Path(source) and Path(source).is_file()
-        return f"weights: {model.weights}" + (f" (beside {source})" if beside else "")
-    return (f"weights: {model.weights}: no trained weights given (a model folder, a run folder, or a "
-            f"<name>.weights.pt beside the graph file); latencies are real, accuracy is not")
 
 
 @cli.command("run")
@@ -88,21 +60,15 @@ def run_cmd(source, data, target_macs, target_latency, latency_table, backend, o
     graph file (e.g. from autonl import), a model folder or a run folder. A network without
     choices is searched with --space and is the report's baseline. Resolution, batch and
     steps left out are fitted to the data and printed with the reason."""
+    from autonl.workflows.run import DEFAULT_TARGET_MACS, check_own_network_target, check_run_targets, run_pipeline
+
     lock_output(out, "run", inputs=(data, latency_table))
     set_threads(threads)
     chosen = get_backend(backend)
-    if target_macs is not None and target_latency is not None:
-        raise AutonlError("give --target-macs or --target-latency, not both")
-    if (target_latency is None) != (latency_table is None):
-        raise AutonlError("--target-latency and --latency-table go together")
+    check_run_targets(target_macs, target_latency, latency_table)
     latency = parse_ms(target_latency) if target_latency is not None else None
-    from autonl.ir import all_presets
-    if target_macs is None and latency is None and source not in all_presets():
-        raise AutonlError(f"give --target-macs (counted at its own input size) or --target-latency for {source}; "
-                          f"the 300M default is the built-in space's, at 224x224 (autonl show {source} --cost "
-                          f"gives its MACs)")
-    macs = None if latency is not None else parse_macs(target_macs or "300M")
-    from autonl.workflows.run import run_pipeline
+    check_own_network_target(source, target_macs, latency)
+    macs = None if latency is not None else parse_macs(target_macs or DEFAULT_TARGET_MACS)
     from autonl.workflows.report import fmt_ms
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -239,8 +205,7 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
     the compiled model against the torch backend (max |diff| <= 1e-4), and on real
     validation images when there are any (--data, or the data the model records): a model
     whose logits are not finite on one of them is refused (--allow-nonfinite)."""
-    from autonl.workflows.checks import compile_with_checks
-    from autonl.backends.outputs import refuse_existing
+    from autonl.workflows.compile import compile_source
 
     chosen = get_backend(backend)
     given = options_for(chosen, options)
@@ -248,15 +213,11 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
     if given.get("tuning_dir"):
         from .options import WRITING
         WRITING.append(("tuning-dir", str(given["tuning_dir"])))    # named by the hint after Ctrl-C
-    refuse_existing(out, force, keep=("tuning",))     # before loading anything
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    model = load_deployable(source, resolution, width, batch, classes, seed)
-    manifest = compile_with_checks(chosen, model, out, given, log, data=data, check_images=check_images,
-                                   allow_nonfinite=allow_nonfinite, force=force,
-                                   skip_corrupt=bool(given.get("skip_corrupt")))
-    files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
-    click.echo(weights_line(model, source), err=True)
-    click.echo(f"wrote {out}/: {files}, manifest.json")
+    result = compile_source(chosen, source, out, given, log, seed, (resolution, width, batch, classes), data=data,
+                            check_images=check_images, allow_nonfinite=allow_nonfinite, force=force)
+    click.echo(result.weights_line, err=True)
+    click.echo(f"wrote {out}/: {result.files_line}, manifest.json")
 
 
 @cli.command()

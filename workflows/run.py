@@ -18,18 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonl.ir import AutonlError, Graph, all_presets, atomic_write, build_preset
+from autonl.ir import AutonlError, Graph, atomic_write, build_preset
 from autonl.passes import analyze_cost, resize_graph
-from autonl.passes.sources import as_search_space, load_target
+from autonl.passes.sources import Source, as_search_space, is_preset, load_target
 
 from autonl.backends.base import Backend
 from autonl.backends.catalog import get_backend
-from autonl.backends.loading import load_model_or_graph, model_folder
+from autonl.backends.loading import load_model_or_graph
 from autonl.backends.locks import output_lock
 from autonl.backends.manifest import check_out, versions, write_manifest
 from autonl.backends.outputs import replacing_folder
 
-from .checks import compile_with_checks
+from .compile import compile_with_checks
 from .report import write_report
 
 BUILTIN = {"builtin": "digits"}
@@ -57,24 +57,44 @@ class RunSource:
 def run_source(source: str, space: str, resolution: int | None, classes: int, data: str,
                lightnl_norm: str | None = None) -> RunSource:
     """A preset (built at ``resolution`` with the data's classes), a graph file (text or JSON
-    form), a model folder or a run folder: as a search space. A discrete network goes through
-    the search-space pipeline with ``space`` (``autonl``: blocks and LightNL searched;
-    ``lightnl-only``: LightNL placement only, the blocks kept as they are); its own input
-    size is kept (a ``resolution`` given for it is refused: it applies to presets only)."""
-    preset = source in all_presets()
-    if preset:
-        graph = load_target(source, resolution, None, None, classes)
+    form), a model folder or a run folder (:class:`~autonl.passes.sources.Source`): as a
+    search space. A discrete network goes through the search-space pipeline with ``space``
+    (``autonl``: blocks and LightNL searched; ``lightnl-only``: LightNL placement only, the
+    blocks kept as they are); its own input size is kept (a ``resolution`` given for it is
+    refused: it applies to presets only)."""
+    src = Source.resolve(source)
+    if src.is_preset:
+        graph = src.graph(resolution, None, None, classes)
     else:
-        if Path(source).is_dir() and model_folder(source) is not None:   # a model or run folder
-            source = str(model_folder(source) / "graph.json")
-        graph = load_target(source, resolution)
+        graph = src.graph(resolution)
         out_classes = graph.type_of(graph.outputs[0]).shape[-1]
         if out_classes != classes:
-            raise AutonlError(f"{source} predicts {out_classes} classes but the data '{data}' has {classes}; "
+            raise AutonlError(f"{src.name} predicts {out_classes} classes but the data '{data}' has {classes}; "
                               f"give a network with {classes} outputs")
     own = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    return RunSource(source, as_search_space(graph, space, lightnl_norm), None if graph.relaxed else graph, own,
-                     224 if preset else own)
+    return RunSource(src.name, as_search_space(graph, space, lightnl_norm), None if graph.relaxed else graph, own,
+                     224 if src.is_preset else own)
+
+
+DEFAULT_TARGET_MACS = "300M"     # the built-in space's, at 224x224
+
+
+def check_run_targets(target_macs: str | None, target_latency: str | None, latency_table: str | None) -> None:
+    """The targets ``autonl run`` was given, before any work: one of MACs or latency, the
+    latency with its table."""
+    if target_macs is not None and target_latency is not None:
+        raise AutonlError("give --target-macs or --target-latency, not both")
+    if (target_latency is None) != (latency_table is None):
+        raise AutonlError("--target-latency and --latency-table go together")
+
+
+def check_own_network_target(source: str, target_macs: str | None, target_latency_ms: float | None) -> None:
+    """A SOURCE that is not a preset needs a target of its own (:data:`DEFAULT_TARGET_MACS`
+    is the built-in space's)."""
+    if target_macs is None and target_latency_ms is None and not is_preset(source):
+        raise AutonlError(f"give --target-macs (counted at its own input size) or --target-latency for {source}; "
+                          f"the {DEFAULT_TARGET_MACS} default is the built-in space's, at 224x224 (autonl show "
+                          f"{source} --cost gives its MACs)")
 
 
 def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, out: str | Path,
@@ -108,7 +128,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
             table = LatencyTable.read(latency_table)
             if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
                 table = None
-        if source in all_presets():
+        if is_preset(source):
             settings, settings_line = _settings(data, asked)
             src = run_source(source, space, settings["resolution"], classes, data, lightnl_norm)
         else:                                # a network of the user's: its own input size

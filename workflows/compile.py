@@ -1,4 +1,5 @@
-"""``autonl compile`` on real images: the checks a random input cannot make.
+"""``autonl compile``: a SOURCE loaded with its weights and compiled (:func:`compile_source`,
+its :class:`CompileResult`), with the checks on real images a random input cannot make.
 
 The parity check of each backend feeds a standard-normal input, where logits stay small;
 LightNL's product (``norm="none"``, cubic in its input) can still overflow on real images
@@ -18,6 +19,7 @@ parity check against torch still ran).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,9 @@ from autonl.backends.manifest import write_manifest
 from autonl.backends.outputs import replacing_folder
 from autonl.backends.parity import allowed
 
-__all__ = ["CHECK_IMAGES", "compile_with_checks", "real_batches"]
+from .sources import load_deployable, weights_line
+
+__all__ = ["CHECK_IMAGES", "CompileResult", "compile_source", "compile_with_checks", "real_batches"]
 
 CHECK_IMAGES = 500
 
@@ -161,3 +165,41 @@ def _likely_cause(graph) -> str:
                 "norm=\"l2\"")
     return ("the model has no LightNL block with norm=\"none\", so its weights are at fault: they diverged in "
             "training or were edited; train again or restore them")
+
+
+@dataclass
+class CompileResult:
+    """What :func:`compile_source` wrote: the model compiled (its weights' origin) and the
+    folder's manifest (its files with their sizes)."""
+
+    source: str
+    out: Path
+    model: object          # autonl.backends.loading.TorchModel
+    manifest: dict
+
+    @property
+    def weights_line(self) -> str:
+        return weights_line(self.model, self.source)
+
+    @property
+    def files_line(self) -> str:
+        """``model.onnx (1.2 MB), ...``: the files the manifest lists, with their sizes."""
+        return ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in self.manifest["files"].items())
+
+
+def compile_source(backend: Backend, source: str, out: str | Path, options: dict, log, seed: int = 0,
+                   preset_options: tuple = (None, None, None, None), data: str | None = None,
+                   check_images: int = CHECK_IMAGES, allow_nonfinite: bool = False,
+                   force: bool = False) -> CompileResult:
+    """``autonl compile``: ``out`` refused before anything is loaded if it exists (unless
+    ``force``), then ``source`` (:func:`~.sources.load_deployable`; ``preset_options``:
+    resolution, width, batch, classes) compiled with ``options`` and checked
+    (:func:`compile_with_checks`)."""
+    from autonl.backends.outputs import refuse_existing
+
+    refuse_existing(out, force, keep=("tuning",))     # before loading anything
+    model = load_deployable(source, *preset_options, seed=seed)
+    manifest = compile_with_checks(backend, model, out, options, log, data=data, check_images=check_images,
+                                   allow_nonfinite=allow_nonfinite, force=force,
+                                   skip_corrupt=bool(options.get("skip_corrupt")))
+    return CompileResult(source, Path(out), model, manifest)
