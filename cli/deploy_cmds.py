@@ -72,40 +72,24 @@ def run_cmd(source, data, target_macs, target_latency, latency_table, backend, o
     from autonl.workflows.report import fmt_ms
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    try:
-        summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
-                               batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
-                               latency_table=latency_table, source=source, space=space, baseline=baseline,
-                               aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip),
-                                                      ("eval_crop", eval_crop)) if v is not None})
-    except AutonlError as e:
-        if _without_skip_hint(str(e)) == str(e):
-            raise
-        raise AutonlError(_without_skip_hint(str(e))) from None
-    lat = summary["latency"]
-    click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
-               f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "
+    summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
+                           batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
+                           latency_table=latency_table, source=source, space=space, baseline=baseline,
+                           aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip),
+                                                  ("eval_crop", eval_crop)) if v is not None})
+    click.echo(f"derived: {summary.derived_macs / 1e6:.1f}M MACs at {summary.resolution}x"
+               f"{summary.resolution}, val acc {summary.val_acc:.3f} (chance {summary.chance:.3f}); "
                f"latency " +
-               ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in lat.items()))
-    a = (summary.get("int8") or {}).get("accuracy")
+               ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in summary.latency.items()))
+    a = summary.int8_accuracy
     if a:
-        click.echo(f"deployed: onnxruntime fp32 val acc {a['fp32']:.3f}, int8 {a['int8']:.3f} "
-                   f"({100 * a['change']:+.1f} points)")
-    if summary.get("comparison"):
-        c = summary["comparison"]
-        click.echo(f"baseline: {c['baseline']['name']}, {c['baseline']['steps']} steps: val acc "
-                   f"{c['baseline_acc']['val_acc']:.3f}, onnxruntime fp32 {fmt_ms(c['latency_ms']['baseline'])} ms")
+        click.echo(f"deployed: onnxruntime fp32 val acc {a.fp32:.3f}, int8 {a.int8:.3f} "
+                   f"({100 * a.change:+.1f} points)")
+    b = summary.baseline
+    if b:
+        click.echo(f"baseline: {b.name}, {b.steps} steps: val acc {b.val_acc:.3f}, onnxruntime fp32 "
+                   f"{fmt_ms(b.onnxruntime_ms)} ms")
     click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
-
-
-def _without_skip_hint(message: str) -> str:
-    """An unreadable image's line says what to do in a command that takes --skip-corrupt;
-    ``autonl run`` does not, so it says what to do here instead."""
-    from autonl.backends.torch.loader import SKIP_HINT
-    if message.endswith(SKIP_HINT):
-        return (message[:-len(SKIP_HINT)] + "remove or replace that file in the dataset and run again (autonl run "
-                "has no --skip-corrupt; autonl search and autonl train take it)")
-    return message
 
 
 @cli.command()

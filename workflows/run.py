@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autonl.ir import AutonlError, Graph, atomic_write, build_preset
@@ -52,6 +52,84 @@ class RunSource:
     start: Graph | None
     resolution: int
     cost_resolution: int     # where a MAC target is counted: 224 for a preset, else the network's own size
+
+
+@dataclass
+class Baseline:
+    """The network the derived one is compared with, as ``autonl run`` prints it."""
+
+    name: str
+    steps: int
+    val_acc: float
+    onnxruntime_ms: float
+
+
+@dataclass
+class Int8Accuracy:
+    """The deployed fp32 and int8 models' validation accuracy (onnxruntime) and the change."""
+
+    fp32: float
+    int8: float
+    change: float
+
+
+@dataclass
+class RunSummary:
+    """What ``autonl run`` did, stage by stage: ``summary.json`` (:meth:`to_json`, its keys
+    in this order) and the figures the command prints (the properties). The stages' own
+    results (``search``, ``train``, ``comparison``...) stay as their JSON."""
+
+    data: str
+    source: str
+    space: str | None
+    target_macs: float | None
+    target_latency_ms: float | None
+    latency_target: dict | None
+    backend: str
+    seed: int
+    search: dict
+    derived: dict              # {"derived": costs, "mobilenetv2": ..., "autonl-s": ..., "autonl-l": ...}
+    resolution: int
+    classes: int
+    input_resolution: int
+    cost_resolution: int
+    train: dict
+    deploy_checks: dict | None
+    settings: dict
+    chance: float
+    accuracy_warning: str | None
+    data_facts: dict | None
+    int8: dict | None
+    latency: dict              # {runtime: ms}
+    latency_timing: dict
+    seconds: dict
+    comparison: dict | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def derived_macs(self) -> float:
+        return self.derived["derived"]["macs"]
+
+    @property
+    def val_acc(self) -> float:
+        """The derived network's validation accuracy after fine-tuning."""
+        return self.train["val_acc"]
+
+    @property
+    def int8_accuracy(self) -> Int8Accuracy | None:
+        """The deployed models' accuracy, when an int8 model was made."""
+        a = (self.int8 or {}).get("accuracy")
+        return Int8Accuracy(a["fp32"], a["int8"], a["change"]) if a else None
+
+    @property
+    def baseline(self) -> Baseline | None:
+        c = self.comparison
+        if not c:
+            return None
+        return Baseline(c["baseline"]["name"], c["baseline"]["steps"], c["baseline_acc"]["val_acc"],
+                        c["latency_ms"]["baseline"])
 
 
 def run_source(source: str, space: str, resolution: int | None, classes: int, data: str,
@@ -102,7 +180,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
                  seed: int = 0, force: bool = False, log=print, batch_size: int | None = None,
                  lightnl_norm: str | None = None, target_latency_ms: float | None = None,
                  latency_table: str | None = None, aug: dict | None = None, source: str = BUILTIN_SPACE,
-                 space: str = "autonl", baseline: bool = True) -> dict:
+                 space: str = "autonl", baseline: bool = True) -> RunSummary:
     """Every stage under ``out``, under the lock of ``out`` (:mod:`autonl.backends.locks`); each stage locks
     its own folder inside it as well. ``source``: what to search (:func:`run_source`), with
     ``space`` for a discrete network. Settings left ``None`` are fitted to the data
@@ -118,30 +196,46 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     check_out(out)
     asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
              "train_steps": train_steps}
-    with output_lock(out, "run"):
-        # the inputs first: a missing dataset, table or source stops here, before the old folder is touched
-        from autonl.backends.torch.data import num_classes
-        classes = num_classes(data)
-        table = None
-        if latency_table is not None:
-            from autonl.backends.latency import LatencyTable
-            table = LatencyTable.read(latency_table)
-            if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
-                table = None
-        if is_preset(source):
-            settings, settings_line = _settings(data, asked)
-            src = run_source(source, space, settings["resolution"], classes, data, lightnl_norm)
-        else:                                # a network of the user's: its own input size
-            src = run_source(source, space, resolution, classes, data, lightnl_norm)
-            settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
-        goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
-        # old files set aside beside --out and put back on any failure or signal (autonl.backends.outputs)
-        with replacing_folder(out, force, inputs=(data, latency_table)):
-            if settings_line:
-                log(settings_line)
-            run = _Run(data, classes, backend, out, settings, seed, log, aug or {}, src, table, latency_table,
-                       target_macs, target_latency_ms, goal)
-            return run.all(space, lightnl_norm, baseline)
+    try:
+        with output_lock(out, "run"):
+            # the inputs first: a missing dataset, table or source stops here, before the old folder is touched
+            from autonl.backends.torch.data import num_classes
+            classes = num_classes(data)
+            table = None
+            if latency_table is not None:
+                from autonl.backends.latency import LatencyTable
+                table = LatencyTable.read(latency_table)
+                if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
+                    table = None
+            if is_preset(source):
+                settings, settings_line = _settings(data, asked)
+                src = run_source(source, space, settings["resolution"], classes, data, lightnl_norm)
+            else:                                # a network of the user's: its own input size
+                src = run_source(source, space, resolution, classes, data, lightnl_norm)
+                settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
+            goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
+            # old files set aside beside --out and put back on any failure or signal (autonl.backends.outputs)
+            with replacing_folder(out, force, inputs=(data, latency_table)):
+                if settings_line:
+                    log(settings_line)
+                run = _Run(data, classes, backend, out, settings, seed, log, aug or {}, src, table, latency_table,
+                           target_macs, target_latency_ms, goal)
+                return run.all(space, lightnl_norm, baseline)
+    except AutonlError as e:     # an unreadable image: what to do about it in autonl run
+        hinted = without_skip_hint(str(e))
+        if hinted == str(e):
+            raise
+        raise AutonlError(hinted) from None
+
+
+def without_skip_hint(message: str) -> str:
+    """An unreadable image's line says what to do in a command that takes --skip-corrupt;
+    ``autonl run`` does not, so it says what to do here instead."""
+    from autonl.backends.torch.loader import SKIP_HINT
+    if message.endswith(SKIP_HINT):
+        return (message[:-len(SKIP_HINT)] + "remove or replace that file in the dataset and run again (autonl run "
+                "has no --skip-corrupt; autonl search and autonl train take it)")
+    return message
 
 
 def _check_goal(graph: Graph, target_macs, target_latency_ms, latency_table, table, cost_resolution: int) -> str:
@@ -210,7 +304,7 @@ class _Run:
             latency_table, target_macs, target_latency_ms, goal)
         self.timings: dict[str, float] = {}
 
-    def all(self, space: str, lightnl_norm: str | None, baseline: bool) -> dict:
+    def all(self, space: str, lightnl_norm: str | None, baseline: bool) -> RunSummary:
         from autonl.backends.torch.data import accuracy_line, chance_level
         self.out.mkdir(parents=True, exist_ok=True)
         search = self.search(space)
@@ -235,20 +329,19 @@ class _Run:
         if comparison:
             comparison["latency_ms"] = {"derived": latency["onnxruntime fp32"],
                                         "baseline": facts["extra_ms"]["baseline"]}
-        summary = {
-            "data": self.data, "source": self.src.name, "space": space if self.src.start is not None else None,
-            "target_macs": self.target_macs, "target_latency_ms": self.target_latency_ms,
-            "latency_target": latency_target, "backend": self.backend.name, "seed": self.seed,
-            "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
-            "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": self.src.resolution,
-            "cost_resolution": self.src.cost_resolution,
-            "train": trained, "deploy_checks": deploy.get("checks"), "settings": self.settings,
-            "chance": chance_level(self.data)[0], "accuracy_warning": acc_warning, "data_facts": model.data,
-            "int8": deploy.get("int8"), "latency": latency, "latency_timing": facts, "seconds": self.timings,
-            "comparison": comparison,
-        }
-        atomic_write(self.out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-        write_report(self.out, summary)
+        summary = RunSummary(
+            data=self.data, source=self.src.name, space=space if self.src.start is not None else None,
+            target_macs=self.target_macs, target_latency_ms=self.target_latency_ms, latency_target=latency_target,
+            backend=self.backend.name, seed=self.seed, search=search,
+            derived={k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
+            resolution=derived["resolution"], classes=derived["classes"], input_resolution=self.src.resolution,
+            cost_resolution=self.src.cost_resolution, train=trained, deploy_checks=deploy.get("checks"),
+            settings=self.settings, chance=chance_level(self.data)[0], accuracy_warning=acc_warning,
+            data_facts=model.data, int8=deploy.get("int8"), latency=latency, latency_timing=facts,
+            seconds=self.timings, comparison=comparison)
+        as_json = summary.to_json()
+        atomic_write(self.out / "summary.json", json.dumps(as_json, indent=1, default=str) + "\n")
+        write_report(self.out, as_json)
         self.manifest(space, lightnl_norm)
         return summary
 
