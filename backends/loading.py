@@ -12,6 +12,7 @@ import torch
 
 from autonl.ir import AutonlError, Graph, Model
 from autonl.passes import PassManager
+from autonl.passes.sources import model_folder, weights_beside
 
 @dataclass
 class TorchModel:
@@ -22,15 +23,6 @@ class TorchModel:
     weights: str          # "path/to/weights.pt" or "random init (seed 0)"
     source: str
     data: dict | None = None   # the folder's data.json (classes, preprocessing), when it has one
-
-
-def model_folder(path: str | Path) -> Path | None:
-    """The model folder at ``path``: itself (graph.json + weights.pt) or a run's ``model/``."""
-    path = Path(path)
-    for folder in (path, path / "model"):
-        if (folder / "graph.json").is_file() and (folder / "weights.pt").is_file():
-            return folder
-    return None
 
 
 def check_discrete(graph: Graph) -> None:
@@ -59,13 +51,6 @@ def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     graph, module = load_model(folder, graph)   # weights checked: names, shapes, dtypes, finite
     from autonl.backends.torch.data import read_data_facts
     return TorchModel(graph, module, str(folder / WEIGHTS_FILE), str(folder), read_data_facts(folder, graph))
-
-
-def weights_beside(graph_file: str | Path) -> Path | None:
-    """``<stem>.weights.pt`` beside a graph file (what ``autonl import`` writes), if it is there."""
-    path = Path(graph_file)
-    beside = path.with_name(path.stem + ".weights.pt")
-    return beside if path.is_file() and beside.is_file() else None
 
 
 def graph_file_model(graph: Graph, graph_file: str | Path) -> TorchModel:

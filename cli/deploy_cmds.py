@@ -9,43 +9,15 @@ from click.core import ParameterSource
 
 from autonl.backends.base import Backend
 from autonl.backends.catalog import all_backends, get_backend
-from autonl.backends.checks import CHECK_IMAGES
+from autonl.workflows.compile import CHECK_IMAGES
 from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
-from autonl.passes.sources import load_target
 
 from autonl.backends.torch.config import RESOLUTION, SEED, TrainConfig
 from autonl.ir.ranges import POSITIVE_INT, Range
 
 from .app import cli
 from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
-
-
-def load_deployable(source: str, resolution, width, batch, classes, seed: int):
-    """A model folder or run folder (trained weights), or a preset or graph file (random weights)."""
-    from autonl.backends.loading import graph_file_model, load_model_or_graph, model_folder, weights_beside
-
-    if Path(source).is_dir() and model_folder(source) is not None:
-        given = [n for n, v in (("--resolution", resolution), ("--width", width), ("--batch", batch),
-                                ("--classes", classes)) if v is not None]
-        if given:
-            raise AutonlError(f"{', '.join(given)} apply to presets only, not to the model folder {source}")
-        return load_model_or_graph(source)
-    if Path(source).is_dir():
-        raise AutonlError(f"{source}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
-    graph = load_target(source, resolution, width, batch, classes)
-    if weights_beside(source) is not None:
-        return graph_file_model(graph, source)
-    return load_model_or_graph(graph, seed=seed)
-
-
-def weights_line(model, source: str) -> str:
-    """Where the compiled weights came from, said once the compile has succeeded."""
-    if Path(model.weights).is_file():
-        beside = Path(model.weights).parent != Path(source) and Path(source).is_file()
-        return f"weights: {model.weights}" + (f" (beside {source})" if beside else "")
-    return (f"weights: {model.weights}: no trained weights given (a model folder, a run folder, or a "
-            f"<name>.weights.pt beside the graph file); latencies are real, accuracy is not")
 
 
 @cli.command("run")
@@ -89,58 +61,36 @@ def run_cmd(source, data, target_macs, target_latency, latency_table, backend, o
     graph file (e.g. from autonl import), a model folder or a run folder. A network without
     choices is searched with --space and is the report's baseline. Resolution, batch and
     steps left out are fitted to the data and printed with the reason."""
+    from autonl.workflows.run import DEFAULT_TARGET_MACS, check_own_network_target, check_run_targets, run_pipeline
+
     lock_output(out, "run", inputs=(data, latency_table))
     set_threads(threads)
     chosen = get_backend(backend)
-    if target_macs is not None and target_latency is not None:
-        raise AutonlError("give --target-macs or --target-latency, not both")
-    if (target_latency is None) != (latency_table is None):
-        raise AutonlError("--target-latency and --latency-table go together")
+    check_run_targets(target_macs, target_latency, latency_table)
     latency = parse_ms(target_latency) if target_latency is not None else None
-    from autonl.ir import all_presets
-    if target_macs is None and latency is None and source not in all_presets():
-        raise AutonlError(f"give --target-macs (counted at its own input size) or --target-latency for {source}; "
-                          f"the 300M default is the built-in space's, at 224x224 (autonl show {source} --cost "
-                          f"gives its MACs)")
-    macs = None if latency is not None else parse_macs(target_macs or "300M")
-    from autonl.backends.pipeline import run_pipeline
-    from autonl.backends.report import fmt_ms
+    check_own_network_target(source, target_macs, latency)
+    macs = None if latency is not None else parse_macs(target_macs or DEFAULT_TARGET_MACS)
+    from autonl.workflows.report import fmt_ms
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    try:
-        summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
-                               batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
-                               latency_table=latency_table, source=source, space=space, baseline=baseline,
-                               aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip),
-                                                      ("eval_crop", eval_crop)) if v is not None})
-    except AutonlError as e:
-        if _without_skip_hint(str(e)) == str(e):
-            raise
-        raise AutonlError(_without_skip_hint(str(e))) from None
-    lat = summary["latency"]
-    click.echo(f"derived: {summary['derived']['derived']['macs'] / 1e6:.1f}M MACs at {summary['resolution']}x"
-               f"{summary['resolution']}, val acc {summary['train']['val_acc']:.3f} (chance {summary['chance']:.3f}); "
+    summary = run_pipeline(data, macs, chosen, out, search_steps, train_steps, resolution, seed, force, log,
+                           batch_size=batch_size, lightnl_norm=lightnl_norm, target_latency_ms=latency,
+                           latency_table=latency_table, source=source, space=space, baseline=baseline,
+                           aug={k: v for k, v in (("crop_scale", crop_scale), ("flip", flip),
+                                                  ("eval_crop", eval_crop)) if v is not None})
+    click.echo(f"derived: {summary.derived_macs / 1e6:.1f}M MACs at {summary.resolution}x"
+               f"{summary.resolution}, val acc {summary.val_acc:.3f} (chance {summary.chance:.3f}); "
                f"latency " +
-               ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in lat.items()))
-    a = (summary.get("int8") or {}).get("accuracy")
+               ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in summary.latency.items()))
+    a = summary.int8_accuracy
     if a:
-        click.echo(f"deployed: onnxruntime fp32 val acc {a['fp32']:.3f}, int8 {a['int8']:.3f} "
-                   f"({100 * a['change']:+.1f} points)")
-    if summary.get("comparison"):
-        c = summary["comparison"]
-        click.echo(f"baseline: {c['baseline']['name']}, {c['baseline']['steps']} steps: val acc "
-                   f"{c['baseline_acc']['val_acc']:.3f}, onnxruntime fp32 {fmt_ms(c['latency_ms']['baseline'])} ms")
+        click.echo(f"deployed: onnxruntime fp32 val acc {a.fp32:.3f}, int8 {a.int8:.3f} "
+                   f"({100 * a.change:+.1f} points)")
+    b = summary.baseline
+    if b:
+        click.echo(f"baseline: {b.name}, {b.steps} steps: val acc {b.val_acc:.3f}, onnxruntime fp32 "
+                   f"{fmt_ms(b.onnxruntime_ms)} ms")
     click.echo(f"report: {Path(out) / 'report.html'} (and report.md); manifest: {Path(out) / 'manifest.json'}")
-
-
-def _without_skip_hint(message: str) -> str:
-    """An unreadable image's line says what to do in a command that takes --skip-corrupt;
-    ``autonl run`` does not, so it says what to do here instead."""
-    from autonl.backends.torch.loader import SKIP_HINT
-    if message.endswith(SKIP_HINT):
-        return (message[:-len(SKIP_HINT)] + "remove or replace that file in the dataset and run again (autonl run "
-                "has no --skip-corrupt; autonl search and autonl train take it)")
-    return message
 
 
 @cli.command()
@@ -231,8 +181,7 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
     the compiled model against the torch backend (max |diff| <= 1e-4), and on real
     validation images when there are any (--data, or the data the model records): a model
     whose logits are not finite on one of them is refused (--allow-nonfinite)."""
-    from autonl.backends.checks import compile_with_checks
-    from autonl.backends.outputs import refuse_existing
+    from autonl.workflows.compile import compile_source
 
     chosen = get_backend(backend)
     given = options_for(chosen, options)
@@ -240,15 +189,11 @@ def compile_cmd(source, backend, out, seed, data, check_images, allow_nonfinite,
     if given.get("tuning_dir"):
         from .options import WRITING
         WRITING.append(("tuning-dir", str(given["tuning_dir"])))    # named by the hint after Ctrl-C
-    refuse_existing(out, force, keep=("tuning",))     # before loading anything
     log = lambda m: click.echo(m, err=True)  # noqa: E731
-    model = load_deployable(source, resolution, width, batch, classes, seed)
-    manifest = compile_with_checks(chosen, model, out, given, log, data=data, check_images=check_images,
-                                   allow_nonfinite=allow_nonfinite, force=force,
-                                   skip_corrupt=bool(given.get("skip_corrupt")))
-    files = ", ".join(f"{k} ({v['bytes'] / 1e6:.1f} MB)" for k, v in manifest["files"].items())
-    click.echo(weights_line(model, source), err=True)
-    click.echo(f"wrote {out}/: {files}, manifest.json")
+    result = compile_source(chosen, source, out, given, log, seed, (resolution, width, batch, classes), data=data,
+                            check_images=check_images, allow_nonfinite=allow_nonfinite, force=force)
+    click.echo(result.weights_line, err=True)
+    click.echo(f"wrote {out}/: {result.files_line}, manifest.json")
 
 
 @cli.command()

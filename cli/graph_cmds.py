@@ -15,6 +15,7 @@ from autonl.ir.ops.registry import REQUIRED
 from autonl.ir import all_presets, atomic_write
 from autonl.passes import PIPELINES, DumpIR, PassManager, Timing, all_passes, analyze_cost, get_pipeline
 from autonl.passes.sources import load_target
+from autonl.workflows.sources import Source, weighted_model
 
 from .app import cli
 from .options import InputShape, with_preset_options
@@ -121,8 +122,9 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     passes = [*(get_pipeline(pipeline).passes if pipeline else ()), *pass_specs]
     if not passes:
         raise click.UsageError("give --pipeline NAME or at least one --pass/-p")
-    graph = load_target(target, resolution, width, batch, classes)
-    weighted = _weighted_model(target, graph)
+    source = Source.resolve(target)
+    graph = source.graph(resolution, width, batch, classes)
+    weighted = weighted_model(source, graph)
     timer = Timing()
     instruments = [timer] + ([DumpIR(Path(dump_dir))] if dump_dir else [])
     result = PassManager(passes, instruments=instruments)(weighted if weighted is not None else graph)
@@ -153,20 +155,6 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     if why_not:
         click.echo(f"warning: the weights of {target} do not fit the result, so only the graph was written "
                    f"({why_not}); it compiles with random weights", err=True)
-
-
-def _weighted_model(target: str, graph):
-    """The IR model (graph + trained weights) of a model folder or a graph file with its
-    weights beside it; None for presets and bare graph files."""
-    from autonl.backends.loading import graph_file_model, ir_model, load_model_or_graph, model_folder, weights_beside
-
-    if Path(target).is_dir() and model_folder(target) is not None:
-        tm = load_model_or_graph(target)
-    elif Path(target).is_file() and weights_beside(target) is not None:
-        tm = graph_file_model(graph, target)
-    else:
-        return None
-    return ir_model(tm.graph, tm.module)
 
 
 def _load_callable(spec: str):

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import click
 
-from autonl.ir import AutonlError, all_presets
-from autonl.passes import resize_graph
-from autonl.passes.sources import relaxed_graph
+from autonl.ir import AutonlError
+from autonl.workflows.sources import load_deployable, space_graph
 
 from autonl.backends.catalog import get_backend
 from autonl.backends.torch.config import RESOLUTION, Range
 
 from .app import cli
-from .deploy_cmds import load_deployable, options_for, timing_backend_options
+from .deploy_cmds import options_for, timing_backend_options
 from .options import THREADS, WIDTH, lock_output, ranged, with_preset_options, write_json
 
 ROUNDS = Range(1, 1000)
@@ -36,16 +35,6 @@ def _out_file(path: str) -> None:
         raise AutonlError(f"--out {path}: folder {parent} does not exist")
     if Path(path).is_dir():
         raise AutonlError(f"--out {path} is a folder; give a file name, e.g. {Path(path) / 'table.json'}")
-
-
-def _space_graph(space_target: str, space: str, resolution: int | None, width: float | None, classes: int | None):
-    """The relaxed graph of a preset (at 224 unless -r) or a graph file, with --space's choices."""
-    if space_target in all_presets():
-        return relaxed_graph(space_target, space, resolution or 224, width, classes or 1000)
-    if classes is not None:
-        raise AutonlError(f"--classes applies to presets only, not to the file {space_target}")
-    graph = relaxed_graph(space_target, space, None, width, None)
-    return resize_graph(graph, resolution) if resolution is not None else graph
 
 
 def _threads(threads: int | None) -> int:
@@ -91,7 +80,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
             raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
         rpc_session(rpc_addr)          # an unreachable server: one line now, before any work
     lock_output(out, "latency-table", inputs=(space_target, space))
-    graph = _space_graph(space_target, space, resolution, width, classes)
+    graph = space_graph(space_target, space, resolution, width, classes)
     table = build_table(graph, chosen, _threads(threads), given, rpc_addr, _effort(rounds), calibration)
     table.path = out
     write_table(table, out)
@@ -142,7 +131,7 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
         require_plan(out)
     lock_output(out, "tune-space", inputs=(space_target, space))
     _refuse_other_folder(out)
-    graph = _space_graph(space_target, space, resolution, width, classes)
+    graph = space_graph(space_target, space, resolution, width, classes)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log, layout=layout)
     click.echo(f"{info['tasks']} distinct workloads ({info['tasks_with_records']} already in the database); "

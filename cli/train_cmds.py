@@ -10,7 +10,8 @@ import click
 
 from autonl.ir import AutonlError, all_presets
 from autonl.ir.ops import LIGHTNL_NORMS
-from autonl.passes.sources import load_target, relaxed_graph
+from autonl.passes.sources import relaxed_graph
+from autonl.workflows.sources import recorded_data, start_weights, training_graph
 
 from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
 
@@ -64,34 +65,21 @@ def train(target, out, resume, force, init, from_scratch, resolution, width, thr
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
         overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
-    model_folder = Path(target).is_dir() and (Path(target) / "weights.pt").is_file()
-    if from_scratch and init:
-        raise AutonlError("--from-scratch and --init contradict each other; pick one")
-    if model_folder and not from_scratch and init is None:
-        init = target
+    init = start_weights(target, init, from_scratch)
     from autonl.backends.torch.weights import read_model_graph
     for folder in (target, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
         if folder is not None and (Path(folder) / "graph.json").is_file():
             read_model_graph(folder)
-    from autonl.backends.torch.data import num_classes, read_data_facts
     from autonl.backends.torch.train import train as run_training
 
     if config["data"] is None:    # a model folder (or --init) was trained on data it names: fine-tune on those
-        from autonl.backends.loading import model_folder
-        folders = [model_folder(p) for p in (target, init) if p is not None and Path(p).is_dir()]
-        facts = next((f for f in (read_data_facts(p) for p in folders if p is not None) if f is not None), None)
-        config["data"] = facts["data"] if facts else TrainConfig.data
+        config["data"] = recorded_data(target, init) or TrainConfig.data
     fitted_resolution = fitted_line = None
     if not resume:      # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, TrainConfig, "train",
                                                        target in all_presets())
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
-    graph = None
-    if not resume:
-        if target in all_presets():  # a preset gets as many outputs as the data has classes
-            graph = load_target(target, resolution or fitted_resolution or 32, width, None, num_classes(cfg.data))
-        else:
-            graph = load_target(target, resolution, width)
+    graph = None if resume else training_graph(target, resolution, width, cfg.data, fitted_resolution)
     with _new_run(out, resume, force):
         result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides, note=fitted_line)
     click.echo(json.dumps(result))

@@ -16,11 +16,12 @@ from autonl.passes import Pass, PassError, PassManager, PassResult, register_pas
 from helpers import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = {"autonl_ir": "autonl.ir", "passes": "autonl.passes", "backends": "autonl.backends", "cli": "autonl.cli"}
+PACKAGES = {"autonl_ir": "autonl.ir", "passes": "autonl.passes", "backends": "autonl.backends",
+            "workflows": "autonl.workflows", "cli": "autonl.cli"}
 
 
 def test_import_linter_contracts_are_kept():
-    """cli > backends > passes > ir, and neither the IR nor the passes import torch or a runtime
+    """cli > workflows > backends > passes > ir, and neither the IR nor the passes import torch or a runtime
     (the contracts are in pyproject.toml)."""
     proc = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
                           cwd=REPO, capture_output=True, text=True)

@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autonl.ir import AutonlError, Graph, all_presets, atomic_write, build_preset
+from autonl.ir import AutonlError, Graph, atomic_write, build_preset
 from autonl.passes import analyze_cost, resize_graph
-from autonl.passes.sources import as_search_space, load_target
+from autonl.passes.sources import Source, as_search_space, is_preset, load_target
 
-from .base import Backend
-from .catalog import get_backend
-from .checks import compile_with_checks
-from .loading import load_model_or_graph, model_folder
-from .locks import output_lock
-from .manifest import check_out, versions, write_manifest
-from .outputs import replacing_folder
+from autonl.backends.base import Backend
+from autonl.backends.catalog import get_backend
+from autonl.backends.loading import load_model_or_graph
+from autonl.backends.locks import output_lock
+from autonl.backends.manifest import check_out, versions, write_manifest
+from autonl.backends.outputs import replacing_folder
+
+from .compile import compile_with_checks
 from .report import write_report
 
 BUILTIN = {"builtin": "digits"}
@@ -53,27 +54,125 @@ class RunSource:
     cost_resolution: int     # where a MAC target is counted: 224 for a preset, else the network's own size
 
 
+@dataclass
+class Baseline:
+    """The network the derived one is compared with, as ``autonl run`` prints it."""
+
+    name: str
+    steps: int
+    val_acc: float
+    onnxruntime_ms: float
+
+
+@dataclass
+class Int8Accuracy:
+    """The deployed fp32 and int8 models' validation accuracy (onnxruntime) and the change."""
+
+    fp32: float
+    int8: float
+    change: float
+
+
+@dataclass
+class RunSummary:
+    """What ``autonl run`` did, stage by stage: ``summary.json`` (:meth:`to_json`, its keys
+    in this order) and the figures the command prints (the properties). The stages' own
+    results (``search``, ``train``, ``comparison``...) stay as their JSON."""
+
+    data: str
+    source: str
+    space: str | None
+    target_macs: float | None
+    target_latency_ms: float | None
+    latency_target: dict | None
+    backend: str
+    seed: int
+    search: dict
+    derived: dict              # {"derived": costs, "mobilenetv2": ..., "autonl-s": ..., "autonl-l": ...}
+    resolution: int
+    classes: int
+    input_resolution: int
+    cost_resolution: int
+    train: dict
+    deploy_checks: dict | None
+    settings: dict
+    chance: float
+    accuracy_warning: str | None
+    data_facts: dict | None
+    int8: dict | None
+    latency: dict              # {runtime: ms}
+    latency_timing: dict
+    seconds: dict
+    comparison: dict | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def derived_macs(self) -> float:
+        return self.derived["derived"]["macs"]
+
+    @property
+    def val_acc(self) -> float:
+        """The derived network's validation accuracy after fine-tuning."""
+        return self.train["val_acc"]
+
+    @property
+    def int8_accuracy(self) -> Int8Accuracy | None:
+        """The deployed models' accuracy, when an int8 model was made."""
+        a = (self.int8 or {}).get("accuracy")
+        return Int8Accuracy(a["fp32"], a["int8"], a["change"]) if a else None
+
+    @property
+    def baseline(self) -> Baseline | None:
+        c = self.comparison
+        if not c:
+            return None
+        return Baseline(c["baseline"]["name"], c["baseline"]["steps"], c["baseline_acc"]["val_acc"],
+                        c["latency_ms"]["baseline"])
+
+
 def run_source(source: str, space: str, resolution: int | None, classes: int, data: str,
                lightnl_norm: str | None = None) -> RunSource:
     """A preset (built at ``resolution`` with the data's classes), a graph file (text or JSON
-    form), a model folder or a run folder: as a search space. A discrete network goes through
-    the search-space pipeline with ``space`` (``autonl``: blocks and LightNL searched;
-    ``lightnl-only``: LightNL placement only, the blocks kept as they are); its own input
-    size is kept (a ``resolution`` given for it is refused: it applies to presets only)."""
-    preset = source in all_presets()
-    if preset:
-        graph = load_target(source, resolution, None, None, classes)
+    form), a model folder or a run folder (:class:`~autonl.passes.sources.Source`): as a
+    search space. A discrete network goes through the search-space pipeline with ``space``
+    (``autonl``: blocks and LightNL searched; ``lightnl-only``: LightNL placement only, the
+    blocks kept as they are); its own input size is kept (a ``resolution`` given for it is
+    refused: it applies to presets only)."""
+    src = Source.resolve(source)
+    if src.is_preset:
+        graph = src.graph(resolution, None, None, classes)
     else:
-        if Path(source).is_dir() and model_folder(source) is not None:   # a model or run folder
-            source = str(model_folder(source) / "graph.json")
-        graph = load_target(source, resolution)
+        graph = src.graph(resolution)
         out_classes = graph.type_of(graph.outputs[0]).shape[-1]
         if out_classes != classes:
-            raise AutonlError(f"{source} predicts {out_classes} classes but the data '{data}' has {classes}; "
+            raise AutonlError(f"{src.name} predicts {out_classes} classes but the data '{data}' has {classes}; "
                               f"give a network with {classes} outputs")
     own = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    return RunSource(source, as_search_space(graph, space, lightnl_norm), None if graph.relaxed else graph, own,
-                     224 if preset else own)
+    return RunSource(src.name, as_search_space(graph, space, lightnl_norm), None if graph.relaxed else graph, own,
+                     224 if src.is_preset else own)
+
+
+DEFAULT_TARGET_MACS = "300M"     # the built-in space's, at 224x224
+
+
+def check_run_targets(target_macs: str | None, target_latency: str | None, latency_table: str | None) -> None:
+    """The targets ``autonl run`` was given, before any work: one of MACs or latency, the
+    latency with its table."""
+    if target_macs is not None and target_latency is not None:
+        raise AutonlError("give --target-macs or --target-latency, not both")
+    if (target_latency is None) != (latency_table is None):
+        raise AutonlError("--target-latency and --latency-table go together")
+
+
+def check_own_network_target(source: str, target_macs: str | None, target_latency_ms: float | None) -> None:
+    """A SOURCE that is not a preset needs a target of its own (:data:`DEFAULT_TARGET_MACS`
+    is the built-in space's)."""
+    if target_macs is None and target_latency_ms is None and not is_preset(source):
+        raise AutonlError(f"give --target-macs (counted at its own input size) or --target-latency for {source}; "
+                          f"the {DEFAULT_TARGET_MACS} default is the built-in space's, at 224x224 (autonl show "
+                          f"{source} --cost gives its MACs)")
 
 
 def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, out: str | Path,
@@ -81,8 +180,8 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
                  seed: int = 0, force: bool = False, log=print, batch_size: int | None = None,
                  lightnl_norm: str | None = None, target_latency_ms: float | None = None,
                  latency_table: str | None = None, aug: dict | None = None, source: str = BUILTIN_SPACE,
-                 space: str = "autonl", baseline: bool = True) -> dict:
-    """Every stage under ``out``, under the lock of ``out`` (:mod:`.locks`); each stage locks
+                 space: str = "autonl", baseline: bool = True) -> RunSummary:
+    """Every stage under ``out``, under the lock of ``out`` (:mod:`autonl.backends.locks`); each stage locks
     its own folder inside it as well. ``source``: what to search (:func:`run_source`), with
     ``space`` for a discrete network. Settings left ``None`` are fitted to the data
     (:func:`~autonl.backends.torch.data.fitted_settings`) and printed with the reason.
@@ -97,35 +196,51 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     check_out(out)
     asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
              "train_steps": train_steps}
-    with output_lock(out, "run"):
-        # the inputs first: a missing dataset, table or source stops here, before the old folder is touched
-        from .torch.data import num_classes
-        classes = num_classes(data)
-        table = None
-        if latency_table is not None:
-            from .latency import LatencyTable
-            table = LatencyTable.read(latency_table)
-            if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
-                table = None
-        if source in all_presets():
-            settings, settings_line = _settings(data, asked)
-            src = run_source(source, space, settings["resolution"], classes, data, lightnl_norm)
-        else:                                # a network of the user's: its own input size
-            src = run_source(source, space, resolution, classes, data, lightnl_norm)
-            settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
-        goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
-        # old files set aside beside --out and put back on any failure or signal (.outputs)
-        with replacing_folder(out, force, inputs=(data, latency_table)):
-            if settings_line:
-                log(settings_line)
-            run = _Run(data, classes, backend, out, settings, seed, log, aug or {}, src, table, latency_table,
-                       target_macs, target_latency_ms, goal)
-            return run.all(space, lightnl_norm, baseline)
+    try:
+        with output_lock(out, "run"):
+            # the inputs first: a missing dataset, table or source stops here, before the old folder is touched
+            from autonl.backends.torch.data import num_classes
+            classes = num_classes(data)
+            table = None
+            if latency_table is not None:
+                from autonl.backends.latency import LatencyTable
+                table = LatencyTable.read(latency_table)
+                if target_latency_ms is None:    # a MAC target: the table, if any, plays no part
+                    table = None
+            if is_preset(source):
+                settings, settings_line = _settings(data, asked)
+                src = run_source(source, space, settings["resolution"], classes, data, lightnl_norm)
+            else:                                # a network of the user's: its own input size
+                src = run_source(source, space, resolution, classes, data, lightnl_norm)
+                settings, settings_line = _settings(data, asked, (src.resolution, f"the input size of {src.name}"))
+            goal = _check_goal(src.relaxed, target_macs, target_latency_ms, latency_table, table, src.cost_resolution)
+            # old files set aside beside --out and put back on any failure or signal (autonl.backends.outputs)
+            with replacing_folder(out, force, inputs=(data, latency_table)):
+                if settings_line:
+                    log(settings_line)
+                run = _Run(data, classes, backend, out, settings, seed, log, aug or {}, src, table, latency_table,
+                           target_macs, target_latency_ms, goal)
+                return run.all(space, lightnl_norm, baseline)
+    except AutonlError as e:     # an unreadable image: what to do about it in autonl run
+        hinted = without_skip_hint(str(e))
+        if hinted == str(e):
+            raise
+        raise AutonlError(hinted) from None
+
+
+def without_skip_hint(message: str) -> str:
+    """An unreadable image's line says what to do in a command that takes --skip-corrupt;
+    ``autonl run`` does not, so it says what to do here instead."""
+    from autonl.backends.torch.loader import SKIP_HINT
+    if message.endswith(SKIP_HINT):
+        return (message[:-len(SKIP_HINT)] + "remove or replace that file in the dataset and run again (autonl run "
+                "has no --skip-corrupt; autonl search and autonl train take it)")
+    return message
 
 
 def _check_goal(graph: Graph, target_macs, target_latency_ms, latency_table, table, cost_resolution: int) -> str:
     """The target in words, after checking it is within the space's reach (nothing written)."""
-    from .torch.search import check_target_bounds
+    from autonl.backends.torch.search import check_target_bounds
     if target_latency_ms is not None:
         at_table = resize_graph(graph, table.resolution)
         table.check_fits(at_table)
@@ -143,9 +258,9 @@ def _settings(data: str, asked: dict, own: tuple[int, str] | None = None) -> tup
     batch, with the learning rates scaled to it (linear scaling rule)."""
     import torch
 
-    from .torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
-    from .torch.search import SearchConfig
-    from .torch.train import TrainConfig
+    from autonl.backends.torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
+    from autonl.backends.torch.search import SearchConfig
+    from autonl.backends.torch.train import TrainConfig
     fitted = fitted_settings(data, gpu=torch.cuda.is_available())
     chosen = {k: v if v is not None else fitted[k] for k, v in asked.items()}
     if own is not None:
@@ -189,8 +304,8 @@ class _Run:
             latency_table, target_macs, target_latency_ms, goal)
         self.timings: dict[str, float] = {}
 
-    def all(self, space: str, lightnl_norm: str | None, baseline: bool) -> dict:
-        from .torch.data import accuracy_line, chance_level
+    def all(self, space: str, lightnl_norm: str | None, baseline: bool) -> RunSummary:
+        from autonl.backends.torch.data import accuracy_line, chance_level
         self.out.mkdir(parents=True, exist_ok=True)
         search = self.search(space)
         derived = self.derive()
@@ -214,25 +329,24 @@ class _Run:
         if comparison:
             comparison["latency_ms"] = {"derived": latency["onnxruntime fp32"],
                                         "baseline": facts["extra_ms"]["baseline"]}
-        summary = {
-            "data": self.data, "source": self.src.name, "space": space if self.src.start is not None else None,
-            "target_macs": self.target_macs, "target_latency_ms": self.target_latency_ms,
-            "latency_target": latency_target, "backend": self.backend.name, "seed": self.seed,
-            "search": search, "derived": {k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
-            "resolution": derived["resolution"], "classes": derived["classes"], "input_resolution": self.src.resolution,
-            "cost_resolution": self.src.cost_resolution,
-            "train": trained, "deploy_checks": deploy.get("checks"), "settings": self.settings,
-            "chance": chance_level(self.data)[0], "accuracy_warning": acc_warning, "data_facts": model.data,
-            "int8": deploy.get("int8"), "latency": latency, "latency_timing": facts, "seconds": self.timings,
-            "comparison": comparison,
-        }
-        atomic_write(self.out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-        write_report(self.out, summary)
+        summary = RunSummary(
+            data=self.data, source=self.src.name, space=space if self.src.start is not None else None,
+            target_macs=self.target_macs, target_latency_ms=self.target_latency_ms, latency_target=latency_target,
+            backend=self.backend.name, seed=self.seed, search=search,
+            derived={k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
+            resolution=derived["resolution"], classes=derived["classes"], input_resolution=self.src.resolution,
+            cost_resolution=self.src.cost_resolution, train=trained, deploy_checks=deploy.get("checks"),
+            settings=self.settings, chance=chance_level(self.data)[0], accuracy_warning=acc_warning,
+            data_facts=model.data, int8=deploy.get("int8"), latency=latency, latency_timing=facts,
+            seconds=self.timings, comparison=comparison)
+        as_json = summary.to_json()
+        atomic_write(self.out / "summary.json", json.dumps(as_json, indent=1, default=str) + "\n")
+        write_report(self.out, as_json)
         self.manifest(space, lightnl_norm)
         return summary
 
     def search(self, space: str) -> dict:
-        from .torch.search import SearchConfig, search as run_search
+        from autonl.backends.torch.search import SearchConfig, search as run_search
         s = self.settings
         what = "the AutoNL space" if self.src.start is None else f"{self.src.name} with the '{space}' space"
         t = _stage(self.log, f"search: {what} on {self.data} at {s['resolution']}x{s['resolution']}, toward "
@@ -249,14 +363,14 @@ class _Run:
         return search
 
     def derive(self) -> dict:
-        from .torch.child import extract_child
+        from autonl.backends.torch.child import extract_child
         t = _stage(self.log, "derive")
         derived = extract_child(self.out / "search", self.out / "derived", None, False)
         self.timings["derive"] = time.time() - t
         return derived
 
     def fine_tune(self) -> dict:
-        from .torch.train import TrainConfig, train as run_training
+        from autonl.backends.torch.train import TrainConfig, train as run_training
         s = self.settings
         t = _stage(self.log, f"fine-tune: {s['train_steps']} steps")
         cfg = TrainConfig(data=self.data, steps=s["train_steps"], seed=self.seed, eval_every=s["train_steps"],
@@ -269,7 +383,7 @@ class _Run:
     def train_baseline(self) -> dict:
         """The network to beat, trained from scratch for as many steps as the derived network's
         weights saw (search, then fine-tuning), with the fine-tuning's recipe."""
-        from .torch.train import TrainConfig, train as run_training
+        from autonl.backends.torch.train import TrainConfig, train as run_training
         s = self.settings
         derived = load_target(str(self.out / "derived"))
         if self.src.start is not None:
@@ -296,8 +410,8 @@ class _Run:
         validation split, and a warning when the derived network is not the more accurate."""
         import torch
 
-        from .torch.data import make_val_loader
-        from .torch.evaluation import per_class_accuracy
+        from autonl.backends.torch.data import make_val_loader
+        from autonl.backends.torch.evaluation import per_class_accuracy
         crop = (model.data or {}).get("augmentation", {}).get("eval_crop")
         loader, classes = make_val_loader(self.data, self.src.resolution, 64, eval_crop=crop)
         dev = torch.device("cpu")
@@ -362,10 +476,10 @@ class _Run:
 
 def measure_against_table(graph, table, target_ms: float, predicted_ms: float) -> dict:
     """The derived network at the table's resolution, timed with the table's backend, options
-    and threads and scaled to its machine speed (:mod:`.latency.timing`): the latency the
+    and threads and scaled to its machine speed (:mod:`autonl.backends.latency.timing`): the latency the
     search aimed at, measured."""
-    from .latency import Effort
-    from .latency.measure import table_probe, time_graphs
+    from autonl.backends.latency import Effort
+    from autonl.backends.latency.measure import table_probe, time_graphs
     prov = table.provenance
     at = resize_graph(graph, table.resolution)
     timings, _, _ = time_graphs({"derived": at}, get_backend(prov["backend"]), prov["threads"],
@@ -385,18 +499,18 @@ def measure_latency(model, deploy: Path, backend: Backend, rounds: int = 7, thre
     ``extra_ms``: each model of ``extra`` (``{label: TorchModel}``) in onnxruntime fp32).
 
     ``threads``: torch's and onnxruntime's (None: torch's current count, onnxruntime's
-    usable CPUs). Timed as ``autonl bench`` times (:func:`~.latency.timing.measure_all`):
+    usable CPUs). Timed as ``autonl bench`` times (:func:`~autonl.backends.latency.timing.measure_all`):
     each runtime in a block of calls per round, the runtimes in turn, and its lowest round
     median, so that neither runtime's threads (torch's spinning OpenMP pool, onnxruntime's)
     are timed while the other's still hold the cores. Alternating single calls measured both
     several times slower than alone (a 32 px network: eager 51 ms against 8 ms alone)."""
     import torch
 
-    from .cpu import usable_cpus
-    from .latency.timing import Effort, measure_all, wall_timer
-    from .loading import deploy_model, reference_input
-    from .onnx.export import export_onnx
-    from .onnx.runtime import run, session
+    from autonl.backends.cpu import usable_cpus
+    from autonl.backends.latency.timing import Effort, measure_all, wall_timer
+    from autonl.backends.loading import deploy_model, reference_input
+    from autonl.backends.onnx.export import export_onnx
+    from autonl.backends.onnx.runtime import run, session
     x = reference_input(model.graph, batch=1)
     xt = torch.from_numpy(x)
     torch_threads = threads or torch.get_num_threads()

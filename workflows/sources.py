@@ -1,0 +1,101 @@
+"""A user's SOURCE with its weights: what :class:`~autonl.passes.sources.Source` resolved
+(the one place that decides what a SOURCE is), loaded as a model to compile or time
+(:func:`load_deployable`), as an IR model to run passes over (:func:`weighted_model`), or
+as the network ``autonl run`` searches (:func:`~autonl.workflows.run.run_source`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from autonl.ir import AutonlError, Graph, Model
+from autonl.passes import resize_graph
+from autonl.passes.sources import FOLDER, GRAPH_FILE, MODEL_FOLDER, Source, model_folder, relaxed_graph
+
+__all__ = ["Source", "load_deployable", "recorded_data", "space_graph", "start_weights", "training_graph",
+           "weighted_model", "weights_line"]
+
+
+def load_deployable(source: Source | str, resolution=None, width=None, batch=None, classes=None, seed: int = 0):
+    """The :class:`~autonl.backends.loading.TorchModel` of ``source``: a model folder or run
+    folder (trained weights), a graph file (the weights beside it, else random ones) or a
+    preset (random weights)."""
+    from autonl.backends.loading import graph_file_model, load_model_or_graph
+
+    source = source if isinstance(source, Source) else Source.resolve(source)
+    if source.kind == MODEL_FOLDER:
+        source.refuse_preset_options(resolution, width, batch, classes)
+        return load_model_or_graph(source.text)
+    if source.kind == FOLDER:
+        raise AutonlError(f"{source.text}: not a model folder (graph.json + weights.pt) nor a run folder with model/")
+    graph = source.graph(resolution, width, batch, classes)
+    if source.weights is not None:
+        return graph_file_model(graph, source.text)
+    return load_model_or_graph(graph, seed=seed)
+
+
+def weighted_model(source: Source, graph: Graph) -> Model | None:
+    """The IR model (``graph`` + trained weights) of a model folder, a run folder or a graph
+    file with its weights beside it; None for presets and bare graph files."""
+    from autonl.backends.loading import graph_file_model, ir_model, load_model_or_graph
+
+    if source.kind == MODEL_FOLDER:
+        tm = load_model_or_graph(source.text)
+    elif source.kind == GRAPH_FILE and source.weights is not None:
+        tm = graph_file_model(graph, source.text)
+    else:
+        return None
+    return ir_model(tm.graph, tm.module)
+
+
+def weights_line(model, source: str) -> str:
+    """Where the compiled weights came from, said once the compile has succeeded."""
+    if Path(model.weights).is_file():
+        beside = Path(model.weights).parent != Path(source) and Path(source).is_file()
+        return f"weights: {model.weights}" + (f" (beside {source})" if beside else "")
+    return (f"weights: {model.weights}: no trained weights given (a model folder, a run folder, or a "
+            f"<name>.weights.pt beside the graph file); latencies are real, accuracy is not")
+
+
+def space_graph(target: str, space: str, resolution: int | None, width: float | None, classes: int | None) -> Graph:
+    """The relaxed graph of a preset (at 224 unless ``resolution``, 1000 classes unless
+    ``classes``) or a graph file (at ``resolution`` if given, its own classes), with
+    ``space``'s choices: what ``latency-table`` and ``tune-space`` time."""
+    source = Source.resolve(target)
+    if source.is_preset:
+        return relaxed_graph(target, space, resolution or 224, width, classes or 1000)
+    source.refuse_preset_options(classes=classes)
+    graph = relaxed_graph(target, space, None, width, None)
+    return resize_graph(graph, resolution) if resolution is not None else graph
+
+
+def start_weights(target: str, init: str | None, from_scratch: bool) -> str | None:
+    """``autonl train``'s ``--init``: as given, else a model folder (or a run folder's model/)
+    as TARGET starts from its own weights (fine-tuning) unless ``from_scratch``."""
+    if from_scratch and init:
+        raise AutonlError("--from-scratch and --init contradict each other; pick one")
+    if init is None and not from_scratch and Path(target).is_dir():
+        source = Source.resolve(target)
+        if source.kind == MODEL_FOLDER:
+            return target if source.run_folder is None else str(source.folder)
+    return init
+
+
+def recorded_data(*paths: str | None) -> str | None:
+    """The data the first of ``paths`` that is a model folder (or a run folder) records in
+    its data.json, if any: what a model is fine-tuned or checked on by default."""
+    from autonl.backends.torch.data import read_data_facts
+
+    folders = [model_folder(p) for p in paths if p is not None and Path(p).is_dir()]
+    facts = next((f for f in (read_data_facts(p) for p in folders if p is not None) if f is not None), None)
+    return facts["data"] if facts else None
+
+
+def training_graph(target: str, resolution: int | None, width: float | None, data: str,
+                   preset_resolution: int | None = None) -> Graph:
+    """The graph ``autonl train`` trains: a preset at ``resolution`` (else
+    ``preset_resolution``, else 32) with as many outputs as ``data`` has classes, else the
+    file's or folder's own (options refused)."""
+    source = Source.resolve(target)
+    if source.is_preset:
+        from autonl.backends.torch.data import num_classes
+        return source.graph(resolution or preset_resolution or 32, width, None, num_classes(data))
+    return source.graph(resolution, width)
