@@ -13,7 +13,7 @@ from autonl.ir.files import format_for
 from autonl.ir.ops import all_ops
 from autonl.ir.ops.registry import REQUIRED
 from autonl.ir import all_presets, atomic_write
-from autonl.passes import PIPELINES, DumpIR, PassManager, Timing, all_passes, analyze_cost, get_pipeline
+from autonl.passes import PIPELINES, DumpIR, PassManager, PassTimes, all_passes, analyze_cost, get_pipeline
 from autonl.passes.sources import load_target
 from autonl.workflows.sources import Source, weighted_model
 
@@ -125,7 +125,7 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     source = Source.resolve(target)
     graph = source.graph(resolution, width, batch, classes)
     weighted = weighted_model(source, graph)
-    timer = Timing()
+    timer = PassTimes()
     instruments = [timer] + ([DumpIR(Path(dump_dir))] if dump_dir else [])
     result = PassManager(passes, instruments=instruments)(weighted if weighted is not None else graph)
     if timing:

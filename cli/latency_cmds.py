@@ -12,7 +12,8 @@ from autonl.ir import AutonlError
 from autonl.workflows.sources import load_deployable, space_graph
 
 from autonl.backends.catalog import get_backend
-from autonl.backends.torch.config import RESOLUTION, Range
+from autonl.backends.torch.config import RESOLUTION
+from autonl.ir.ranges import Range
 
 from .app import cli
 from .deploy_cmds import options_for, timing_backend_options

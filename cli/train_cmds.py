@@ -13,7 +13,8 @@ from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import relaxed_graph
 from autonl.workflows.sources import recorded_data, start_weights, training_graph
 
-from autonl.backends.torch.config import RESOLUTION, Range, SearchConfig, TrainConfig
+from autonl.backends.torch.config import RESOLUTION, SearchConfig, TrainConfig
+from autonl.ir.ranges import Range
 
 from .app import cli
 from .options import DATA_HELP, THREADS, augmentation_options, WIDTH, check_resume_settings, fit_to_folder, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \

@@ -20,7 +20,7 @@ from . import (cost, dce, derive, fold_bn, fold_mbconv, fuse_activations, insert
 from . import pipelines, presets  # noqa: F401  (register the pipelines and the search-space preset)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost import CostReport, analyze_cost
-from .manager import DumpIR, Instrument, PassManager, PassTimes, Timing
+from .manager import DumpIR, Instrument, PassManager, PassTimes
 from .match import find_nodes, match_pattern
 from .pipelines import PIPELINES, get_pipeline, register_pipeline, search_space_pipeline
 from .registry import PASSES, all_passes, create_pass, get_pass, load_plugins, register_pass
@@ -30,7 +30,7 @@ from .space_file import SpaceFile, load_space
 
 __all__ = [
     "CostReport", "DumpIR", "Instrument", "PASSES", "PIPELINES", "Pass", "PassError", "PassManager", "PassResult",
-    "PassTimes", "PostconditionError", "PreconditionError", "SearchSpace", "SpaceFile", "Timing", "all_passes",
+    "PassTimes", "PostconditionError", "PreconditionError", "SearchSpace", "SpaceFile", "all_passes",
     "analyze_cost",
     "create_pass", "find_nodes", "get_pass", "get_pipeline", "load_plugins", "load_space", "match_pattern",
     "register_pass", "register_pipeline", "resize_graph", "search_space_pipeline",

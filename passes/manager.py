@@ -52,7 +52,6 @@ class PassTimes(Instrument):
         return "\n".join(rows)
 
 
-Timing = PassTimes      # its former name (autonl opt --time and the docs still use it)
 
 
 @dataclass

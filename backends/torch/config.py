@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass, fields
 
 from autonl.ir import AutonlError
-# Range and its field helpers live in the IR package (no torch, no click); imported here for
-# the configs below and for the modules that import them from here.
+# Range and its field helpers live in the IR package (no torch, no click).
 from autonl.ir.ranges import (FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range,  # noqa: F401
                               check_ranges)
 from autonl.ir.ranges import ranged_field as _f
