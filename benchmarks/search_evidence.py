@@ -49,112 +49,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-BLOCKS = ("ir_r1_k3_s1_e1_c16", "ir_r2_k3_s1_e3_c24", "ir_r2_k3_s2_e3_c32", "ir_r2_k3_s2_e3_c48")
-TOL = 0.05
+from evidence_figures import plot, summarize
+from evidence_space import TOL, Cost, build_space, derive, only_at, positions, sample, stages
+
 PLAN_VERSION = 1
 # settings the plan depends on: a run with others needs another --work folder
 PLAN_KEYS = ("data", "resolution", "target", "random", "sample_seed", "costs")
-
-
-# -- the space -----------------------------------------------------------------------------
-def build_space(resolution: int, classes: int):
-    from autonl.ir import Model
-    from autonl.ir.presets import NetworkSpec, build_network
-    from autonl.passes import PassManager
-
-    spec = NetworkSpec("evidence", BLOCKS, act="silu", stem=16, head=128, dropout=0.0, bn_eps=1e-3,
-                       bn_momentum=0.01)
-    return PassManager("search-space").run(Model(build_network(spec, resolution=resolution,
-                                                               num_classes=classes), {})).graph
-
-
-def derive(space, decisions):
-    from autonl.passes.derive import Derive
-    return Derive(decisions)(space).graph
-
-
-class Cost:
-    """A comparison's cost of a network: counted MACs, or the latency table's prediction (ms)."""
-
-    def __init__(self, kind: str, space, table_path: Path | None = None):
-        self.kind, self.space = kind, space
-        if kind == "latency":
-            from autonl.backends.latency import LatencyTable
-            self.table = LatencyTable.read(table_path)
-            self.table.check_fits(space)
-
-    def __call__(self, decisions) -> float:
-        if self.kind == "latency":
-            return self.table.predict(self.space, decisions)
-        from autonl.passes import analyze_cost
-        return float(analyze_cost(derive(self.space, decisions)).macs)
-
-    def bounds(self) -> tuple[float, float]:
-        if self.kind == "latency":
-            return self.table.bounds(self.space)
-        from autonl.passes import analyze_cost
-        report = analyze_cost(self.space)
-        return float(report.macs), float(report.total("macs_max"))
-
-    def fmt(self, v: float) -> str:
-        return f"{v:.3f} ms" if self.kind == "latency" else f"{v / 1e6:.2f}M MACs"
-
-
-def stages(space) -> dict[str, list[str]]:
-    """The LightNL candidates grouped by the size of their feature map, largest first: up to
-    three groups, named early / middle / late."""
-    by_size: dict[int, list[str]] = {}
-    for n in space:
-        if n.op == "lightnl":
-            by_size.setdefault(space.type_of(n.inputs[0]).shape[-1], []).append(n.name)
-    sizes = sorted(by_size, reverse=True)
-    names = ["early", "middle", "late"] if len(sizes) >= 3 else ["early", "late"][:len(sizes)]
-    groups = [sizes[round(i * len(sizes) / len(names)):round((i + 1) * len(sizes) / len(names))]
-              for i in range(len(names))]
-    return {f"{name} ({'/'.join(f'{s}x{s}' for s in g)})": [x for s in g for x in by_size[s]]
-            for name, g in zip(names, groups)}
-
-
-def positions(decisions) -> str:
-    """The inserted LightNL blocks, e.g. ``1(.25,s1) 5(.125,s2)``, or ``none``."""
-    out = [f"{name.split('_')[1]}({d['r']:g},s{d['s']})".replace("0.", ".")
-           for name, d in sorted(decisions.items()) if name.startswith("lightnl_") and d.get("insert")]
-    return " ".join(out) or "none"
-
-
-def sample(space, cost: Cost, target: float, rng: random.Random, fix=None, tries: int = 20000) -> dict | None:
-    """Random decisions (with ``fix(decisions)`` applied) within +-TOL of ``target``."""
-    from autonl.passes import SearchSpace
-
-    s = SearchSpace(space)
-    for _ in range(tries):
-        d = s.random(rng)
-        if fix is not None:
-            fix(d)
-        if abs(cost(d) / target - 1) <= TOL:
-            return d
-    return None
-
-
-def only_at(names, r=0.25, s=1):
-    def fix(d):
-        for name, dd in d.items():
-            if name.startswith("lightnl_"):
-                dd["insert"] = name in names
-                if name in names:
-                    dd["r"], dd["s"] = r, s
-    return fix
 
 
 # -- jobs (each runs in a worker process with one thread) ----------------------------------
@@ -351,17 +260,7 @@ def recipe_key(config: dict) -> str:
     return hashlib.sha1(json.dumps(full, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist", help="a built-in dataset or an ImageFolder root")
@@ -391,10 +290,13 @@ def main() -> None:
     args = ap.parse_args()
     args.aug = {k: v for k, v in (("crop_scale", args.crop_scale), ("flip", args.flip), ("eval_crop", args.eval_crop))
                 if v is not None}
-    print("$ python " + shlex.join(sys.argv), flush=True)
-    t_start = time.perf_counter()
+    return args
 
-    from autonl.backends.torch.data import describe, make_loaders, num_classes
+
+def prepare(args) -> tuple:
+    """The data checked, the work folder, the space, the latency table (measured once) and the
+    plan (drawn once): ``(work, prefix, space, space_text, plan)``."""
+    from autonl.backends.torch.data import make_loaders, num_classes
     from autonl.ir import AutonlError, render
 
     try:
@@ -420,10 +322,12 @@ def main() -> None:
             sys.exit("error: autonl latency-table failed")
         os.replace(tmp, work / "latency_table.json")
     plan = make_plan(args, space, work, classes)
-    sets = parse_sets(args.sets)
-    tag = recipe_tag(sets)
+    return work, prefix, space, space_text, plan
 
-    # every job, in the order they may start: searches and the non-searched trainings first
+
+def first_jobs(args, plan, space, space_text: str, work: Path, sets: dict, tag: str) -> list[dict]:
+    """Every job known before a search ends, in the order they may start: the searches, then
+    the non-searched networks' trainings."""
     jobs: list[dict] = []
     for kind in args.costs:
         comp = plan["comparisons"][kind]
@@ -438,11 +342,37 @@ def main() -> None:
             jobs.append({"kind": "search", "net": f"{kind}/searched-{seed}", "cost": kind, "seed": seed,
                          "space": space_text, "config": config, "threads": 1,
                          "out": str(work / "search" / f"{tag}-{key}" / f"{kind}-{seed}")})
-    folders = {j["net"]: Path(j["out"]) for j in jobs}
     for kind in args.costs:
         for net, n in plan["comparisons"][kind]["networks"].items():
             for seed in args.seeds:
                 jobs.append(train_job_of(args, space, f"{kind}/{net}", n["decisions"], seed, work / "train"))
+    return jobs
+
+
+def main() -> None:
+    args = parse_args()
+    print("$ python " + shlex.join(sys.argv), flush=True)
+    t_start = time.perf_counter()
+    work, prefix, space, space_text, plan = prepare(args)
+    sets = parse_sets(args.sets)
+    tag = recipe_tag(sets)
+    jobs = first_jobs(args, plan, space, space_text, work, sets, tag)
+    folders = {j["net"]: Path(j["out"]) for j in jobs if j["kind"] == "search"}
+    rows, searched = run_jobs(args, jobs, plan, space, work, tag, t_start)
+    results = summarize(args, plan, space, work, rows, searched, tag, folders, time.perf_counter() - t_start,
+                        sets)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    # the prefix may hold a dot (a recipe tag such as warmup_drop=0.5): add, never replace, a suffix
+    _write(Path(f"{prefix}.json"), results)
+    Path(f"{prefix}.txt").write_text(results["table"] + "\n")
+    plot(results, Path(f"{prefix}.png"))
+    print("\n" + results["table"])
+    print(f"\nwrote {prefix}.json, .txt, .png", flush=True)
+
+
+def run_jobs(args, jobs: list[dict], plan, space, work: Path, tag: str, t_start: float) -> tuple[dict, dict]:
+    """Run ``jobs`` ``args.jobs`` at a time; each search, when it ends, adds its network's
+    trainings and its supernet's ranking. Returns (rows by job, searches by network)."""
     rows: dict[str, dict] = {}
     searched: dict[str, dict] = {}
     total, finished = len(jobs) + len(args.costs) * len(args.search_seeds) * (len(args.seeds) + 1), 0
@@ -480,14 +410,7 @@ def main() -> None:
                             else f"supernet ranking of {len(row['supernet_acc'])} networks")
                     print(f"[{finished}/{total} {elapsed:.0f} min] {job['kind']} {job['net']}"
                           f"{' seed ' + str(job['seed']) if job['kind'] == 'train' else ''}: {what}", flush=True)
-    results = summarize(args, plan, space, work, rows, searched, tag, folders, time.perf_counter() - t_start)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    # the prefix may hold a dot (a recipe tag such as warmup_drop=0.5): add, never replace, a suffix
-    _write(Path(f"{prefix}.json"), results)
-    Path(f"{prefix}.txt").write_text(results["table"] + "\n")
-    plot(results, Path(f"{prefix}.png"))
-    print("\n" + results["table"])
-    print(f"\nwrote {prefix}.json, .txt, .png", flush=True)
+    return rows, searched
 
 
 def train_job_of(args, space, net: str, decisions: dict, seed: int, root: Path) -> dict:
@@ -496,187 +419,6 @@ def train_job_of(args, space, net: str, decisions: dict, seed: int, root: Path) 
     return {"kind": "train", "net": net, "seed": seed, "data": args.data, "steps": args.train_steps,
             "train_size": args.train_size, "threads": 1, "graph": render(derive(space, decisions), "text"),
             "aug": args.aug, "out": str(root / f"{net.replace('/', '_').replace('@', '_')}-t{args.train_steps}{aug}-s{seed}")}
-
-
-# -- the figures ---------------------------------------------------------------------------
-def percentile_of(value: float, population: list[float]) -> float:
-    """The share of ``population`` below ``value`` (ties count half), 0..100."""
-    below = sum(p < value for p in population) + 0.5 * sum(p == value for p in population)
-    return 100.0 * below / len(population)
-
-
-def bootstrap_interval(searched: list[float], random_means: list[float]) -> list[float]:
-    """A 90% percentile-bootstrap interval on mean(searched) - median(random)."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    res = bootstrap((np.asarray(searched), np.asarray(random_means)),
-                    lambda s, r, axis=-1: np.mean(s, axis=axis) - np.median(r, axis=axis),
-                    confidence_level=0.9, n_resamples=10000, method="percentile", vectorized=True,
-                    rng=np.random.default_rng(0))
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-
-
-def agreement(decisions: list[dict]) -> dict:
-    """Which decisions every search made alike, and the share of them."""
-    keys = sorted({(n, a) for d in decisions for n in d for a in d[n]})
-    same, differ = [], []
-    for n, a in keys:
-        values = [d.get(n, {}).get(a) for d in decisions]
-        (same if all(v == values[0] for v in values) else differ).append(
-            f"{n}.{a}={values[0]}" if all(v == values[0] for v in values) else f"{n}.{a}: {values}")
-    return {"searches": len(decisions), "decisions": len(keys), "unanimous": len(same),
-            "unanimous_share": len(same) / max(1, len(keys)), "same": same, "differ": differ}
-
-
-def search_curve(folder: Path) -> list[dict]:
-    path = folder / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return [{"step": r["step"], "train_acc": r.get("train_acc"), "warmup": r.get("warmup")} for r in rows
-            if "train_acc" in r]
-
-
-def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: str, folders: dict,
-              wall: float) -> dict:
-    from scipy.stats import kendalltau
-
-    from autonl.backends.torch.data import chance_level, describe
-
-    def accs_of(net):
-        return [r["val_acc"] for k, r in rows.items() if k.startswith(f"train:{net}:")]
-
-    out = {"dataset": args.data, "dataset_description": describe(args.data), "resolution": args.resolution,
-           "train_size": args.train_size, "chance": chance_level(args.data)[0], "recipe": tag,
-           "search_settings": parse_sets(args.sets), "augmentation": args.aug or "the data's defaults",
-           "search_steps": args.search_steps,
-           "warmup_steps": args.warmup_steps if args.warmup_steps is not None else args.search_steps // 3,
-           "train_steps": args.train_steps, "seeds": args.seeds, "search_seeds": args.search_seeds,
-           "holdout": args.holdout, "cpu": cpu_name(), "wall_minutes": wall / 60,
-           "command": "python " + shlex.join(sys.argv), "comparisons": {}}
-    lines = [f"{describe(args.data)}; {args.resolution}x{args.resolution}; training {args.train_steps} steps x batch 64, "
-             f"seeds {args.seeds}; searches {args.search_steps} steps, seeds {args.search_seeds}, recipe {tag}; "
-             f"{cpu_name()}"]
-    for kind in args.costs:
-        comp = plan["comparisons"][kind]
-        cost = Cost(kind, space, work / "latency_table.json")
-        nets = {net: {**n, "val_acc": accs_of(f"{kind}/{net}")} for net, n in comp["networks"].items()}
-        s_nets = {}
-        for seed in args.search_seeds:
-            row = searched[f"{kind}/searched-{seed}"]
-            folder = folders[f"{kind}/searched-{seed}"]
-            s_nets[f"searched-{seed}"] = {"arm": "searched", "decisions": row["decisions"],
-                                          "cost": cost(row["decisions"]),
-                                          "val_acc": accs_of(f"{kind}/searched-{seed}@{folder.parent.name}"),
-                                          "supernet_heldout_acc": row["result"]["supernet_val_acc"],
-                                          "search_seconds": row["seconds"], "curve": search_curve(folder),
-                                          "off_target": cost(row["decisions"]) / comp["target"] - 1}
-        random_means = [statistics.mean(n["val_acc"]) for n in nets.values() if n["arm"] == "random"]
-        s_runs = [a for n in s_nets.values() for a in n["val_acc"]]
-        s_mean = statistics.mean(s_runs)
-        taus = {}
-        for seed in args.search_seeds:
-            ranking = json.loads((folders[f"{kind}/searched-{seed}"] / "ranking.json").read_text())
-            ids = sorted(ranking["supernet_acc"])
-            tau, p = kendalltau([ranking["supernet_acc"][i] for i in ids],
-                                [statistics.mean(nets[i]["val_acc"]) for i in ids])
-            taus[f"searched-{seed}"] = {"tau": float(tau), "p": float(p), "networks": len(ids),
-                                        "supernet_acc": ranking["supernet_acc"]}
-        p75 = float(__import__("numpy").percentile(random_means, 75))
-        no_nl = statistics.mean(nets["no-lightnl"]["val_acc"]) if "no-lightnl" in nets else None
-        c = {"target": comp["target"], "unit": "ms" if kind == "latency" else "MACs", "space": [comp["lo"], comp["hi"]],
-             "searched_mean": s_mean, "searched_sd": statistics.stdev(s_runs) if len(s_runs) > 1 else 0.0,
-             "random_median": statistics.median(random_means), "random_p75": p75,
-             "searched_percentile": percentile_of(s_mean, random_means),
-             "above_random_p75": s_mean > p75, "no_lightnl_mean": no_nl,
-             "above_no_lightnl": None if no_nl is None else s_mean > no_nl,
-             "bootstrap_90": bootstrap_interval(s_runs, random_means),
-             "kendall_tau": statistics.mean(t["tau"] for t in taus.values()), "kendall_tau_each": taus,
-             "agreement": agreement([n["decisions"] for n in s_nets.values()]),
-             "networks": {**nets, **s_nets}}
-        c["bootstrap_excludes_0"] = c["bootstrap_90"][0] > 0 or c["bootstrap_90"][1] < 0
-        out["comparisons"][kind] = c
-        lines += ["", f"== equal {'predicted latency (onnxruntime table, 1 thread)' if kind == 'latency' else 'MACs'}: "
-                      f"target {cost.fmt(comp['target'])} +-{TOL:.0%} (space {cost.fmt(comp['lo'])}..{cost.fmt(comp['hi'])})",
-                  f"{'network':<22} {'arm':<26} {'cost':>12} {'acc mean':>9} {'sd':>6}  LightNL (block(r,s))"]
-        for net, n in sorted({**nets, **s_nets}.items(), key=lambda kv: -statistics.mean(kv[1]["val_acc"] or [0])):
-            v = n["val_acc"]
-            lines.append(f"{net:<22} {n['arm']:<26} {cost.fmt(n['cost']):>12} "
-                         f"{statistics.mean(v) if v else float('nan'):>9.4f} "
-                         f"{statistics.stdev(v) if len(v) > 1 else 0:>6.4f}  {positions(n['decisions'])}")
-        lo, hi = c["bootstrap_90"]
-        off = {k: n["off_target"] for k, n in s_nets.items() if abs(n["off_target"]) > TOL}
-        c["searched_off_target"] = off
-        if off:
-            lines.append("warning: searched networks off the target by more than 5%, so not at equal cost: "
-                         + ", ".join(f"{k} {v:+.1%}" for k, v in off.items()))
-        lines += [f"searched mean {s_mean:.4f} (sd {c['searched_sd']:.4f}, {len(s_runs)} runs): percentile "
-                  f"{c['searched_percentile']:.0f} of {len(random_means)} random networks (median {c['random_median']:.4f}, "
-                  f"75th {p75:.4f}); " + (f"no LightNL {no_nl:.4f}; " if no_nl is not None else "") +
-                  f"searched - random median {s_mean - c['random_median']:+.4f}, bootstrap 90% [{lo:+.4f}, {hi:+.4f}]",
-                  f"bar: above the 75th percentile {'yes' if c['above_random_p75'] else 'NO'}; above no LightNL "
-                  f"{'yes' if c['above_no_lightnl'] else 'NO'}; interval excludes 0 "
-                  f"{'yes' if c['bootstrap_excludes_0'] and lo > 0 else 'NO'}",
-                  f"supernet ranking: Kendall tau {c['kendall_tau']:+.3f} (each search: "
-                  + ", ".join(f"{t['tau']:+.3f} p={t['p']:.2g}" for t in taus.values())
-                  + f"; {len(next(iter(taus.values()))['supernet_acc'])} networks)",
-                  "supernet during the search (sampled path, training batches; end of warm-up -> end; held-out "
-                  "images at the end): " + "; ".join(
-                      f"{k}: {_at_warm_end(n['curve'])} -> {_last(n['curve'])}, held-out {n['supernet_heldout_acc']:.3f}"
-                      for k, n in s_nets.items()),
-                  f"search agreement: {c['agreement']['unanimous']} of {c['agreement']['decisions']} decisions the same "
-                  f"in all {len(s_nets)} searches; they differ on: {', '.join(c['agreement']['differ']) or 'nothing'}"]
-    lines.append(f"\nwall time of this invocation {wall / 60:.1f} min (finished work is reused)")
-    out["table"] = "\n".join(lines)
-    return out
-
-
-def _at_warm_end(curve):
-    warm = [r for r in curve if r["warmup"]]
-    return f"{warm[-1]['train_acc']:.3f}" if warm else "-"
-
-
-def _last(curve):
-    return f"{curve[-1]['train_acc']:.3f}" if curve else "-"
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    comps = results["comparisons"]
-    fig, axes = plt.subplots(1, len(comps), figsize=(6.5 * len(comps), 4.8), squeeze=False)
-    colours = {"random": "tab:gray", "no LightNL": "tab:blue", "searched": "tab:red"}
-    for ax, (kind, c) in zip(axes[0], comps.items()):
-        seen = set()
-        scale = 1 if kind == "latency" else 1e-6
-        for net, n in c["networks"].items():
-            if not n["val_acc"]:
-                continue
-            arm = n["arm"]
-            m = statistics.mean(n["val_acc"])
-            sd = statistics.stdev(n["val_acc"]) if len(n["val_acc"]) > 1 else 0.0
-            colour = colours.get(arm, "tab:green")
-            marker = "*" if arm == "searched" else "<" if "early" in arm else "^" if "middle" in arm else \
-                ">" if "late" in arm else "o"
-            ax.errorbar(n["cost"] * scale, m, yerr=sd, fmt=marker, color=colour, capsize=3,
-                        markersize=11 if arm == "searched" else 6, label=None if arm in seen else arm)
-            seen.add(arm)
-        t = c["target"] * scale
-        ax.axvspan(t * (1 - TOL), t * (1 + TOL), color="0.92", zorder=0)
-        ax.axhline(c["random_median"], color="0.5", lw=0.8, ls="--", label="random median")
-        ax.axhline(c["random_p75"], color="0.5", lw=0.8, ls=":", label="random 75th percentile")
-        ax.set_xlabel("predicted latency (ms, onnxruntime, 1 thread)" if kind == "latency" else
-                      f"MACs (M) at {results['resolution']}px")
-        ax.set_ylabel("validation accuracy (mean, sd over seeds)")
-        ax.set_title(f"equal {'latency' if kind == 'latency' else 'MACs'}: searched at percentile "
-                     f"{c['searched_percentile']:.0f}, tau {c['kendall_tau']:+.2f}", fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{results['dataset']}: searched vs random networks of the same cost ({results['recipe']})", fontsize=11)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

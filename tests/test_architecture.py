@@ -41,10 +41,26 @@ def test_no_import_cycle_between_modules():
     assert not cycles, cycles
 
 
+def _sources():
+    return [p for folder in (*PACKAGES, "benchmarks", "scripts") for p in (REPO / folder).rglob("*.py")]
+
+
 def test_no_source_file_over_600_lines():
-    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines())
-             for folder in PACKAGES for p in (REPO / folder).rglob("*.py")}
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in _sources()}
     assert sizes and not {k: v for k, v in sizes.items() if v > 600}
+
+
+def test_no_function_over_80_lines_outside_the_tests():
+    import ast
+
+    long = {}
+    for p in _sources():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 80:
+                    long[f"{p.relative_to(REPO)}:{node.name}"] = length
+    assert not long, long
 
 
 def test_the_ir_imports_and_works_without_torch():
