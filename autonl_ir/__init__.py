@@ -5,7 +5,7 @@ from .atomic import atomic_write
 from .builder import GraphBuilder
 from .choice import Choice
 from .compare import Comparison, assert_structural_equal, diff_graphs, structural_equal
-from .costs import node_cost, node_cost_range
+from .node_cost import node_cost, node_cost_range
 from .decisions import apply_decisions, check_decisions, choice_space, load_decisions
 from .errors import (AutonlError, DuplicateNameError, ParseError, TypeInferenceError, UnknownNameError,
                      VerifyError)

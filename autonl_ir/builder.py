@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 from .errors import TypeInferenceError
 from .graph import Graph, Node
-from .ops.registry import get_op
+from .ops.op_registry import get_op
 from .types import TensorType
 
 

@@ -9,7 +9,7 @@ import networkx as nx
 
 from .errors import AutonlError
 from .graph import Graph
-from .ops.registry import get_op
+from .ops.op_registry import get_op
 from .text_form import format_attrs, format_value, print_graph
 
 

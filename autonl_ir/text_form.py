@@ -25,7 +25,7 @@ from lark import Lark, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .choice import Choice
-from .costs import format_count, node_cost_range
+from .node_cost import format_count, node_cost_range
 from .errors import AutonlError, ParseError
 from .graph import Graph, Node
 from .types import TensorType

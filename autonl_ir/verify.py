@@ -10,7 +10,7 @@ import difflib
 from .choice import Choice
 from .errors import TypeInferenceError, UnknownNameError, VerifyError
 from .graph import NAME_RE, Graph, Node
-from .ops.registry import OpDef, get_op
+from .ops.op_registry import OpDef, get_op
 
 
 def _error(graph: Graph, node: Node | None, message: str) -> VerifyError:

@@ -11,7 +11,7 @@ import click
 from autonl.ir import AutonlError, render
 from autonl.ir.files import format_for
 from autonl.ir.ops import all_ops
-from autonl.ir.ops.registry import REQUIRED
+from autonl.ir.ops.op_registry import REQUIRED
 from autonl.ir import all_presets, atomic_write
 from autonl.passes import PIPELINES, DumpIR, PassManager, PassTimes, all_passes, analyze_cost, get_pipeline
 from autonl.passes.sources import load_target

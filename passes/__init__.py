@@ -15,15 +15,15 @@ A custom pass::
 Importing this package also registers the ``search-space`` preset (the AutoNL macro network
 run through the ``search-space`` pipeline).
 """
-from . import (cost, dce, derive, fold_bn, fold_mbconv, fuse_activations, insert_lightnl,  # noqa: F401
+from . import (cost_analysis, dce, derive, fold_bn, fold_mbconv, fuse_activations, insert_lightnl,  # noqa: F401
                lower_composites, relax, resize, shape_inference)  # (register the built-in passes)
-from . import pipelines, presets  # noqa: F401  (register the pipelines and the search-space preset)
+from . import pipelines, space_preset  # noqa: F401  (register the pipelines and the search-space preset)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
-from .cost import CostReport, analyze_cost
+from .cost_analysis import CostReport, analyze_cost
 from .manager import DumpIR, Instrument, PassManager, PassTimes
 from .match import find_nodes, match_pattern
 from .pipelines import PIPELINES, get_pipeline, register_pipeline, search_space_pipeline
-from .registry import PASSES, all_passes, create_pass, get_pass, load_plugins, register_pass
+from .pass_registry import PASSES, all_passes, create_pass, get_pass, load_plugins, register_pass
 from .resize import resize_graph
 from .search_space import SearchSpace
 from .space_file import SpaceFile, load_space

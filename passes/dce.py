@@ -4,7 +4,7 @@ from __future__ import annotations
 from autonl.ir import Graph
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 
 
 @register_pass("dce")

@@ -9,7 +9,7 @@ from autonl.ir.ops import get_op
 from autonl.ir.decisions import apply_decisions, check_decisions, load_decisions
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 
 
 def residual_add(graph: Graph, block: str) -> str | None:

@@ -18,7 +18,7 @@ from autonl.ir import AutonlError, Graph
 from autonl.ir.ops import get_op
 
 from .base import Pass, PassResult, Weights
-from .registry import register_pass
+from .pass_registry import register_pass
 
 
 @register_pass("fold-bn")

@@ -33,7 +33,7 @@ from autonl.ir.ops import ACTIVATIONS, GATES, conv_pads, get_op, mbconv_dw_pads
 
 from .base import Pass, PassResult, Weights
 from .match import match_pattern
-from .registry import register_pass
+from .pass_registry import register_pass
 
 # The activations and SE gates an mbconv can express (the ops a pattern's activation and gate
 # nodes match; the check below requires one activation for the expansion and the depthwise).

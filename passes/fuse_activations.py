@@ -11,7 +11,7 @@ from __future__ import annotations
 from autonl.ir import Graph
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 
 FUSED = {"sigmoid": "silu", "hardsigmoid": "hardswish"}
 

@@ -7,7 +7,7 @@ from autonl.ir import AutonlError, Choice, Graph, Node
 from autonl.ir.ops import LIGHTNL_NORMS, get_op
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 from .space_file import LightNLSpec, load_space
 
 

@@ -7,7 +7,7 @@ from autonl.ir import AutonlError, Graph, GraphBuilder
 from autonl.ir.ops import all_ops, get_op
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 
 
 @register_pass("lower-composites")

@@ -24,7 +24,7 @@ from autonl.ir.text_form import print_graph
 
 from .base import Pass, PassError, PassResult
 from .pipelines import get_pipeline
-from .registry import create_pass
+from .pass_registry import create_pass
 
 
 class Instrument:

@@ -5,7 +5,7 @@ from autonl.ir import AutonlError, Choice, Graph, TypeInferenceError
 from autonl.ir.ops import get_op
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 from .space_file import SpaceFile, load_space
 
 

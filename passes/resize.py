@@ -5,7 +5,7 @@ from autonl.ir import AutonlError, Graph
 from autonl.ir.verify import infer_types
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 
 
 @register_pass("resize")

@@ -34,7 +34,7 @@ def test_the_site_builds_with_warnings_as_errors(built_site):
     # the pass API comes from the docstrings
     passes = (out / "passes.html").read_text()
     for name in ("autonl.passes.base.Pass", "autonl.passes.base.PassResult",
-                 "autonl.passes.registry.register_pass", "autonl.passes.manager.PassManager"):
+                 "autonl.passes.pass_registry.register_pass", "autonl.passes.manager.PassManager"):
         assert f'id="{name}"' in passes, name
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from ..types import TensorType
-from .registry import AttrSpec, Cost, OpDef, expect, register_op
+from .op_registry import AttrSpec, Cost, OpDef, expect, register_op
 
 ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
 GATES = ("sigmoid", "hardsigmoid")
@@ -55,7 +55,7 @@ def se_act(a) -> str:
 
 def _bn_attrs(eps: float, momentum: float, **extra) -> dict:
     """BN attributes, leaving out the defaults so the printed IR stays short."""
-    from .registry import get_op
+    from .op_registry import get_op
     return get_op("batch_norm").without_defaults({"eps": eps, "momentum": momentum, **extra})
 
 

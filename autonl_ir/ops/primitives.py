@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..types import TensorType
-from .registry import AttrSpec, Cost, OpDef, expect, register_op
+from .op_registry import AttrSpec, Cost, OpDef, expect, register_op
 
 INT64_MAX = 2**63 - 1
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from autonl.ir import AutonlError, Graph, build_preset
-from autonl.ir.costs import format_count
+from autonl.ir.node_cost import format_count
 from autonl.ir.decisions import check_decisions, dumps_decisions, load_decisions
 from autonl.ir import atomic_write, load_graph, render
 from autonl.passes import resize_graph

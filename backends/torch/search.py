@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autonl.ir import AutonlError, Graph, atomic_write
-from autonl.ir.costs import format_count
+from autonl.ir.node_cost import format_count
 from autonl.ir.decisions import dumps_decisions
 from autonl.passes import resize_graph
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autonl.ir import AutonlError, Choice, Graph, Node, verify
-from autonl.ir.costs import node_cost
+from autonl.ir.node_cost import node_cost
 from autonl.ir.choice import attr_combinations
 from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbconv_dw_pads, mbconv_widths, se_act
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from .choice import attr_combinations
 from .graph import Graph, Node
-from .ops.registry import Cost, get_op
+from .ops.op_registry import Cost, get_op
 
 
 def node_cost(graph: Graph, node: Node, attrs: dict[str, Any] | None = None) -> Cost:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from autonl.ir import Graph, node_cost_range
-from autonl.ir.costs import format_count
+from autonl.ir.node_cost import format_count
 
 from .base import Pass, PassResult
-from .registry import register_pass
+from .pass_registry import register_pass
 
 
 @dataclass(frozen=True)
