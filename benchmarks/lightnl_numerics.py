@@ -35,7 +35,7 @@ import torch
 from autonl.backends.loading import deploy_model, load_model_or_graph
 from autonl.backends.onnx.export import export_onnx
 from autonl.backends.onnx.runtime import run, session
-from autonl.backends.torch.child import extract_child
+from autonl.backends.torch.child import derive_child
 from autonl.backends.torch.data import make_val_loader, num_classes
 from autonl.backends.torch.modules import LightNL
 from autonl.backends.torch.search import SearchConfig, search
@@ -79,7 +79,7 @@ def shapes_run(data: str, norm: str, seed: int, args, root: Path) -> dict:
         search(graph, SearchConfig(target_macs=args.target_macs, data=data, steps=args.steps,
                                    warmup_steps=max(1, args.steps // 5), batch_size=args.batch_size, seed=seed,
                                    cost_resolution=224, **lrs), out / "search", progress=False)
-        extract_child(out / "search", out / "derived", None, False)
+        derive_child(out / "search", out / "derived", None, False)
         lrs = {"lr": args.train_lr} if args.train_lr else {}
         result = train(load_target(str(out / "derived")), TrainConfig(
             data=data, steps=args.steps, seed=seed, eval_every=args.steps, batch_size=args.batch_size, **lrs),

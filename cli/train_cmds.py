@@ -272,9 +272,9 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
 def derive(run_dir, out, decisions, force):
     """Derive a search run: discrete graph + inherited weights + costs + comparison."""
     lock_output(out, "derive", inputs=(run_dir, decisions))
-    from autonl.backends.torch.child import comparison_table, extract_child
+    from autonl.backends.torch.child import comparison_table, derive_child
 
-    result = extract_child(run_dir, out, decisions, force)
+    result = derive_child(run_dir, out, decisions, force)
     click.echo(f"at {result['resolution']}x{result['resolution']}, {result['classes']} classes (every row)")
     click.echo(comparison_table({k: result[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")}))
     click.echo(f"wrote {out}/ (graph.json, graph.ir, weights.pt, decisions.json, cost.json, comparison.*); "

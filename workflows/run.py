@@ -363,9 +363,9 @@ class _Run:
         return search
 
     def derive(self) -> dict:
-        from autonl.backends.torch.child import extract_child
+        from autonl.backends.torch.child import derive_child
         t = _stage(self.log, "derive")
-        derived = extract_child(self.out / "search", self.out / "derived", None, False)
+        derived = derive_child(self.out / "search", self.out / "derived", None, False)
         self.timings["derive"] = time.time() - t
         return derived
 

@@ -42,14 +42,14 @@ def comparison_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None = None,
+def derive_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None = None,
                   force: bool = False) -> dict:
     """Write ``out``/ (model folder: graph.json, graph.ir, weights.pt; decisions.json,
     cost.json, comparison.json, comparison.txt). All or nothing: it is assembled in a
     temporary folder beside ``out`` and renamed into place, under the lock of ``out``
     (:mod:`autonl.backends.locks`)."""
     with output_lock(out, "derive"):
-        return _extract_child(run_dir, out, decisions_file, force)
+        return _derive_child(run_dir, out, decisions_file, force)
 
 
 def _search_result(run: Path) -> dict:
@@ -62,7 +62,7 @@ def _search_result(run: Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def _extract_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None, force: bool) -> dict:
+def _derive_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None, force: bool) -> dict:
     from autonl.passes.derive import Derive
 
     run, out = Path(run_dir), Path(out)
