@@ -95,7 +95,7 @@ def _comparison(args, kind: str, comp: dict, cost: Cost, rows: dict, searched: d
     from scipy.stats import kendalltau
 
     def accs_of(net):
-        return [r["val_acc"] for k, r in rows.items() if k.startswith(f"train:{net}:")]
+        return [r["val_acc"] for k, r in sorted(rows.items()) if k.startswith(f"train:{net}:")]  # seed order
 
     nets = {net: {**n, "val_acc": accs_of(f"{kind}/{net}")} for net, n in comp["networks"].items()}
     s_nets = {}
