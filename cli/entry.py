@@ -26,6 +26,9 @@ def run() -> None:
     code = main()
 
     def _late(signum, frame):   # the command is over: exit now, not from inside an atexit callback
+        if not code:            # it had succeeded: say why the exit code is not 0, and that its work is whole
+            os.write(2, b"error: interrupted" if signum == signal.SIGINT else b"error: terminated (SIGTERM)")
+            os.write(2, b" as the command was exiting; what it wrote is complete\n")
         os._exit(code or 128 + signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
