@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from evidence_space import TOL, Cost, positions
-
-
-def cpu_name() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from harness import cpu_model
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -73,11 +62,11 @@ def summarize(args, plan, space, work: Path, rows: dict, searched: dict, tag: st
            "search_steps": args.search_steps,
            "warmup_steps": args.warmup_steps if args.warmup_steps is not None else args.search_steps // 3,
            "train_steps": args.train_steps, "seeds": args.seeds, "search_seeds": args.search_seeds,
-           "holdout": args.holdout, "cpu": cpu_name(), "wall_minutes": wall / 60,
+           "holdout": args.holdout, "cpu": cpu_model(), "wall_minutes": wall / 60,
            "command": "python " + shlex.join(sys.argv), "comparisons": {}}
     lines = [f"{describe(args.data)}; {args.resolution}x{args.resolution}; training {args.train_steps} steps x batch 64, "
              f"seeds {args.seeds}; searches {args.search_steps} steps, seeds {args.search_seeds}, recipe {tag}; "
-             f"{cpu_name()}"]
+             f"{out['cpu']}"]
     for kind in args.costs:
         comp = plan["comparisons"][kind]
         cost = Cost(kind, space, work / "latency_table.json")
