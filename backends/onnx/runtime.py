@@ -160,7 +160,9 @@ class Int8Scheme:
     stride from the input (its height times width at least the input's over stride squared:
     the early, high-resolution layers, where int8 depthwise convs and SiLU cost the most)
     stays fp32 (with ``early_if_silu``: only in a model with SiLU activations, whose int8
-    form costs more than its fp32 one); ``exclude``: name globs of nodes kept in fp32."""
+    form costs more than its fp32 one); ``fp32_logits``: the node that computes the logits
+    (the last Gemm, MatMul or Conv before the output) stays fp32; ``exclude``: name globs
+    of nodes kept in fp32."""
 
     doc: str
     format: str = "qdq"
@@ -170,6 +172,7 @@ class Int8Scheme:
     fp32_convs: str = ""
     fp32_stride: int = 0
     early_if_silu: bool = False
+    fp32_logits: bool = False
     exclude: tuple[str, ...] = ()
     extra_options: tuple[tuple[str, object], ...] = ()
 
@@ -204,6 +207,11 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
                                   early_if_silu=True),
     "fp32-early8-silu": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32", fp32_stride=8,
                                    early_if_silu=True),
+    "all-fp32-logits": Int8Scheme("every op onnxruntime quantises but the one that computes the logits",
+                                  fp32_logits=True),
+    "fp32-early8-silu-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; the node "
+                                          "that computes the logits in fp32", fp32_stride=8, early_if_silu=True,
+                                          fp32_logits=True),
 }
 # The default (issue #38, benchmarks/results/int8_speed.txt): on an AVX-512 VNNI EPYC at 224,
 # batch 1, int8 SiLU (QLinearSigmoid + QLinearMul) and int8 depthwise convs on large, narrow
@@ -288,6 +296,24 @@ def fp32_conv_nodes(graph: onnx.GraphProto, which: str) -> list[str]:
     return names
 
 
+def logit_nodes(graph: onnx.GraphProto) -> list[str]:
+    """The name of the node that computes the logits: the last Gemm, MatMul or Conv on the
+    way back from the graph's first output through ops that only reshape or add (Flatten,
+    Reshape, Squeeze, Identity, Add); none if there is no such node."""
+    producer = {o: n for n in graph.node for o in n.output}
+    name = graph.output[0].name
+    for _ in range(len(graph.node)):
+        n = producer.get(name)
+        if n is None:
+            return []
+        if n.op_type in ("Gemm", "MatMul", "Conv"):
+            return [n.name]
+        if n.op_type not in ("Flatten", "Reshape", "Squeeze", "Identity", "Add"):
+            return []
+        name = n.input[0]
+    return []
+
+
 def early_nodes(graph: onnx.GraphProto, stride: int) -> list[str]:
     """Names of the nodes of ``graph`` (shapes inferred, nodes in topological order) that
     compute the early layers: a node whose output is a feature map at most ``stride`` from
@@ -319,6 +345,103 @@ def early_nodes(graph: onnx.GraphProto, stride: int) -> list[str]:
             early.update(n.output)
             names.append(n.name)
     return names
+
+
+# The ops on the way from a vector to the denominator it is divided by (its norm): a square,
+# a reduction, an epsilon, a root.
+_DENOMINATOR_PATH = {"Mul", "Add", "ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "Sqrt", "Pow", "Max",
+                     "Clip", "Abs"}
+
+
+def denominator_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes that compute a denominator and apply it: for each ``Reciprocal``
+    (and each ``Div``'s divisor), the chain of elementwise ops and reductions that feeds it
+    back to a square (``x * x``) or a tensor used elsewhere, and the ``Mul`` nodes that use
+    the reciprocal. LightNL's unit-length step (``x / sqrt(sum(x*x) + eps)``) is one. In
+    uint8 a small sum of squares rounds to 0, whose reciprocal root is ``1/sqrt(eps)``: the
+    quick start's network lost 15 points of digits accuracy that way (issue #38), so these
+    nodes stay fp32 in every scheme; they act on one value per token and cost little."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    names: list[str] = []
+    seen: set[str] = set()
+
+    def keep(n: onnx.NodeProto) -> None:
+        if n.name not in seen:
+            seen.add(n.name)
+            names.append(n.name)
+
+    for n in graph.node:
+        if n.op_type == "Reciprocal":
+            start = n.input[0]
+            keep(n)
+            for c in consumers.get(n.output[0], []):
+                if c.op_type == "Mul":
+                    keep(c)
+        elif n.op_type == "Div" and len(n.input) == 2:
+            start = n.input[1]
+            keep(n)
+        else:
+            continue
+        stack = [start]
+        while stack:
+            p = producer.get(stack.pop())
+            if p is None or p.name in seen or p.op_type not in _DENOMINATOR_PATH:
+                continue
+            keep(p)
+            if p.op_type == "Mul" and len(p.input) == 2 and p.input[0] == p.input[1]:
+                continue    # the square: its input is the vector itself
+            stack.extend(i for i in p.input if i in producer and len(consumers.get(i, [])) == 1)
+    return names
+
+
+def flat_tensors(model_path: str, calibration: list[np.ndarray]) -> dict[str, tuple[float, float]]:
+    """The float tensors of the model at ``model_path`` whose values do not vary over
+    ``calibration`` (max - min below 1e-5 of their magnitude), with their (min, max): a
+    LightNL on a 1x1 map, whose one token's affinity with itself is always 1."""
+    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+
+    graph = onnx.load(model_path).graph
+    consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    with tempfile.TemporaryDirectory(prefix="autonl-ranges-") as tmp:
+        aug = os.path.join(tmp, "outputs.onnx")
+        modify_model_output_intermediate_tensors(model_path, aug)
+        acts = collect_activations(aug, ({graph.input[0].name: x} for x in calibration))
+    flat = {}
+    for name, arrays in acts.items():
+        if name in consts or arrays[0].dtype.kind != "f":
+            continue
+        lo, hi = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
+        if np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 1e-5 * max(abs(lo), abs(hi)):
+            flat[name] = (lo, hi)
+    return flat
+
+
+def histogram_ranges(model_path: str, calibration: list[np.ndarray], method, op_types: list[str] | None,
+                     cache: str) -> None:
+    """Calibrate ``model_path`` with onnxruntime's histogram ``method`` (entropy, percentile)
+    into ``cache`` (the calibration cache ``quantize_static`` then reads), giving the
+    tensors whose values do not vary (:func:`flat_tensors`) their min and max: onnxruntime's
+    histograms cannot bin them ("Too many bins for data range") and would stop."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    flat = flat_tensors(model_path, calibration)
+    with tempfile.TemporaryDirectory(prefix="autonl-calib-") as tmp:
+        calibrator = create_calibrator(Path(model_path), op_types or sorted({*QLinearOpsRegistry, *QDQRegistry}),
+                                       augmented_model_path=os.path.join(tmp, "augmented.onnx"),
+                                       calibrate_method=method)
+        calibrator.tensors_to_calibrate -= set(flat)
+        calibrator.collect_data(Calibration(onnx.load(model_path).graph.input[0].name, calibration))
+        ranges = calibrator.compute_data()
+        del calibrator
+    data = dict(ranges.items())
+    data.update({name: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+                 for name, (lo, hi) in flat.items()})
+    save_tensors_data(TensorsData(ranges.calibration_method, data), cache)
 
 
 def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method: str = "minmax",
@@ -363,16 +486,22 @@ def quantize_int8(model: onnx.ModelProto, calibration: list[np.ndarray], method:
             onnx.save(fuse_silu(onnx.load(pre)), pre)
             graph = onnx.load(pre).graph
             fp32.update(n.name for n in graph.node if n.op_type == "QuickGelu")
+        fp32.update(denominator_nodes(graph))
+        if scheme.fp32_logits:
+            fp32.update(logit_nodes(graph))
         fp32.update(fp32_conv_nodes(graph, scheme.fp32_convs))
         if scheme.fp32_stride and (has_silu or not scheme.early_if_silu):
             fp32.update(early_nodes(graph, scheme.fp32_stride))
+        cache = os.path.join(tmp, "calibration.json")
+        if method != "minmax":
+            histogram_ranges(pre, calibration, methods[method], list(scheme.op_types or ()) or None, cache)
         quantize_static(pre, out, Calibration(model.graph.input[0].name, calibration),
                         quant_format=QuantFormat.QDQ if scheme.format == "qdq" else QuantFormat.QOperator,
                         per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
                         calibrate_method=methods[method], nodes_to_exclude=sorted(fp32),
-                        calibration_cache_path=os.path.join(tmp, "calibration.json"),
+                        calibration_cache_path=cache,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                        **dict(scheme.extra_options)})
         quantized = onnx.load(out)
