@@ -185,26 +185,42 @@ def build_network(spec: NetworkSpec, resolution: int = 224, width: float = 1.0, 
 # -- the registry ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preset:
-    """A named network: a block-string spec, and optionally a transform of the built graph
-    (the ``search-space`` preset is a macro network run through the search-space passes,
-    registered by :mod:`autonl.passes`)."""
+    """A named network: a block-string spec, and optionally the name of a pass ``pipeline``
+    the built graph goes through (the ``search-space`` preset is a macro network run through
+    the search-space passes). The IR lists every preset whatever has been imported; the
+    passes, which the IR may not import, run a pipeline once :mod:`autonl.passes` is loaded
+    (:func:`set_pipeline_runner`)."""
 
     name: str
     spec: NetworkSpec
     doc: str = field(default="")
-    transform: Callable[[Graph], Graph] | None = field(default=None, compare=False)
+    pipeline: str | None = None
 
     def build(self, **kwargs) -> Graph:
         graph = build_network(self.spec, **kwargs)
-        return self.transform(graph) if self.transform is not None else graph
+        if self.pipeline is None:
+            return graph
+        if _PIPELINE_RUNNER is None:
+            raise AutonlError(f"preset '{self.name}' is made by the '{self.pipeline}' pass pipeline: "
+                              f"import autonl.passes before building it")
+        return _PIPELINE_RUNNER(self.pipeline, graph)
+
+
+_PIPELINE_RUNNER: Callable[[str, Graph], Graph] | None = None
+
+
+def set_pipeline_runner(runner: Callable[[str, Graph], Graph]) -> None:
+    """Called by :mod:`autonl.passes` when it loads: ``runner(pipeline, graph)`` runs a
+    named pass pipeline over a graph, for presets made by one."""
+    global _PIPELINE_RUNNER
+    _PIPELINE_RUNNER = runner
 
 
 PRESETS: Registry[Preset] = Registry("preset")
 
 
-def register_preset(name: str, spec: NetworkSpec, doc: str = "",
-                    transform: Callable[[Graph], Graph] | None = None) -> Preset:
-    return PRESETS.register(name, Preset(name, spec, doc, transform))
+def register_preset(name: str, spec: NetworkSpec, doc: str = "", pipeline: str | None = None) -> Preset:
+    return PRESETS.register(name, Preset(name, spec, doc, pipeline))
 
 
 def get_preset(name: str) -> Preset:
@@ -279,7 +295,8 @@ register_preset("autonl-l", NetworkSpec("autonl_l", (
 
 # The macro network of the AutoNL search space (method.md section 2): Single-Path NAS's
 # stages, kernel 3 and expansion 6 until the search-space passes relax them. The
-# ``search-space`` preset is this network run through them (autonl.passes.pipelines).
+# ``search-space`` preset is this network run through them (autonl.passes.pipelines), so the
+# space is written once (the built-in space file) and not again as block strings.
 SEARCH_MACRO = NetworkSpec("autonl_search", (
     "ir_r1_k3_s1_e1_c16",
     "ir_r4_k3_s2_e6_c24",
@@ -289,3 +306,8 @@ SEARCH_MACRO = NetworkSpec("autonl_search", (
     "ir_r4_k3_s2_e6_c192",
     "ir_r1_k3_s1_e6_c320",
 ), **_AUTONL)
+
+register_preset("search-space", SEARCH_MACRO,
+                "The AutoNL search space (method.md section 2): Single-Path NAS macro network, "
+                "kernel {3,5}, expansion {3,6}, skip, and a LightNL candidate after every block",
+                pipeline="search-space")

@@ -42,7 +42,7 @@ from autonl.backends.torch.search import SearchConfig, search
 from autonl.backends.torch.shapes_folder import write_shapes_folder
 from autonl.backends.torch.train import TrainConfig, train
 from autonl.ir import AutonlError
-from autonl.passes.sources import load_target, relaxed_graph
+from autonl.passes.sources import load_source, relaxed_graph
 
 NORMS = ("none", "l2")
 
@@ -81,7 +81,7 @@ def shapes_run(data: str, norm: str, seed: int, args, root: Path) -> dict:
                                    cost_resolution=224, **lrs), out / "search", progress=False)
         derive_child(out / "search", out / "derived", None, False)
         lrs = {"lr": args.train_lr} if args.train_lr else {}
-        result = train(load_target(str(out / "derived")), TrainConfig(
+        result = train(load_source(str(out / "derived")), TrainConfig(
             data=data, steps=args.steps, seed=seed, eval_every=args.steps, batch_size=args.batch_size, **lrs),
             out / "train", init=str(out / "derived"), progress=False)
     except AutonlError as e:

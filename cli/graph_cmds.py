@@ -14,7 +14,7 @@ from autonl.ir.ops import all_ops
 from autonl.ir.ops.op_registry import REQUIRED
 from autonl.ir import all_presets, atomic_write
 from autonl.passes import PIPELINES, DumpIR, PassManager, PassTimes, all_passes, analyze_cost, get_pipeline
-from autonl.passes.sources import load_target
+from autonl.passes.sources import load_source
 from autonl.workflows.sources import Source, weighted_model
 
 from .app import cli
@@ -22,23 +22,23 @@ from .options import InputShape, with_preset_options
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("source")
 @click.option("--cost", is_flag=True, help="Add the per-block cost table (MACs, parameters).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (same as --format json).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text",
               show_default=True, help="How to print the graph.")
-@click.option("--diff", "other", metavar="OTHER", help="Print what changes from TARGET to OTHER instead.")
+@click.option("--diff", "other", metavar="OTHER", help="Print what changes from SOURCE to OTHER instead.")
 @with_preset_options
-def show(target, cost, as_json, fmt, other, resolution, width, batch, classes):
+def show(source, cost, as_json, fmt, other, resolution, width, batch, classes):
     """Print a preset or a graph file, optionally with its costs.
 
     With --cost --json, print one JSON object: macs, params, lightnl_macs and per-node rows.
     With --diff OTHER, print a structural diff (nodes matched by name) and the cost change.
     """
-    graph = load_target(target, resolution, width, batch, classes)
+    graph = load_source(source, resolution, width, batch, classes)
     if other is not None:
         from autonl.ir import diff_graphs
-        second = load_target(other, resolution, width, batch, classes)
+        second = load_source(other, resolution, width, batch, classes)
         lines = diff_graphs(graph, second)
         for line in lines:
             click.echo(line)
@@ -102,7 +102,7 @@ def list_passes():
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("source")
 @click.option("--pipeline", "pipeline", metavar="NAME", help="Run this registered pipeline first (autonl passes).")
 @click.option("--pass", "-p", "pass_specs", multiple=True,
               help="A pass name, or name{option=value}; repeat for a pipeline.")
@@ -112,7 +112,7 @@ def list_passes():
 @click.option("--dump-dir", type=click.Path(file_okay=False), help="Write the IR before and after each pass.")
 @click.option("--timing", is_flag=True, help="Print per-pass timings to stderr.")
 @with_preset_options
-def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch, classes):
+def opt(source, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, width, batch, classes):
     """Run passes over a preset, graph file or model folder and print or write the result.
 
     A model folder (or a graph file with <name>.weights.pt beside it) goes through the passes
@@ -122,9 +122,9 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     passes = [*(get_pipeline(pipeline).passes if pipeline else ()), *pass_specs]
     if not passes:
         raise click.UsageError("give --pipeline NAME or at least one --pass/-p")
-    source = Source.resolve(target)
-    graph = source.graph(resolution, width, batch, classes)
-    weighted = weighted_model(source, graph)
+    resolved = Source.resolve(source)
+    graph = resolved.graph(resolution, width, batch, classes)
+    weighted = weighted_model(resolved, graph)
     timer = PassTimes()
     instruments = [timer] + ([DumpIR(Path(dump_dir))] if dump_dir else [])
     result = PassManager(passes, instruments=instruments)(weighted if weighted is not None else graph)
@@ -133,7 +133,7 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     if not out:
         click.echo(render(result.graph, fmt or "text"), nl=False)
         if weighted is not None:
-            click.echo(f"note: the weights of {target} were not written (give -o FILE to write them beside FILE)",
+            click.echo(f"note: the weights of {source} were not written (give -o FILE to write them beside FILE)",
                        err=True)
         return
     weights_file, why_not = None, None
@@ -153,7 +153,7 @@ def opt(target, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     click.echo(f"wrote {out} ({len(result.graph)} nodes, modified: {'yes' if result.modified else 'no'})"
                + (f" and its weights {weights_file}" if weights_file else ""), err=True)
     if why_not:
-        click.echo(f"warning: the weights of {target} do not fit the result, so only the graph was written "
+        click.echo(f"warning: the weights of {source} do not fit the result, so only the graph was written "
                    f"({why_not}); it compiles with random weights", err=True)
 
 

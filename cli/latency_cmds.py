@@ -43,7 +43,7 @@ def _threads(threads: int | None) -> int:
 
 
 @cli.command("latency-table")
-@click.argument("space_target", metavar="[TARGET]", default="search-space")
+@click.argument("source", metavar="[SOURCE]", default="search-space")
 @click.option("--backend", default="onnx", show_default=True, help="onnx (onnxruntime) or tvm.")
 @click.option("--rpc", "rpc_addr", metavar="HOST:PORT",
               help="TVM: build the blocks for --target and time them on this RPC server (the board).")
@@ -64,7 +64,7 @@ def _threads(threads: int | None) -> int:
                    "blocks to fit the blocks in context and the fixed part.")
 @click.option("--out", "-o", "out", required=True, type=click.Path(), help="The table (JSON).")
 @timing_backend_options
-def latency_table(space_target, backend, rpc_addr, threads, resolution, width, classes, space, rounds, calibration, out,
+def latency_table(source, backend, rpc_addr, threads, resolution, width, classes, space, rounds, calibration, out,
                   **options):
     """Measure a latency table: every block of a search space (every relaxed node, every
     combination of its options, in its real input shape, compiled as the backend deploys it)
@@ -80,8 +80,8 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
         if chosen.name != "tvm":
             raise AutonlError("--rpc times on a TVM RPC server: use it with --backend tvm")
         rpc_session(rpc_addr)          # an unreachable server: one line now, before any work
-    lock_output(out, "latency-table", inputs=(space_target, space))
-    graph = space_graph(space_target, space, resolution, width, classes)
+    lock_output(out, "latency-table", inputs=(source, space))
+    graph = space_graph(source, space, resolution, width, classes)
     table = build_table(graph, chosen, _threads(threads), given, rpc_addr, _effort(rounds), calibration)
     table.path = out
     write_table(table, out)
@@ -94,7 +94,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
 
 
 @cli.command("tune-space")
-@click.argument("space_target", metavar="[TARGET]", default="search-space")
+@click.argument("source", metavar="[SOURCE]", default="search-space")
 @click.option("--target", "target_name", default="host", show_default=True,
               help="A named TVM target (autonl targets); tuning measures on this machine: host.")
 @click.option("--resolution", "-r", type=ranged(RESOLUTION),
@@ -113,7 +113,7 @@ def latency_table(space_target, backend, rpc_addr, threads, resolution, width, c
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
               help="The tuning database folder (an existing database is added to: workloads with records are "
                    "not tuned again).")
-def tune_space_cmd(space_target, target_name, resolution, width, classes, space, tune_trials, tune_minutes, resume,
+def tune_space_cmd(source, target_name, resolution, width, classes, space, tune_trials, tune_minutes, resume,
                    layout, out):
     """Tune one TVM database for a whole search space: every distinct kernel of its blocks (and
     of its fixed part), once. Any network derived from the space then compiles with
@@ -130,9 +130,9 @@ def tune_space_cmd(space_target, target_name, resolution, width, classes, space,
     if resume:
         from autonl.backends.tvm.tuning import require_plan
         require_plan(out)
-    lock_output(out, "tune-space", inputs=(space_target, space))
+    lock_output(out, "tune-space", inputs=(source, space))
     _refuse_other_folder(out)
-    graph = space_graph(space_target, space, resolution, width, classes)
+    graph = space_graph(source, space, resolution, width, classes)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     info = tune_space(graph, out, target_name, tune_trials, tune_minutes, resume, log=log, layout=layout)
     click.echo(f"{info['tasks']} distinct workloads ({info['tasks_with_records']} already in the database); "

@@ -27,7 +27,7 @@ PORT = Range(1, 65535)
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("source")
 @click.option("--data", help=DATA_HELP + " [default: the data a model folder records (its data.json), else "
               f"{TrainConfig.data}]")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
@@ -52,35 +52,35 @@ PORT = Range(1, 65535)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a new run in its place).")
 @click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")
-@click.option("--from-scratch", is_flag=True, help="A model folder as TARGET: re-initialise its weights.")
+@click.option("--from-scratch", is_flag=True, help="A model folder as SOURCE: re-initialise its weights.")
 @click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Input size for presets (default 32).")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch [default: the usable CPUs, fewer while other processes keep them busy].")
-def train(target, out, resume, force, init, from_scratch, resolution, width, threads, **config):
+def train(source, out, resume, force, init, from_scratch, resolution, width, threads, **config):
     """Train a preset, graph file or model folder on a dataset; writes metrics, curves,
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
-    lock_output(out, "train", inputs=(target, init, config.get("data")))
+    lock_output(out, "train", inputs=(source, init, config.get("data")))
     set_threads(threads)
     overrides = None
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
         overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
-    init = start_weights(target, init, from_scratch)
+    init = start_weights(source, init, from_scratch)
     from autonl.backends.torch.weights import read_model_graph
-    for folder in (target, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
+    for folder in (source, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
         if folder is not None and (Path(folder) / "graph.json").is_file():
             read_model_graph(folder)
     from autonl.backends.torch.train import train as run_training
 
     if config["data"] is None:    # a model folder (or --init) was trained on data it names: fine-tune on those
-        config["data"] = recorded_data(target, init) or TrainConfig.data
+        config["data"] = recorded_data(source, init) or TrainConfig.data
     fitted_resolution = fitted_line = None
     if not resume:      # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, TrainConfig, "train",
-                                                       target in all_presets())
+                                                       source in all_presets())
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
-    graph = None if resume else training_graph(target, resolution, width, cfg.data, fitted_resolution)
+    graph = None if resume else training_graph(source, resolution, width, cfg.data, fitted_resolution)
     with _new_run(out, resume, force):
         result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides, note=fitted_line)
     click.echo(json.dumps(result))
@@ -145,7 +145,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 
 
 @cli.command()
-@click.argument("target", default="search-space")
+@click.argument("source", default="search-space")
 @click.option("--target-macs", "target_macs", help="MAC target, e.g. 350M (at --cost-resolution); "
               "this or --target-latency is required unless --resume.")
 @click.option("--target-latency", "target_latency", help="Latency target, e.g. 4.5ms, predicted by --latency-table.")
@@ -203,7 +203,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a new search in its place).")
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch in each process [default: the usable CPUs / processes here].")
-def search(target, target_macs, target_latency, latency_table, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
+def search(source, target_macs, target_latency, latency_table, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
            master_port, resume, force, threads, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
     if target_macs is None and target_latency is None and not resume:
@@ -231,7 +231,7 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
         overrides = check_resume_settings(out, "search_config.json", given)
     launch = os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1)
     set_threads(threads, here=not launch, processes=nproc if launch else 1)
-    inputs = (target, space, latency_table, config.get("data"))    # never inside or around --out
+    inputs = (source, space, latency_table, config.get("data"))    # never inside or around --out
     if launch:
         if node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
             lock_output(out, "search", inputs=inputs)
@@ -249,11 +249,11 @@ def search(target, target_macs, target_latency, latency_table, out, space, light
     if not resume:
         # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, SearchConfig, "search",
-                                                       target in all_presets())
+                                                       source in all_presets())
         cfg = SearchConfig(target_macs=macs, target_latency_ms=latency,       # the other options are fields
                            latency_table=str(Path(latency_table).resolve()) if latency_table else None, **config)
-        graph = relaxed_graph(target, space, resolution or fitted_resolution or
-                              (32 if target in all_presets() else None), width,
+        graph = relaxed_graph(source, space, resolution or fitted_resolution or
+                              (32 if source in all_presets() else None), width,
                               num_classes(cfg.data), lightnl_norm)
     with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
         result = run_search(graph, cfg, out, resume=resume, overrides=overrides,

@@ -108,20 +108,21 @@ class Source:
         return load_graph(self.graph_file or self.text)
 
 
-def load_target(target: str, resolution: int | None = None, width: float | None = None,
+def load_source(source: str, resolution: int | None = None, width: float | None = None,
                 batch: int | None = None, classes: int | None = None) -> Graph:
-    """The graph of ``target`` (:class:`Source`): a preset built with the given options, or a
+    """The graph of ``source`` (:class:`Source`): a preset built with the given options, or a
     graph file, model folder or run folder."""
-    return Source.resolve(target).graph(resolution, width, batch, classes)
+    return Source.resolve(source).graph(resolution, width, batch, classes)
 
 
-def relaxed_graph(target: str, space: str, resolution: int | None, width: float | None, classes: int | None,
+def relaxed_graph(source: str, space: str, resolution: int | None, width: float | None, classes: int | None,
                   lightnl_norm: str | None = None) -> Graph:
     """The graph to search: a relaxed preset or file as it is, a discrete one after the
     search-space pipeline with ``space`` (and ``lightnl_norm`` for the LightNL candidates);
     ``classes`` only for a preset (a file has its own)."""
-    source = Source.resolve(target)
-    graph = source.graph(resolution, width, None, classes) if source.is_preset else source.graph(resolution, width)
+    resolved = Source.resolve(source)
+    graph = (resolved.graph(resolution, width, None, classes) if resolved.is_preset
+             else resolved.graph(resolution, width))
     return as_search_space(graph, space, lightnl_norm)
 
 

@@ -80,6 +80,28 @@ def test_the_ir_imports_and_works_without_torch():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
+def test_the_ir_lists_the_same_presets_whatever_was_imported():
+    # the search-space preset is made by a pass pipeline; the IR lists it without the passes
+    # and says what building it needs, rather than answering differently by import order
+    code = textwrap.dedent("""
+        import autonl.ir
+        from autonl.ir import AutonlError, all_presets, build_preset
+        before = sorted(all_presets())
+        try:
+            build_preset("search-space", resolution=32)
+        except AutonlError as e:
+            print("refused:", e)
+        import autonl.passes
+        assert sorted(all_presets()) == before and "search-space" in before, before
+        print(len(build_preset("search-space", resolution=32)) > 0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("refused: preset 'search-space' is made by the 'search-space' pass pipeline")
+    assert lines[1] == "True"
+
+
 def test_every_op_has_a_torch_lowering_and_every_primitive_an_onnx_emitter():
     from autonl.backends.onnx.export import ONNX_EMITTERS
     from autonl.backends.torch.lower import TORCH_LOWERINGS

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autonl.ir import AutonlError, Graph, atomic_write, build_preset
 from autonl.passes import analyze_cost, resize_graph
-from autonl.passes.sources import Source, as_search_space, is_preset, load_target
+from autonl.passes.sources import Source, as_search_space, is_preset, load_source
 
 from autonl.backends.base import Backend
 from autonl.backends.catalog import get_backend
@@ -375,7 +375,7 @@ class _Run:
         t = _stage(self.log, f"fine-tune: {s['train_steps']} steps")
         cfg = TrainConfig(data=self.data, steps=s["train_steps"], seed=self.seed, eval_every=s["train_steps"],
                           batch_size=s["train_batch_size"], lr=s["train_lr"], **self.aug)
-        trained = run_training(load_target(str(self.out / "derived")), cfg, self.out / "train",
+        trained = run_training(load_source(str(self.out / "derived")), cfg, self.out / "train",
                                init=str(self.out / "derived"))
         self.timings["train"] = time.time() - t
         return trained
@@ -385,7 +385,7 @@ class _Run:
         weights saw (search, then fine-tuning), with the fine-tuning's recipe."""
         from autonl.backends.torch.train import TrainConfig, train as run_training
         s = self.settings
-        derived = load_target(str(self.out / "derived"))
+        derived = load_source(str(self.out / "derived"))
         if self.src.start is not None:
             graph, name = self.src.start, f"your network ({Path(self.src.name).name})"
             why = "the network the search started from"

@@ -55,27 +55,27 @@ def weights_line(model, source: str) -> str:
             f"<name>.weights.pt beside the graph file); latencies are real, accuracy is not")
 
 
-def space_graph(target: str, space: str, resolution: int | None, width: float | None, classes: int | None) -> Graph:
+def space_graph(source: str, space: str, resolution: int | None, width: float | None, classes: int | None) -> Graph:
     """The relaxed graph of a preset (at 224 unless ``resolution``, 1000 classes unless
     ``classes``) or a graph file (at ``resolution`` if given, its own classes), with
     ``space``'s choices: what ``latency-table`` and ``tune-space`` time."""
-    source = Source.resolve(target)
-    if source.is_preset:
-        return relaxed_graph(target, space, resolution or 224, width, classes or 1000)
-    source.refuse_preset_options(classes=classes)
-    graph = relaxed_graph(target, space, None, width, None)
+    resolved = Source.resolve(source)
+    if resolved.is_preset:
+        return relaxed_graph(source, space, resolution or 224, width, classes or 1000)
+    resolved.refuse_preset_options(classes=classes)
+    graph = relaxed_graph(source, space, None, width, None)
     return resize_graph(graph, resolution) if resolution is not None else graph
 
 
-def start_weights(target: str, init: str | None, from_scratch: bool) -> str | None:
+def start_weights(source: str, init: str | None, from_scratch: bool) -> str | None:
     """``autonl train``'s ``--init``: as given, else a model folder (or a run folder's model/)
-    as TARGET starts from its own weights (fine-tuning) unless ``from_scratch``."""
+    as SOURCE starts from its own weights (fine-tuning) unless ``from_scratch``."""
     if from_scratch and init:
         raise AutonlError("--from-scratch and --init contradict each other; pick one")
-    if init is None and not from_scratch and Path(target).is_dir():
-        source = Source.resolve(target)
-        if source.kind == MODEL_FOLDER:
-            return target if source.run_folder is None else str(source.folder)
+    if init is None and not from_scratch and Path(source).is_dir():
+        resolved = Source.resolve(source)
+        if resolved.kind == MODEL_FOLDER:
+            return source if resolved.run_folder is None else str(resolved.folder)
     return init
 
 
@@ -89,13 +89,13 @@ def recorded_data(*paths: str | None) -> str | None:
     return facts["data"] if facts else None
 
 
-def training_graph(target: str, resolution: int | None, width: float | None, data: str,
+def training_graph(source: str, resolution: int | None, width: float | None, data: str,
                    preset_resolution: int | None = None) -> Graph:
     """The graph ``autonl train`` trains: a preset at ``resolution`` (else
     ``preset_resolution``, else 32) with as many outputs as ``data`` has classes, else the
     file's or folder's own (options refused)."""
-    source = Source.resolve(target)
-    if source.is_preset:
+    resolved = Source.resolve(source)
+    if resolved.is_preset:
         from autonl.backends.torch.data import num_classes
-        return source.graph(resolution or preset_resolution or 32, width, None, num_classes(data))
-    return source.graph(resolution, width)
+        return resolved.graph(resolution or preset_resolution or 32, width, None, num_classes(data))
+    return resolved.graph(resolution, width)
