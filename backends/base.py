@@ -21,6 +21,10 @@ from autonl.ir import AutonlError
 from autonl.ir.ranges import Range, check_ranges, flag_of
 from autonl.ir.registry import Registry
 
+# what every --data (and --calib-data) takes, said once
+DATA_HELP = ("Built-in dataset (digits, also called builtin; fashion-mnist; longrange) or an ImageFolder root with "
+             "train/ and val/.")
+
 Runner = Callable[[np.ndarray], np.ndarray]
 
 

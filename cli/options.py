@@ -14,6 +14,7 @@ import os
 
 import click
 
+from autonl.backends.base import DATA_HELP  # noqa: F401  (re-exported for the commands)
 from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS
 from autonl.ir import AutonlError
 from autonl.ir.ranges import Range, range_of
@@ -171,7 +172,6 @@ def set_threads(threads: int | None, here: bool = True, processes: int = 1) -> i
     return n
 
 
-DATA_HELP = "Built-in dataset (digits, fashion-mnist, longrange) or an ImageFolder root with train/ and val/."
 
 def parse_macs(text: str) -> float:
     """'350M', '1.2G', '500K' or a plain number; finite and positive."""

@@ -104,44 +104,14 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
     """Evaluate a model folder (or a run folder's model/) on a dataset's validation split
     (only val/ is read). Prints one JSON line; images whose logits are not finite are
     counted (val_nonfinite) and named in a warning line."""
-    from autonl.backends.torch.data import (accuracy_line, chance_level, make_val_loader, read_data_facts,
-                                            recorded_eval_crop)
-    from autonl.backends.torch.train import evaluate, pick_device
-    from autonl.backends.torch.weights import load_model
+    from autonl.workflows.evaluate import evaluate_folder
 
     set_threads(threads)
-    folder = Path(model)
-    if (folder / "model").is_dir():
-        folder = folder / "model"
-    facts = read_data_facts(folder) if folder.is_dir() else None
-    if data is None:
-        if facts is None:
-            raise AutonlError(f"{folder}: records no training data (no data.json); give --data")
-        data = facts["data"]
-    graph, module = load_model(folder)
-    if facts is not None:
-        from autonl.backends.torch.facts import check_facts_fit
-        check_facts_fit(facts, graph, folder / "data.json")
-    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    crop = eval_crop if eval_crop is not None else recorded_eval_crop(facts, data)
-    val_loader, classes = make_val_loader(data, resolution, batch_size, workers, skip_corrupt, val_size, crop)
-    out_classes = graph.type_of(graph.outputs[0]).shape[-1]
-    if out_classes != len(classes):
-        raise AutonlError(f"the model predicts {out_classes} classes but '{data}' has {len(classes)}")
-    if facts is not None and facts.get("classes") != classes:
-        click.echo(f"warning: the class names of {data} differ from those the model was trained on "
-                   f"({', '.join(facts['classes'][:5])}...)", err=True)
-    dev = pick_device(device)
-    result = {"model": str(folder), "data": data, **evaluate(module.to(dev), val_loader, dev)}
-    line, warn = accuracy_line(result["val_acc"], data)
-    result["chance"] = chance_level(data)[0]
-    click.echo(json.dumps(result))
-    click.echo(line, err=True)
-    if result.get("val_nonfinite"):
-        click.echo(f"warning: {result['val_nonfinite']} of {result['val_n']} validation images give non-finite "
-                   f"logits (inf/NaN); they count as wrong", err=True)
-    if warn:
-        click.echo(warn, err=True)
+    result = evaluate_folder(model, data, batch_size, workers, device, val_size, skip_corrupt, eval_crop)
+    click.echo(result.to_json())
+    click.echo(result.line, err=True)
+    for w in result.warnings:
+        click.echo(w, err=True)
 
 
 @cli.command()
@@ -273,11 +243,11 @@ def search(source, target_macs, target_latency, latency_table, out, space, light
 def derive(run_dir, out, decisions, force):
     """Derive a search run: discrete graph + inherited weights + costs + comparison."""
     lock_output(out, "derive", inputs=(run_dir, decisions))
-    from autonl.backends.torch.child import comparison_table, derive_child
+    from autonl.backends.torch.child import derive_child
 
     result = derive_child(run_dir, out, decisions, force)
-    click.echo(f"at {result['resolution']}x{result['resolution']}, {result['classes']} classes (every row)")
-    click.echo(comparison_table({k: result[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")}))
+    click.echo(result.header())
+    click.echo(result.table())
     click.echo(f"wrote {out}/ (graph.json, graph.ir, weights.pt, decisions.json, cost.json, comparison.*); "
                f"fine-tune it with: autonl train {out} --data ...", err=True)
 

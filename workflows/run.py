@@ -32,7 +32,6 @@ from autonl.backends.outputs import replacing_folder
 from .compile import compile_with_checks
 from .report import write_report
 
-BUILTIN = {"builtin": "digits"}
 BUILTIN_SPACE = "search-space"     # the default SOURCE: the AutoNL space as a relaxed preset
 
 
@@ -191,7 +190,8 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     ``eval_crop`` of search and training (:func:`~autonl.backends.torch.data.augmentation`;
     left out: the data's defaults). ``baseline``: train and report the comparison network."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    data = BUILTIN.get(data, data)
+    from autonl.backends.torch.builtin_data import canonical_data
+    data = canonical_data(data)
     out = Path(out)
     check_out(out)
     asked = {"resolution": resolution, "batch_size": batch_size, "search_steps": search_steps,
@@ -333,8 +333,8 @@ class _Run:
             data=self.data, source=self.src.name, space=space if self.src.start is not None else None,
             target_macs=self.target_macs, target_latency_ms=self.target_latency_ms, latency_target=latency_target,
             backend=self.backend.name, seed=self.seed, search=search,
-            derived={k: derived[k] for k in ("derived", "mobilenetv2", "autonl-s", "autonl-l")},
-            resolution=derived["resolution"], classes=derived["classes"], input_resolution=self.src.resolution,
+            derived=dict(derived.rows), resolution=derived.resolution, classes=derived.classes,
+            input_resolution=self.src.resolution,
             cost_resolution=self.src.cost_resolution, train=trained, deploy_checks=deploy.get("checks"),
             settings=self.settings, chance=chance_level(self.data)[0], accuracy_warning=acc_warning,
             data_facts=model.data, int8=deploy.get("int8"), latency=latency, latency_timing=facts,
@@ -362,7 +362,7 @@ class _Run:
             self.log(search["landing_warning"])
         return search
 
-    def derive(self) -> dict:
+    def derive(self):
         from autonl.backends.torch.child import derive_child
         t = _stage(self.log, "derive")
         derived = derive_child(self.out / "search", self.out / "derived", None, False)

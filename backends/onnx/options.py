@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 from autonl.ir.ranges import POSITIVE_INT, Range
 
-from ..base import BackendOptions, option
+from ..base import DATA_HELP, BackendOptions, option
 
-DATA_HELP = "Built-in dataset (digits, fashion-mnist, longrange) or an ImageFolder root with train/ and val/."
 OPSETS = Range(17)          # the ONNX backend emits opset 17 or newer
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 

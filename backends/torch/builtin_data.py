@@ -20,7 +20,7 @@ from autonl.ir import AutonlError
 from .loader import AugmentedDataset, fixed_subset
 from .transforms import resize
 
-__all__ = ["BUILTIN_CLASSES", "BUILTIN_DATASETS", "FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "LONGRANGE_SIZES",
+__all__ = ["BUILTIN_CLASSES", "BUILTIN_DATASETS", "DATA_ALIASES", "canonical_data", "FASHION_MNIST_DIR", "FASHION_MNIST_ENV", "LONGRANGE_SIZES",
            "DigitsDataset", "FashionMnistDataset", "LongRangeDataset", "digits_arrays", "fashion_mnist_arrays",
            "fashion_mnist_files", "fashion_mnist_folder", "fashion_mnist_labels"]
 
@@ -31,9 +31,17 @@ BUILTIN_CLASSES = {     # in label order
                       "Ankle boot"],
     "longrange": ["different", "same"],
 }
+# other names of the built-in sets, accepted by every --data: "builtin" (the quick start's
+# word) is the digits
+DATA_ALIASES = {"builtin": "digits"}
 LONGRANGE_SIZES = (4000, 1000)          # default train / val sizes of the synthetic set
 DIGITS_ASSET = Path(__file__).resolve().parent / "assets" / "digits.npz"
 _SPLIT_IDS = {"train": 0, "val": 1}
+
+
+def canonical_data(data):
+    """``data`` with an alias (:data:`DATA_ALIASES`) replaced by the set's own name."""
+    return DATA_ALIASES.get(data, data) if isinstance(data, str) else data
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from autonl.ir import AutonlError, Graph, build_preset
@@ -42,8 +43,30 @@ def comparison_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class DeriveResult:
+    """What :func:`derive_child` wrote: the folder, the resolution and class count its costs
+    are counted at, and one :func:`summary` per network (the derived one, then the
+    references: MobileNetV2, AutoNL-S, AutoNL-L at the same resolution and classes)."""
+
+    out: str
+    resolution: int
+    classes: int
+    rows: dict[str, dict]
+
+    @property
+    def derived(self) -> dict:
+        return self.rows["derived"]
+
+    def header(self) -> str:
+        return f"at {self.resolution}x{self.resolution}, {self.classes} classes (every row)"
+
+    def table(self) -> str:
+        return comparison_table(self.rows)
+
+
 def derive_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None = None,
-                  force: bool = False) -> dict:
+                  force: bool = False) -> DeriveResult:
     """Write ``out``/ (model folder: graph.json, graph.ir, weights.pt; decisions.json,
     cost.json, comparison.json, comparison.txt). All or nothing: it is assembled in a
     temporary folder beside ``out`` and renamed into place, under the lock of ``out``
@@ -62,7 +85,7 @@ def _search_result(run: Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def _derive_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None, force: bool) -> dict:
+def _derive_child(run_dir: str | Path, out: str | Path, decisions_file: str | Path | None, force: bool) -> DeriveResult:
     from autonl.passes.derive import Derive
 
     run, out = Path(run_dir), Path(out)
@@ -119,4 +142,4 @@ def _derive_child(run_dir: str | Path, out: str | Path, decisions_file: str | Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"out": str(out), "resolution": resolution, "classes": classes, **{k: rows[k] for k in rows}}
+    return DeriveResult(str(out), resolution, classes, rows)

@@ -93,6 +93,10 @@ class SearchConfig:
     # largest sub-network and on one random one (each gate off with chance 0.5), so that the
     # options the thresholds have switched off keep learning and can be judged again
     sandwich: bool = False
+    # after the search: evaluate this many landing candidates (the thresholds' choice and
+    # networks a few gate flips from it, within the landing tolerance) in the supernet, each
+    # with its own BN statistics, on the validation images, and keep the most accurate; 0 or 1: off
+    candidates: int = _f(0, NON_NEGATIVE_INT)
     batch_size: int = _f(64, POSITIVE_INT)
     lr: float = _f(0.05, POSITIVE)
     optimizer: str = "sgd"               # the weights': sgd (Nesterov) or rmsprop (as TrainConfig)

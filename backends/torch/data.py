@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 from autonl.ir import AutonlError
 
 from .builtin_data import (BUILTIN_CLASSES, BUILTIN_DATASETS, LONGRANGE_SIZES, DigitsDataset, FashionMnistDataset,
-                           LongRangeDataset, digits_arrays, fashion_mnist_files, fashion_mnist_labels)
+                           LongRangeDataset, canonical_data, digits_arrays, fashion_mnist_files, fashion_mnist_labels)
 from .config import RESOLUTION, SEED, WORKERS
 from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, find_unreadable, scan_image_folder
 from .loader import CorruptImageWarning, seeded_loader, split_holdout
@@ -62,6 +62,7 @@ __all__ = ["BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_ST
 def _resolve(data: str):
     """A built-in name ('digits', 'fashion-mnist', 'longrange') | Path of an existing folder;
     else a one-line error."""
+    data = canonical_data(data)
     if data in BUILTIN_DATASETS:
         return data
     path = Path(os.path.expanduser(data))

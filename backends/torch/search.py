@@ -372,6 +372,11 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
               f"the {len(flipped)} least decided gate(s) flipped to land at {_fmt_cost(landed, unit)}: "
               f"{'; '.join(flipped[:6])}" + (f"; and {len(flipped) - 6} more (result.json: landing_flips)"
                                              if len(flipped) > 6 else ""), file=sys.stderr)
+    candidates = None
+    if cfg.candidates > 1:
+        from .candidates import choose
+        decisions, candidates = choose(supernet, decisions, cfg.target, cfg.candidates, cfg.seed, train_loader,
+                                       val_loader, device, land, LANDING_TOLERANCE)
     supernet.force(decisions)
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
@@ -380,7 +385,7 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     macs = analyze_cost(resize_graph(derived, cost_res) if cost_res else derived).macs
     result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,
               "cost_resolution": cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1],
-              "thresholds_cost": chosen, "landing_flips": flipped,
+              "thresholds_cost": chosen, "landing_flips": flipped, "candidates": candidates,
               "supernet_val_acc": val["val_acc"],
               "supernet_val_on": (f"{cfg.holdout} held-out training images" if cfg.holdout else
                                   "the validation split"),
