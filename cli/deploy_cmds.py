@@ -17,19 +17,18 @@ from autonl.backends.torch.config import RESOLUTION, SEED, TrainConfig
 from autonl.ir.ranges import POSITIVE_INT, Range
 
 from .app import cli
-from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_threads, parse_macs, parse_ms, ranged, with_preset_options, write_json
+from .options import (DATA_HELP, THREADS, CostTarget, augmentation_options, cost_target_options, lock_output, ranged,
+                      set_threads, with_preset_options, write_json)
 
 
 @cli.command("run")
 @click.argument("source", default="search-space")
 @click.option("--data", default="builtin", show_default=True,
               help="builtin (the digits), another built-in dataset, or an ImageFolder root with train/ and val/.")
-@click.option("--target-macs", "target_macs", help="MAC target of the derived network, counted at 224x224 for a preset, at "
-              "its own input size for a network of your own [default: 300M for the built-in space unless "
-              "--target-latency; required for a SOURCE of your own].")
-@click.option("--target-latency", "target_latency", help="Latency target instead, e.g. 5ms, predicted by --latency-table "
-              "(a table of the search-space preset with the data's classes).")
-@click.option("--latency-table", "latency_table", type=click.Path(), help="The latency table for --target-latency.")
+@cost_target_options("MAC target of the derived network, counted at 224x224 for a preset, at its own input size for "
+                     "a network of your own [default: 300M for the built-in space unless --target-latency; required "
+                     "for a SOURCE of your own].", "Latency target instead, e.g. 5ms, predicted by --latency-table "
+                     "(a table of the search-space preset with the data's classes).")
 @click.option("--backend", default="onnx", show_default=True, help="onnx (fp32 + int8) or tvm (host library).")
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--search-steps", type=ranged(Range(2)),
@@ -50,8 +49,8 @@ from .options import DATA_HELP, THREADS, augmentation_options, lock_output, set_
                    "built-in space) for the same steps and compare it in the report.")
 @augmentation_options(TrainConfig)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def run_cmd(source, data, target_macs, target_latency, latency_table, backend, out, search_steps, train_steps, batch_size,
-            resolution, lightnl_norm, threads, seed, space, baseline, crop_scale, flip, eval_crop, force):
+def run_cmd(source, data, target, backend, out, search_steps, train_steps, batch_size, resolution, lightnl_norm,
+            threads, seed, space, baseline, crop_scale, flip, eval_crop, force):
     """The whole path in one command: search, derive, fine-tune, compile (with its parity
     check and a check on the validation images), then report.md / report.html (plots,
     architecture next to MobileNetV2 and AutoNL-S/L, costs, accuracy per class against a
@@ -61,15 +60,15 @@ def run_cmd(source, data, target_macs, target_latency, latency_table, backend, o
     graph file (e.g. from autonl import), a model folder or a run folder. A network without
     choices is searched with --space and is the report's baseline. Resolution, batch and
     steps left out are fitted to the data and printed with the reason."""
-    from autonl.workflows.run import DEFAULT_TARGET_MACS, check_own_network_target, check_run_targets, run_pipeline
+    from autonl.workflows.run import DEFAULT_TARGET_MACS, check_own_network_target, run_pipeline
 
+    target_macs, target_latency, latency_table = target
     lock_output(out, "run", inputs=(data, latency_table))
     set_threads(threads)
     chosen = get_backend(backend)
-    check_run_targets(target_macs, target_latency, latency_table)
-    latency = parse_ms(target_latency) if target_latency is not None else None
-    check_own_network_target(source, target_macs, latency)
-    macs = None if latency is not None else parse_macs(target_macs or DEFAULT_TARGET_MACS)
+    check_own_network_target(source, target_macs, target_latency)
+    target = CostTarget.parse(target_macs, target_latency, latency_table, default_macs=DEFAULT_TARGET_MACS)
+    macs, latency = target.macs, target.latency_ms
     from autonl.workflows.report import fmt_ms
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731

@@ -8,9 +8,11 @@ one line that names the option and says the range: ``--steps must be a positive 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import click
 
@@ -20,6 +22,10 @@ from autonl.ir import AutonlError
 from autonl.ir.ranges import Range, range_of
 
 WIDTH = Range(0, 16, lo_open=True, integer=False)
+NPROC = Range(1, 256)
+NNODES = Range(1, 4096)
+NODE_RANK = Range(0, 4095)
+PORT = Range(1, 65535)
 BATCH = Range(1, 4096)
 CLASSES = Range(1, 1_000_000)
 
@@ -196,6 +202,85 @@ def parse_ms(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise AutonlError(f"--target-latency must be a positive, finite number of milliseconds (got '{text}')")
     return value
+
+
+@dataclass(frozen=True)
+class CostTarget:
+    """What a search aims at: a MAC count, or a latency (ms) predicted by a latency table.
+    The one place the three options' rules live (``search``, ``run``)."""
+
+    macs: float | None = None
+    latency_ms: float | None = None
+    table: str | None = None
+
+    @classmethod
+    def parse(cls, macs: str | None, latency: str | None, table: str | None,
+              default_macs: str | None = None) -> "CostTarget":
+        """From ``--target-macs``, ``--target-latency`` and ``--latency-table``: one of the
+        targets (``default_macs`` when neither is given), a latency with its table. Neither
+        and no default gives an empty target (a resumed search keeps its own)."""
+        if macs is not None and latency is not None:
+            raise AutonlError("give --target-macs or --target-latency, not both")
+        if latency is not None and table is None:
+            raise AutonlError("--target-latency needs --latency-table TABLE.json (made by autonl latency-table)")
+        if table is not None and latency is None:
+            raise AutonlError("--latency-table goes with --target-latency (a MAC target counts MACs)")
+        if latency is not None:
+            from autonl.backends.latency import LatencyTable
+            LatencyTable.read(table)       # one line now for a missing or malformed table
+            return cls(None, parse_ms(latency), table)
+        if macs is None and default_macs is None:
+            return cls()
+        return cls(parse_macs(macs if macs is not None else default_macs))
+
+    @property
+    def given(self) -> bool:
+        return self.macs is not None or self.latency_ms is not None
+
+
+def cost_target_options(macs_help: str, latency_help: str):
+    """``--target-macs``, ``--target-latency`` and ``--latency-table``, handed to the command
+    as one ``target`` (:class:`CostTarget`, parsed when the command starts)."""
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, target_macs=None, target_latency=None, latency_table=None, **kwargs):
+            return f(*args, target=(target_macs, target_latency, latency_table), **kwargs)
+        wrapper = click.option("--latency-table", "latency_table", type=click.Path(),
+                               help="A latency table of this space (autonl latency-table) for --target-latency.")(wrapper)
+        wrapper = click.option("--target-latency", "target_latency", help=latency_help)(wrapper)
+        return click.option("--target-macs", "target_macs", help=macs_help)(wrapper)
+    return decorate
+
+
+@dataclass(frozen=True)
+class Launch:
+    """torchrun's options of a command that can run on many processes and machines."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int = 29500
+
+
+def launch_options(f):
+    """``--nproc``, ``--nnodes``, ``--node-rank``, ``--master-addr``, ``--master-port``,
+    handed to the command as one ``launch`` (:class:`Launch`)."""
+    @functools.wraps(f)
+    def wrapper(*args, nproc, nnodes, node_rank, master_addr, master_port, **kwargs):
+        return f(*args, launch=Launch(nproc, nnodes, node_rank, master_addr, master_port), **kwargs)
+    for decl in reversed([
+        click.option("--nproc", type=ranged(NPROC), default=1, show_default=True,
+                     help="Processes on this machine (torchrun, DDP: gloo on CPU, nccl on GPU)."),
+        click.option("--nnodes", type=ranged(NNODES), default=1, show_default=True,
+                     help="Machines in the job (torchrun's --nnodes); run the same command on each."),
+        click.option("--node-rank", "node_rank", type=ranged(NODE_RANK), default=0, show_default=True,
+                     help="This machine's rank, 0 on the one that writes --out."),
+        click.option("--master-addr", "master_addr", help="Address of the machine with --node-rank 0 (with --nnodes > 1)."),
+        click.option("--master-port", "master_port", type=ranged(PORT), default=29500, show_default=True,
+                     help="Port on the master for the rendezvous.")]):
+        wrapper = decl(wrapper)
+    return wrapper
 
 
 def write_json(path: str | None, data: dict) -> None:

@@ -14,16 +14,12 @@ from autonl.passes.sources import relaxed_graph
 from autonl.workflows.sources import recorded_data, start_weights, training_graph
 
 from autonl.backends.torch.config import RESOLUTION, SearchConfig, TrainConfig
-from autonl.ir.ranges import Range
 
 from .app import cli
-from .options import DATA_HELP, THREADS, augmentation_options, WIDTH, check_resume_settings, fit_to_folder, set_threads, config_option, config_type, lock_output, parse_macs, parse_ms, \
-    ranged, refuse_graph_options_on_resume, typed_options
+from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, Launch, augmentation_options, check_resume_settings,
+                      config_option, config_type, cost_target_options, fit_to_folder, launch_options, lock_output,
+                      ranged, refuse_graph_options_on_resume, set_threads, typed_options)
 
-NPROC = Range(1, 256)
-NNODES = Range(1, 4096)
-NODE_RANK = Range(0, 4095)
-PORT = Range(1, 65535)
 
 
 @cli.command()
@@ -116,11 +112,8 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 
 @cli.command()
 @click.argument("source", default="search-space")
-@click.option("--target-macs", "target_macs", help="MAC target, e.g. 350M (at --cost-resolution); "
-              "this or --target-latency is required unless --resume.")
-@click.option("--target-latency", "target_latency", help="Latency target, e.g. 4.5ms, predicted by --latency-table.")
-@click.option("--latency-table", "latency_table", type=click.Path(),
-              help="A latency table of this space (autonl latency-table) for --target-latency.")
+@cost_target_options("MAC target, e.g. 350M (at --cost-resolution); this or --target-latency is required unless "
+                     "--resume.", "Latency target, e.g. 4.5ms, predicted by --latency-table.")
 @click.option("--data", default=SearchConfig.data, show_default=True, help=DATA_HELP)
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--space", default="autonl", show_default=True,
@@ -161,35 +154,17 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
               help="Memory format of the supernet and its batches (channels-last: 1.6x faster steps on CPU).")
 @click.option("--compile", "compile", is_flag=True,
               help="torch.compile the supernet (off by default: slower on CPU, see benchmarks/search_throughput.py).")
-@click.option("--nproc", type=ranged(NPROC), default=1, show_default=True,
-              help="Processes on this machine (torchrun, DDP: gloo on CPU, nccl on GPU).")
-@click.option("--nnodes", type=ranged(NNODES), default=1, show_default=True,
-              help="Machines in the job (torchrun's --nnodes); run the same command on each.")
-@click.option("--node-rank", "node_rank", type=ranged(NODE_RANK), default=0, show_default=True,
-              help="This machine's rank, 0 on the one that writes --out.")
-@click.option("--master-addr", "master_addr", help="Address of the machine with --node-rank 0 (with --nnodes > 1).")
-@click.option("--master-port", "master_port", type=ranged(PORT), default=29500, show_default=True,
-              help="Port on the master for the rendezvous.")
+@launch_options
 @click.option("--resume", is_flag=True, help="Continue the search in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a new search in its place).")
 @click.option("--threads", type=ranged(THREADS), help="CPU threads for torch in each process [default: the usable CPUs / processes here].")
-def search(source, target_macs, target_latency, latency_table, out, space, lightnl_norm, resolution, width, nproc, nnodes, node_rank, master_addr,
-           master_port, resume, force, threads, **config):
+def search(source, target, out, space, lightnl_norm, resolution, width, launch, resume, force, threads, **config):
     """Differentiable single-path search of where LightNL goes (and kernel, expansion, skip)."""
-    if target_macs is None and target_latency is None and not resume:
+    if not any(v is not None for v in target) and not resume:
         raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M) or '--target-latency' "
                                "(e.g. 4.5ms, with --latency-table).")
-    if target_macs is not None and target_latency is not None:
-        raise AutonlError("give --target-macs or --target-latency, not both")
-    macs = parse_macs(target_macs) if target_macs is not None else None
-    latency = parse_ms(target_latency) if target_latency is not None else None
-    if latency is not None and latency_table is None:
-        raise AutonlError("--target-latency needs --latency-table TABLE.json (made by autonl latency-table)")
-    if latency_table is not None and latency is None and not resume:
-        raise AutonlError("--latency-table goes with --target-latency (a MAC target counts MACs)")
-    if latency_table is not None:
-        from autonl.backends.latency import LatencyTable
-        LatencyTable.read(latency_table)       # one line now for a missing or malformed table
+    target = CostTarget.parse(*target)
+    macs, latency, latency_table = target.macs, target.latency_ms, target.table
     overrides = None
     if resume:     # before torchrun and torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
@@ -199,14 +174,14 @@ def search(source, target_macs, target_latency, latency_table, out, space, light
         if latency is not None:
             given["--target-latency"] = ("target_latency_ms", latency)
         overrides = check_resume_settings(out, "search_config.json", given)
-    launch = os.environ.get("WORLD_SIZE") is None and (nproc > 1 or nnodes > 1)
-    set_threads(threads, here=not launch, processes=nproc if launch else 1)
+    launching = os.environ.get("WORLD_SIZE") is None and (launch.nproc > 1 or launch.nnodes > 1)
+    set_threads(threads, here=not launching, processes=launch.nproc if launching else 1)
     inputs = (source, space, latency_table, config.get("data"))    # never inside or around --out
-    if launch:
-        if node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
+    if launching:
+        if launch.node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
             lock_output(out, "search", inputs=inputs)
-        with _new_run(out, resume, force, node_rank == 0):
-            rc = _torchrun(out, nproc, nnodes, node_rank, master_addr, master_port)
+        with _new_run(out, resume, force, launch.node_rank == 0):
+            rc = _torchrun(out, launch)
             if rc:      # a failed launch puts a replaced folder back (unless it left a checkpoint)
                 raise click.exceptions.Exit(rc)
         return 0
@@ -268,7 +243,7 @@ def _new_run(out: str, resume: bool, force: bool, here: bool = True):
 _LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
 
 
-def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: str | None, master_port: int) -> int:
+def _torchrun(out: str, launch: Launch) -> int:
     """Run this command again under torchrun (an existing launcher, not ours): on this machine
     alone (``--standalone``), or as node ``node_rank`` of ``nnodes`` meeting at the master.
 
@@ -280,12 +255,12 @@ def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: st
     from autonl.backends.locks import HELD_BY_PARENT, lock_path
     from autonl.backends.processes import die_with_parent
 
-    if nnodes > 1 and not master_addr:
+    if launch.nnodes > 1 and not launch.master_addr:
         raise AutonlError("--nnodes above 1 needs --master-addr, the address of the machine with --node-rank 0")
-    if node_rank >= nnodes:
-        raise AutonlError(f"--node-rank {node_rank} is not below --nnodes {nnodes}")
+    if launch.node_rank >= launch.nnodes:
+        raise AutonlError(f"--node-rank {launch.node_rank} is not below --nnodes {launch.nnodes}")
     env = dict(os.environ)
-    if node_rank == 0:    # locked by the caller
+    if launch.node_rank == 0:    # locked by the caller
         env[HELD_BY_PARENT] = str(lock_path(out))
     args, rest = [], list(sys.argv[1:])
     while rest:
@@ -296,14 +271,15 @@ def _torchrun(out: str, nproc: int, nnodes: int, node_rank: int, master_addr: st
                 rest.pop(0)
             continue
         args.append(a)
-    launch = ["--standalone"] if nnodes == 1 else [
-        f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}"]
+    where = ["--standalone"] if launch.nnodes == 1 else [
+        f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}", f"--master-addr={launch.master_addr}",
+        f"--master-port={launch.master_port}"]
     # Neither torchrun nor its workers may import from the working folder (a numpy.py there
     # would run): `python -m` puts it first on sys.path, python_module drops it first thing
     # (torchrun's --no-python runs the worker command as given).
     # (autonl's main() has set PYTHONSAFEPATH in the environment they inherit)
     from autonl.backends.processes import python_module
-    cmd = python_module("torch.distributed.run", *launch, f"--nproc-per-node={nproc}", "--no-python",
+    cmd = python_module("torch.distributed.run", *where, f"--nproc-per-node={launch.nproc}", "--no-python",
                         *python_module("autonl.cli.main", *args))
     return subprocess.call(cmd, env=env, preexec_fn=die_with_parent)
 

@@ -156,19 +156,10 @@ def run_source(source: str, space: str, resolution: int | None, classes: int, da
 DEFAULT_TARGET_MACS = "300M"     # the built-in space's, at 224x224
 
 
-def check_run_targets(target_macs: str | None, target_latency: str | None, latency_table: str | None) -> None:
-    """The targets ``autonl run`` was given, before any work: one of MACs or latency, the
-    latency with its table."""
-    if target_macs is not None and target_latency is not None:
-        raise AutonlError("give --target-macs or --target-latency, not both")
-    if (target_latency is None) != (latency_table is None):
-        raise AutonlError("--target-latency and --latency-table go together")
-
-
-def check_own_network_target(source: str, target_macs: str | None, target_latency_ms: float | None) -> None:
+def check_own_network_target(source: str, target_macs: str | None, target_latency: str | None) -> None:
     """A SOURCE that is not a preset needs a target of its own (:data:`DEFAULT_TARGET_MACS`
     is the built-in space's)."""
-    if target_macs is None and target_latency_ms is None and not is_preset(source):
+    if target_macs is None and target_latency is None and not is_preset(source):
         raise AutonlError(f"give --target-macs (counted at its own input size) or --target-latency for {source}; "
                           f"the {DEFAULT_TARGET_MACS} default is the built-in space's, at 224x224 (autonl show "
                           f"{source} --cost gives its MACs)")
