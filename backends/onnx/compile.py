@@ -24,7 +24,8 @@ from ..manifest import check_out, io_signature, prepare_out, versions, write_man
 from ..parity import RULE, compare, line as parity_line
 from .export import BATCH, export_onnx
 from .options import OnnxOptions
-from .runtime import accuracy, batches, calibration_batches, quantize_int8, run, session
+from .runtime import (DEFAULT_INT8_SCHEME, accuracy, batches, calibration_batches, int8_scheme, quantize_int8, run,
+                      session)
 
 INT8_MAX_DROP = 0.01     # int8 accuracy more than one point below fp32: a warning line
 
@@ -92,7 +93,7 @@ def _compile_onnx(model: TorchModel, out: str | Path, options: OnnxOptions, log)
             + (f"; left out {dropped} whose fp32 logits are not finite" if dropped else ""))
         int8_model, excluded = quantize_int8(onnx_model, calibration, o.calib_method, exclude=o.int8_exclude)
         x = reference_input(model.graph, batch=2)
-        int8_info = {"format": "QDQ, int8 weights per channel, uint8 activations", "calibration": {
+        int8_info = {"format": int8_scheme().describe(), "scheme": DEFAULT_INT8_SCHEME, "calibration": {
             "data": calib_data, "images": used, "non_finite_left_out": dropped, "method": o.calib_method},
             "fp32_nodes": excluded,
             "max_abs_diff_vs_fp32": float(np.abs(run(session(onnx_model), x) - run(session(int8_model), x)).max())}
