@@ -73,3 +73,25 @@ def test_the_logits_scheme_keeps_the_classifier_fp32(l2_lightnl):
     assert gemm.op_type == "Gemm"
     weights = {i.name: i for i in q.graph.initializer}
     assert weights[gemm.input[1]].data_type == onnx.TensorProto.FLOAT
+
+
+def test_an_int8_model_that_loses_too_much_gives_way_to_a_more_faithful_scheme(trained_model, tmp_path, monkeypatch):
+    import autonl.backends.onnx.compile as onnx_compile
+    from autonl.backends.onnx.options import OnnxOptions
+
+    model = load_model_or_graph(str(trained_model))
+    lines = []
+    manifest = onnx_compile.compile_onnx(model, tmp_path / "kept", OnnxOptions(int8=True, calib_images=64),
+                                         log=lines.append)
+    first = manifest["int8"]
+    assert first["scheme"] == onnx_compile.INT8_FALLBACK[0] or len(first["schemes_tried"]) == 2
+    # no scheme can keep within a negative drop: every one is tried, the most accurate kept, with a warning
+    monkeypatch.setattr(onnx_compile, "INT8_MAX_DROP", -1.0)
+    manifest = onnx_compile.compile_onnx(model, tmp_path / "all", OnnxOptions(int8=True, calib_images=64),
+                                         log=lines.append)
+    info = manifest["int8"]
+    assert list(info["schemes_tried"]) == list(onnx_compile.INT8_FALLBACK)
+    best = max(info["schemes_tried"].values())
+    assert info["accuracy"]["int8"] == best and info["schemes_tried"][info["scheme"]] == best
+    assert info["warning"].startswith("warning: int8 loses") and info["warning"] in lines
+    assert info["format"].endswith(INT8_SCHEMES[info["scheme"]].doc)

@@ -69,7 +69,9 @@ def _accuracy_rows(s: dict) -> list[list]:
     if s.get("int8") and s["int8"].get("accuracy"):
         a = s["int8"]["accuracy"]
         rows.append(["deployed fp32 (onnxruntime)", f"{a['fp32']:.3f}"])
-        rows.append(["deployed int8 (onnxruntime)", f"{a['int8']:.3f} ({100 * a['change']:+.1f} points)"])
+        scheme = s["int8"].get("scheme")
+        rows.append([f"deployed int8 (onnxruntime{', ' + scheme if scheme else ''})",
+                     f"{a['int8']:.3f} ({100 * a['change']:+.1f} points)"])
     if s.get("chance") is not None:
         rows.append(["chance (always the most common class)", f"{s['chance']:.3f}"])
     return rows

@@ -18,7 +18,8 @@ class OnnxOptions(BackendOptions):
     int8: bool = option(False, "Also write model.int8.onnx (static int8, calibrated on --calib-data).", timing=False)
     calib_data: str | None = option(None, "Calibration and int8 accuracy data [default: --data, else the data the "
                                     "model was trained on]. " + DATA_HELP, timing=False)
-    calib_images: int = option(256, "Images to calibrate int8 on.", range=POSITIVE_INT, timing=False)
+    calib_images: int = option(1024, "Images to calibrate int8 on (at most the training split's).", range=POSITIVE_INT,
+                               timing=False)
     calib_method: str = option("minmax", "Calibration method.", choices=CALIB_METHODS, timing=False)
     eval_images: int | None = option(None, "Validation images for the int8 accuracy check (default: all).",
                                      range=POSITIVE_INT, timing=False)

@@ -155,8 +155,8 @@ class Int8Scheme:
     ``com.microsoft.QuickGelu`` node (the kernel onnxruntime itself fuses SiLU into; left as
     Sigmoid and Mul, the DequantizeLinear before them is duplicated per consumer and the
     fusion no longer happens) instead of a ``QLinearSigmoid`` and a ``QLinearMul``;
-    ``fp32_convs``: ``depthwise`` (grouped) or ``spatial`` (every conv that is not 1x1, the
-    stem too) convs stay fp32; ``fp32_stride``: every node whose output is at most that
+    ``fp32_convs``: ``depthwise`` (grouped), ``depthwise+act`` (grouped, with the activation
+    that follows) or ``spatial`` (every conv that is not 1x1, the stem too) convs stay fp32; ``fp32_stride``: every node whose output is at most that
     stride from the input (its height times width at least the input's over stride squared:
     the early, high-resolution layers, where int8 depthwise convs and SiLU cost the most)
     stays fp32 (with ``early_if_silu``: only in a model with SiLU activations, whose int8
@@ -212,6 +212,13 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
     "fp32-early8-silu-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; the node "
                                           "that computes the logits in fp32", fp32_stride=8, early_if_silu=True,
                                           fp32_logits=True),
+    "fp32-early8-silu-dw-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; depthwise "
+                                             "convs and the node that computes the logits in fp32", fp32_stride=8,
+                                             early_if_silu=True, fp32_convs="depthwise", fp32_logits=True),
+    "fp32-early8-silu-dwact-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; depthwise "
+                                                "convs with their activation and the node that computes the logits in "
+                                                "fp32", fp32_stride=8, early_if_silu=True, fp32_convs="depthwise+act",
+                                                fp32_logits=True),
 }
 # The default (issue #38; benchmarks/results/int8_speed.txt, int8_accuracy.txt): in a network
 # with SiLU, the layers up to stride 8 stay fp32 (int8 SiLU, a QLinearSigmoid and a
@@ -285,8 +292,8 @@ def fuse_silu(model: onnx.ModelProto) -> onnx.ModelProto:
 def fp32_conv_nodes(graph: onnx.GraphProto, which: str) -> list[str]:
     """Names of the Conv nodes that ``which`` (``depthwise``: grouped; ``spatial``: every
     kernel that is not 1x1) keeps in fp32."""
-    if which not in ("", "depthwise", "spatial"):
-        raise AutonlError(f"unknown fp32 conv kind '{which}'; known: depthwise, spatial")
+    if which not in ("", "depthwise", "depthwise+act", "spatial"):
+        raise AutonlError(f"unknown fp32 conv kind '{which}'; known: depthwise, depthwise+act, spatial")
     shapes = {i.name: tuple(i.dims) for i in graph.initializer}
     names = []
     for n in graph.node:
@@ -296,7 +303,23 @@ def fp32_conv_nodes(graph: onnx.GraphProto, which: str) -> list[str]:
         kernel = shapes.get(n.input[1], ())[2:]
         if group > 1 or (which == "spatial" and any(k != 1 for k in kernel)):
             names.append(n.name)
+    if which == "depthwise+act":
+        names += [n.name for n in activations_after(graph, names)]
     return names
+
+
+_ACTIVATIONS = ("Relu", "Clip", "HardSwish", "HardSigmoid", "QuickGelu", "LeakyRelu")
+
+
+def activations_after(graph: onnx.GraphProto, names: list[str]) -> list[onnx.NodeProto]:
+    """The activation nodes applied to the outputs of the nodes ``names``: a Relu, Clip,
+    HardSwish, QuickGelu, ..., or a SiLU's Sigmoid and Mul (:func:`silu_pairs`)."""
+    outputs = {o for n in graph.node if n.name in names for o in n.output}
+    acts = [n for n in graph.node if n.op_type in _ACTIVATIONS and n.input and n.input[0] in outputs]
+    for sig, mul in silu_pairs(graph):
+        if sig.input[0] in outputs:
+            acts += [sig, mul]
+    return acts
 
 
 def logit_nodes(graph: onnx.GraphProto) -> list[str]:
@@ -404,23 +427,29 @@ def denominator_nodes(graph: onnx.GraphProto) -> list[str]:
 def flat_tensors(model_path: str, calibration: list[np.ndarray]) -> dict[str, tuple[float, float]]:
     """The float tensors of the model at ``model_path`` whose values do not vary over
     ``calibration`` (max - min below 1e-5 of their magnitude), with their (min, max): a
-    LightNL on a 1x1 map, whose one token's affinity with itself is always 1."""
-    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
+    LightNL on a 1x1 map, whose one token's affinity with itself is always 1. Batch by
+    batch: only each tensor's running min and max are kept."""
+    from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
     graph = onnx.load(model_path).graph
     consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="autonl-ranges-") as tmp:
         aug = os.path.join(tmp, "outputs.onnx")
         modify_model_output_intermediate_tensors(model_path, aug)
-        acts = collect_activations(aug, ({graph.input[0].name: x} for x in calibration))
-    flat = {}
-    for name, arrays in acts.items():
-        if name in consts or arrays[0].dtype.kind != "f":
-            continue
-        lo, hi = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
-        if np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 1e-5 * max(abs(lo), abs(hi)):
-            flat[name] = (lo, hi)
-    return flat
+        sess = ort.InferenceSession(aug, providers=["CPUExecutionProvider"])
+        # the tool saves each tensor as <name>_ReshapedSavedOutput (flattened)
+        names = [o.name.removesuffix("_ReshapedSavedOutput") for o in sess.get_outputs()]
+        for x in calibration:
+            for name, a in zip(names, sess.run(None, {graph.input[0].name: x})):
+                if name in consts or a.dtype.kind != "f" or a.size == 0:
+                    continue
+                lo[name] = min(lo.get(name, np.inf), float(a.min()))
+                hi[name] = max(hi.get(name, -np.inf), float(a.max()))
+    return {name: (lo[name], hi[name]) for name in lo
+            if np.isfinite(lo[name]) and np.isfinite(hi[name])
+            and hi[name] - lo[name] <= 1e-5 * max(abs(lo[name]), abs(hi[name]))}
 
 
 def histogram_ranges(model_path: str, calibration: list[np.ndarray], method, op_types: list[str] | None,
@@ -438,7 +467,9 @@ def histogram_ranges(model_path: str, calibration: list[np.ndarray], method, op_
                                        augmented_model_path=os.path.join(tmp, "augmented.onnx"),
                                        calibrate_method=method)
         calibrator.tensors_to_calibrate -= set(flat)
-        calibrator.collect_data(Calibration(onnx.load(model_path).graph.input[0].name, calibration))
+        name = onnx.load(model_path).graph.input[0].name
+        for i in range(0, len(calibration), 8):      # the histograms grow chunk by chunk: bounded memory
+            calibrator.collect_data(Calibration(name, calibration[i:i + 8]))
         ranges = calibrator.compute_data()
         del calibrator
     data = dict(ranges.items())
