@@ -220,15 +220,16 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
                                                 "fp32", fp32_stride=8, early_if_silu=True, fp32_convs="depthwise+act",
                                                 fp32_logits=True),
 }
-# The default (issue #38; benchmarks/results/int8_speed.txt, int8_accuracy.txt): in a network
+# The default (issue #38; benchmarks/results/int8_speed.txt, int8_accuracy_*.txt): in a network
 # with SiLU, the layers up to stride 8 stay fp32 (int8 SiLU, a QLinearSigmoid and a
 # QLinearMul, and int8 depthwise convs on large, narrow maps cost more than their fp32
 # kernels), and so does the node computing the logits (uint8 logits of a 10-class head move
 # the argmax: on the quick start's digits network the int8 logits' relative RMS error went
 # from 0.118 with every op quantised to 0.051, top-1 agreement with fp32 from 93.9% to
-# 96.9%). On a 2-vCPU Xeon (AVX-512 VNNI), 224x224, batch 1: AutoNL-S int8 at 0.90x fp32 and
-# AutoNL-L at 0.87x at 1 thread (every op quantised: 1.10x and 1.05x, slower than fp32);
-# MobileNetV2 (ReLU6, no SiLU: quantised whole but its logits) at 0.62x.
+# 96.9%). On a 2-vCPU Xeon (AVX-512 VNNI), 224x224, batch 1: AutoNL-S int8 at 0.82x fp32 and
+# AutoNL-L at 0.88x at 1 thread (every op quantised: 1.00x and 1.10x); MobileNetV2 (ReLU6,
+# no SiLU: quantised whole but its logits) at 0.58x. The compile falls back to a more
+# faithful scheme when this one loses more than a point (backends/onnx/compile.py).
 DEFAULT_INT8_SCHEME = "fp32-early8-silu-logits"
 
 
