@@ -16,7 +16,7 @@ Importing this package also registers the ``search-space`` preset (the AutoNL ma
 run through the ``search-space`` pipeline).
 """
 from . import (cost_analysis, dce, derive, fold_bn, fold_mbconv, fuse_activations, insert_lightnl,  # noqa: F401
-               lower_composites, relax, resize, shape_inference)  # (register the built-in passes)
+               lower_composites, make_choices, resize, shape_inference)  # (register the built-in passes)
 from . import pipelines, space_preset  # noqa: F401  (register the pipelines; let the IR run them for presets)
 from .base import Pass, PassError, PassResult, PostconditionError, PreconditionError
 from .cost_analysis import CostReport, analyze_cost

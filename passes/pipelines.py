@@ -6,7 +6,7 @@ pipeline                  passes
 ========================  =====================================================================
 ``deploy``                lower-composites, fold-bn, dce, shape-inference (a model with weights)
 ``deploy-keep-bn``        lower-composites, dce, shape-inference
-``search-space``          insert-lightnl, relax with the built-in ``autonl`` space
+``search-space``          insert-lightnl, make-choices with the built-in ``autonl`` space
 ``import``                shape-inference, fuse-activations, fold-mbconv (after a PyTorch import)
 ``import-no-fold``        shape-inference, fuse-activations
 ========================  =====================================================================
@@ -42,7 +42,7 @@ def search_space_pipeline(space: str = "autonl", lightnl_norm: str | None = None
     """Place LightNL candidates and relax attributes as the space file ``space`` says
     (``lightnl_norm``: the candidates' norm instead of the space's)."""
     norm = f', norm="{lightnl_norm}"' if lightnl_norm else ""
-    return (f'insert-lightnl{{space="{space}"{norm}}}', f'relax{{space="{space}"}}')
+    return (f'insert-lightnl{{space="{space}"{norm}}}', f'make-choices{{space="{space}"}}')
 
 
 register_pipeline("deploy", ("lower-composites", "fold-bn", "dce", "shape-inference"),

@@ -1,5 +1,5 @@
 """Search-space files (TOML or JSON): which attributes become choices, and the LightNL
-candidates; read by the ``insert-lightnl`` and ``relax`` passes. ``autonl`` ships
+candidates; read by the ``insert-lightnl`` and ``make-choices`` passes. ``autonl`` ships
 ``autonl`` (method.md section 2); any path works too. (The space of a relaxed graph, its
 choices, is :class:`autonl.passes.SearchSpace`.)"""
 from __future__ import annotations

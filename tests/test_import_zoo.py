@@ -135,7 +135,7 @@ def test_cli_import_search_derive_and_compile_a_zoo_model(cli, tmp_path, builder
     proc = cli("import", f"zoo_styles:{builder}", "--input-shape", f"1,3,{RES},{RES}", "--out", graph_file,
                cwd=NETS, check_ok=True)
     assert "mbconv blocks" in proc.stdout and (tmp_path / "net.weights.pt").is_file()
-    space = PassManager(["insert-lightnl", "relax"])(load_graph(graph_file)).graph
+    space = PassManager(["insert-lightnl", "make-choices"])(load_graph(graph_file)).graph
     assert space.relaxed and sum(n.op == "lightnl" for n in space) > 0
     report = analyze_cost(space)
     lo, hi = report.macs, report.total("macs_max")

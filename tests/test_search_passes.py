@@ -1,4 +1,4 @@
-"""insert-lightnl, relax (search-space files) and derive (decisions)."""
+"""insert-lightnl, make-choices (search-space files) and derive (decisions)."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ from autonl.ir import AutonlError, Choice, assert_structural_equal, build_preset
 from autonl.passes import PassManager, SearchSpace, analyze_cost, create_pass, find_nodes
 from autonl.passes.derive import Derive
 from autonl.passes.insert_lightnl import InsertLightNL
-from autonl.passes.relax import Relax
+from autonl.passes.make_choices import MakeChoices
 from autonl.passes.shape_inference import ShapeInference
 from autonl.passes.sources import relaxed_graph
 
@@ -64,14 +64,14 @@ def macro_network():
 def test_insert_and_relax_rebuild_the_search_space_preset():
     macro = macro_network()
     assert not macro.relaxed and not find_nodes(macro, "lightnl") and len(find_nodes(macro, "mbconv")) == 22
-    rebuilt = PassManager(['insert-lightnl{space="autonl"}', "relax"])(macro).graph
+    rebuilt = PassManager(['insert-lightnl{space="autonl"}', "make-choices"])(macro).graph
     assert rebuilt == build_preset("search-space")
 
 
 def test_relax_rules(tmp_path):
     space = tmp_path / "space.toml"
     space.write_text('[[choice]]\nop = "mbconv"\nattr = "se"\noptions = [0.0, 0.25, 0.5]\nnodes = "mbconv_(1|2)"\n')
-    g = Relax(str(space))(build_preset("mobilenetv2", resolution=64)).graph
+    g = MakeChoices(str(space))(build_preset("mobilenetv2", resolution=64)).graph
     assert [n.name for n in g if n.relaxed] == ["mbconv_1", "mbconv_2"]
     assert g.node("mbconv_1").attrs["se"] == Choice(0.0, 0.25, 0.5)
 
@@ -91,7 +91,7 @@ def test_bad_space_files(tmp_path, text, fragment):
     space = tmp_path / "space.toml"
     space.write_text(text)
     with pytest.raises(AutonlError) as info:
-        PassManager([Relax(str(space))])(build_preset("mobilenetv2", resolution=64))
+        PassManager([MakeChoices(str(space))])(build_preset("mobilenetv2", resolution=64))
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
@@ -149,7 +149,7 @@ def test_published_decisions_derive_the_preset(tmp_path, preset, title):
     derive a graph identical to its preset."""
     se_space = tmp_path / "se.toml"
     se_space.write_text('[[choice]]\nop = "mbconv"\nattr = "se"\noptions = [0.0, 0.25, 0.5]\nexclude = ["mbconv_0"]\n')
-    space = Relax(str(se_space))(relaxed_graph("search-space", "autonl", None, None, 1000, "none")).graph
+    space = MakeChoices(str(se_space))(relaxed_graph("search-space", "autonl", None, None, 1000, "none")).graph
     decisions = published_decisions(space, method_rows(title), se=True)
     (tmp_path / "d.json").write_text(json.dumps(decisions))
     derived = PassManager([create_pass(f'derive{{decisions="{tmp_path / "d.json"}"}}')])(space).graph

@@ -1,4 +1,5 @@
-"""``relax``: turn named attributes into choices, as a search-space file says."""
+"""``make-choices``: turn named attributes into choices, as a search-space file says (the
+step that relaxes a discrete network into a search space; not TVM's Relax)."""
 from __future__ import annotations
 
 from autonl.ir import AutonlError, Choice, Graph, TypeInferenceError
@@ -9,8 +10,8 @@ from .pass_registry import register_pass
 from .space_file import SpaceFile, load_space
 
 
-@register_pass("relax")
-class Relax(Pass):
+@register_pass("make-choices")
+class MakeChoices(Pass):
     """Make attributes searchable: set them to choices following a search-space file.
 
     Rewrite cases: a node of the rule's op whose name the rule selects gets
