@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import harness
+
+RESULTS = harness.RESULTS
 
 
 def child(workload: str, threads: int | None, resolution: int, batch: int, steps: int, limit: float) -> dict:
@@ -148,11 +148,7 @@ def main() -> None:
 
     from autonl.backends.cpu import usable_cpus
     cpus = usable_cpus()
-    cpu_name = platform.processor() or "?"
-    try:
-        cpu_name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu_name = harness.cpu_model()
     print(f"{args.resolution}x{args.resolution}, batch {args.batch}, {cpus} CPUs ({cpu_name}); median of "
           f"{args.steps} steps a row, median of {args.rounds} alternating rounds, each row a fresh process", flush=True)
     counts = [int(t) for t in args.threads_rows.split(",")] if args.threads_rows else range(1, cpus + 1)
@@ -194,11 +190,8 @@ def main() -> None:
         mark = " *" if r["policy"] == "autonl" else ""
         print(f"| {r['busy']} | {r['workload']} | {r['config']}{mark} | {r['threads']} | {r['step_s']:.3f} | {ratio(same)} | "
               f"{ratio(best)} |")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.json + ".tmp")
-    tmp.write_text(json.dumps({"resolution": args.resolution, "batch": args.batch, "cpus": cpus, "cpu": cpu_name,
-                               "rows": rows}, indent=1))
-    tmp.replace(args.json)
+    harness.write_json(args.json, {"resolution": args.resolution, "batch": args.batch, "cpus": cpus, "cpu": cpu_name,
+                                   "rows": rows})
     print(f"wrote {args.json}")
 
 
