@@ -160,3 +160,24 @@ def test_the_sandwich_rule_trains_switched_off_options_and_leaves_the_thresholds
     if sandwich:
         _, alone = one_step(False)
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(thresholds, alone))
+
+
+def test_landing_candidates_keep_the_most_accurate_within_the_target(tmp_path, space):
+    """SearchConfig.candidates: networks near the thresholds' choice, each within the landing
+    tolerance, evaluated in the supernet; the most accurate is the one derived."""
+    import json
+
+    from autonl.backends.torch.search import LANDING_TOLERANCE
+
+    target = int(sum(Supernet(space).cost_model.bounds()) / 2)
+    cfg = SearchConfig(target_macs=target, steps=6, warmup_steps=2, batch_size=8, train_size=64, holdout=32,
+                       workers=0, data="digits", candidates=5)
+    result = search(space, cfg, tmp_path / "run", progress=False)
+    rows = result["candidates"]
+    assert 2 <= len(rows) <= 5 and rows[0]["changed"] == [] and all(r["changed"] for r in rows[1:])
+    assert all(abs(r["cost"] / target - 1) <= LANDING_TOLERANCE for r in rows)
+    chosen = [r for r in rows if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["val_acc"] == max(r["val_acc"] for r in rows)
+    # the decisions written are the chosen candidate's: its cost is the derived network's
+    assert result["derived_macs"] == pytest.approx(chosen[0]["cost"], rel=1e-6)
+    assert json.loads((tmp_path / "run" / "decisions.json").read_text())
