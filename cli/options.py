@@ -215,23 +215,25 @@ class CostTarget:
 
     @classmethod
     def parse(cls, macs: str | None, latency: str | None, table: str | None,
-              default_macs: str | None = None) -> "CostTarget":
+              default_macs: str | None = None, resume: bool = False) -> "CostTarget":
         """From ``--target-macs``, ``--target-latency`` and ``--latency-table``: one of the
         targets (``default_macs`` when neither is given), a latency with its table. Neither
-        and no default gives an empty target (a resumed search keeps its own)."""
+        and no default gives an empty target (a resumed search keeps its own, and may be
+        given its table again with ``resume``)."""
         if macs is not None and latency is not None:
             raise AutonlError("give --target-macs or --target-latency, not both")
         if latency is not None and table is None:
             raise AutonlError("--target-latency needs --latency-table TABLE.json (made by autonl latency-table)")
-        if table is not None and latency is None:
+        if table is not None and latency is None and not resume:
             raise AutonlError("--latency-table goes with --target-latency (a MAC target counts MACs)")
-        if latency is not None:
+        if table is not None:
             from autonl.backends.latency import LatencyTable
             LatencyTable.read(table)       # one line now for a missing or malformed table
+        if latency is not None:
             return cls(None, parse_ms(latency), table)
         if macs is None and default_macs is None:
-            return cls()
-        return cls(parse_macs(macs if macs is not None else default_macs))
+            return cls(table=table)
+        return cls(parse_macs(macs if macs is not None else default_macs), None, table)
 
     @property
     def given(self) -> bool:
@@ -240,7 +242,8 @@ class CostTarget:
 
 def cost_target_options(macs_help: str, latency_help: str):
     """``--target-macs``, ``--target-latency`` and ``--latency-table``, handed to the command
-    as one ``target`` (:class:`CostTarget`, parsed when the command starts)."""
+    as one ``target``: the three raw values, which the command parses with
+    :meth:`CostTarget.parse` once it has taken its lock and checked what comes first."""
     def decorate(f):
         @functools.wraps(f)
         def wrapper(*args, target_macs=None, target_latency=None, latency_table=None, **kwargs):

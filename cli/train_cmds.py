@@ -163,7 +163,7 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
     if not any(v is not None for v in target) and not resume:
         raise click.UsageError("Missing option '--target-macs' (the MAC target, e.g. 350M) or '--target-latency' "
                                "(e.g. 4.5ms, with --latency-table).")
-    target = CostTarget.parse(*target)
+    target = CostTarget.parse(*target, resume=resume)
     macs, latency, latency_table = target.macs, target.latency_ms, target.table
     overrides = None
     if resume:     # before torchrun and torch: one line, at once

@@ -12,8 +12,9 @@ A custom pass::
                 n.op = "relu"
             return PassResult(graph, modified=bool(nodes))
 
-Importing this package also registers the ``search-space`` preset (the AutoNL macro network
-run through the ``search-space`` pipeline).
+Importing this package also hands the IR the way to run a pass pipeline, which the
+``search-space`` preset (the AutoNL macro network run through the ``search-space``
+pipeline, listed by the IR whatever was imported) needs to be built.
 """
 from . import (cost_analysis, dce, derive, fold_bn, fold_mbconv, fuse_activations, insert_lightnl,  # noqa: F401
                lower_composites, make_choices, resize, shape_inference)  # (register the built-in passes)

@@ -51,7 +51,7 @@ def load_data(data: str, model: TorchModel, calib_images: int, eval_images: int 
 # The schemes tried in turn when the int8 model loses more than INT8_MAX_DROP of accuracy:
 # the default (fastest), then depthwise convs and their activation in fp32 as well, which
 # on the quick start's digits networks brought int8's top-1 agreement with fp32 from 97% to
-# 99.4% at some speed (AutoNL-S at 224: 0.95x fp32 against 0.88x; benchmarks/int8_speed.py).
+# 99.4% at some speed (AutoNL-S at 224, 1 thread: 0.92x fp32 against 0.82x; benchmarks/int8_speed.py).
 INT8_FALLBACK = (DEFAULT_INT8_SCHEME, "fp32-early8-silu-dwact-logits")
 
 
@@ -68,7 +68,10 @@ def quantize_checked(model: TorchModel, onnx_model, o: OnnxOptions, calib_data: 
     log(f"int8: calibrating on {used} images of {calib_data} ({o.calib_method})"
         + (f"; left out {dropped} whose fp32 logits are not finite" if dropped else ""))
     out_classes = model.graph.type_of(model.graph.outputs[0]).shape[-1]
-    checked = out_classes == classes
+    names = getattr(val.dataset, "classes", None)
+    recorded = (model.data or {}).get("classes")
+    # the accuracy check picks the model that ships: only on data with the model's own classes
+    checked = out_classes == classes and (recorded is None or names is None or list(recorded) == list(names))
     fp = accuracy(session(onnx_model), batches(val), desc="accuracy fp32") if checked else None
     tried = []
     for scheme in INT8_FALLBACK if checked else INT8_FALLBACK[:1]:
@@ -86,13 +89,16 @@ def quantize_checked(model: TorchModel, onnx_model, o: OnnxOptions, calib_data: 
         kept = max(tried, key=lambda t: t[3]["accuracy"])
     scheme, int8_model, excluded, q = kept
     x = reference_input(model.graph, batch=2)
-    info = {"format": int8_scheme(scheme).describe(), "scheme": scheme, "calibration": {
+    props = {p.key: p.value for p in int8_model.metadata_props}
+    info = {"format": props.get("autonl.int8.format", int8_scheme(scheme).describe()), "scheme": scheme, "calibration": {
         "data": calib_data, "images": used, "non_finite_left_out": dropped, "method": o.calib_method},
         "fp32_nodes": excluded,
         "max_abs_diff_vs_fp32": float(np.abs(run(session(onnx_model), x) - run(session(int8_model), x)).max())}
     if not checked:
         info["accuracy"] = None
-        info["accuracy_skipped"] = f"the model predicts {out_classes} classes, {calib_data} has {classes}"
+        info["accuracy_skipped"] = (f"the model predicts {out_classes} classes, {calib_data} has {classes}"
+                                    if out_classes != classes else
+                                    f"{calib_data}'s classes are not the ones the model was trained on")
         return int8_model, info
     info["accuracy"] = {"data": f"{calib_data} (validation split)", "images": fp["images"], "fp32": fp["accuracy"],
                         "int8": q["accuracy"], "change": q["accuracy"] - fp["accuracy"]}

@@ -469,8 +469,8 @@ def histogram_ranges(model_path: str, calibration: list[np.ndarray], method, op_
                                        calibrate_method=method)
         calibrator.tensors_to_calibrate -= set(flat)
         name = onnx.load(model_path).graph.input[0].name
-        for i in range(0, len(calibration), 8):      # the histograms grow chunk by chunk: bounded memory
-            calibrator.collect_data(Calibration(name, calibration[i:i + 8]))
+        for batch in calibration:      # the histograms grow batch by batch: one batch's tensors in memory
+            calibrator.collect_data(Calibration(name, [batch]))
         ranges = calibrator.compute_data()
         del calibrator
     data = dict(ranges.items())

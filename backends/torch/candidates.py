@@ -41,10 +41,14 @@ def neighbours(supernet: Supernet, decisions: dict, target: float, count: int, s
 
 
 def choose(supernet: Supernet, decisions: dict, target: float, count: int, seed: int, train_loader, val_loader,
-           device, land, tolerance: float, log=lambda m: print(m, file=sys.stderr)) -> tuple[dict, list[dict]]:
+           device, land, tolerance: float, holdout: int | None = None,
+           log=lambda m: print(m, file=sys.stderr)) -> tuple[dict, list[dict]]:
     """The most accurate of :func:`neighbours` (ties: the thresholds' own, then the earlier),
     and one row per candidate (cost, accuracy, the gates it changed)."""
     rows, best = [], 0
+    if not holdout:
+        log("warning: the landing candidates are chosen on the validation split, the images a model's accuracy is "
+            "reported on, so that accuracy is optimistic; give --holdout N to choose on held-out training images")
     cands = neighbours(supernet, decisions, target, count, seed, land, tolerance)
     for i, cand in enumerate(cands):
         supernet.force(cand)

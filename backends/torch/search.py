@@ -205,7 +205,7 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     if graph is None or cfg is None:
         raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")
     if not graph.relaxed:
-        raise AutonlError(f"graph '{graph.name}' has no choices to search; relax it first (insert-lightnl, relax)")
+        raise AutonlError(f"graph '{graph.name}' has no choices to search; relax it first (insert-lightnl, make-choices)")
     seed_all(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
@@ -376,7 +376,7 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     if cfg.candidates > 1:
         from .candidates import choose
         decisions, candidates = choose(supernet, decisions, cfg.target, cfg.candidates, cfg.seed, train_loader,
-                                       val_loader, device, land, LANDING_TOLERANCE)
+                                       val_loader, device, land, LANDING_TOLERANCE, cfg.holdout)
     supernet.force(decisions)
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
