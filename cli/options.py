@@ -235,10 +235,6 @@ class CostTarget:
             return cls(table=table)
         return cls(parse_macs(macs if macs is not None else default_macs), None, table)
 
-    @property
-    def given(self) -> bool:
-        return self.macs is not None or self.latency_ms is not None
-
 
 def cost_target_options(macs_help: str, latency_help: str):
     """``--target-macs``, ``--target-latency`` and ``--latency-table``, handed to the command

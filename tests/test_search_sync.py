@@ -167,7 +167,7 @@ def test_landing_candidates_keep_the_most_accurate_within_the_target(tmp_path, s
     tolerance, evaluated in the supernet; the most accurate is the one derived."""
     import json
 
-    from autonl.backends.torch.search import LANDING_TOLERANCE
+    from autonl.backends.torch.landing import LANDING_TOLERANCE
 
     target = int(sum(Supernet(space).cost_model.bounds()) / 2)
     cfg = SearchConfig(target_macs=target, steps=6, warmup_steps=2, batch_size=8, train_size=64, holdout=32,

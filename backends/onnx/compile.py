@@ -24,8 +24,7 @@ from ..manifest import check_out, io_signature, prepare_out, versions, write_man
 from ..parity import RULE, compare, line as parity_line
 from .export import BATCH, export_onnx
 from .options import OnnxOptions
-from .runtime import (DEFAULT_INT8_SCHEME, accuracy, batches, calibration_batches, int8_scheme, quantize_int8, run,
-                      session)
+from .runtime import DEFAULT_INT8_SCHEME, accuracy, batches, calibration_batches, quantize_int8, run, session
 
 INT8_MAX_DROP = 0.01     # int8 accuracy more than one point below fp32: a warning line
 
@@ -61,7 +60,8 @@ def quantize_checked(model: TorchModel, onnx_model, o: OnnxOptions, calib_data: 
     more than :data:`INT8_MAX_DROP` gives way to the next of :data:`INT8_FALLBACK` (the
     most accurate is kept, with a warning line, if none keeps within it)."""
     train, val, classes = load_data(calib_data, model, o.calib_images, o.eval_images, o.skip_corrupt)
-    calibration, dropped = calibration_batches(session(onnx_model), (x for x, _ in batches(train, o.calib_images)))
+    fp32 = session(onnx_model)
+    calibration, dropped = calibration_batches(fp32, (x for x, _ in batches(train, o.calib_images)))
     used = sum(len(x) for x in calibration)
     if not used:
         raise AutonlError(f"int8: no calibration image of {calib_data} gives finite fp32 logits")
@@ -72,28 +72,28 @@ def quantize_checked(model: TorchModel, onnx_model, o: OnnxOptions, calib_data: 
     recorded = (model.data or {}).get("classes")
     # the accuracy check picks the model that ships: only on data with the model's own classes
     checked = out_classes == classes and (recorded is None or names is None or list(recorded) == list(names))
-    fp = accuracy(session(onnx_model), batches(val), desc="accuracy fp32") if checked else None
-    tried = []
+    fp = accuracy(fp32, batches(val), desc="accuracy fp32") if checked else None
+    within = lambda q: q is None or q["accuracy"] >= fp["accuracy"] - INT8_MAX_DROP  # noqa: E731
+    tried = []      # (scheme, int8 model, its session, the nodes --int8-exclude kept fp32, its accuracy)
     for scheme in INT8_FALLBACK if checked else INT8_FALLBACK[:1]:
         int8_model, excluded = quantize_int8(onnx_model, calibration, o.calib_method, exclude=o.int8_exclude,
                                              scheme=scheme)
-        q = accuracy(session(int8_model), batches(val), desc="accuracy int8") if checked else None
-        tried.append((scheme, int8_model, excluded, q))
+        int8 = session(int8_model)
+        q = accuracy(int8, batches(val), desc="accuracy int8") if checked else None
+        tried.append((scheme, int8_model, int8, excluded, q))
         if checked:
             log(f"int8 ({scheme}): validation accuracy {fp['accuracy']:.4f} (fp32) -> {q['accuracy']:.4f} (int8) "
                 f"on {fp['images']} images")
-        if not checked or q["accuracy"] >= fp["accuracy"] - INT8_MAX_DROP:
+        if within(q):
             break
-    kept = tried[-1]
-    if checked and q["accuracy"] < fp["accuracy"] - INT8_MAX_DROP:     # none kept within: the most accurate
-        kept = max(tried, key=lambda t: t[3]["accuracy"])
-    scheme, int8_model, excluded, q = kept
+    # the first within the bound, else the most accurate (ties: the earlier, faster one)
+    scheme, int8_model, int8, excluded, q = tried[-1] if within(tried[-1][4]) else max(
+        tried, key=lambda t: t[4]["accuracy"])
     x = reference_input(model.graph, batch=2)
-    props = {p.key: p.value for p in int8_model.metadata_props}
-    info = {"format": props.get("autonl.int8.format", int8_scheme(scheme).describe()), "scheme": scheme, "calibration": {
-        "data": calib_data, "images": used, "non_finite_left_out": dropped, "method": o.calib_method},
-        "fp32_nodes": excluded,
-        "max_abs_diff_vs_fp32": float(np.abs(run(session(onnx_model), x) - run(session(int8_model), x)).max())}
+    info = {"format": {p.key: p.value for p in int8_model.metadata_props}["autonl.int8.format"], "scheme": scheme,
+            "calibration": {"data": calib_data, "images": used, "non_finite_left_out": dropped,
+                            "method": o.calib_method},
+            "fp32_nodes": excluded, "max_abs_diff_vs_fp32": float(np.abs(run(fp32, x) - run(int8, x)).max())}
     if not checked:
         info["accuracy"] = None
         info["accuracy_skipped"] = (f"the model predicts {out_classes} classes, {calib_data} has {classes}"
@@ -102,10 +102,10 @@ def quantize_checked(model: TorchModel, onnx_model, o: OnnxOptions, calib_data: 
         return int8_model, info
     info["accuracy"] = {"data": f"{calib_data} (validation split)", "images": fp["images"], "fp32": fp["accuracy"],
                         "int8": q["accuracy"], "change": q["accuracy"] - fp["accuracy"]}
-    info["schemes_tried"] = {t[0]: t[3]["accuracy"] for t in tried}
+    info["schemes_tried"] = {t[0]: t[4]["accuracy"] for t in tried}
     if len(tried) > 1:
         log(f"int8: kept {scheme} ({q['accuracy']:.4f}; tried {', '.join(t[0] for t in tried)})")
-    if q["accuracy"] < fp["accuracy"] - INT8_MAX_DROP:
+    if not within(q):
         info["warning"] = (
             f"warning: int8 loses {100 * (fp['accuracy'] - q['accuracy']):.1f} points of accuracy "
             f"({fp['accuracy']:.4f} -> {q['accuracy']:.4f}), more than {100 * INT8_MAX_DROP:.0f}; deploy the "

@@ -156,7 +156,8 @@ class Int8Scheme:
     Sigmoid and Mul, the DequantizeLinear before them is duplicated per consumer and the
     fusion no longer happens) instead of a ``QLinearSigmoid`` and a ``QLinearMul``;
     ``fp32_convs``: ``depthwise`` (grouped), ``depthwise+act`` (grouped, with the activation
-    that follows) or ``spatial`` (every conv that is not 1x1, the stem too) convs stay fp32; ``fp32_stride``: every node whose output is at most that
+    that follows) or ``spatial`` (every conv that is not 1x1, the stem too) convs stay fp32;
+    ``fp32_stride``: every node whose output is at most that
     stride from the input (its height times width at least the input's over stride squared:
     the early, high-resolution layers, where int8 depthwise convs and SiLU cost the most)
     stays fp32 (with ``early_if_silu``: only in a model with SiLU activations, whose int8
@@ -212,9 +213,6 @@ INT8_SCHEMES: dict[str, Int8Scheme] = {
     "fp32-early8-silu-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; the node "
                                           "that computes the logits in fp32", fp32_stride=8, early_if_silu=True,
                                           fp32_logits=True),
-    "fp32-early8-silu-dw-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; depthwise "
-                                             "convs and the node that computes the logits in fp32", fp32_stride=8,
-                                             early_if_silu=True, fp32_convs="depthwise", fp32_logits=True),
     "fp32-early8-silu-dwact-logits": Int8Scheme("in a model with SiLU, the layers at stride 8 or less in fp32; depthwise "
                                                 "convs with their activation and the node that computes the logits in "
                                                 "fp32", fp32_stride=8, early_if_silu=True, fp32_convs="depthwise+act",
@@ -393,14 +391,8 @@ def denominator_nodes(graph: onnx.GraphProto) -> list[str]:
     for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    names: list[str] = []
-    seen: set[str] = set()
-
-    def keep(n: onnx.NodeProto) -> None:
-        if n.name not in seen:
-            seen.add(n.name)
-            names.append(n.name)
-
+    kept: dict[str, None] = {}      # in the order found
+    keep = lambda n: kept.setdefault(n.name)  # noqa: E731
     for n in graph.node:
         if n.op_type == "Reciprocal":
             start = n.input[0]
@@ -416,13 +408,13 @@ def denominator_nodes(graph: onnx.GraphProto) -> list[str]:
         stack = [start]
         while stack:
             p = producer.get(stack.pop())
-            if p is None or p.name in seen or p.op_type not in _DENOMINATOR_PATH:
+            if p is None or p.name in kept or p.op_type not in _DENOMINATOR_PATH:
                 continue
             keep(p)
             if p.op_type == "Mul" and len(p.input) == 2 and p.input[0] == p.input[1]:
                 continue    # the square: its input is the vector itself
             stack.extend(i for i in p.input if i in producer and len(consumers.get(i, [])) == 1)
-    return names
+    return list(kept)
 
 
 def flat_tensors(model_path: str, calibration: list[np.ndarray]) -> dict[str, tuple[float, float]]:

@@ -41,6 +41,7 @@ from ..processes import die_with_parent
 from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
+from .landing import LANDING_TOLERANCE, choose, land
 from .data import DATA_FACTS_FILE, augmentation, data_facts
 from .loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .supernet import Supernet
@@ -116,7 +117,6 @@ def plot_search(run: Run, target: float, gate_names: list[str], unit: str = "MAC
     tmp.replace(run.folder / "decisions.png")
 
 
-LANDING_TOLERANCE = 0.05    # a derived network further off its MAC target gets a warning line
 ARCH_LR_HOLD = 0.5          # share of the post-warm-up steps at the full threshold learning rate
 
 
@@ -299,45 +299,6 @@ def _fmt_cost(value: float, unit: str) -> str:
     return f"{value:.3f} ms" if unit == "ms" else f"{format_count(value)} MACs"
 
 
-def land(supernet: Supernet, decisions: dict, target: float, tolerance: float = LANDING_TOLERANCE) -> tuple[dict, list]:
-    """``(decisions, flipped)``: the thresholds' decisions, brought within ``tolerance`` of
-    ``target`` where they are not, by flipping the least decided gates.
-
-    The gates are discrete, so near the end of a search the cost moves in steps of whole
-    options and can stop on either side of the target (on Fashion-MNIST at 32 px, 400 steps:
-    +21%, +5% and +19% off in three searches, oscillating between two settings a block's
-    expansion apart). Repeatedly, the gate whose statistic lies nearest its threshold among
-    those whose flip brings the cost closer to the target (in ratio) is flipped, each gate at
-    most once, until the cost is within ``tolerance`` or no flip helps: the choices the
-    search was least sure of give way, the confident ones stay."""
-    import copy
-
-    current, flipped = copy.deepcopy(decisions), []
-    cost = supernet.cost_of(current)
-    # margins to 6 decimals, ties in the graph's order: float noise between two runs (another
-    # thread count, a resumed run) must not reorder gates that are alike
-    order = [r for _, _, r in sorted(
-        (round(abs(float(r.gate.statistic - r.gate.threshold.detach())), 6) if r.gate.statistic is not None
-         else math.inf, i, r) for i, r in enumerate(supernet.gate_refs))]
-    used: set = set()
-    while abs(cost / target - 1) > tolerance:
-        for r in order:
-            if (r.node, r.attr) in used:
-                continue
-            trial = copy.deepcopy(current)
-            was = trial[r.node][r.attr]
-            trial[r.node][r.attr] = r.gate.off_value if was == r.gate.on_value else r.gate.on_value
-            c = supernet.cost_of(trial)
-            if abs(math.log(c / target)) < abs(math.log(cost / target)):
-                used.add((r.node, r.attr))
-                flipped.append(f"{r.node}.{r.attr}: {was} -> {trial[r.node][r.attr]}")
-                current, cost = trial, c
-                break
-        else:
-            break
-    return current, flipped
-
-
 def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_loader, val_loader, device,
            rank: int, world: int, step: int, table=None) -> dict:
     from autonl.passes import analyze_cost
@@ -374,9 +335,8 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
                                              if len(flipped) > 6 else ""), file=sys.stderr)
     candidates = None
     if cfg.candidates > 1:
-        from .candidates import choose
         decisions, candidates = choose(supernet, decisions, cfg.target, cfg.candidates, cfg.seed, train_loader,
-                                       val_loader, device, land, LANDING_TOLERANCE, cfg.holdout)
+                                       val_loader, device, cfg.holdout)
     supernet.force(decisions)
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics

@@ -1,0 +1,107 @@
+"""Landing a search's decisions on its target (:func:`land`), and choosing among landing
+candidates after a search (:func:`choose`): the thresholds' decisions and networks a few gate
+flips from them, all within the landing tolerance of the target, each evaluated in
+the supernet with its own batch-norm statistics on the search's validation images (held-out
+training images with ``--holdout``), the most accurate kept (SPOS and Once-for-All end their
+searches with such an evaluation of sub-networks; here it only looks near where the
+thresholds landed)."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import sys
+
+import torch
+
+from .evaluation import evaluate, recalibrate_bn
+from .supernet import Supernet
+
+LANDING_TOLERANCE = 0.05    # a derived network further off its MAC target gets a warning line
+
+
+def land(supernet: Supernet, decisions: dict, target: float, tolerance: float = LANDING_TOLERANCE) -> tuple[dict, list]:
+    """``(decisions, flipped)``: the thresholds' decisions, brought within ``tolerance`` of
+    ``target`` where they are not, by flipping the least decided gates.
+
+    The gates are discrete, so near the end of a search the cost moves in steps of whole
+    options and can stop on either side of the target (on Fashion-MNIST at 32 px, 400 steps:
+    +21%, +5% and +19% off in three searches, oscillating between two settings a block's
+    expansion apart). Repeatedly, the gate whose statistic lies nearest its threshold among
+    those whose flip brings the cost closer to the target (in ratio) is flipped, each gate at
+    most once, until the cost is within ``tolerance`` or no flip helps: the choices the
+    search was least sure of give way, the confident ones stay."""
+    current, flipped = copy.deepcopy(decisions), []
+    cost = supernet.cost_of(current)
+    # margins to 6 decimals, ties in the graph's order: float noise between two runs (another
+    # thread count, a resumed run) must not reorder gates that are alike
+    order = [r for _, _, r in sorted(
+        (round(abs(float(r.gate.statistic - r.gate.threshold.detach())), 6) if r.gate.statistic is not None
+         else math.inf, i, r) for i, r in enumerate(supernet.gate_refs))]
+    used: set = set()
+    while abs(cost / target - 1) > tolerance:
+        for r in order:
+            if (r.node, r.attr) in used:
+                continue
+            trial = copy.deepcopy(current)
+            was = trial[r.node][r.attr]
+            trial[r.node][r.attr] = r.gate.off_value if was == r.gate.on_value else r.gate.on_value
+            c = supernet.cost_of(trial)
+            if abs(math.log(c / target)) < abs(math.log(cost / target)):
+                used.add((r.node, r.attr))
+                flipped.append(f"{r.node}.{r.attr}: {was} -> {trial[r.node][r.attr]}")
+                current, cost = trial, c
+                break
+        else:
+            break
+    return current, flipped
+
+
+def neighbours(supernet: Supernet, decisions: dict, target: float, count: int, seed: int) -> list[dict]:
+    """``decisions`` and up to ``count - 1`` distinct others: 1 to 3 random gates flipped,
+    then landed again (:func:`land`), kept if within the landing tolerance."""
+    rng = random.Random(seed)
+    refs = supernet.gate_refs
+    out, seen = [decisions], {json.dumps(decisions, sort_keys=True)}
+    for _ in range(50 * count):
+        if len(out) >= count or not refs:
+            break
+        trial = copy.deepcopy(decisions)
+        for r in rng.sample(refs, k=min(len(refs), rng.randint(1, 3))):
+            was = trial[r.node][r.attr]
+            trial[r.node][r.attr] = r.gate.off_value if was == r.gate.on_value else r.gate.on_value
+        trial, _ = land(supernet, trial, target)
+        key = json.dumps(trial, sort_keys=True)
+        if key in seen or abs(supernet.cost_of(trial) / target - 1) > LANDING_TOLERANCE:
+            continue
+        seen.add(key)
+        out.append(trial)
+    return out
+
+
+def choose(supernet: Supernet, decisions: dict, target: float, count: int, seed: int, train_loader, val_loader,
+           device, holdout: int | None = None, log=lambda m: print(m, file=sys.stderr)) -> tuple[dict, list[dict]]:
+    """The most accurate of :func:`neighbours` (ties: the thresholds' own, then the earlier),
+    and one row per candidate (cost, accuracy, the gates it changed)."""
+    rows, best = [], 0
+    if not holdout:
+        log("warning: the landing candidates are chosen on the validation split, the images a model's accuracy is "
+            "reported on, so that accuracy is optimistic; give --holdout N to choose on held-out training images")
+    cands = neighbours(supernet, decisions, target, count, seed)
+    for i, cand in enumerate(cands):
+        supernet.force(cand)
+        recalibrate_bn(supernet, train_loader, device)
+        with torch.no_grad():
+            acc = evaluate(supernet, val_loader, device)["val_acc"]
+        changed = sorted(f"{n}.{a}" for n in cand for a in cand[n] if decisions.get(n, {}).get(a) != cand[n][a])
+        rows.append({"cost": supernet.cost_of(cand), "val_acc": acc, "changed": changed})
+        if acc > rows[best]["val_acc"]:
+            best = i
+    accs = ", ".join(f"{r['val_acc']:.3f}" for r in rows)
+    log(f"candidates: {len(cands)} evaluated ({accs}); "
+        f"kept #{best} ({rows[best]['val_acc']:.3f}" + (f", the thresholds' own {rows[0]['val_acc']:.3f})" if best
+                                                          else ": the thresholds' own)"))
+    for i, r in enumerate(rows):
+        r["chosen"] = i == best
+    return cands[best], rows
