@@ -117,7 +117,7 @@ def test_cost_of_decisions_is_the_derived_networks_cost(space, supernet):
 def test_landing_flips_the_least_decided_gates_toward_the_target(space):
     """A search that ends off its target lands within 5% by flipping the gates nearest their
     thresholds, each at most once; a search already within 5% is left as it is."""
-    from autonl.backends.torch.search import land
+    from autonl.backends.torch.landing import land
     from autonl.passes.derive import Derive
     torch.manual_seed(0)
     net = Supernet(space).eval()
