@@ -181,10 +181,12 @@ def make_plan(args, space, work: Path, classes: int) -> dict:
     settings = {k: getattr(args, k) for k in PLAN_KEYS}
     if path.exists():
         plan = json.loads(path.read_text())
-        if plan["settings"] != settings:
+        drawn = {k: v for k, v in plan["settings"].items() if k != "costs"}
+        missing = [c for c in args.costs if c not in plan["comparisons"]]
+        if drawn != {k: v for k, v in settings.items() if k != "costs"} or missing:
             sys.exit(f"error: {path} was drawn with {plan['settings']}, not {settings}; "
                      f"give another --work folder (or delete it)")
-        return plan
+        return plan      # a run may compare at fewer of the costs the plan was drawn for
     plan = {"version": PLAN_VERSION, "settings": settings, "classes": classes, "drawn_at": time.time(),
             "comparisons": {}}
     rng = random.Random(args.sample_seed)

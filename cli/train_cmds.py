@@ -13,7 +13,7 @@ from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.passes.sources import relaxed_graph
 from autonl.workflows.sources import recorded_data, start_weights, training_graph
 
-from autonl.backends.torch.config import RESOLUTION, SearchConfig, TrainConfig
+from autonl.backends.torch.config import ARCH_OPTIMIZERS, RESOLUTION, SearchConfig, TrainConfig
 
 from .app import cli
 from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, Launch, augmentation_options, check_resume_settings,
@@ -136,7 +136,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default=SearchConfig.optimizer, show_default=True,
               help="The weights' optimizer (rmsprop: TF-style, as train's).")
 @config_option(SearchConfig, "--arch-lr", help="Thresholds (Adam).")
-@click.option("--arch-optimizer", type=click.Choice(["adam", "sgd"]), default=SearchConfig.arch_optimizer, show_default=True)
+@click.option("--arch-optimizer", type=click.Choice(ARCH_OPTIMIZERS), default=SearchConfig.arch_optimizer, show_default=True,
+              help="The thresholds' optimizer: shared-adam moves each in proportion to its pull (Adam's second "
+                   "moment shared by all); adam moves every threshold alike; sgd at the loss's own scale.")
 @config_option(SearchConfig, "--tau", help="Sigmoid temperature of the gates.")
 @click.option("--resolution", "-r", type=ranged(RESOLUTION), help="Search input size for presets (default 32).")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")

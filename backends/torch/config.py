@@ -23,6 +23,7 @@ SEED = Range(0, 2**32 - 1)               # numpy and torch both take it
 # Settings that change how a run runs, not what it computes: a resumed run may change them.
 RUNTIME_SETTINGS = ("workers", "device", "log_every", "checkpoint_every", "eval_every", "channels_last", "compile")
 WORKERS = Range(0, 256)                  # data-loading processes
+ARCH_OPTIMIZERS = ("adam", "sgd", "shared-adam")        # the thresholds' optimisers
 CROP = Range(0, 1, lo_open=True, integer=False)          # crop scales and fractions: (0, 1]
 
 
@@ -102,7 +103,9 @@ class SearchConfig:
     lr: float = _f(0.05, POSITIVE)
     optimizer: str = "sgd"               # the weights': sgd (Nesterov) or rmsprop (as TrainConfig)
     arch_lr: float = _f(0.05, POSITIVE)
-    arch_optimizer: str = "adam"         # adam: every gate moves alike; sgd: in proportion to its pull
+    # shared-adam: each threshold in proportion to its pull, one step size for all (arch_optim.py);
+    # adam: every threshold moves alike; sgd: in proportion to its pull, at the loss's scale
+    arch_optimizer: str = "adam"
     tau: float = _f(1.0, POSITIVE)
     weight_decay: float = _f(4e-5, Range(0, 1, integer=False))
     label_smoothing: float = _f(0.0, FRACTION)
@@ -143,8 +146,8 @@ class SearchConfig:
         check_ranges(self)
         if not self.warmup_steps < self.steps:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
-        if self.arch_optimizer not in ("adam", "sgd"):
-            raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: adam, sgd")
+        if self.arch_optimizer not in ARCH_OPTIMIZERS:
+            raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: {', '.join(ARCH_OPTIMIZERS)}")
         if self.optimizer not in ("sgd", "rmsprop"):
             raise AutonlError(f"unknown optimizer '{self.optimizer}'; known optimizers: rmsprop, sgd")
 

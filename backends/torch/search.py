@@ -38,6 +38,7 @@ from autonl.passes import resize_graph
 
 from ..locks import output_lock
 from ..processes import die_with_parent
+from .arch_optim import SharedAdam
 from .config import SearchConfig
 from .device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
@@ -132,8 +133,10 @@ def arch_lr_factor(step: int, steps: int) -> float:
 def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
     """SGD (Nesterov) or RMSprop on the weights; Adam (or SGD) on the thresholds; their schedules."""
     w_opt = make_optimizer(supernet.weight_parameters(), cfg)
-    a_opt = (torch.optim.Adam(supernet.arch_parameters(), lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
-             else torch.optim.SGD(supernet.arch_parameters(), lr=cfg.arch_lr, momentum=0.9))
+    arch = supernet.arch_parameters()
+    a_opt = (SharedAdam(arch, lr=cfg.arch_lr) if cfg.arch_optimizer == "shared-adam"
+             else torch.optim.Adam(arch, lr=cfg.arch_lr) if cfg.arch_optimizer == "adam"
+             else torch.optim.SGD(arch, lr=cfg.arch_lr, momentum=0.9))
     w_sched = cosine_with_warmup(w_opt, min(cfg.warmup_steps, 20), cfg.steps)
     a_sched = torch.optim.lr_scheduler.LambdaLR(a_opt, lambda s: arch_lr_factor(s, cfg.steps - cfg.warmup_steps))
     return w_opt, a_opt, w_sched, a_sched
