@@ -130,6 +130,7 @@ def measure(kind: str, resolution: int, batch: int, steps: int, device: str, cha
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+
     def synced_step():
         step()
         if device == "cuda":
