@@ -21,14 +21,14 @@ what a Raspberry Pi would take.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import harness
 
 from autonl.backends.tvm.remote import qemu_rpc_server
 
@@ -41,17 +41,17 @@ def free_port() -> int:
 
 def autonl(*args) -> float:
     """Run the CLI (its output shown); seconds it took."""
-    t0 = time.time()
+    watch = harness.Stopwatch()
     cmd = [sys.executable, "-m", "autonl.cli.main", *map(str, args)]
     print("$ autonl " + " ".join(map(str, args)), flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode != 0:
         sys.exit(f"error: autonl {args[0]} failed (exit code {proc.returncode})")
-    return time.time() - t0
+    return watch.seconds
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--net", default="autonl-s")
     ap.add_argument("-r", "--resolution", type=int, default=64)
     ap.add_argument("--width", type=float, default=0.5)

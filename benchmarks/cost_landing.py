@@ -12,12 +12,13 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import harness
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--targets", nargs="+", default=["150M", "250M", "400M"])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--warmup-steps", type=int, help="default: a fifth of --steps, as autonl run")
@@ -37,9 +38,9 @@ def main() -> None:
         if (out / "result.json").exists():
             print("  (already done; reading its result)")
         else:
-            t0 = time.time()
+            watch = harness.Stopwatch()
             subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
-            print(f"  {time.time() - t0:.0f} s")
+            print(f"  {watch.seconds:.0f} s")
         rows.append(json.loads((out / "result.json").read_text()))
     print(f"\n{'target':>8} {'derived':>10} {'off':>7} {'blocks':>6} {'LightNL':>7}")
     for r in rows:

@@ -22,14 +22,12 @@ per-worker train rate.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import torch
 from PIL import Image
@@ -60,21 +58,21 @@ def make_folder(root: Path, n: int, seed: int = 0) -> None:
 def per_worker_rate(samples, classes, transform, reduced: bool, count: int) -> float:
     ds = ImageFolderDataset(samples[:count], classes, transform, reduced_decode=reduced, workers=0)
     ds[(0, 1)]                                            # warm the decoder and the allocator
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     for i in range(len(ds)):
         ds[(i, i + 1)]
-    return len(ds) / (time.perf_counter() - t0)
+    return len(ds) / watch.seconds
 
 
 def check_rates(paths, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["AUTONL_CACHE_DIR"] = cache
-        t0 = time.perf_counter()
+        watch = harness.Stopwatch()
         find_unreadable(paths, "benchmark images", workers)
-        cold = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        cold = watch.seconds
+        watch = harness.Stopwatch()
         find_unreadable(paths, "benchmark images", workers)
-        cached = time.perf_counter() - t0
+        cached = watch.seconds
     scale = 10_000 / len(paths)
     return {"cold_s_per_10k": cold * scale, "cached_s_per_10k": cached * scale, "workers": workers}
 
@@ -84,20 +82,20 @@ def loader_rate(samples, classes, resolution: int, workers: int, batches: int) -
     loader = seeded_loader(ds, 64, True, workers, 0, False)
     it = iter(loader)
     next(it)                                              # workers started and warm
-    t0, seen = time.perf_counter(), 0
+    watch, seen = harness.Stopwatch(), 0
     for _ in range(batches):
         try:
             x, _y = next(it)
         except StopIteration:
             break
         seen += x.shape[0]
-    rate = seen / (time.perf_counter() - t0)
+    rate = seen / watch.seconds
     del it
     return rate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "autonl-jpegs"))
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--resolution", type=int, default=224)
@@ -108,10 +106,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)          # a DataLoader worker runs one thread
 
+    cpu = harness.cpu_model()
+    print(f"CPU: {cpu}")
     root = Path(args.folder)
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     make_folder(root, args.images)
-    print(f"folder: {root} ({args.images} JPEGs, made or found in {time.perf_counter() - t0:.0f} s)")
+    print(f"folder: {root} ({args.images} JPEGs, made or found in {watch.seconds:.0f} s)")
     classes, samples = scan_image_folder(root)
     train, val = samples["train"], samples["val"]
     sizes = [os.path.getsize(p) for p, _ in train[:200]]
@@ -141,9 +141,10 @@ def main() -> None:
           f"{per_worker:.0f} images/s each (train transform, reduced decode)")
     result = {"resolution": r, "images": args.images, "per_worker_images_per_s": rows, "check": check,
               "loader_images_per_s": rate, "loader_workers": args.workers,
-              "gpu_images_per_s": args.gpu_images_per_s, "workers_needed": need, "cpu": os.cpu_count()}
+              "gpu_images_per_s": args.gpu_images_per_s, "workers_needed": need, "cpu": os.cpu_count(),
+              "cpu_model": cpu}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        harness.write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ the CPU's name (from lscpu), and its results written under ``benchmarks/results`
 interrupted benchmark never leaves half a results file.
 
 Timing a model's inference goes through :mod:`autonl.backends.latency.timing` (``measure_all``
-for the careful measurement, ``median_of_calls``/``interleaved_rounds`` for plain rounds).
+for the careful measurement, ``median_of_calls``/``interleaved_rounds`` for plain rounds, a
+training step's too); a one-off elapsed time (a whole job, a pass over a data set) is a
+:class:`Stopwatch`.
 
     import harness                      # benchmarks/ is on sys.path when a benchmark runs
     ap = harness.parser(__doc__, threads=2)
@@ -19,18 +21,22 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def parser(doc: str | None, *, threads: int | None = None, first: str = "\n\n") -> argparse.ArgumentParser:
+def parser(doc: str | None, *, threads: int | None = None, first: str = "\n\n", threads_help: str | None = None,
+           **kwargs) -> argparse.ArgumentParser:
     """An ArgumentParser described by the first paragraph (``first="\\n"``: line) of ``doc``;
-    ``threads``: add ``--threads`` with that default (0: the machine's CPUs)."""
-    ap = argparse.ArgumentParser(description=(doc or "").split(first)[0])
+    ``threads``: add ``--threads`` with that default (0: the machine's CPUs), described by
+    ``threads_help`` (default: the runtimes' threads). ``kwargs`` go to the ArgumentParser
+    (``formatter_class``)."""
+    ap = argparse.ArgumentParser(description=(doc or "").split(first)[0], **kwargs)
     if threads is not None:
         ap.add_argument("--threads", type=int, default=threads or os.cpu_count(),
-                        help="CPU threads of the runtimes timed [default: %(default)s]")
+                        help=threads_help or "CPU threads of the runtimes timed [default: %(default)s]")
     return ap
 
 
@@ -68,9 +74,28 @@ def write_results(prefix: str | Path, data: dict | None = None, text: str | None
     return written
 
 
-def write_json(path: str | Path, data: dict) -> Path:
-    """One JSON file, atomically (``json.dump(..., indent=1)`` as the benchmarks write them)."""
-    return write_atomic(path, json.dumps(data, indent=1))
+def write_json(path: str | Path, data: dict | list) -> Path:
+    """One JSON file, atomically (indented by 1, as the benchmarks write them, and ending in a
+    newline, as :func:`write_results` writes its JSON)."""
+    return write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+class Stopwatch:
+    """Seconds since it was made (``time.perf_counter``): the elapsed wall time of a one-off
+    job (a compile, a training, a pass over a data set), not a latency (that is
+    :mod:`autonl.backends.latency.timing`'s).
+
+        watch = harness.Stopwatch()
+        run_the_job()
+        print(f"{watch.seconds:.0f} s")
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def cpu_model() -> str:

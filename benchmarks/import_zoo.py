@@ -6,12 +6,10 @@ module, the folded blocks, the import time and the logit parity.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
+import harness
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +29,7 @@ PUBLISHED = {  # conv + linear MACs and parameters at 224, as the papers and tor
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     import zoo_styles as Z
@@ -48,9 +46,9 @@ def main() -> None:
     x = torch.randn(2, 3, 224, 224)
     for arch, label, build in nets:
         net = randomize_bn(build()).eval()
-        t0 = time.perf_counter()
+        watch = harness.Stopwatch()
         model = import_module(net, (1, 3, 224, 224))
-        seconds = time.perf_counter() - t0
+        seconds = watch.seconds
         cost = analyze_cost(model.graph)
         with torch.no_grad():
             want, got = net(x), to_torch_with_weights(model)(x)
@@ -68,7 +66,7 @@ def main() -> None:
               f"{r['published_macs'] / 1e6:8.1f}M {r['ir_params']:10,} {r['torch_params']:10,} "
               f"{r['mbconv_blocks']:6} {r['import_s']:6.1f}s {r['max_rel_logit_diff']:9.1e}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        harness.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

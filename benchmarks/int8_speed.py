@@ -34,7 +34,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import harness
@@ -68,9 +67,9 @@ def build(args, folder: Path) -> dict:
         ref = run(fp_sess, x)
         facts[net] = {"fp32": {"nodes": len(fp32.graph.node)}}
         for v in args.variants:
-            t0 = time.perf_counter()
+            watch = harness.Stopwatch()
             q, _ = quantize_int8(fp32, calib, "minmax", scheme=v)
-            secs = time.perf_counter() - t0
+            secs = watch.seconds
             onnx.save(q, folder / net / f"{v}.onnx")
             ops = collections.Counter(n.op_type for n in q.graph.node)
             diff = float(np.abs(run(session(q), x) - ref).max())
@@ -340,7 +339,7 @@ def main() -> None:
     cpu = harness.cpu_model()
     print(f"CPU: {cpu}")
     import onnxruntime
-    started = time.time()
+    started = harness.Stopwatch()
     result = {"cpu": cpu, "onnxruntime": onnxruntime.__version__, "resolution": args.resolution, "batch": 1,
               "calib_images": args.calib_images, "default_scheme": DEFAULT_INT8_SCHEME,
               "schemes": {v: INT8_SCHEMES[v].describe() for v in args.variants}, "command": " ".join(sys.argv)}
@@ -354,7 +353,7 @@ def main() -> None:
                   f"fp32 {acc['fp32']:.4f}"]
         lines += [f"  {r['variant']:28s} {r['method']:10s} {r['calib_images']:4d} images: int8 {r['int8']:.4f} "
                   f"({r['change_points']:+.1f} points)" for r in acc["rows"]]
-    result["seconds"] = round(time.time() - started, 1)
+    result["seconds"] = round(started.seconds, 1)
     text = "\n".join(lines).rstrip() + "\n"
     print("\n" + text)
     harness.write_results(prefix, result, text)

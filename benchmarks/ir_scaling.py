@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
+
 SHAPE = [1, 16, 8, 8]
 GOAL_SECONDS, GOAL_MB = 30.0, 2048
 
@@ -117,33 +119,32 @@ def child(step: str, path: str) -> None:
     from autonl.ir import load_graph, print_graph
     from autonl.passes import analyze_cost
 
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     graph = load_graph(path)
-    t1 = time.perf_counter()
+    loaded = watch.seconds
+    watch = harness.Stopwatch()
     if step == "cost":
         analyze_cost(graph)
     elif step == "print":
         print_graph(graph)
-    t2 = time.perf_counter()
-    print(json.dumps({"seconds": (t1 - t0) if step == "load" else (t2 - t1)}))
+    print(json.dumps({"seconds": loaded if step == "load" else watch.seconds}))
 
 
 def measure(cmd: list[str], timeout: float) -> dict:
     """Run ``cmd``; its wall time, peak memory (MB), exit status and stdout/first stderr line."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
+        watch = harness.Stopwatch()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        deadline = t0 + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            if time.perf_counter() > deadline:
+            if watch.seconds > timeout:
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.02)
-        wall = time.perf_counter() - t0
+        wall = watch.seconds
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -177,7 +178,7 @@ def cell(r: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000, 100000])
     ap.add_argument("--forms", nargs="+", choices=["text", "json"], default=["text", "json"])
     ap.add_argument("--steps", nargs="+", choices=["load", "cost", "print", "show", "opt"],

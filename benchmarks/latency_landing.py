@@ -24,7 +24,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import harness
@@ -46,11 +45,11 @@ class Steps:
         if done is not None and done.exists():
             self.say("  (done before; read back)")
             return ""
-        t0 = time.time()
+        watch = harness.Stopwatch()
         proc = subprocess.run([self.autonl, *map(str, cmd)], capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"failed:\n{proc.stderr[-2000:]}")
-        self.say(f"  ({time.time() - t0:.0f} s)")
+        self.say(f"  ({watch.seconds:.0f} s)")
         return proc.stdout
 
 

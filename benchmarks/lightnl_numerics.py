@@ -21,14 +21,13 @@ this folder.
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import torch
 
@@ -73,7 +72,7 @@ def shapes_run(data: str, norm: str, seed: int, args, root: Path) -> dict:
     k = num_classes(data)
     graph = relaxed_graph("search-space", "autonl", args.resolution, None, k, norm)
     row = {"norm": norm, "seed": seed}
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     try:
         lrs = {"lr": args.search_lr} if args.search_lr else {}
         search(graph, SearchConfig(target_macs=args.target_macs, data=data, steps=args.steps,
@@ -85,7 +84,7 @@ def shapes_run(data: str, norm: str, seed: int, args, root: Path) -> dict:
             data=data, steps=args.steps, seed=seed, eval_every=args.steps, batch_size=args.batch_size, **lrs),
             out / "train", init=str(out / "derived"), progress=False)
     except AutonlError as e:
-        row.update(stopped=str(e), seconds=time.perf_counter() - t0)
+        row.update(stopped=str(e), seconds=watch.seconds)
         return row
     model = load_model_or_graph(out / "train")
     val, _ = make_val_loader(data, args.resolution, 32, workers=0)
@@ -100,7 +99,7 @@ def shapes_run(data: str, norm: str, seed: int, args, root: Path) -> dict:
     inputs = lightnl_inputs(model.module, val)
     row.update(images=n, nonfinite=bad, acc=correct / n, torch_acc=result["val_acc"],
                blocks=sum(1 for node in model.graph if node.op == "lightnl"),
-               max_input=max(inputs.values(), default=0.0), inputs=inputs, seconds=time.perf_counter() - t0)
+               max_input=max(inputs.values(), default=0.0), inputs=inputs, seconds=watch.seconds)
     return row
 
 
@@ -119,13 +118,13 @@ def longrange_runs(args, root: Path) -> list[dict]:
             cfg = TrainConfig(data="longrange", steps=args.longrange_steps, batch_size=64, optimizer="rmsprop", lr=0.01,
                               workers=1, seed=seed, eval_every=args.longrange_steps, log_every=50,
                               checkpoint_every=args.longrange_steps, train_size=20000, val_size=1000)
-            t0 = time.perf_counter()
+            watch = harness.Stopwatch()
             try:
                 r = train(graph, cfg, root / f"lr-{name.replace(' ', '-')}-seed{seed}", progress=False)
                 row = {"net": name, "seed": seed, "acc": r["val_acc"], "nonfinite": r.get("val_nonfinite", 0)}
             except AutonlError as e:
                 row = {"net": name, "seed": seed, "acc": float("nan"), "stopped": str(e)}
-            row["seconds"] = time.perf_counter() - t0
+            row["seconds"] = watch.seconds
             print(f"  longrange seed {seed} {name:<13} val acc {row['acc']:.3f}"
                   + (f"  STOPPED: {row['stopped']}" if "stopped" in row else "") + f"  ({row['seconds']:.0f} s)",
                   flush=True)
@@ -141,7 +140,7 @@ def mean_sd(values: list[float]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n", threads=2, threads_help="torch CPU threads [default: %(default)s]")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--steps", type=int, default=150, help="search steps and fine-tuning steps")
@@ -152,7 +151,6 @@ def main() -> None:
     ap.add_argument("--skip-shapes", action="store_true")
     ap.add_argument("--longrange-steps", type=int, default=600)
     ap.add_argument("--skip-longrange", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     args = ap.parse_args()
     print("$ python " + shlex.join(sys.argv), flush=True)

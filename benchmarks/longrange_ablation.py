@@ -15,14 +15,13 @@ same steps); the table gives the validation accuracy of each after the last step
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import harness
 import torch
 
 from autonl.backends.torch.train import TrainConfig, train
@@ -46,7 +45,7 @@ def count(n: int) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n", threads=1, threads_help="torch CPU threads")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--resolution", type=int, default=32)
@@ -57,7 +56,6 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--train-size", type=int, default=20000, help="synthetic training images (rendered on the fly)")
     ap.add_argument("--val-size", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--workers", type=int, default=1, help="data loading processes")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
@@ -79,7 +77,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out) if args.out else Path(tmp)
-        rows, t_start = [], time.perf_counter()
+        rows, whole = [], harness.Stopwatch()
         for seed in args.seeds:
             accs = []
             for name, (graph, _) in nets.items():
@@ -88,13 +86,13 @@ def main() -> None:
                                   workers=args.workers, seed=seed, device=args.device, eval_every=args.steps,
                                   log_every=50, checkpoint_every=args.steps, train_size=args.train_size,
                                   val_size=args.val_size)
-                t0 = time.perf_counter()
+                watch = harness.Stopwatch()
                 result = train(graph, cfg, root / f"seed{seed}-{name}", progress=False)
                 accs.append(result["val_acc"])
                 print(f"  seed {seed} {name:<11} val acc {result['val_acc']:.3f}  "
-                      f"val loss {result['val_loss']:.3f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                      f"val loss {result['val_loss']:.3f}  ({watch.seconds:.0f} s)", flush=True)
             rows.append((seed, *accs))
-        wall = time.perf_counter() - t_start
+        wall = whole.seconds
 
     local_cost, light_cost = (cost for _, cost in nets.values())
     head = f"{'seed':>6}  {'local':>7}  {'LightNL':>7}  {'diff':>7}"

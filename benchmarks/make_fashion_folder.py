@@ -11,10 +11,10 @@ per class from the training images, ``--val`` per class from the test images; se
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
+import harness
 import numpy as np
 from PIL import Image
 
@@ -34,7 +34,7 @@ def paste(item: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--out", required=True, type=Path, help="folder to create (replaced if it holds a previous one)")
     ap.add_argument("--train", type=int, default=400, help="training images per class")
     ap.add_argument("--val", type=int, default=100, help="validation images per class")

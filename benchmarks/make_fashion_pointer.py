@@ -17,12 +17,12 @@ images make ``train/``, the test images ``val/``; 10 classes named as Fashion-MN
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 from pathlib import Path
 
+import harness
 import numpy as np
 from PIL import Image
 
@@ -58,7 +58,7 @@ def compose(garments: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Gen
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--out", required=True, help="the folder to write (must not exist, or be empty)")
     ap.add_argument("--train", type=int, default=12000)
     ap.add_argument("--val", type=int, default=2000)

@@ -58,6 +58,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+import harness
 from evidence_figures import plot, summarize
 from evidence_space import TOL, Cost, build_space, derive, only_at, positions, sample, stages
 
@@ -86,12 +87,12 @@ def train_job(job: dict) -> dict:
     cfg = TrainConfig(data=job["data"], steps=job["steps"], batch_size=64, seed=job["seed"], workers=0,
                       eval_every=job["steps"], log_every=max(1, job["steps"] // 10), checkpoint_every=job["steps"],
                       train_size=job["train_size"], **job.get("aug", {}))
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     shutil.rmtree(out / "run", ignore_errors=True)    # an interrupted training starts over
     result = train(parse_graph(job["graph"]), cfg, out / "run", progress=False)
     row = {"kind": "train", "net": job["net"], "seed": job["seed"], "val_acc": result["val_acc"],
-           "seconds": time.perf_counter() - t0}
-    _write(done, row)
+           "seconds": watch.seconds}
+    harness.write_json(done, row)
     (out / "run" / "checkpoint.pt").unlink(missing_ok=True)     # the weights are not needed again
     return row
 
@@ -107,15 +108,15 @@ def search_job(job: dict) -> dict:
     done = out / "evidence_search.json"
     if done.exists():
         return json.loads(done.read_text())
-    t0 = time.perf_counter()
+    watch = harness.Stopwatch()
     if (out / "checkpoint.pt").exists():
         result = search(None, None, out, resume=True, progress=False)
     else:
         shutil.rmtree(out, ignore_errors=True)
         result = search(parse_graph(job["space"]), SearchConfig(**job["config"]), out, progress=False)
-    row = {"kind": "search", "net": job["net"], "seconds": time.perf_counter() - t0, "result": result,
+    row = {"kind": "search", "net": job["net"], "seconds": watch.seconds, "result": result,
            "decisions": json.loads((out / "decisions.json").read_text())}
-    _write(done, row)
+    harness.write_json(done, row)
     return row
 
 
@@ -155,15 +156,8 @@ def rank_job(job: dict) -> dict:
         recalibrate_bn(supernet, train_loader, device, batches=20)
         accs[net] = evaluate(supernet, val_loader, device)["val_acc"]
     row = {"kind": "rank", "net": job["net"], "supernet_acc": accs}
-    _write(out, row)
+    harness.write_json(out, row)
     return row
-
-
-def _write(path: Path, doc) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 JOBS = {"train": train_job, "search": search_job, "rank": rank_job}
@@ -214,7 +208,7 @@ def make_plan(args, space, work: Path, classes: int) -> dict:
         plan["comparisons"][kind] = {"target": target, "lo": lo, "hi": hi, "networks": nets}
         print(f"{kind}: space {cost.fmt(lo)}..{cost.fmt(hi)}, target {cost.fmt(target)} (+-{TOL:.0%}); "
               f"{len(nets)} networks drawn", flush=True)
-    _write(path, plan)
+    harness.write_json(path, plan)
     return plan
 
 
@@ -263,8 +257,7 @@ def recipe_key(config: dict) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = harness.parser(__doc__, first="\n", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist", help="a built-in dataset or an ImageFolder root")
     ap.add_argument("--work", help="working folder (resumable) [default: runs/evidence-NAME]")
     ap.add_argument("--results", help="figures: PREFIX.json/.txt/.png [default: benchmarks/results/search_evidence_NAME]")
@@ -309,7 +302,8 @@ def prepare(args) -> tuple:
     name = Path(args.data).name if os.sep in args.data or Path(args.data).exists() else args.data
     work = Path(args.work or f"runs/evidence-{name}")
     tag = recipe_tag(parse_sets(args.sets))
-    prefix = Path(args.results or f"benchmarks/results/search_evidence_{name}" + ("" if tag == "default" else f"_{tag}"))
+    prefix = harness.results_prefix(args.results or f"benchmarks/results/search_evidence_{name}"
+                                    + ("" if tag == "default" else f"_{tag}"))
     work.mkdir(parents=True, exist_ok=True)
     space = build_space(args.resolution, classes)
     space_text = render(space, "text")
@@ -354,25 +348,23 @@ def first_jobs(args, plan, space, space_text: str, work: Path, sets: dict, tag: 
 def main() -> None:
     args = parse_args()
     print("$ python " + shlex.join(sys.argv), flush=True)
-    t_start = time.perf_counter()
+    started = harness.Stopwatch()
     work, prefix, space, space_text, plan = prepare(args)
     sets = parse_sets(args.sets)
     tag = recipe_tag(sets)
     jobs = first_jobs(args, plan, space, space_text, work, sets, tag)
     folders = {j["net"]: Path(j["out"]) for j in jobs if j["kind"] == "search"}
-    rows, searched = run_jobs(args, jobs, plan, space, work, tag, t_start)
-    results = summarize(args, plan, space, work, rows, searched, tag, folders, time.perf_counter() - t_start,
-                        sets)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    rows, searched = run_jobs(args, jobs, plan, space, work, tag, started)
+    results = summarize(args, plan, space, work, rows, searched, tag, folders, started.seconds, sets)
     # the prefix may hold a dot (a recipe tag such as warmup_drop=0.5): add, never replace, a suffix
-    _write(Path(f"{prefix}.json"), results)
-    Path(f"{prefix}.txt").write_text(results["table"] + "\n")
+    harness.write_results(prefix, results, results["table"] + "\n")
     plot(results, Path(f"{prefix}.png"))
     print("\n" + results["table"])
     print(f"\nwrote {prefix}.json, .txt, .png", flush=True)
 
 
-def run_jobs(args, jobs: list[dict], plan, space, work: Path, tag: str, t_start: float) -> tuple[dict, dict]:
+def run_jobs(args, jobs: list[dict], plan, space, work: Path, tag: str,
+             started: harness.Stopwatch) -> tuple[dict, dict]:
     """Run ``jobs`` ``args.jobs`` at a time; each search, when it ends, adds its network's
     trainings and its supernet's ranking. Returns (rows by job, searches by network)."""
     rows: dict[str, dict] = {}
@@ -388,7 +380,7 @@ def run_jobs(args, jobs: list[dict], plan, space, work: Path, tag: str, t_start:
                 job = pending.pop(fut)
                 row = fut.result()
                 finished += 1
-                elapsed = (time.perf_counter() - t_start) / 60
+                elapsed = started.seconds / 60
                 if job["kind"] == "search":
                     kind = job["cost"]
                     searched[job["net"]] = row

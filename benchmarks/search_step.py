@@ -26,11 +26,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
+import harness
 import torch
 from torch import nn
 
+from autonl.backends.latency.timing import median_of_calls
 from autonl.ir import Graph, Node, build_preset, choice_space
 from autonl.passes.derive import Derive
 
@@ -129,26 +130,24 @@ def measure(kind: str, resolution: int, batch: int, steps: int, device: str, cha
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    step()  # warm-up (allocator, kernels)
-    times = []
-    for _ in range(steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def synced_step():
         step()
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+
+    # one warm-up step (allocator, kernels), then each step timed to its end on the device
+    step_ms = median_of_calls({kind: synced_step}, rounds=1, calls=steps, warmup=1)[kind]
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"kind": kind, "step_s": statistics.median(times), "peak_bytes": peak,
+    return {"kind": kind, "step_s": step_ms / 1e3, "peak_bytes": peak,
             "params": sum(p.numel() for p in model.parameters())}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)

@@ -22,15 +22,11 @@ counted; the paper reports 32 GPU hours.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-
+import harness
 import torch
 from torch import nn
 
+from autonl.backends.latency.timing import median_of_calls
 from autonl.backends.torch.search import SearchConfig, make_optimizers, search_step
 from autonl.backends.torch.supernet import Supernet
 from autonl.backends.torch.train import pick_device
@@ -44,21 +40,21 @@ def sync(device: torch.device) -> None:
 
 def time_phase(supernet, model, opts, x, y, warm: bool, cfg, steps: int, skip: int, device) -> dict:
     ce_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    times = []
-    for i in range(skip + steps):
+    last = {}
+
+    def synced_step():
+        last["loss"], _, last["macs"], _ = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
         sync(device)
-        t0 = time.perf_counter()
-        loss, _, macs, _ = search_step(supernet, model, opts, x, y, warm, cfg, ce_fn)
-        sync(device)
-        if i >= skip:
-            times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    return {"step_ms": step * 1e3, "images_per_s": x.shape[0] / step, "loss": float(loss.detach()),
-            "macs_selected_per_image": float(macs.detach()) / x.shape[0], "steps_timed": steps}
+
+    sync(device)
+    # ``skip`` untimed steps, then each step timed to its end on the device
+    step_ms = median_of_calls({"step": synced_step}, rounds=1, calls=steps, warmup=skip)["step"]
+    return {"step_ms": step_ms, "images_per_s": x.shape[0] / (step_ms / 1e3), "loss": float(last["loss"].detach()),
+            "macs_selected_per_image": float(last["macs"].detach()) / x.shape[0], "steps_timed": steps}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
@@ -88,7 +84,7 @@ def main() -> None:
     y = torch.randint(0, 1000, (args.batch,), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else harness.cpu_model(),
               "torch": torch.__version__, "resolution": args.resolution, "batch": args.batch,
               "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
               "channels_last": args.channels_last, "compile": args.compile}
@@ -114,8 +110,7 @@ def main() -> None:
           f"warm-up) at these rates: {seconds / 3600:.1f} device-hours on this device "
           f"(the paper: 32 GPU hours), data loading not counted")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        harness.write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import harness
@@ -63,10 +62,10 @@ def main() -> None:
     graph = PassManager(["shape-inference", *search_space_pipeline(str(out / "space.toml"))])(
         parse_graph(space_ir(args.resolution, (16, 24, 128), "smallspace"))).graph
     target = tvm.target.Target(get_target("host").target_dict())
-    t0 = time.time()
+    watch = harness.Stopwatch()
     info = tune_space(graph, out / "space-db", "host", args.trials, None, False, log=print)
     print(f"tune-space: {info['tasks']} distinct workloads, {info['trials_run']} trials, "
-          f"{time.time() - t0:.0f} s", flush=True)
+          f"{watch.seconds:.0f} s", flush=True)
     space = SearchSpace(graph)
     rng = random.Random(args.seed)
     rows = []
@@ -77,9 +76,9 @@ def main() -> None:
         mod, params = to_relax(export_onnx(deploy_model(model)), shape, "nhwc")   # tuned, prepacked
         pre = pre_tuning(mod, target, True)
         covered = tune(pre, target, str(out / "space-db"), 0)          # counts only
-        t1 = time.time()
+        own_watch = harness.Stopwatch()
         own = tune(pre, target, str(out / f"own-{k}"), args.trials, progress=False)
-        own_s = time.time() - t1
+        own_s = own_watch.seconds
         tune(pre, target, str(out / f"own-{k}-seed1"), args.trials, progress=False, seed=1)
         runners = {name: vm_runner(*build(mod, target, params, True, str(out / folder)))
                    for name, folder in (("space-db", "space-db"), ("own", f"own-{k}"),

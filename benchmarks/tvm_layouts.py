@@ -15,11 +15,10 @@ transform column is what the isolated module pays, not what the network pays.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 from pathlib import Path
 
+import harness
 import numpy as np
 
 from autonl.backends.tvm import get_target
@@ -56,7 +55,7 @@ def conv_module(cin: int, cout: int, k: int, s: int, hw: int, groups: int, swish
 def main() -> None:
     import tvm
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--trials", type=int, default=32, help="trials on average per task")
     ap.add_argument("--out", default="runs/tvm-layouts", help="where the tuning databases go")
     ap.add_argument("--json", help="also write the figures here")
@@ -80,7 +79,7 @@ def main() -> None:
                          "transforms_us": other})
             print(f"{name:28s} {layout:6s} {conv.best_us:10.1f} {conv.done:7d} {other:14.1f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        harness.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

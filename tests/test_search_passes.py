@@ -61,14 +61,14 @@ def macro_network():
     return Derive(decisions)(space).graph
 
 
-def test_insert_and_relax_rebuild_the_search_space_preset():
+def test_insert_and_make_choices_rebuild_the_search_space_preset():
     macro = macro_network()
     assert not macro.relaxed and not find_nodes(macro, "lightnl") and len(find_nodes(macro, "mbconv")) == 22
     rebuilt = PassManager(['insert-lightnl{space="autonl"}', "make-choices"])(macro).graph
     assert rebuilt == build_preset("search-space")
 
 
-def test_relax_rules(tmp_path):
+def test_make_choices_rules(tmp_path):
     space = tmp_path / "space.toml"
     space.write_text('[[choice]]\nop = "mbconv"\nattr = "se"\noptions = [0.0, 0.25, 0.5]\nnodes = "mbconv_(1|2)"\n')
     g = MakeChoices(str(space))(build_preset("mobilenetv2", resolution=64)).graph
