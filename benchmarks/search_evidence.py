@@ -243,6 +243,11 @@ RUN_ONLY = ("target_macs", "target_latency_ms", "latency_table", "seed", "worker
             "checkpoint_every", "channels_last", "compile")
 
 
+# settings added since, with the value that leaves the search as it was: left out of the key
+# while they hold it, so that searches run before they existed are still found
+ADDED_OFF = {"target_ramp": 0.0}
+
+
 def recipe_key(config: dict) -> str:
     """A short name for everything a search computes with except its target and seed (the
     search's defaults included, so that a changed default searches anew)."""
@@ -251,7 +256,8 @@ def recipe_key(config: dict) -> str:
 
     from autonl.backends.torch.config import SearchConfig
 
-    full = {k: v for k, v in asdict(SearchConfig(**config)).items() if k not in RUN_ONLY}
+    full = {k: v for k, v in asdict(SearchConfig(**config)).items()
+            if k not in RUN_ONLY and not (k in ADDED_OFF and v == ADDED_OFF[k])}
     full["revision"] = SEARCH_REVISION
     return hashlib.sha1(json.dumps(full, sort_keys=True).encode()).hexdigest()[:8]
 

@@ -127,6 +127,9 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
 @config_option(SearchConfig, "--warmup-steps", help="Steps that train the weights only (every option on, or see --warmup-drop).")
 @config_option(SearchConfig, "--warmup-drop", help="Chance that each gate is off in a warm-up step (0.5: a uniformly "
                "random sub-network each step; 0: every option on).")
+@config_option(SearchConfig, "--target-ramp", help="Share of the steps after the warm-up over which the target "
+               "falls from the largest sub-network's cost to --target-* (geometrically), so that the gates give "
+               "way one by one near the current target; 0: the target from the first step.")
 @click.option("--sandwich/--no-sandwich", default=SearchConfig.sandwich, show_default=True,
               help="After the warm-up, each step also trains the weights on the largest and on one random "
                    "sub-network (BigNAS's sandwich rule), so that switched-off options keep learning; a step "

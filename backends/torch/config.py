@@ -99,6 +99,9 @@ class SearchConfig:
     # with its own BN statistics, on the validation images, and keep the most accurate; 0 or 1:
     # off (on Fashion-MNIST, 24 candidates chose no better at either cost: docs, benchmarks)
     candidates: int = _f(0, NON_NEGATIVE_INT)
+    # the share of the steps after the warm-up over which the target falls from the largest
+    # sub-network's cost to the target (geometrically); 0: the target from the first step
+    target_ramp: float = _f(0.0, Range(0, 1, integer=False))
     batch_size: int = _f(64, POSITIVE_INT)
     lr: float = _f(0.05, POSITIVE)
     optimizer: str = "sgd"               # the weights': sgd (Nesterov) or rmsprop (as TrainConfig)

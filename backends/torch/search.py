@@ -142,8 +142,20 @@ def make_optimizers(supernet: Supernet, cfg: SearchConfig) -> tuple:
     return w_opt, a_opt, w_sched, a_sched
 
 
+def step_target(step: int, cfg: SearchConfig, largest: float) -> float:
+    """The cost the search pulls toward at ``step``: ``cfg.target``, or with ``cfg.target_ramp``
+    a target that falls geometrically from ``largest`` (the largest sub-network's cost) to
+    ``cfg.target`` over that share of the steps after the warm-up, so that the cost is near its
+    current target throughout and the gates give way one by one, instead of all together while
+    the cost is far above the target."""
+    if cfg.target_ramp <= 0 or largest <= cfg.target:
+        return cfg.target
+    done = (step - cfg.warmup_steps) / (cfg.target_ramp * (cfg.steps - cfg.warmup_steps))
+    return cfg.target * (largest / cfg.target) ** (1.0 - min(1.0, max(0.0, done)))
+
+
 def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tensor, y: torch.Tensor,
-                warm: bool, cfg: SearchConfig, ce_fn: nn.Module) -> tuple:
+                warm: bool, cfg: SearchConfig, ce_fn: nn.Module, target: float | None = None) -> tuple:
     """One step: during warm-up the weights only, with every option on (or, with
     ``cfg.warmup_drop``, a random sub-network: each gate off with that probability), else the
     selected path, with the cost term, updating weights and thresholds (with ``cfg.sandwich``
@@ -175,7 +187,7 @@ def search_step(supernet: Supernet, model: nn.Module, opts: tuple, x: torch.Tens
         logits = model(x)
     ce = ce_fn(logits.float(), y)
     macs = supernet.cost()
-    loss = ce if warm else ce + cfg.lam * torch.log(macs / cfg.target).abs()
+    loss = ce if warm else ce + cfg.lam * torch.log(macs / (target or cfg.target)).abs()
     loss.backward()
     w_opt.step()
     w_sched.step()
@@ -256,10 +268,12 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     gate_names = [f"{r.node}.{r.attr}" for r in supernet.gate_refs]
     ce_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
+    largest = supernet.cost_model.bounds()[1]
+
     def step(i, x, y):
         warm = i < cfg.warmup_steps
         loss, ce, macs, logits = search_step(supernet, model, opts, x.contiguous(memory_format=memory), y, warm,
-                                             cfg, ce_fn)
+                                             cfg, ce_fn, step_target(i, cfg, largest))
         return StepResult(loss, logits, {"ce": ce, "cost": macs, "warm": warm})
 
     def row(i, epoch, result, window):
@@ -268,6 +282,8 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
         metrics = {"step": i, "loss": result.loss.item(), "ce": result.extra["ce"].item(),
                    "train_acc": window.accuracy(), cost_key: result.extra["cost"].item(), "warmup": warm,
                    "lr": w_sched.get_last_lr()[0], "arch_lr": a_sched.get_last_lr()[0]}
+        if cfg.target_ramp > 0:
+            metrics["step_target"] = step_target(i, cfg, largest)
         run.log({"step": i, "gates": {f"{r.node}.{r.attr}": r.gate.state() for r in supernet.gate_refs}},
                 "trace.jsonl")
         return metrics, {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_acc']:.2f}",
