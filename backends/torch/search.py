@@ -213,33 +213,13 @@ def search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resum
 
 def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resume: bool, progress: bool,
             rank: int, world: int, overrides: dict | None = None, note: str | None = None) -> dict:
-    from .data import make_loaders
-
     run, ckpt, graph, cfg = open_run(out, resume, "search", "search_graph.json", SearchConfig, graph, cfg,
                                      overrides)
     if graph is None or cfg is None:
         raise AutonlError("search needs a relaxed graph and a config (or resume=True with a run folder)")
     if not graph.relaxed:
-        raise AutonlError(f"graph '{graph.name}' has no choices to search; relax it first (insert-lightnl, make-choices)")
-    seed_all(cfg.seed)
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", rank % torch.cuda.device_count())
-    table = latency_table(cfg)
-    cost_res = cost_resolution(cfg, table)
-    cost_graph = resize_graph(graph, cost_res) if cost_res else None
-    supernet = Supernet(graph, tau=cfg.tau, cost_graph=cost_graph, latency=table)
-    check_target(supernet, cfg.target)
-    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
-    train_loader, val_loader, classes = make_loaders(
-        cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size, shard=(rank, world),
-        holdout=cfg.holdout, crop_scale=cfg.crop_scale, flip=cfg.flip, eval_crop=cfg.eval_crop)
-    out_classes = graph.type_of(graph.outputs[0]).shape[-1]
-    if out_classes != classes:
-        raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but '{cfg.data}' has {classes}")
-    if len(train_loader) == 0:
-        raise AutonlError(f"the training set of '{cfg.data}' is empty or smaller than one batch ({cfg.batch_size})")
+        raise AutonlError(f"graph '{graph.name}' has no choices to search; give it choices first (passes insert-lightnl, make-choices)")
+    device, table, supernet, train_loader, val_loader = _parts(graph, cfg, rank, world)
     if note and rank == 0:
         print(note, file=sys.stderr, flush=True)
 
@@ -293,6 +273,33 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     loop.run_steps(train_loader, device, step, row,
                    after_checkpoint=lambda: plot_search(run, cfg.target, gate_names, cfg.unit), progress=progress)
     return finish(supernet, graph, cfg, run, train_loader, val_loader, device, rank, world, loop.step, table)
+
+
+def _parts(graph: Graph, cfg: SearchConfig, rank: int, world: int) -> tuple:
+    """A search's device, latency table, supernet and data loaders (checked against the graph):
+    ``(device, table, supernet, train_loader, val_loader)``."""
+    from .data import make_loaders
+
+    seed_all(cfg.seed)
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    table = latency_table(cfg)
+    cost_res = cost_resolution(cfg, table)
+    cost_graph = resize_graph(graph, cost_res) if cost_res else None
+    supernet = Supernet(graph, tau=cfg.tau, cost_graph=cost_graph, latency=table)
+    check_target(supernet, cfg.target)
+    resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
+    train_loader, val_loader, classes = make_loaders(
+        cfg.data, resolution=resolution, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
+        skip_corrupt=cfg.skip_corrupt, train_size=cfg.train_size, val_size=cfg.val_size, shard=(rank, world),
+        holdout=cfg.holdout, crop_scale=cfg.crop_scale, flip=cfg.flip, eval_crop=cfg.eval_crop)
+    out_classes = graph.type_of(graph.outputs[0]).shape[-1]
+    if out_classes != classes:
+        raise AutonlError(f"graph '{graph.name}' predicts {out_classes} classes but '{cfg.data}' has {classes}")
+    if len(train_loader) == 0:
+        raise AutonlError(f"the training set of '{cfg.data}' is empty or smaller than one batch ({cfg.batch_size})")
+    return device, table, supernet, train_loader, val_loader
 
 
 def latency_table(cfg: SearchConfig):
