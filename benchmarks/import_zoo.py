@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tests" / "nets"))
 from autonl.backends.loading import randomize_bn  # noqa: E402
 from autonl.backends.torch.importer import import_module  # noqa: E402
 from autonl.backends.torch.lower import to_torch_with_weights  # noqa: E402
-from autonl.backends.torch.mac_count import count_macs  # noqa: E402
+from autonl.backends.torch.lower.mac_count import count_macs  # noqa: E402
 from autonl.passes import analyze_cost  # noqa: E402
 
 PUBLISHED = {  # conv + linear MACs and parameters at 224, as the papers and torchvision report them

@@ -36,7 +36,7 @@ from autonl.backends.onnx.export import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch.child import derive_child
 from autonl.backends.torch.data import make_val_loader, num_classes
-from autonl.backends.torch.modules import LightNL
+from autonl.backends.torch.lower.modules import LightNL
 from autonl.backends.torch.search import SearchConfig, search
 from autonl.backends.torch.shapes_folder import write_shapes_folder
 from autonl.backends.torch.train import TrainConfig, train

@@ -19,7 +19,7 @@ from autonl.backends.latency.timing import interleaved_rounds
 from autonl.ir import build_preset
 from autonl.ir.ops import get_op, lightnl_order
 from autonl.passes import find_nodes
-from autonl.backends.torch.modules import LightNL, NonLocal
+from autonl.backends.torch.lower.modules import LightNL, NonLocal
 
 
 def main() -> None:

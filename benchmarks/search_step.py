@@ -63,7 +63,7 @@ class MixedOp(nn.Module):
 
 
 def multipath(graph: Graph) -> nn.Module:
-    from autonl.backends.torch import modules as M
+    from autonl.backends.torch.lower import modules as M
     from autonl.backends.torch.lower import LoweringContext, lower_graph, torch_lowering
     from autonl.ir.ops import lightnl_order, se_act
 

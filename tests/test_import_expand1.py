@@ -17,7 +17,7 @@ from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch import importer
 from autonl.backends.torch.importer import import_module
 from autonl.backends.torch.lower import to_torch_with_weights
-from autonl.backends.torch.mac_count import count_macs
+from autonl.backends.torch.lower.mac_count import count_macs
 from autonl.ir import load_graph
 from autonl.passes import PassManager, analyze_cost
 

@@ -18,7 +18,7 @@ from autonl.backends.onnx import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch.importer import UnsupportedOpError, import_module
 from autonl.backends.torch.lower import to_torch_with_weights
-from autonl.backends.torch.mac_count import count_macs
+from autonl.backends.torch.lower.mac_count import count_macs
 from autonl.backends.torch.supernet import Supernet
 from autonl.ir import AutonlError, Model, load_graph
 from autonl.passes import PassManager, analyze_cost
@@ -169,7 +169,7 @@ def test_unsupported_ops_are_one_line_naming_the_module_and_the_aten_op(cli, tmp
 
 def test_several_outputs_are_refused_on_the_fx_fallback_too():
     """The export path refuses them (above); the torch.fx fallback, called directly, too."""
-    from autonl.backends.torch.import_fx import _from_fx
+    from autonl.backends.torch.importer.fx import _from_fx
 
     with pytest.raises(AutonlError, match="returns several tensors"):
         _from_fx(U.TwoOutputs().eval(), torch.randn(1, 3, 8, 8), "two")

@@ -7,8 +7,8 @@ from autonl.ir import AutonlError, build_preset, parse_graph
 from autonl.ir.ops import lightnl_matmul_macs, lightnl_order
 from autonl.passes import PassManager, analyze_cost, find_nodes
 from autonl.backends.torch.lower import to_torch
-from autonl.backends.torch.modules import LightNL
-from autonl.backends.torch.mac_count import count_macs, count_params
+from autonl.backends.torch.lower.modules import LightNL
+from autonl.backends.torch.lower.mac_count import count_macs, count_params
 from autonl.backends.torch.weights import load_model, load_weights, save_model
 from autonl.passes.shape_inference import ShapeInference
 

@@ -45,9 +45,9 @@ import warnings
 from autonl.ir import AutonlError, Model
 from autonl.passes import PassManager
 
-from .import_aten import _ExportFailed, _from_export
-from .import_common import SUPPORTED, UnsupportedOpError, _Emitter, ir_name
-from .import_fx import _from_fx, _TraceFailed
+from .aten import _ExportFailed, _from_export
+from .common import SUPPORTED, UnsupportedOpError, _Emitter, ir_name
+from .fx import _from_fx, _TraceFailed
 
 
 def import_module(module, input_shape: tuple[int, ...] | list[int] = (1, 3, 224, 224), name: str | None = None,

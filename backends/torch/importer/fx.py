@@ -7,7 +7,7 @@ from typing import Any
 
 from autonl.ir import AutonlError
 
-from .import_common import (UnsupportedOpError, _bn_attrs, _conv_attrs, _Emitter, _is_global_mean, _module_path,
+from .common import (UnsupportedOpError, _bn_attrs, _conv_attrs, _Emitter, _is_global_mean, _module_path,
                             _where)
 
 
