@@ -110,8 +110,8 @@ _SIGNATURE = {"type": "array", "minItems": 1, "maxItems": 64,
 def _manifest_schema() -> dict:
     """What a reader of a manifest relies on: every file with its size and sha256; a deploy
     folder's input and output signature, its library's entry points (only the names autonl
-    compile writes) and its data description (:mod:`.torch.facts`)."""
-    from .torch.facts import DATA_FACTS_SCHEMA
+    compile writes) and its data description (:mod:`.torch.data.facts`)."""
+    from .torch.data.facts import DATA_FACTS_SCHEMA
     return {
         "type": "object", "required": ["files"],
         "properties": {

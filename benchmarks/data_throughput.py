@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from autonl.backends.torch.image_folder import ImageFolderDataset, find_unreadable, scan_image_folder
-from autonl.backends.torch.loader import seeded_loader
-from autonl.backends.torch.transforms import EvalTransform, TrainTransform
+from autonl.backends.torch.data.image_folder import ImageFolderDataset, find_unreadable, scan_image_folder
+from autonl.backends.torch.data.loader import seeded_loader
+from autonl.backends.torch.data.transforms import EvalTransform, TrainTransform
 
 
 def make_folder(root: Path, n: int, seed: int = 0) -> None:

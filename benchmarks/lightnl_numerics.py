@@ -38,7 +38,7 @@ from autonl.backends.torch.child import derive_child
 from autonl.backends.torch.data import make_val_loader, num_classes
 from autonl.backends.torch.lower.modules import LightNL
 from autonl.backends.torch.search import SearchConfig, search
-from autonl.backends.torch.shapes_folder import write_shapes_folder
+from autonl.backends.torch.data.shapes_folder import write_shapes_folder
 from autonl.backends.torch.train import TrainConfig, train
 from autonl.ir import AutonlError
 from autonl.passes.sources import load_source, relaxed_graph

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=100, help="validation images per class")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from autonl.backends.torch.builtin_data import fashion_mnist_arrays
+    from autonl.backends.torch.data.builtin_data import fashion_mnist_arrays
 
     rng = np.random.default_rng(args.seed)
     if args.out.exists():

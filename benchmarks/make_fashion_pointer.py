@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from autonl.backends.torch.builtin_data import BUILTIN_CLASSES, fashion_mnist_arrays
+    from autonl.backends.torch.data.builtin_data import BUILTIN_CLASSES, fashion_mnist_arrays
     from autonl.ir import AutonlError
 
     out = Path(args.out)

@@ -1,4 +1,4 @@
-"""Regenerate backends/torch/assets/digits.npz, the built-in ``digits`` dataset.
+"""Regenerate backends/torch/data/assets/digits.npz, the built-in ``digits`` dataset.
 
 Source: the UCI ML hand-written digits data set ("Optical Recognition of Handwritten
 Digits", E. Alpaydin and C. Kaynak, 1998; UCI Machine Learning Repository, CC BY 4.0),
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parents[1] / "backends" / "torch" / "assets" / "digits.npz"
+OUT = Path(__file__).resolve().parents[1] / "backends" / "torch" / "data" / "assets" / "digits.npz"
 VAL_FRACTION = 0.2
 SEED = 0
 

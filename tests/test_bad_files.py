@@ -385,7 +385,7 @@ def test_a_dataset_of_one_class_is_refused_before_any_work(cli, tmp_path):
 
 def test_a_class_name_that_is_not_utf8_is_refused_at_the_scan(cli, tmp_path):
     """It failed `autonl run` with a UnicodeEncodeError after every stage had run."""
-    from autonl.backends.torch.image_folder import scan_image_folder
+    from autonl.backends.torch.data.image_folder import scan_image_folder
 
     root = image_folder(tmp_path / "ds")
     for split in ("train", "val"):

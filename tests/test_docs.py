@@ -82,7 +82,7 @@ def _children_cpu() -> float:
 def test_every_command_in_the_guide_runs(tmp_path):
     """The guide's commands, in order, in one scratch folder holding what the guide says the
     reader has: an image folder `mydata/` and `mynet.py` with a `build()` returning an nn.Module."""
-    from autonl.backends.torch.shapes_folder import write_shapes_folder
+    from autonl.backends.torch.data.shapes_folder import write_shapes_folder
 
     commands = guide_commands()
     for needed in ("autonl run ", "autonl search ", "autonl derive ", "autonl train ", "autonl compile ",

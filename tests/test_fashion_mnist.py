@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from autonl.backends.torch import builtin_data
+from autonl.backends.torch.data import builtin_data
 from autonl.backends.torch.data import (IMAGENET_MEAN, IMAGENET_STD, chance_level, data_available, data_facts,
                                         describe, fitted_settings, make_loaders, make_val_loader, num_classes)
-from autonl.backends.torch.transforms import resize
+from autonl.backends.torch.data.transforms import resize
 from autonl.ir import AutonlError
 from helpers import assert_one_line_error
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autonl.backends.torch import image_folder, transforms
+from autonl.backends.torch.data import image_folder, transforms
 from autonl.backends.torch.config import SearchConfig, TrainConfig
 from autonl.backends.torch.data import CorruptImageWarning, EvalTransform, make_loaders
 from autonl.backends.torch.lower import to_torch

@@ -17,7 +17,7 @@ def test_run_with_its_defaults_on_a_users_own_image_folder(cli, tmp_path):
     import onnxruntime as ort
 
     from autonl.backends.torch.data import make_val_loader
-    from autonl.backends.torch.shapes_folder import write_shapes_folder
+    from autonl.backends.torch.data.shapes_folder import write_shapes_folder
 
     data = write_shapes_folder(tmp_path / "mine", train_per_class=24, val_per_class=10, seed=3, sizes=(36, 60))
     run = tmp_path / "run"
@@ -77,7 +77,7 @@ def test_run_compares_the_builtin_space_with_a_mobilenetv2_of_the_same_macs(cli,
     """The built-in space's report: the derived network against a MobileNetV2 whose width
     gives it the derived network's MACs, trained from scratch for the search's and the
     fine-tuning's steps together; accuracy overall and per class, latency in the same table."""
-    from autonl.backends.torch.shapes_folder import write_shapes_folder
+    from autonl.backends.torch.data.shapes_folder import write_shapes_folder
 
     data = write_shapes_folder(tmp_path / "mine", train_per_class=8, val_per_class=5, seed=5, sizes=(32, 40))
     run = tmp_path / "run"
@@ -108,7 +108,7 @@ def test_run_searches_a_users_imported_model_toward_a_latency_and_compares_with_
     from pathlib import Path
 
     from autonl.backends.latency import LatencyTable
-    from autonl.backends.torch.shapes_folder import write_shapes_folder
+    from autonl.backends.torch.data.shapes_folder import write_shapes_folder
 
     nets = Path(__file__).parent / "nets"
     shutil.copy(nets / "tiny_user_net.py", tmp_path / "tiny_user_net.py")
@@ -153,7 +153,7 @@ def test_run_searches_a_users_imported_model_toward_a_latency_and_compares_with_
 
 
 def test_run_refuses_a_users_source_without_a_target_or_with_other_classes(cli, tmp_path):
-    from autonl.backends.torch.shapes_folder import write_shapes_folder
+    from autonl.backends.torch.data.shapes_folder import write_shapes_folder
     from helpers import assert_one_line_error
 
     data = write_shapes_folder(tmp_path / "mine", train_per_class=2, val_per_class=1, seed=4, sizes=(36, 36))

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from autonl.backends.torch.image_folder import ImageFolderDataset, find_unreadable
-from autonl.backends.torch.transforms import EvalTransform, TrainTransform
+from autonl.backends.torch.data.image_folder import ImageFolderDataset, find_unreadable
+from autonl.backends.torch.data.transforms import EvalTransform, TrainTransform
 
 from conftest import autonl_exe, free_port, stop_process_tree
 from helpers import assert_one_line_error, landed, start_and_sigkill
@@ -98,7 +98,7 @@ def test_jpegs_are_decoded_at_the_size_the_crop_needs(tmp_path, monkeypatch):
     """The reduced decode gives what a full decode of the same (rounded) crop gives, to JPEG's
     precision, with the same random crops and flips; it decodes a smaller image where the crop
     allows, and only there."""
-    from autonl.backends.torch import image_folder
+    from autonl.backends.torch.data import image_folder
 
     paths = _jpeg_folder(tmp_path)
     samples = [(p, i % 2) for i, p in enumerate(paths)]
@@ -135,7 +135,7 @@ def test_jpegs_are_decoded_at_the_size_the_crop_needs(tmp_path, monkeypatch):
 def test_the_check_at_eighth_scale_finds_what_a_full_decode_finds(tmp_path):
     """The up-front check decodes JPEGs at 1/8 scale (every coefficient is still read): a file
     fails it exactly when a full decode fails."""
-    from autonl.backends.torch.image_folder import _decode
+    from autonl.backends.torch.data.image_folder import _decode
 
     paths = _jpeg_folder(tmp_path, n=6)
     data = open(paths[1], "rb").read()

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from autonl.backends.torch.data import accuracy_line, chance_level, data_facts, fitted_settings
-from autonl.backends.torch.shapes_folder import SHAPES_CLASSES, write_shapes_folder
+from autonl.backends.torch.data.shapes_folder import SHAPES_CLASSES, write_shapes_folder
 
 from helpers import TINY_IR, assert_one_line_error
 
@@ -155,7 +155,7 @@ def test_train_and_search_fit_their_settings_to_a_folder_as_run_does(cli, tmp_pa
     import json
 
     from autonl.backends.torch.data import fitted_settings, scaled_lr
-    from autonl.backends.torch.shapes_folder import write_shapes_folder
+    from autonl.backends.torch.data.shapes_folder import write_shapes_folder
 
     data = write_shapes_folder(tmp_path / "mine", train_per_class=6, val_per_class=2, seed=3, sizes=(40, 48))
     fit = fitted_settings(str(data))

@@ -41,7 +41,7 @@ def evaluate_folder(model: str | Path, data: str | None = None, batch_size: int 
     with the centre crop it was trained with unless ``eval_crop``."""
     from autonl.backends.torch.data import (accuracy_line, chance_level, make_val_loader, read_data_facts,
                                             recorded_eval_crop)
-    from autonl.backends.torch.facts import check_facts_fit
+    from autonl.backends.torch.data.facts import check_facts_fit
     from autonl.backends.torch.train import evaluate, pick_device
     from autonl.backends.torch.weights import load_model
 

@@ -181,7 +181,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
     ``eval_crop`` of search and training (:func:`~autonl.backends.torch.data.augmentation`;
     left out: the data's defaults). ``baseline``: train and report the comparison network."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    from autonl.backends.torch.builtin_data import canonical_data
+    from autonl.backends.torch.data.builtin_data import canonical_data
     data = canonical_data(data)
     out = Path(out)
     check_out(out)
@@ -222,7 +222,7 @@ def run_pipeline(data: str, target_macs: float | None, backend: str | Backend, o
 def without_skip_hint(message: str) -> str:
     """An unreadable image's line says what to do in a command that takes --skip-corrupt;
     ``autonl run`` does not, so it says what to do here instead."""
-    from autonl.backends.torch.loader import SKIP_HINT
+    from autonl.backends.torch.data.loader import SKIP_HINT
     if message.endswith(SKIP_HINT):
         return (message[:-len(SKIP_HINT)] + "remove or replace that file in the dataset and run again (autonl run "
                 "has no --skip-corrupt; autonl search and autonl train take it)")

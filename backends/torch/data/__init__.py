@@ -48,7 +48,7 @@ from autonl.ir import AutonlError
 
 from .builtin_data import (BUILTIN_CLASSES, BUILTIN_DATASETS, LONGRANGE_SIZES, DigitsDataset, FashionMnistDataset,
                            LongRangeDataset, canonical_data, digits_arrays, fashion_mnist_files, fashion_mnist_labels)
-from .config import RESOLUTION, SEED, WORKERS
+from ..config import RESOLUTION, SEED, WORKERS
 from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, find_unreadable, scan_image_folder
 from .loader import CorruptImageWarning, seeded_loader, split_holdout
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, random_resized_crop_box
