@@ -36,7 +36,7 @@ def check_discrete(graph: Graph) -> None:
 def load_model_or_graph(src: str | Path | Graph, seed: int = 0) -> TorchModel:
     """A model folder or run folder (trained weights), or a discrete graph (random weights)."""
     from autonl.backends.torch.lower import to_torch
-    from autonl.backends.torch.weights import WEIGHTS_FILE, load_model, read_model_graph
+    from autonl.backends.torch.train.weights import WEIGHTS_FILE, load_model, read_model_graph
 
     if isinstance(src, Graph):
         check_discrete(src)
@@ -57,7 +57,7 @@ def graph_file_model(graph: Graph, graph_file: str | Path) -> TorchModel:
     """A graph read from ``graph_file`` with the weights file beside it, checked (names,
     shapes, dtypes, finite) like a model folder's."""
     from autonl.backends.torch.lower import to_torch
-    from autonl.backends.torch.weights import load_weights
+    from autonl.backends.torch.train.weights import load_weights
 
     check_discrete(graph)
     weights = weights_beside(graph_file)

@@ -55,7 +55,7 @@ def child(workload: str, threads: int | None, resolution: int, batch: int, steps
     x = torch.randn(batch, 3, resolution, resolution)
     y = torch.randint(0, 10, (batch,))
     if workload == "train":
-        from autonl.backends.torch.loop import cosine_with_warmup, make_optimizer
+        from autonl.backends.torch.train.loop import cosine_with_warmup, make_optimizer
         from autonl.backends.torch.lower import to_torch
         from autonl.backends.torch.train import TrainConfig, train_step
         model = to_torch(build_preset("mobilenetv2", resolution=resolution, num_classes=10))

@@ -125,10 +125,10 @@ def rank_job(job: dict) -> dict:
     statistics re-estimated on training batches), evaluated on validation images."""
     _threads(job["threads"])
     import torch
-    from autonl.backends.torch.checkpoint import read_checkpoint
+    from autonl.backends.torch.train.checkpoint import read_checkpoint
     from autonl.backends.torch.config import SearchConfig
     from autonl.backends.torch.data import make_loaders
-    from autonl.backends.torch.evaluation import evaluate, recalibrate_bn
+    from autonl.backends.torch.train.evaluation import evaluate, recalibrate_bn
     from autonl.backends.torch.search import cost_resolution, latency_table
     from autonl.backends.torch.supernet import Supernet
     from autonl.ir import load_graph

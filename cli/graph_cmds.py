@@ -139,7 +139,7 @@ def opt(source, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
     weights_file, why_not = None, None
     if weighted is not None:
         from autonl.backends.torch.lower import to_torch_with_weights
-        from autonl.backends.torch.weights import torch_bytes
+        from autonl.backends.torch.train.weights import torch_bytes
         from autonl.ir import Model
         try:
             module = to_torch_with_weights(Model(result.graph, result.weights))
@@ -221,7 +221,7 @@ def import_cmd(spec, input_shape, out, no_fold):
     from autonl.backends.manifest import check_out
     from autonl.backends.torch.importer import import_module
     from autonl.backends.torch.lower import to_torch_with_weights
-    from autonl.backends.torch.weights import save_model, torch_bytes
+    from autonl.backends.torch.train.weights import save_model, torch_bytes
     from autonl.ir import save_graph
 
     shape = list(input_shape)

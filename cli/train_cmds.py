@@ -63,7 +63,7 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
         refuse_graph_options_on_resume(click.get_current_context())
         overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
     init = start_weights(source, init, from_scratch)
-    from autonl.backends.torch.weights import read_model_graph
+    from autonl.backends.torch.train.weights import read_model_graph
     for folder in (source, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
         if folder is not None and (Path(folder) / "graph.json").is_file():
             read_model_graph(folder)

@@ -151,7 +151,7 @@ def recomputed_val_accuracy(model_folder, data: str, val_size: int) -> tuple[flo
     import torch
 
     from autonl.backends.torch.data import make_loaders
-    from autonl.backends.torch.weights import load_model
+    from autonl.backends.torch.train.weights import load_model
 
     graph, module = load_model(model_folder)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]

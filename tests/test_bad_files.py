@@ -216,7 +216,7 @@ def model_dir(tmp_path_factory):
 
     from autonl.backends.torch.data import data_facts
     from autonl.backends.torch.lower import to_torch
-    from autonl.backends.torch.weights import save_model
+    from autonl.backends.torch.train.weights import save_model
     from autonl.ir import parse_graph
     from autonl.ir.verify import infer_and_verify
 
@@ -401,7 +401,7 @@ def test_a_class_name_that_is_not_utf8_is_refused_at_the_scan(cli, tmp_path):
 def test_a_negative_running_variance_is_refused_as_such(model_dir, tmp_path):
     import torch
 
-    from autonl.backends.torch.weights import load_model
+    from autonl.backends.torch.train.weights import load_model
     folder = copy_model(model_dir, tmp_path)
     state = torch.load(folder / "weights.pt", weights_only=True)
     state["bn.running_var"][:4] = -1.0
@@ -425,7 +425,7 @@ def test_non_finite_logits_without_lightnl_are_not_blamed_on_its_norm(cli, model
 def test_pickled_objects_in_weights_are_refused_saying_why(model_dir, tmp_path):
     import torch
 
-    from autonl.backends.torch.weights import read_torch_file
+    from autonl.backends.torch.train.weights import read_torch_file
     folder = copy_model(model_dir, tmp_path)
     state = torch.load(folder / "weights.pt", weights_only=True)
     torch.save({**state, "extra": Path("x")}, folder / "weights.pt")        # a pickled object
@@ -439,7 +439,7 @@ def test_pickled_objects_in_weights_are_refused_saying_why(model_dir, tmp_path):
 def test_eval_has_no_loss_when_no_logit_is_finite():
     import torch
 
-    from autonl.backends.torch.evaluation import evaluate
+    from autonl.backends.torch.train.evaluation import evaluate
 
     class Overflow(torch.nn.Module):
         def forward(self, x):

@@ -23,7 +23,7 @@ from autonl.backends.torch.data import image_folder, transforms
 from autonl.backends.torch.config import SearchConfig, TrainConfig
 from autonl.backends.torch.data import CorruptImageWarning, EvalTransform, make_loaders
 from autonl.backends.torch.lower import to_torch
-from autonl.backends.torch.weights import load_model, save_model
+from autonl.backends.torch.train.weights import load_model, save_model
 from autonl.cli.main import main
 from autonl.ir import AutonlError, build_preset
 

@@ -10,7 +10,7 @@ from autonl.backends.loading import deploy_model, load_model_or_graph
 from autonl.backends.onnx.compile import parity
 from autonl.backends.onnx.export import export_onnx
 from autonl.backends.parity import RULE, allowed, compare
-from autonl.backends.torch.weights import save_model
+from autonl.backends.torch.train.weights import save_model
 from autonl.ir import build_preset
 
 

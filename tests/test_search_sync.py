@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from autonl.backends.torch.config import SearchConfig
-from autonl.backends.torch.loop import NonFinite, Window
+from autonl.backends.torch.train.loop import NonFinite, Window
 from autonl.backends.torch.search import make_optimizers, search, search_step
 from autonl.backends.torch.supernet import Supernet
 from autonl.ir import build_preset

@@ -9,7 +9,7 @@ from autonl.passes import PassManager, analyze_cost, find_nodes
 from autonl.backends.torch.lower import to_torch
 from autonl.backends.torch.lower.modules import LightNL
 from autonl.backends.torch.lower.mac_count import count_macs, count_params
-from autonl.backends.torch.weights import load_model, load_weights, save_model
+from autonl.backends.torch.train.weights import load_model, load_weights, save_model
 from autonl.passes.shape_inference import ShapeInference
 
 from helpers import discrete_presets

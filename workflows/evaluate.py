@@ -43,7 +43,7 @@ def evaluate_folder(model: str | Path, data: str | None = None, batch_size: int 
                                             recorded_eval_crop)
     from autonl.backends.torch.data.facts import check_facts_fit
     from autonl.backends.torch.train import evaluate, pick_device
-    from autonl.backends.torch.weights import load_model
+    from autonl.backends.torch.train.weights import load_model
 
     folder = _model_folder(model)
     facts = read_data_facts(folder) if folder.is_dir() else None

@@ -402,7 +402,7 @@ class _Run:
         import torch
 
         from autonl.backends.torch.data import make_val_loader
-        from autonl.backends.torch.evaluation import per_class_accuracy
+        from autonl.backends.torch.train.evaluation import per_class_accuracy
         crop = (model.data or {}).get("augmentation", {}).get("eval_crop")
         loader, classes = make_val_loader(self.data, self.src.resolution, 64, eval_crop=crop)
         dev = torch.device("cpu")

@@ -17,9 +17,9 @@ from autonl.passes import resize_graph
 from ..locks import output_lock
 from .lower import to_torch
 from .supernet import Supernet, inherit_weights
-from .checkpoint import read_checkpoint
+from .train.checkpoint import read_checkpoint
 from .data import read_data_facts
-from .weights import check_state_dict, save_model
+from .train.weights import check_state_dict, save_model
 
 REFERENCES = ("mobilenetv2", "autonl-s", "autonl-l")
 

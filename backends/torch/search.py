@@ -41,10 +41,10 @@ from ..processes import die_with_parent
 from .arch_optim import SharedAdam
 from .config import SearchConfig
 from .device import autocast, pick_device
-from .evaluation import evaluate, recalibrate_bn
+from .train.evaluation import evaluate, recalibrate_bn
 from .landing import LANDING_TOLERANCE, choose, land
 from .data import DATA_FACTS_FILE, augmentation, data_facts
-from .loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
+from .train.loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .supernet import Supernet
 
 __all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimizers", "plot_search", "search",

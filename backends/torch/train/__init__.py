@@ -28,14 +28,14 @@ from torch import nn
 
 from autonl.ir import AutonlError, Graph, atomic_write
 
-from ..locks import output_lock
+from ...locks import output_lock
 from .checkpoint import read_checkpoint
-from .config import TrainConfig
-from .device import autocast, pick_device
+from ..config import TrainConfig
+from ..device import autocast, pick_device
 from .evaluation import evaluate, recalibrate_bn
-from .data import augmentation, data_facts
+from ..data import augmentation, data_facts
 from .loop import Loop, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
-from .lower import to_torch
+from ..lower import to_torch
 from .weights import load_weights, save_model
 
 # evaluate, pick_device and read_checkpoint are defined in the shared modules; other code
@@ -106,7 +106,7 @@ def train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool =
 
 def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool, init: str | Path | None,
            progress: bool, overrides: dict | None = None, note: str | None = None) -> dict:
-    from .data import make_loaders
+    from ..data import make_loaders
 
     run, ckpt, graph, cfg = open_run(out, resume, "train", "graph.json", TrainConfig, graph, cfg, overrides)
     if graph is None:

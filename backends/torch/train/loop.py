@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from autonl.ir import AutonlError, Graph, atomic_write, load_graph, render
 
-from .. import interrupts
-from ..cpu import FreeCores, threads_line
+from ... import interrupts
+from ...cpu import FreeCores, threads_line
 from .checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
-from .config import RUNTIME_SETTINGS
+from ..config import RUNTIME_SETTINGS
 
 __all__ = ["Loop", "NonFinite", "RUNTIME_SETTINGS", "Run", "StepResult", "Window", "cosine_with_warmup", "epoch_batches", "open_run", "seed_all"]
 

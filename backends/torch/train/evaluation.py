@@ -11,7 +11,7 @@ from torch import nn
 
 from autonl.ir import AutonlError
 
-from .device import autocast
+from ..device import autocast
 
 __all__ = ["evaluate", "per_class_accuracy", "recalibrate_bn"]
 

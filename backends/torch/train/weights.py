@@ -25,7 +25,7 @@ from torch import nn
 from autonl.ir import AutonlError, Graph
 from autonl.ir import atomic_write, diff_graphs, load_graph, render
 
-from .lower import to_torch
+from ..lower import to_torch
 
 GRAPH_FILE, TEXT_FILE, WEIGHTS_FILE = "graph.json", "graph.ir", "weights.pt"
 
