@@ -68,7 +68,7 @@ def child(workload: str, threads: int | None, resolution: int, batch: int, steps
             train_step(model, opt, sched, x, y, loss_fn)
     else:
         from autonl.backends.torch.search import SearchConfig, make_optimizers, search_step
-        from autonl.backends.torch.supernet import Supernet
+        from autonl.backends.torch.search.supernet import Supernet
         supernet = Supernet(build_preset("search-space", resolution=resolution, num_classes=10))
         cfg = SearchConfig(data="digits", target_macs=300e6, batch_size=batch, steps=100, warmup_steps=0)
         opts = make_optimizers(supernet, cfg)

@@ -34,7 +34,7 @@ import torch
 from autonl.backends.loading import deploy_model, load_model_or_graph
 from autonl.backends.onnx.export import export_onnx
 from autonl.backends.onnx.runtime import run, session
-from autonl.backends.torch.child import derive_child
+from autonl.backends.torch.search.child import derive_child
 from autonl.backends.torch.data import make_val_loader, num_classes
 from autonl.backends.torch.lower.modules import LightNL
 from autonl.backends.torch.search import SearchConfig, search

@@ -130,7 +130,7 @@ def rank_job(job: dict) -> dict:
     from autonl.backends.torch.data import make_loaders
     from autonl.backends.torch.train.evaluation import evaluate, recalibrate_bn
     from autonl.backends.torch.search import cost_resolution, latency_table
-    from autonl.backends.torch.supernet import Supernet
+    from autonl.backends.torch.search.supernet import Supernet
     from autonl.ir import load_graph
     from autonl.passes import resize_graph
 

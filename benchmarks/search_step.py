@@ -97,7 +97,7 @@ def multipath(graph: Graph) -> nn.Module:
 def build(kind: str, resolution: int, classes: int) -> nn.Module:
     space = build_preset("search-space", resolution=resolution, num_classes=classes)
     if kind == "single-path":
-        from autonl.backends.torch.supernet import Supernet
+        from autonl.backends.torch.search.supernet import Supernet
         return Supernet(space)
     if kind == "largest-child":
         from autonl.backends.torch.lower import to_torch

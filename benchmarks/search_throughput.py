@@ -28,7 +28,7 @@ from torch import nn
 
 from autonl.backends.latency.timing import median_of_calls
 from autonl.backends.torch.search import SearchConfig, make_optimizers, search_step
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 from autonl.backends.torch.train import pick_device
 from autonl.ir import build_preset
 

@@ -223,7 +223,7 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
 def derive(run_dir, out, decisions, force):
     """Derive a search run: discrete graph + inherited weights + costs + comparison."""
     lock_output(out, "derive", inputs=(run_dir, decisions))
-    from autonl.backends.torch.child import derive_child
+    from autonl.backends.torch.search.child import derive_child
 
     result = derive_child(run_dir, out, decisions, force)
     click.echo(result.header())

@@ -224,7 +224,7 @@ def assert_supernet_equals_derived(space, supernet, trials: int, rng, x, rel_tol
     import torch
 
     from autonl.backends.torch.lower import to_torch
-    from autonl.backends.torch.supernet import inherit_weights
+    from autonl.backends.torch.search.supernet import inherit_weights
     from autonl.passes import SearchSpace, analyze_cost
     from autonl.passes.derive import Derive
 

@@ -105,7 +105,7 @@ def test_the_ir_lists_the_same_presets_whatever_was_imported():
 def test_every_op_has_a_torch_lowering_and_every_primitive_an_onnx_emitter():
     from autonl.backends.onnx.export import ONNX_EMITTERS
     from autonl.backends.torch.lower import TORCH_LOWERINGS
-    from autonl.backends.torch.supernet import SUPERNET_LOWERINGS
+    from autonl.backends.torch.search.supernet import SUPERNET_LOWERINGS
 
     ops = set(OPS.names())
     assert ops - set(TORCH_LOWERINGS.names()) == set()

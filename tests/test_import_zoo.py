@@ -19,7 +19,7 @@ from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch.importer import UnsupportedOpError, import_module
 from autonl.backends.torch.lower import to_torch_with_weights
 from autonl.backends.torch.lower.mac_count import count_macs
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 from autonl.ir import AutonlError, Model, load_graph
 from autonl.passes import PassManager, analyze_cost
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autonl.backends.latency import LatencyTable
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 from autonl.ir import load_graph
 from autonl.ir.choice import attr_combinations
 from autonl.passes import PassManager, SearchSpace, search_space_pipeline

@@ -12,7 +12,7 @@ from autonl.backends.onnx.export import export_onnx
 from autonl.backends.onnx.runtime import run, session
 from autonl.backends.torch.lower import to_torch
 from autonl.backends.torch.lower.modules import LightNL
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 from autonl.backends.torch.train.weights import save_model
 from autonl.ir import build_preset, load_graph, parse_graph
 from autonl.ir.presets import SEARCH_MACRO, build_network

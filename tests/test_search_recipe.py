@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from autonl.backends.torch.arch_optim import SharedAdam
+from autonl.backends.torch.search.arch_optim import SharedAdam
 from autonl.backends.torch.config import SearchConfig
 from autonl.backends.torch.train.loop import NonFinite
 from autonl.backends.torch.search import make_optimizers, search, search_step, step_target
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 from autonl.ir import AutonlError, build_preset
 
 PULLS = torch.tensor([1.0, 0.1, -2.0, 0.0])

@@ -19,7 +19,7 @@ from torch import nn
 from autonl.backends.torch.config import SearchConfig
 from autonl.backends.torch.train.loop import NonFinite, Window
 from autonl.backends.torch.search import make_optimizers, search, search_step
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 from autonl.ir import build_preset
 
 # the project's four source folders (autonl.ir, .passes, .backends, .cli), wherever installed
@@ -167,7 +167,7 @@ def test_landing_candidates_keep_the_most_accurate_within_the_target(tmp_path, s
     tolerance, evaluated in the supernet; the most accurate is the one derived."""
     import json
 
-    from autonl.backends.torch.landing import LANDING_TOLERANCE
+    from autonl.backends.torch.search.landing import LANDING_TOLERANCE
 
     target = int(sum(Supernet(space).cost_model.bounds()) / 2)
     cfg = SearchConfig(target_macs=target, steps=6, warmup_steps=2, batch_size=8, train_size=64, holdout=32,

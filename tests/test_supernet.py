@@ -7,7 +7,7 @@ import torch
 
 from autonl.ir import AutonlError, Choice, build_preset
 from autonl.passes import SearchSpace, analyze_cost
-from autonl.backends.torch.supernet import Supernet
+from autonl.backends.torch.search.supernet import Supernet
 
 from helpers import assert_supernet_equals_derived
 
@@ -84,7 +84,7 @@ def test_unsearchable_choices_are_refused(space):
 def test_a_gate_folded_into_batch_norm_is_the_gate_times_batch_norm(momentum):
     """LightNL's insert gate scales BN's affine weights instead of its output: the same value,
     gradient and running statistics as ``g * bn(x)``, in training and in evaluation."""
-    from autonl.backends.torch.supernet import gated_batch_norm
+    from autonl.backends.torch.search.supernet import gated_batch_norm
 
     torch.manual_seed(0)
     a = torch.nn.BatchNorm2d(6, momentum=momentum)
@@ -117,7 +117,7 @@ def test_cost_of_decisions_is_the_derived_networks_cost(space, supernet):
 def test_landing_flips_the_least_decided_gates_toward_the_target(space):
     """A search that ends off its target lands within 5% by flipping the gates nearest their
     thresholds, each at most once; a search already within 5% is left as it is."""
-    from autonl.backends.torch.landing import land
+    from autonl.backends.torch.search.landing import land
     from autonl.passes.derive import Derive
     torch.manual_seed(0)
     net = Supernet(space).eval()

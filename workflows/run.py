@@ -354,7 +354,7 @@ class _Run:
         return search
 
     def derive(self):
-        from autonl.backends.torch.child import derive_child
+        from autonl.backends.torch.search.child import derive_child
         t = _stage(self.log, "derive")
         derived = derive_child(self.out / "search", self.out / "derived", None, False)
         self.timings["derive"] = time.time() - t

@@ -4,7 +4,7 @@ The table holds, for every relaxed node of a space (at one resolution) and every
 of its choices, the latency in milliseconds of that node as its block runs on one runtime
 (``entries``), plus the latency of everything the search cannot change (``fixed_ms``). It
 predicts a sub-network's latency in the same form as the MAC cost model
-(:class:`~autonl.backends.torch.supernet.SupernetCost`):
+(:class:`~autonl.backends.torch.search.supernet.SupernetCost`):
 
     latency(decisions) = fixed_ms + sum over relaxed nodes of entry(node, its options) * keep
 

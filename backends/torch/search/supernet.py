@@ -35,8 +35,8 @@ from autonl.ir.ops import LIGHTNL_NORM_EPS, lightnl_channels, lightnl_order, mbc
 from autonl.ir.registry import Registry
 from autonl.passes import SearchSpace
 
-from .lower import modules as M
-from .lower import Lowering, LoweringContext, lower_graph, torch_lowering
+from ..lower import modules as M
+from ..lower import Lowering, LoweringContext, lower_graph, torch_lowering
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The differentiable single-path search (method.md section 3), on CPU, GPU or torchrun.
 
 Objective: ``L = CE + lambda * |log(C(g) / T)|`` where ``C(g)`` is the MACs of the sub-network
-the gates select (:class:`~autonl.backends.torch.supernet.SupernetCost`), or its latency
+the gates select (:class:`~autonl.backends.torch.search.supernet.SupernetCost`), or its latency
 predicted by a latency table (:mod:`autonl.backends.latency`), and ``T`` the target.
 We chose this target-aware form over Single-Path NAS's ``lambda * log(C)`` so that one run
 lands near ``T`` without sweeping lambda: it pulls the cost down while above the target and
@@ -36,15 +36,15 @@ from autonl.ir.node_cost import format_count
 from autonl.ir.decisions import dumps_decisions
 from autonl.passes import resize_graph
 
-from ..locks import output_lock
-from ..processes import die_with_parent
+from ...locks import output_lock
+from ...processes import die_with_parent
 from .arch_optim import SharedAdam
-from .config import SearchConfig
-from .device import autocast, pick_device
-from .train.evaluation import evaluate, recalibrate_bn
+from ..config import SearchConfig
+from ..device import autocast, pick_device
+from ..train.evaluation import evaluate, recalibrate_bn
 from .landing import LANDING_TOLERANCE, choose, land
-from .data import DATA_FACTS_FILE, augmentation, data_facts
-from .train.loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
+from ..data import DATA_FACTS_FILE, augmentation, data_facts
+from ..train.loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .supernet import Supernet
 
 __all__ = ["SearchConfig", "check_target", "distributed", "finish", "make_optimizers", "plot_search", "search",
@@ -278,7 +278,7 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
 def _parts(graph: Graph, cfg: SearchConfig, rank: int, world: int) -> tuple:
     """A search's device, latency table, supernet and data loaders (checked against the graph):
     ``(device, table, supernet, train_loader, val_loader)``."""
-    from .data import make_loaders
+    from ..data import make_loaders
 
     seed_all(cfg.seed)
     device = pick_device(cfg.device)

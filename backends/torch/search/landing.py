@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from .train.evaluation import evaluate, recalibrate_bn
+from ..train.evaluation import evaluate, recalibrate_bn
 from .supernet import Supernet
 
 LANDING_TOLERANCE = 0.05    # a derived network further off its MAC target gets a warning line

@@ -14,12 +14,12 @@ from autonl.ir.decisions import check_decisions, dumps_decisions, load_decisions
 from autonl.ir import atomic_write, load_graph, render
 from autonl.passes import resize_graph
 
-from ..locks import output_lock
-from .lower import to_torch
+from ...locks import output_lock
+from ..lower import to_torch
 from .supernet import Supernet, inherit_weights
-from .train.checkpoint import read_checkpoint
-from .data import read_data_facts
-from .train.weights import check_state_dict, save_model
+from ..train.checkpoint import read_checkpoint
+from ..data import read_data_facts
+from ..train.weights import check_state_dict, save_model
 
 REFERENCES = ("mobilenetv2", "autonl-s", "autonl-l")
 
