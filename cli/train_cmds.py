@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from autonl.ir import AutonlError, all_presets
+from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
-from autonl.passes.sources import relaxed_graph
-from autonl.workflows.sources import recorded_data, start_weights, training_graph
+from autonl.passes.sources import is_preset, relaxed_graph
+from autonl.workflows.sources import check_model_graphs, recorded_data, start_weights, training_graph
 
 from autonl.backends.torch.config import ARCH_OPTIMIZERS, RESOLUTION, SearchConfig, TrainConfig
 
@@ -63,10 +63,7 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
         refuse_graph_options_on_resume(click.get_current_context())
         overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
     init = start_weights(source, init, from_scratch)
-    from autonl.backends.torch.weights import read_model_graph
-    for folder in (source, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
-        if folder is not None and (Path(folder) / "graph.json").is_file():
-            read_model_graph(folder)
+    check_model_graphs(source, init)    # a model folder's graph.json (authoritative) must agree with its graph.ir
     from autonl.backends.torch.train import train as run_training
 
     if config["data"] is None:    # a model folder (or --init) was trained on data it names: fine-tune on those
@@ -74,7 +71,7 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
     fitted_resolution = fitted_line = None
     if not resume:      # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, TrainConfig, "train",
-                                                       source in all_presets())
+                                                       is_preset(source))
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
     graph = None if resume else training_graph(source, resolution, width, cfg.data, fitted_resolution)
     with _new_run(out, resume, force):
@@ -199,11 +196,11 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
     if not resume:
         # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, SearchConfig, "search",
-                                                       source in all_presets())
+                                                       is_preset(source))
         cfg = SearchConfig(target_macs=macs, target_latency_ms=latency,       # the other options are fields
                            latency_table=str(Path(latency_table).resolve()) if latency_table else None, **config)
         graph = relaxed_graph(source, space, resolution or fitted_resolution or
-                              (32 if source in all_presets() else None), width,
+                              (32 if is_preset(source) else None), width,
                               num_classes(cfg.data), lightnl_norm)
     with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
         result = run_search(graph, cfg, out, resume=resume, overrides=overrides,
