@@ -18,7 +18,7 @@ from autonl.ir.ranges import NON_NEGATIVE_INT, POSITIVE_INT, Range
 
 from .app import cli
 from .options import (DATA_HELP, THREADS, CostTarget, augmentation_options, cost_target_options, lock_output, ranged,
-                      set_threads, with_preset_options, write_json)
+                      set_torch_threads, with_preset_options, write_json)
 
 
 @cli.command("run")
@@ -64,7 +64,7 @@ def run_cmd(source, data, target, backend, out, search_steps, train_steps, batch
 
     target_macs, target_latency, latency_table = target
     lock_output(out, "run", inputs=(data, latency_table))
-    set_threads(threads)
+    set_torch_threads(threads)
     chosen = get_backend(backend)
     check_own_network_target(source, target_macs, target_latency)
     target = CostTarget.parse(target_macs, target_latency, latency_table, default_macs=DEFAULT_TARGET_MACS)

@@ -161,7 +161,7 @@ class InputShape(click.ParamType):
 THREADS = Range(1, 1024)
 
 
-def set_threads(threads: int | None, here: bool = True, processes: int = 1) -> int:
+def set_torch_threads(threads: int | None, here: bool = True, processes: int = 1) -> int:
     """Torch's intra-op threads at the start: ``--threads``, else ``OMP_NUM_THREADS``, else the
     usable CPUs shared by the ``processes`` this machine runs, then fitted to the free cores
     as the loop runs (:mod:`autonl.backends.cpu`). A count the user fixed goes to the

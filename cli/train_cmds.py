@@ -18,7 +18,7 @@ from autonl.backends.torch.config import ARCH_OPTIMIZERS, RESOLUTION, SearchConf
 from .app import cli
 from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, Launch, augmentation_options, check_resume_settings,
                       config_option, config_type, cost_target_options, fit_to_folder, launch_options, lock_output,
-                      ranged, refuse_graph_options_on_resume, set_threads, typed_options)
+                      ranged, refuse_graph_options_on_resume, set_torch_threads, typed_options)
 
 
 
@@ -57,7 +57,7 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
     lock_output(out, "train", inputs=(source, init, config.get("data")))
-    set_threads(threads)
+    set_torch_threads(threads)
     overrides = None
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
@@ -99,7 +99,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
     counted (val_nonfinite) and named in a warning line."""
     from autonl.workflows.evaluate import evaluate_folder
 
-    set_threads(threads)
+    set_torch_threads(threads)
     result = evaluate_folder(model, data, batch_size, workers, device, val_size, skip_corrupt, eval_crop)
     click.echo(result.to_json())
     click.echo(result.line, err=True)
@@ -177,7 +177,7 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
             given["--target-latency"] = ("target_latency_ms", latency)
         overrides = check_resume_settings(out, "search_config.json", given)
     launching = os.environ.get("WORLD_SIZE") is None and (launch.nproc > 1 or launch.nnodes > 1)
-    set_threads(threads, here=not launching, processes=launch.nproc if launching else 1)
+    set_torch_threads(threads, here=not launching, processes=launch.nproc if launching else 1)
     inputs = (source, space, latency_table, config.get("data"))    # never inside or around --out
     if launching:
         if launch.node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
