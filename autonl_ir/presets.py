@@ -294,7 +294,7 @@ register_preset("autonl-l", NetworkSpec("autonl_l", (
 ), **_AUTONL), "AutoNL-L (CVPR 2020): 77.7% ImageNet top-1 reported")
 
 # The macro network of the AutoNL search space (method.md section 2): Single-Path NAS's
-# stages, kernel 3 and expansion 6 until the search-space passes relax them. The
+# stages, kernel 3 and expansion 6 until the search-space passes give them choices. The
 # ``search-space`` preset is this network run through them (autonl.passes.pipelines), so the
 # space is written once (the built-in space file) and not again as block strings.
 SEARCH_MACRO = NetworkSpec("autonl_search", (

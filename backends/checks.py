@@ -1,6 +1,6 @@
 """What a deploy folder says about its model's data: the README lines on the input and the
 classes (:func:`describe_data`, used by the TVM board folders) and the short list of class
-names (:func:`shown_classes`). The checks on real images are :mod:`autonl.workflows.checks`."""
+names (:func:`shown_classes`). The checks on real images are :mod:`autonl.workflows.compile`'s."""
 from __future__ import annotations
 
 import json

@@ -36,15 +36,41 @@ def versions(*packages: str) -> dict[str, str]:
     return out
 
 
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (``model name``, ``cpu family``,
+    ``model``, ``flags``...); {} where it cannot be read. The one reader of the CPU's facts:
+    :func:`cpu_name` (latency tables, manifests) and :func:`cpu_description` (benchmarks)."""
+    fields: dict[str, str] = {}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return fields
+    for line in lines:
+        if not line.strip() and fields:
+            break                       # the end of the first processor's block
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_name() -> str:
     """This machine's CPU model (/proc/cpuinfo), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_fields().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """The CPU's model name, its family and model, its widest vector extension that int8
+    kernels use (AVX-512 VNNI, AVX-VNNI, AVX2) and the CPU count, as benchmark results name
+    the machine: ``Intel(R) Xeon(R) Processor (family 6 model 207, AVX-512 VNNI), 2 CPUs``."""
+    fields = cpu_fields()
+    extra = [f"family {fields['cpu family']} model {fields.get('model', '?')}"] if "cpu family" in fields else []
+    flags = fields.get("flags", "").split()
+    for flag, what in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2")):
+        if flag in flags:
+            extra.append(what)
+            break
+    return cpu_name() + (f" ({', '.join(extra)})" if extra else "") + f", {os.cpu_count()} CPUs"
 
 
 def check_out(out: str | Path) -> Path:

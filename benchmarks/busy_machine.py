@@ -81,6 +81,9 @@ def child(workload: str, threads: int | None, resolution: int, batch: int, steps
     while fit is not None and time.perf_counter() < settle:
         step()
         fit.tick()
+    # its own loop, not median_of_calls (autonl.backends.latency.timing): autonl's default row
+    # ticks FreeCores between steps (as Loop.run_steps does) and a row stops at --row-limit
+    # seconds, neither of which a median of calls can do
     times = []
     start = time.perf_counter()
     for _ in range(steps):
@@ -128,7 +131,7 @@ def run_row(workload: str, threads: int | None, policy: str, args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, first="\n")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=4)

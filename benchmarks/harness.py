@@ -1,5 +1,5 @@
 """What every benchmark repeats, written once: its argument parser with the common flags,
-the CPU's name (from lscpu), and its results written under ``benchmarks/results`` (or where
+the CPU's name (autonl's reader), and its results written under ``benchmarks/results`` (or where
 ``--out``/``--json`` says), each file atomically (a temporary name, then a rename), so an
 interrupted benchmark never leaves half a results file.
 
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -99,19 +98,7 @@ class Stopwatch:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from lscpu, its family and model, and its widest vector
-    extension that int8 kernels use (AVX-512 VNNI, AVX-VNNI, AVX2); "unknown" without lscpu."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    name = fields.get("Model name", "unknown").strip()
-    extra = [f"family {fields['CPU family'].strip()} model {fields['Model'].strip()}"] if "CPU family" in fields else []
-    if "avx512_vnni" in fields.get("Flags", ""):
-        extra.append("AVX-512 VNNI")
-    elif "avx_vnni" in fields.get("Flags", ""):
-        extra.append("AVX-VNNI")
-    elif "avx2" in fields.get("Flags", ""):
-        extra.append("AVX2")
-    return name + (f" ({', '.join(extra)})" if extra else "") + f", {os.cpu_count()} CPUs"
+    """The machine as results files name it: ``AMD EPYC (family 25 model 1, AVX2), 2 CPUs``
+    (autonl's one reader of the CPU, :func:`autonl.backends.manifest.cpu_description`)."""
+    from autonl.backends.manifest import cpu_description
+    return cpu_description()

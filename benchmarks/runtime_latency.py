@@ -194,8 +194,8 @@ def main() -> None:
     ap.add_argument("--tvm-layout", choices=["nhwc", "nchw"], default="nhwc", help="tvm-tuned's layout (--layout)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from autonl.backends.tvm.threads import set_threads
-    set_threads(args.threads)       # TVM's own default is half the CPUs on x86-64; tuning inherits it
+    from autonl.backends.tvm.threads import set_tvm_threads
+    set_tvm_threads(args.threads)       # TVM's own default is half the CPUs on x86-64; tuning inherits it
     results = []
     print(f"{args.resolution}x{args.resolution}, {args.threads} threads, median of {args.rounds} rounds x "
           f"{args.calls} calls, runtimes alternating; ratio = runtime time / reference time")

@@ -31,7 +31,7 @@ from autonl.backends.onnx.export import export_onnx
 from autonl.backends.tvm import get_target
 from autonl.backends.tvm.compile import build, pre_tuning, to_relax, vm_runner
 from autonl.backends.tvm.space import tune_space
-from autonl.backends.tvm.threads import set_threads
+from autonl.backends.tvm.threads import set_tvm_threads
 from autonl.backends.tvm.tuning import tune
 from autonl.ir import parse_graph
 from autonl.passes import PassManager, SearchSpace, search_space_pipeline
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="TVM threads (tuning and timing)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    set_threads(args.threads)
+    set_tvm_threads(args.threads)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

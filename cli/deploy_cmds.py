@@ -14,11 +14,11 @@ from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
 
 from autonl.backends.torch.config import RESOLUTION, SEED, TrainConfig
-from autonl.ir.ranges import POSITIVE_INT, Range
+from autonl.ir.ranges import NON_NEGATIVE_INT, POSITIVE_INT, Range
 
 from .app import cli
 from .options import (DATA_HELP, THREADS, CostTarget, augmentation_options, cost_target_options, lock_output, ranged,
-                      set_threads, with_preset_options, write_json)
+                      set_torch_threads, with_preset_options, write_json)
 
 
 @cli.command("run")
@@ -64,7 +64,7 @@ def run_cmd(source, data, target, backend, out, search_steps, train_steps, batch
 
     target_macs, target_latency, latency_table = target
     lock_output(out, "run", inputs=(data, latency_table))
-    set_threads(threads)
+    set_torch_threads(threads)
     chosen = get_backend(backend)
     check_own_network_target(source, target_macs, target_latency)
     target = CostTarget.parse(target_macs, target_latency, latency_table, default_macs=DEFAULT_TARGET_MACS)
@@ -122,12 +122,35 @@ def backend_options(f, timing: bool = False):
         for o in b.options:
             owners.setdefault(o.name, (o, []))[1].append(b.name)
     for o, names in reversed(list(owners.values())):
-        kind = {"is_flag": True} if o.type is bool else {"multiple": True} if o.multiple else \
-            {"type": option_type(o), "show_default": o.default is not None}
         # a timing command parses the others too (hidden), to refuse them with one clear line
-        f = click.option(o.flag, o.name, default=o.default, metavar=o.metavar, hidden=timing and not o.timing,
-                         help=f"{'/'.join(names).upper()}: {o.help}", **kind)(f)
+        f = option_flag(o, help=f"{'/'.join(names).upper()}: {o.help}", hidden=timing and not o.timing)(f)
     return f
+
+
+def option_flag(o, *decls: str, help: str | None = None, **extra):
+    """``click.option`` for backend option ``o``: its flag (or ``decls``: flag and parameter
+    name), default, type and bounds as its options dataclass gives them; ``help``: the
+    command's own wording of it [default: the option's]."""
+    kind = {"is_flag": True} if o.type is bool else {"multiple": True} if o.multiple else \
+        {"type": option_type(o), "show_default": o.default is not None}
+    return click.option(*(decls or (o.flag, o.name)), default=o.default, metavar=o.metavar,
+                        help=o.help if help is None else help, **kind, **extra)
+
+
+def options_flags(options_cls, helps: dict[str, str], decls: dict[str, tuple[str, ...]] | None = None):
+    """The flags of some fields of a backend's options dataclass (``helps``: {field: the
+    command's help}, in flag order) for a command that takes only those, e.g. tune-space's
+    tuning options from :class:`~autonl.backends.tvm.options.TvmOptions`: defaults, types and
+    bounds written once, in the dataclass."""
+    from autonl.backends.base import options_of
+    by_name = {o.name: o for o in options_of(options_cls)}
+    decls = decls or {}
+
+    def add(f):
+        for name in reversed(list(helps)):
+            f = option_flag(by_name[name], *decls.get(name, ()), help=helps[name])(f)
+        return f
+    return add
 
 
 def timing_backend_options(f):
@@ -163,7 +186,7 @@ def options_for(backend: Backend, values: dict, timing: bool = False) -> dict:
               help="Weight init for presets and graph files.")
 @click.option("--data", help="Validation images to check the compiled model on (finite logits, parity with "
               "torch) [default: the data the model was trained on, as its folder records]. " + DATA_HELP)
-@click.option("--check-images", type=ranged(Range(0)), default=CHECK_IMAGES, show_default=True,
+@click.option("--check-images", type=ranged(NON_NEGATIVE_INT), default=CHECK_IMAGES, show_default=True,
               help="Validation images for those checks (0: none).")
 @click.option("--allow-nonfinite", is_flag=True, help="Write the model even if some logits are inf/NaN on them.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a tuning/ database in it is kept).")

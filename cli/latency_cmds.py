@@ -12,12 +12,13 @@ from autonl.ir import AutonlError
 from autonl.workflows.sources import load_deployable, space_graph
 
 from autonl.backends.catalog import get_backend
-from autonl.backends.torch.config import RESOLUTION
+from autonl.backends.torch.config import RESOLUTION, SEED
+from autonl.backends.tvm.options import TvmOptions
 from autonl.ir.ranges import Range
 
 from .app import cli
-from .deploy_cmds import options_for, timing_backend_options
-from .options import THREADS, WIDTH, lock_output, ranged, with_preset_options, write_json
+from .deploy_cmds import options_flags, options_for, timing_backend_options
+from .options import CLASSES, THREADS, WIDTH, lock_output, ranged, with_preset_options, write_json
 
 ROUNDS = Range(1, 1000)
 SAMPLES = Range(2, 100000)
@@ -52,7 +53,7 @@ def _threads(threads: int | None) -> int:
               help="Input size the table is measured at; the search counts its cost at it [default: 224 for "
                    "presets, a graph file's own].")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
-@click.option("--classes", type=ranged(Range(1, 1000000)),
+@click.option("--classes", type=ranged(CLASSES),
               help="Classes of the network (presets; default 1000; the search's data decides, e.g. 10 for digits).")
 @click.option("--space", default="autonl", show_default=True,
               help="Search-space file (TOML/JSON) or built-in name (autonl; lightnl-only: LightNL placement only, "
@@ -95,21 +96,20 @@ def latency_table(source, backend, rpc_addr, threads, resolution, width, classes
 
 @cli.command("tune-space")
 @click.argument("source", metavar="[SOURCE]", default="search-space")
-@click.option("--target", "target_name", default="host", show_default=True,
-              help="A named TVM target (autonl targets); tuning measures on this machine: host.")
+@options_flags(TvmOptions, {"target": "A named TVM target (autonl targets); tuning measures on this machine: host."},
+               decls={"target": ("--target", "target_name")})
 @click.option("--resolution", "-r", type=ranged(RESOLUTION),
               help="Input size the space's networks will run at [default: 224 for presets, a graph file's own].")
 @click.option("--width", "-w", type=ranged(WIDTH), help="Width multiplier for presets.")
-@click.option("--classes", type=ranged(Range(1, 1000000)), help="Classes of the network (presets; default 1000).")
+@click.option("--classes", type=ranged(CLASSES), help="Classes of the network (presets; default 1000).")
 @click.option("--space", default="autonl", show_default=True,
               help="Search-space file (TOML/JSON) or built-in name (autonl; lightnl-only: LightNL placement only, "
                    "your blocks kept), for graphs without choices.")
-@click.option("--tune-trials", type=ranged(Range(0, 100000)), default=0, show_default=True,
-              help="Trials, on average per distinct workload (spread by share of the untuned time).")
-@click.option("--tune-minutes", type=ranged(Range(0, None, lo_open=True, integer=False)), help="A tuning budget in minutes.")
-@click.option("--resume", is_flag=True, help="Finish the interrupted tuning run in --out.")
-@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
-              help="The layout of the kernels (as autonl compile --backend tvm --layout).")
+@options_flags(TvmOptions, {
+    "tune_trials": "Trials, on average per distinct workload (spread by share of the untuned time).",
+    "tune_minutes": "A tuning budget in minutes.",
+    "resume": "Finish the interrupted tuning run in --out.",
+    "layout": "The layout of the kernels (as autonl compile --backend tvm --layout)."})
 @click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
               help="The tuning database folder (an existing database is added to: workloads with records are "
                    "not tuned again).")
@@ -165,7 +165,7 @@ def _refuse_other_folder(out: str) -> None:
 @click.option("--samples", type=ranged(SAMPLES), default=50, show_default=True,
               help="Sub-networks to measure end to end (a quarter near the middle of the table's range).")
 @click.option("--rounds", type=ranged(ROUNDS), default=9, show_default=True, help="Interleaved timing rounds.")
-@click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=1, show_default=True,
+@click.option("--seed", type=ranged(SEED), default=1, show_default=True,
               help="Which sub-networks are sampled.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result (every sample) as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Scatter plot PNG [default: beside --json, or none].")
@@ -207,7 +207,7 @@ def latency_check(table_file, samples, rounds, seed, json_out, plot):
               help="Timing rounds (interleaved across the sources; the lowest round median is the latency).")
 @click.option("--table", "table_file", type=click.Path(),
               help="Scale to this latency table's machine speed (its probe), to compare with its predictions.")
-@click.option("--seed", type=ranged(Range(0, 2**32 - 1)), default=0, show_default=True,
+@click.option("--seed", type=ranged(SEED), default=0, show_default=True,
               help="Weight init for presets and graph files.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result as JSON.")
 @timing_backend_options

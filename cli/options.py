@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import click
 
 from autonl.backends.base import DATA_HELP  # noqa: F401  (re-exported for the commands)
-from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS
+from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS, check_target
 from autonl.ir import AutonlError
 from autonl.ir.ranges import Range, range_of
 
@@ -161,7 +161,7 @@ class InputShape(click.ParamType):
 THREADS = Range(1, 1024)
 
 
-def set_threads(threads: int | None, here: bool = True, processes: int = 1) -> int:
+def set_torch_threads(threads: int | None, here: bool = True, processes: int = 1) -> int:
     """Torch's intra-op threads at the start: ``--threads``, else ``OMP_NUM_THREADS``, else the
     usable CPUs shared by the ``processes`` this machine runs, then fitted to the free cores
     as the loop runs (:mod:`autonl.backends.cpu`). A count the user fixed goes to the
@@ -180,34 +180,31 @@ def set_threads(threads: int | None, here: bool = True, processes: int = 1) -> i
 
 
 def parse_macs(text: str) -> float:
-    """'350M', '1.2G', '500K' or a plain number; finite and positive."""
+    """'350M', '1.2G', '500K' or a plain number (whether it is a valid target:
+    :func:`~autonl.backends.torch.config.check_target`)."""
     units = {"K": 1e3, "M": 1e6, "G": 1e9}
     t = text.strip().upper()
     try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         raise AutonlError(f"'{text}' is not a MAC count; write e.g. 350M, 1.2G or 350000000") from None
-    if not (math.isfinite(value) and value > 0):
-        raise AutonlError(f"--target-macs must be a positive, finite MAC count (got '{text}')")
-    return value
 
 
 def parse_ms(text: str) -> float:
-    """'4.5ms', '4.5 ms' or '4.5' (milliseconds); finite and positive."""
+    """'4.5ms', '4.5 ms' or '4.5' (milliseconds; whether it is a valid target:
+    :func:`~autonl.backends.torch.config.check_target`)."""
     t = text.strip().lower().removesuffix("ms").strip()
     try:
-        value = float(t)
+        return float(t)
     except ValueError:
         raise AutonlError(f"'{text}' is not a latency; write milliseconds, e.g. 4.5ms") from None
-    if not (math.isfinite(value) and value > 0):
-        raise AutonlError(f"--target-latency must be a positive, finite number of milliseconds (got '{text}')")
-    return value
 
 
 @dataclass(frozen=True)
 class CostTarget:
-    """What a search aims at: a MAC count, or a latency (ms) predicted by a latency table.
-    The one place the three options' rules live (``search``, ``run``)."""
+    """What a search aims at: a MAC count, or a latency (ms) predicted by a latency table
+    (``search``, ``run``). Its rules are :func:`~autonl.backends.torch.config.check_target`'s,
+    which ``SearchConfig`` checks too."""
 
     macs: float | None = None
     latency_ms: float | None = None
@@ -220,20 +217,15 @@ class CostTarget:
         targets (``default_macs`` when neither is given), a latency with its table. Neither
         and no default gives an empty target (a resumed search keeps its own, and may be
         given its table again with ``resume``)."""
-        if macs is not None and latency is not None:
-            raise AutonlError("give --target-macs or --target-latency, not both")
-        if latency is not None and table is None:
-            raise AutonlError("--target-latency needs --latency-table TABLE.json (made by autonl latency-table)")
-        if table is not None and latency is None and not resume:
-            raise AutonlError("--latency-table goes with --target-latency (a MAC target counts MACs)")
+        if macs is None and latency is None:
+            macs = default_macs
+        target = cls(parse_macs(macs) if macs is not None else None,
+                     parse_ms(latency) if latency is not None else None, table)
+        check_target(target.macs, target.latency_ms, table, required=False, resume=resume)
         if table is not None:
             from autonl.backends.latency import LatencyTable
             LatencyTable.read(table)       # one line now for a missing or malformed table
-        if latency is not None:
-            return cls(None, parse_ms(latency), table)
-        if macs is None and default_macs is None:
-            return cls(table=table)
-        return cls(parse_macs(macs if macs is not None else default_macs), None, table)
+        return target
 
 
 def cost_target_options(macs_help: str, latency_help: str):

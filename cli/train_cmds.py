@@ -8,17 +8,17 @@ from pathlib import Path
 
 import click
 
-from autonl.ir import AutonlError, all_presets
+from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
-from autonl.passes.sources import relaxed_graph
-from autonl.workflows.sources import recorded_data, start_weights, training_graph
+from autonl.passes.sources import is_preset, relaxed_graph
+from autonl.workflows.sources import check_model_graphs, recorded_data, start_weights, training_graph
 
 from autonl.backends.torch.config import ARCH_OPTIMIZERS, RESOLUTION, SearchConfig, TrainConfig
 
 from .app import cli
 from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, Launch, augmentation_options, check_resume_settings,
                       config_option, config_type, cost_target_options, fit_to_folder, launch_options, lock_output,
-                      ranged, refuse_graph_options_on_resume, set_threads, typed_options)
+                      ranged, refuse_graph_options_on_resume, set_torch_threads, typed_options)
 
 
 
@@ -57,16 +57,13 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
     checkpoints, model. A model folder (e.g. from `autonl derive`) starts from its own
     weights (fine-tuning) unless --from-scratch."""
     lock_output(out, "train", inputs=(source, init, config.get("data")))
-    set_threads(threads)
+    set_torch_threads(threads)
     overrides = None
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
         overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
     init = start_weights(source, init, from_scratch)
-    from autonl.backends.torch.train.weights import read_model_graph
-    for folder in (source, init):    # a model folder's graph.json (authoritative) must agree with its graph.ir
-        if folder is not None and (Path(folder) / "graph.json").is_file():
-            read_model_graph(folder)
+    check_model_graphs(source, init)    # a model folder's graph.json (authoritative) must agree with its graph.ir
     from autonl.backends.torch.train import train as run_training
 
     if config["data"] is None:    # a model folder (or --init) was trained on data it names: fine-tune on those
@@ -74,7 +71,7 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
     fitted_resolution = fitted_line = None
     if not resume:      # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, TrainConfig, "train",
-                                                       source in all_presets())
+                                                       is_preset(source))
     cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
     graph = None if resume else training_graph(source, resolution, width, cfg.data, fitted_resolution)
     with _new_run(out, resume, force):
@@ -102,7 +99,7 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
     counted (val_nonfinite) and named in a warning line."""
     from autonl.workflows.evaluate import evaluate_folder
 
-    set_threads(threads)
+    set_torch_threads(threads)
     result = evaluate_folder(model, data, batch_size, workers, device, val_size, skip_corrupt, eval_crop)
     click.echo(result.to_json())
     click.echo(result.line, err=True)
@@ -180,7 +177,7 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
             given["--target-latency"] = ("target_latency_ms", latency)
         overrides = check_resume_settings(out, "search_config.json", given)
     launching = os.environ.get("WORLD_SIZE") is None and (launch.nproc > 1 or launch.nnodes > 1)
-    set_threads(threads, here=not launching, processes=launch.nproc if launching else 1)
+    set_torch_threads(threads, here=not launching, processes=launch.nproc if launching else 1)
     inputs = (source, space, latency_table, config.get("data"))    # never inside or around --out
     if launching:
         if launch.node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
@@ -199,11 +196,11 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
     if not resume:
         # on a folder: steps, batch and lr left out fitted as autonl run fits them
         fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, SearchConfig, "search",
-                                                       source in all_presets())
+                                                       is_preset(source))
         cfg = SearchConfig(target_macs=macs, target_latency_ms=latency,       # the other options are fields
                            latency_table=str(Path(latency_table).resolve()) if latency_table else None, **config)
         graph = relaxed_graph(source, space, resolution or fitted_resolution or
-                              (32 if source in all_presets() else None), width,
+                              (32 if is_preset(source) else None), width,
                               num_classes(cfg.data), lightnl_norm)
     with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
         result = run_search(graph, cfg, out, resume=resume, overrides=overrides,

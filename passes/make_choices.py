@@ -1,5 +1,5 @@
 """``make-choices``: turn named attributes into choices, as a search-space file says (the
-step that relaxes a discrete network into a search space; not TVM's Relax)."""
+step that makes a search space of a discrete network; not TVM's Relax)."""
 from __future__ import annotations
 
 from autonl.ir import AutonlError, Choice, Graph, TypeInferenceError
@@ -39,7 +39,7 @@ class MakeChoices(Pass):
                 except TypeInferenceError as e:
                     if rule.only_valid:
                         continue
-                    raise AutonlError(f"{self.space.source}: cannot relax %{node.name}.{rule.attr} to "
+                    raise AutonlError(f"{self.space.source}: cannot give %{node.name}.{rule.attr} the choices "
                                       f"{list(rule.options)}: {e}") from None
                 if node.attrs.get(rule.attr) != attrs[rule.attr]:
                     node.attrs = attrs

@@ -39,7 +39,7 @@ def get_pipeline(name: str) -> Pipeline:
 
 
 def search_space_pipeline(space: str = "autonl", lightnl_norm: str | None = None) -> tuple[str, ...]:
-    """Place LightNL candidates and relax attributes as the space file ``space`` says
+    """Place LightNL candidates and make choices of attributes as the space file ``space`` says
     (``lightnl_norm``: the candidates' norm instead of the space's)."""
     norm = f', norm="{lightnl_norm}"' if lightnl_norm else ""
     return (f'insert-lightnl{{space="{space}"{norm}}}', f'make-choices{{space="{space}"}}')

@@ -34,6 +34,17 @@ def model_folder(path: str | Path) -> Path | None:
     return None
 
 
+def model_folder_to_read(path: str | Path) -> Path:
+    """The folder a command that reads a model folder (``autonl eval``) reads at ``path``: the
+    model folder (:func:`model_folder`), else a run folder's ``model/`` when it has one, else
+    ``path`` itself (its reader then names what is missing)."""
+    folder = model_folder(path)
+    if folder is not None:
+        return folder
+    path = Path(path)
+    return path / "model" if (path / "model").is_dir() else path
+
+
 def weights_beside(graph_file: str | Path) -> Path | None:
     """``<stem>.weights.pt`` beside a graph file (what ``autonl import`` writes), if it is there."""
     path = Path(graph_file)

@@ -10,8 +10,8 @@ from autonl.ir.presets import set_pipeline_runner
 from .manager import PassManager
 
 
-def run_pipeline(pipeline: str, graph: Graph) -> Graph:
+def run_pass_pipeline(pipeline: str, graph: Graph) -> Graph:
     return PassManager(pipeline)(graph).graph
 
 
-set_pipeline_runner(run_pipeline)
+set_pipeline_runner(run_pass_pipeline)

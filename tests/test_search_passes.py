@@ -83,7 +83,7 @@ def test_make_choices_rules(tmp_path):
     ('[[choice]]\nop = "mbconv"\nattr = "k"\noptions = [3]\n', "at least two options"),
     ('[[choice]]\nop = "mbconv"\nattr = "k"\noptions = [3, 5]\nwhere = "x"\n', "unknown key 'where'"),
     ('[[choice]]\nop = "mbconv"\nattr = "k"\noptions = [3, 5]\nnodes = "block_.*"\n', "selects no node"),
-    ('[[choice]]\nop = "mbconv"\nattr = "s"\noptions = [1, 2]\n', "cannot relax %mbconv_0.s"),
+    ('[[choice]]\nop = "mbconv"\nattr = "s"\noptions = [1, 2]\n', "cannot give %mbconv_0.s the choices"),
     ('[[choice]\nop = "mbconv"', "space.toml: "),
     ('[search]\nx = 1\n', "unknown section 'search'"),
 ])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autonl.ir import AutonlError
+from autonl.passes.sources import model_folder_to_read
 
 __all__ = ["EvalResult", "evaluate_folder"]
 
@@ -29,11 +30,6 @@ class EvalResult:
         return json.dumps({"model": self.model, "data": self.data, **self.metrics, "chance": self.chance})
 
 
-def _model_folder(model: str | Path) -> Path:
-    folder = Path(model)
-    return folder / "model" if (folder / "model").is_dir() else folder
-
-
 def evaluate_folder(model: str | Path, data: str | None = None, batch_size: int = 128, workers: int | None = None,
                     device: str = "auto", val_size: int | None = None, skip_corrupt: bool = False,
                     eval_crop: float | None = None) -> EvalResult:
@@ -45,7 +41,7 @@ def evaluate_folder(model: str | Path, data: str | None = None, batch_size: int 
     from autonl.backends.torch.train import evaluate, pick_device
     from autonl.backends.torch.train.weights import load_model
 
-    folder = _model_folder(model)
+    folder = model_folder_to_read(model)
     facts = read_data_facts(folder) if folder.is_dir() else None
     if data is None:
         if facts is None:

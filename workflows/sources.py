@@ -10,7 +10,7 @@ from autonl.ir import AutonlError, Graph, Model
 from autonl.passes import resize_graph
 from autonl.passes.sources import FOLDER, GRAPH_FILE, MODEL_FOLDER, Source, model_folder, relaxed_graph
 
-__all__ = ["Source", "load_deployable", "recorded_data", "space_graph", "start_weights", "training_graph",
+__all__ = ["Source", "check_model_graphs", "load_deployable", "recorded_data", "space_graph", "start_weights", "training_graph",
            "weighted_model", "weights_line"]
 
 
@@ -77,6 +77,19 @@ def start_weights(source: str, init: str | None, from_scratch: bool) -> str | No
         if resolved.kind == MODEL_FOLDER:
             return source if resolved.run_folder is None else str(resolved.folder)
     return init
+
+
+def check_model_graphs(*paths: str | None) -> None:
+    """Before any work: each of ``paths`` that resolves (:class:`Source`) to a folder with a
+    graph (a model folder, a run folder's ``model/``, a folder with ``graph.json``) has a
+    ``graph.ir`` that agrees with its ``graph.json`` (the authoritative one), or one line."""
+    from autonl.backends.torch.train.weights import read_model_graph
+
+    for path in paths:
+        if path is not None and Path(path).is_dir():      # --init may be a .pt file
+            graph_file = Source.resolve(path).graph_file
+            if graph_file is not None:
+                read_model_graph(graph_file.parent)
 
 
 def recorded_data(*paths: str | None) -> str | None:

@@ -27,6 +27,31 @@ ARCH_OPTIMIZERS = ("adam", "sgd", "shared-adam")        # the thresholds' optimi
 CROP = Range(0, 1, lo_open=True, integer=False)          # crop scales and fractions: (0, 1]
 
 
+def check_target(macs: float | None, latency_ms: float | None, table: str | None, required: bool = True,
+                 resume: bool = False) -> None:
+    """The rules of a search's target, written once: :class:`SearchConfig` checks its fields
+    with them, and the command line (``autonl.cli.options.CostTarget``) the values of
+    ``--target-macs``, ``--target-latency`` and ``--latency-table`` before any work. One
+    target, a MAC count or a latency in milliseconds, positive and finite; a latency with the
+    latency table that predicts it, a table only with a latency (``resume``: a resumed search
+    may be given its table again). Neither: an error when ``required`` (a resumed search keeps
+    its own target)."""
+    if macs is not None and latency_ms is not None:
+        raise AutonlError("give --target-macs or --target-latency, not both")
+    if required and macs is None and latency_ms is None:
+        raise AutonlError("give a target: --target-macs, or --target-latency with --latency-table")
+    for flag, value, what in (("--target-macs", macs, "the MAC target must be a positive, finite number"),
+                              ("--target-latency", latency_ms, "the latency target must be a positive, finite "
+                                                               "number of milliseconds")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or not value > 0):
+            raise AutonlError(f"{flag}: {what} (got {value})")
+    if latency_ms is not None and not table:
+        raise AutonlError("--target-latency needs --latency-table TABLE.json (made by autonl latency-table)")
+    if table and latency_ms is None and not resume:
+        raise AutonlError("--latency-table goes with --target-latency (a MAC target counts MACs)")
+
+
 def file_sha256(path: str) -> str | None:
     """sha256 of the regular file at ``path``, read in blocks; None when it cannot be read."""
     import hashlib
@@ -131,19 +156,7 @@ class SearchConfig:
     compile: bool = False            # torch.compile the supernet's forward (measure first: benchmarks/)
 
     def __post_init__(self):
-        if (self.target_macs is None) == (self.target_latency_ms is None):
-            raise AutonlError("give one target: a MAC target (--target-macs) or a latency target (--target-latency "
-                              "with --latency-table), not both" if self.target_macs is not None else
-                              "give a target: --target-macs, or --target-latency with --latency-table")
-        for what, value in (("MAC", self.target_macs), ("latency", self.target_latency_ms)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or not value > 0):
-                raise AutonlError(f"the {what} target must be a positive number, got {value}")
-        if self.target_latency_ms is not None and not self.latency_table:
-            raise AutonlError("a latency target needs the latency table that predicts it (--latency-table TABLE.json, "
-                              "made by autonl latency-table)")
-        if self.target_macs is not None and self.latency_table:
-            raise AutonlError("--latency-table goes with --target-latency; a MAC target counts MACs")
+        check_target(self.target_macs, self.target_latency_ms, self.latency_table)
         if self.latency_table:
             self._check_table_unchanged()
         check_ranges(self)

@@ -42,7 +42,7 @@ from ..onnx.export import export_onnx
 from ..onnx.runtime import run, session
 from .options import LAYOUTS, TvmOptions
 from .targets import NamedTarget, get_target, require_cc
-from .threads import set_threads, target_threads
+from .threads import set_tvm_threads, target_threads
 from .tuning import time_prim, tune
 
 
@@ -317,7 +317,7 @@ def _check_on_host(model: TorchModel, ex, main_params, onnx_model, tvm_target, x
     """(checks, latency) of the host library: its logits against torch's and onnxruntime's
     (a difference beyond the parity rule stops the compile), then both timed at batch 1."""
     threads = target_threads(tvm_target)   # TVM's own default is half the CPUs (threads.py)
-    set_threads(threads)
+    set_tvm_threads(threads)
     runner = vm_runner(ex, main_params)
     got = runner(x)
     sess = session(onnx_model, threads)

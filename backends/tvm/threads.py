@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 
-def set_threads(threads: int) -> None:
+def set_tvm_threads(threads: int) -> None:
     """TVM's worker threads in this process (read when its thread pool starts, so before the
     first parallel kernel; set again for each timer, as a new pool size is taken on reset)."""
     os.environ["TVM_NUM_THREADS"] = str(threads)
@@ -38,4 +38,4 @@ def runner_worker_init(threads: int) -> None:
     from ..processes import die_with_parent
 
     die_with_parent()
-    set_threads(threads)
+    set_tvm_threads(threads)

@@ -14,7 +14,7 @@ from ..manifest import cpu_name
 from ..onnx.export import export_onnx
 from .compile import build, layout_for, to_relax, vm_runner
 from .targets import get_target, require_cc
-from .threads import set_threads
+from .threads import set_tvm_threads
 
 
 _SESSIONS: dict[str, object] = {}
@@ -46,7 +46,7 @@ def tvm_timer(model, threads: int, target_name: str, tuning_dir: str | None, pre
     ex, main_params = build(mod, tvm_target, params, prepack and tuned, tuning_dir if tuned else None)
     x = reference_input(model.graph, batch=1)
     if rpc is None:
-        set_threads(threads)
+        set_tvm_threads(threads)
         runner = vm_runner(ex, main_params)      # the Relax VM as compile runs it, weights laid out once
         vm, dev, args = runner.vm, runner.dev, runner.args
         where, cpu = "host", cpu_name()

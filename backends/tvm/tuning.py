@@ -32,7 +32,7 @@ from autonl.ir import atomic_write
 from ..processes import python_module, stop_process_tree
 from .build_worker import tuning_workers
 from .intrinsics import register_cpu_intrinsics
-from .threads import set_threads, target_threads
+from .threads import set_tvm_threads, target_threads
 
 STOP_GRACE_S = 5.0
 
@@ -186,7 +186,7 @@ def tune_here(mods: list, target, work_dir: str, trials_per_task: int, progress:
     threads = None
     if rpc is None:      # kernels timed here run as the deployed network runs them (threads.py)
         threads = target_threads(target)
-        set_threads(threads)
+        set_tvm_threads(threads)
     tasks = extract(mods, target)
     db = ms.database.JSONDatabase(work_dir=work_dir)
     with_records = [db.query_tuning_record(t.dispatched[0], target, t.task_name) is not None for t in tasks]
