@@ -224,8 +224,8 @@ class CostTarget:
                      parse_ms(latency) if latency is not None else None, table)
         check_target(target.macs, target.latency_ms, table, required=False, resume=resume)
         if table is not None:
-            from autonl.backends.latency import LatencyTable
-            LatencyTable.read(table)       # one line now for a missing or malformed table
+            from autonl.workflows.latency import read_table_file
+            read_table_file(table)       # one line now for a missing or malformed table
         return target
 
 

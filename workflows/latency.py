@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BenchResult", "BenchRow", "CheckResult", "TUNING_FILES", "TableResult", "TuneResult", "bench_sources",
            "check_latency_table", "check_table_request", "check_tune_request", "measure_latency_table",
-           "tune_space_db", "write_check_plot"]
+           "read_table_file", "tune_space_db", "write_check_plot"]
 
 
 def _effort(rounds: int):
@@ -34,6 +34,13 @@ def _effort(rounds: int):
 
 def _threads(threads: int | None) -> int:
     return threads or os.cpu_count() or 1
+
+
+def read_table_file(path: str):
+    """The latency table in ``path`` (:class:`~autonl.backends.latency.LatencyTable`), or one
+    line saying why it is not one: what a command given ``--latency-table`` checks first."""
+    from autonl.backends.latency import LatencyTable
+    return LatencyTable.read(path)
 
 
 @dataclass(frozen=True)
