@@ -95,8 +95,8 @@ def run_cmd(source, data, target, backend, out, search_steps, train_steps, batch
 @cli.command()
 def targets():
     """List the named TVM targets and the target dicts they resolve to."""
-    from autonl.backends.tvm import TARGETS
-    for name, t in TARGETS.items():
+    from autonl.workflows.deploy import tvm_targets
+    for name, t in tvm_targets().items():
         click.echo(f"{name:<12} {t.doc}")
         click.echo(f"{'':<12} {json.dumps(t.target_dict())}")
 
@@ -230,27 +230,22 @@ def deploy(folder, rpc_addr, qemu, runs, input_npy, json_out):
     (--rpc: upload the library, run and time it there) or under qemu-user (--qemu: the
     cross-built runner). Prints the median latency and the largest difference from the
     logits PyTorch gave on this machine."""
-    from autonl.backends.tvm import remote
+    from autonl.workflows.deploy import deploy_folder
 
-    if bool(rpc_addr) == bool(qemu):
-        raise AutonlError("give one of --rpc HOST:PORT or --qemu")
-    res = remote.run_qemu(folder, runs, input_npy) if qemu else remote.run_rpc(rpc_addr, folder, runs, input_npy)
-    diff = res.get("vs_reference_max_abs_diff")
-    click.echo(f"{res['where']}: median {res['median_ms']:.2f} ms over {res['runs']} runs"
+    res = deploy_folder(folder, rpc_addr, qemu, runs, input_npy)
+    diff = res.max_abs_diff
+    click.echo(f"{res.where}: median {res.median_ms:.2f} ms over {res.runs} runs"
                + (f"; max |output - reference| {diff:.2e}" if diff is not None else ""))
     _random_weights_line(folder)
-    write_json(json_out, res)
+    write_json(json_out, res.doc)
 
 
 def _random_weights_line(folder) -> None:
     """One line when the folder was compiled from random weights (its manifest says so)."""
-    try:
-        weights = json.loads((Path(folder) / "manifest.json").read_text()).get("weights", "")
-    except (OSError, ValueError, AttributeError):
-        return
-    if isinstance(weights, str) and weights.startswith("random"):
-        click.echo(f"weights: {weights} (compiled without trained weights): latencies are real, outputs are not "
-                   f"a trained model's", err=True)
+    from autonl.workflows.deploy import random_weights_note
+    note = random_weights_note(folder)
+    if note:
+        click.echo(note, err=True)
 
 
 @cli.command()
@@ -262,14 +257,14 @@ def profile(folder, runs, top, json_out):
     """Per-layer (fused kernel) time of a TVM deploy folder, on the machine the library was
     built for (run it on the board for aarch64 folders). TVM 0.27's runtime has no VM
     profiler: kernels are timed through the VM's instrument hook."""
-    from autonl.backends.tvm import remote
+    from autonl.workflows.deploy import profile_folder
 
-    res = remote.profile(folder, runs=runs)
-    click.echo(f"{res['library']} ({res['target']}): {res['model_us'] / 1e3:.2f} ms a run; its "
-               f"{len(res['kernels'])} kernels take {res['kernels_us'] / 1e3:.2f} ms (median of {runs} runs, "
+    res = profile_folder(folder, runs)
+    click.echo(f"{res.library} ({res.target}): {res.model_us / 1e3:.2f} ms a run; its "
+               f"{len(res.kernels)} kernels take {res.kernels_us / 1e3:.2f} ms (median of {runs} runs, "
                f"timed one by one through the VM's instrument hook)")
     click.echo(f"{'kernel':<52} {'calls':>5} {'us':>10} {'share':>6}")
-    for r in res["kernels"][:top]:
+    for r in res.kernels[:top]:
         click.echo(f"{r['kernel'][:52]:<52} {r['calls']:>5} {r['total_us']:>10.1f} {r['share']:>6.1%}")
     _random_weights_line(folder)
-    write_json(json_out, res)
+    write_json(json_out, res.doc)

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import click
 
 from autonl.ir import AutonlError, render
-from autonl.ir.files import format_for
 from autonl.ir.ops import all_ops
 from autonl.ir.ops.op_registry import REQUIRED
-from autonl.ir import all_presets, atomic_write
+from autonl.ir import all_presets
 from autonl.passes import PIPELINES, DumpIR, PassManager, PassTimes, all_passes, analyze_cost, get_pipeline
 from autonl.passes.sources import load_source
-from autonl.workflows.sources import Source, weighted_model
+from autonl.workflows.sources import Source, weighted_model, write_pass_result
 
 from .app import cli
 from .options import InputShape, with_preset_options
@@ -136,73 +133,12 @@ def opt(source, pipeline, pass_specs, out, fmt, dump_dir, timing, resolution, wi
             click.echo(f"note: the weights of {source} were not written (give -o FILE to write them beside FILE)",
                        err=True)
         return
-    weights_file, why_not = None, None
-    if weighted is not None:
-        from autonl.backends.torch.lower import to_torch_with_weights
-        from autonl.backends.torch.train.weights import torch_bytes
-        from autonl.ir import Model
-        try:
-            module = to_torch_with_weights(Model(result.graph, result.weights))
-            weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        except AutonlError as e:      # a relaxed graph, or nodes the passes added
-            why_not = str(e)
-        else:
-            weights_file = Path(out).with_name(Path(out).stem + ".weights.pt")
-            atomic_write(weights_file, torch_bytes(weights))
-    atomic_write(out, render(result.graph, format_for(out, fmt)))
+    weights_file, why_not = write_pass_result(result.graph, result.weights, out, fmt, weighted is not None)
     click.echo(f"wrote {out} ({len(result.graph)} nodes, modified: {'yes' if result.modified else 'no'})"
                + (f" and its weights {weights_file}" if weights_file else ""), err=True)
     if why_not:
         click.echo(f"warning: the weights of {source} do not fit the result, so only the graph was written "
                    f"({why_not}); it compiles with random weights", err=True)
-
-
-def _load_callable(spec: str):
-    """``package.module:callable`` or ``path/to/file.py:callable``, called: the torch.nn.Module
-    it returns. A module or callable that fails, exits (SystemExit) or returns anything else
-    is one line naming ``spec``."""
-    import importlib
-    import importlib.util
-
-    mod_name, sep, attr = spec.rpartition(":")
-    if not sep or not mod_name or not attr:
-        raise AutonlError(f"{spec!r}: expected MODULE:CALLABLE, e.g. mynets.mobilenet:build or nets.py:build")
-    try:
-        if mod_name.endswith(".py") or os.sep in mod_name:
-            path = Path(mod_name)
-            if not path.is_file():
-                raise AutonlError(f"{mod_name}: no such Python file")
-            spec_ = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec_)
-            sys.modules[path.stem] = module
-            spec_.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(mod_name)
-    except AutonlError:
-        raise
-    except SystemExit as e:  # the module called sys.exit() (or exit()) while being imported
-        raise AutonlError(f"importing {mod_name} failed: it exited (SystemExit: {e.code!r}) instead of "
-                          f"defining '{attr}'") from None
-    except Exception as e:  # noqa: BLE001  (the user's module failed to import)
-        raise AutonlError(f"importing {mod_name} failed: {type(e).__name__}: {e}") from None
-    fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise AutonlError(f"{mod_name} has no callable '{attr}'")
-    try:
-        net = fn()
-    except SystemExit as e:  # e.g. sys:exit, or a script's main() that ends with sys.exit
-        raise AutonlError(f"{spec}() exited (SystemExit: {e.code!r}) instead of returning a torch.nn.Module") \
-            from None
-    except Exception as e:  # noqa: BLE001
-        raise AutonlError(f"{spec}() failed: {type(e).__name__}: {e}") from None
-    import torch
-    if not isinstance(net, torch.nn.Module):
-        t = type(net)
-        what = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-        raise AutonlError(f"{spec}() returned {what}, not a torch.nn.Module")
-    return net
 
 
 @cli.command("import")
@@ -218,30 +154,11 @@ def import_cmd(spec, input_shape, out, no_fold):
     (torch.export in eval mode, core ATen; torch.fx where export fails) into an IR graph of
     primitives with its weights, loaded strictly, and its inverted-residual blocks folded
     into mbconv nodes."""
-    from autonl.backends.manifest import check_out
-    from autonl.backends.torch.importer import import_module
-    from autonl.backends.torch.lower import to_torch_with_weights
-    from autonl.backends.torch.train.weights import save_model, torch_bytes
-    from autonl.ir import save_graph
+    from autonl.workflows.importing import import_callable
 
-    shape = list(input_shape)
-    out_path = Path(out)
-    as_file = out_path.suffix in (".ir", ".txt", ".json")
-    check_out(out_path.parent if as_file else out_path)
-    net = _load_callable(spec)
-    try:
-        model = import_module(net, shape, name=spec.rpartition(":")[2], fold_blocks=not no_fold)
-    except SystemExit as e:  # the module's forward exited while being traced
-        raise AutonlError(f"{spec}: the module exited while being traced (SystemExit: {e.code!r})") from None
-    graph, module = model.graph, to_torch_with_weights(model)
-    blocks = sum(1 for n in graph if n.op == "mbconv")
-    if as_file:
-        weights = out_path.with_name(out_path.stem + ".weights.pt")
-        atomic_write(weights, torch_bytes({k: v.detach().cpu() for k, v in module.state_dict().items()}))
-        save_graph(graph, out_path)
-        click.echo(f"wrote {out_path} ({len(graph.nodes)} nodes, {blocks} mbconv blocks) and {weights}")
+    res = import_callable(spec, input_shape, out, no_fold)
+    if res.weights is not None:
+        click.echo(f"wrote {res.out} ({res.nodes} nodes, {res.blocks} mbconv blocks) and {res.weights}")
     else:
-        save_model(graph, module, out_path)
-        click.echo(f"wrote model folder {out_path}/ ({len(graph.nodes)} nodes, {blocks} mbconv blocks)")
-    cost = analyze_cost(graph)
-    click.echo(f"{cost.macs / 1e6:.1f}M MACs, {cost.params / 1e6:.2f}M params")
+        click.echo(f"wrote model folder {res.out}/ ({res.nodes} nodes, {res.blocks} mbconv blocks)")
+    click.echo(f"{res.macs / 1e6:.1f}M MACs, {res.params / 1e6:.2f}M params")

@@ -1,4 +1,4 @@
-"""The ``autonl`` command. Commands are thin: parse options, call the library, print; they
+"""The ``autonl`` command. Commands are thin: parse options, call a workflow, print; they
 live in one module per group (graph_cmds, train_cmds, deploy_cmds).
 
 Every failure caused by input prints one line ``error: ...`` and exits non-zero

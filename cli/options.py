@@ -20,6 +20,7 @@ from autonl.backends.base import DATA_HELP  # noqa: F401  (re-exported for the c
 from autonl.backends.torch.config import RESOLUTION, RUNTIME_SETTINGS, check_target
 from autonl.ir import AutonlError
 from autonl.ir.ranges import Range, range_of
+from autonl.workflows.train import Launch
 
 WIDTH = Range(0, 16, lo_open=True, integer=False)
 NPROC = Range(1, 256)
@@ -223,8 +224,8 @@ class CostTarget:
                      parse_ms(latency) if latency is not None else None, table)
         check_target(target.macs, target.latency_ms, table, required=False, resume=resume)
         if table is not None:
-            from autonl.backends.latency import LatencyTable
-            LatencyTable.read(table)       # one line now for a missing or malformed table
+            from autonl.workflows.latency import read_table_file
+            read_table_file(table)       # one line now for a missing or malformed table
         return target
 
 
@@ -241,17 +242,6 @@ def cost_target_options(macs_help: str, latency_help: str):
         wrapper = click.option("--target-latency", "target_latency", help=latency_help)(wrapper)
         return click.option("--target-macs", "target_macs", help=macs_help)(wrapper)
     return decorate
-
-
-@dataclass(frozen=True)
-class Launch:
-    """torchrun's options of a command that can run on many processes and machines."""
-
-    nproc: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str | None = None
-    master_port: int = 29500
 
 
 def launch_options(f):
@@ -283,14 +273,11 @@ def write_json(path: str | None, data: dict) -> None:
 
 def lock_output(out, what: str, inputs=()) -> None:
     """Check ``out`` against the output-folder policy (never the root, home or working folder,
-    nor around or inside one of the command's ``inputs``: :func:`autonl.backends.outputs.
-    check_output_folder`), then hold its writer lock from now until the command ends, before
-    the slow imports (torch, TVM), so a second writer is refused within a second. The library
-    takes the same lock again when it writes, which is a no-op inside one process."""
-    from autonl.backends.locks import output_lock
-    from autonl.backends.outputs import check_output_folder
-    check_output_folder(out, inputs)
-    click.get_current_context().with_resource(output_lock(out, what))
+    nor around or inside one of the command's ``inputs``: :func:`autonl.workflows.folders.
+    writer_lock`), then hold its writer lock from now until the command ends, before the slow
+    imports (torch, TVM), so a second writer is refused within a second."""
+    from autonl.workflows.folders import writer_lock
+    click.get_current_context().with_resource(writer_lock(out, what, inputs))
     WRITING.append((what, str(out)))
 
 
@@ -363,41 +350,8 @@ def refuse_graph_options_on_resume(ctx: click.Context, names=("resolution", "wid
 
 
 
-def fit_to_folder(ctx: click.Context, config: dict, cls, kind: str, preset: bool) -> tuple[int | None, str | None]:
-    """``autonl train`` and ``autonl search`` on an ImageFolder, as ``autonl run`` does: the
-    steps, batch size and learning rate left at their defaults (and the search's warm-up, a
-    third of its steps) are fitted to the folder
-    (:func:`~autonl.backends.torch.data.fitted_settings`; the learning rate scaled to the batch
-    by the linear rule), with one line saying so. The built-in sets keep the defaults they were
-    tuned with. Returns the fitted input size for a preset left without ``--resolution`` and
-    the line to print once the run's folder is ready (None: nothing fitted)."""
+def left_default(ctx: click.Context, names=("batch_size", "steps", "warmup_steps", "lr", "resolution")) -> set:
+    """The options among ``names`` that the user left at their defaults: what ``autonl train``
+    and ``autonl search`` may fit to an ImageFolder (:func:`autonl.workflows.train.fit_to_folder`)."""
     from click.core import ParameterSource
-
-    from autonl.backends.torch.data import BUILTIN_DATASETS, fitted_settings, scaled_lr
-    if config.get("data") in BUILTIN_DATASETS or config.get("data") in (None, "builtin"):
-        return None, None
-
-    def default(name: str) -> bool:
-        return ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None)
-    import torch
-    fitted = fitted_settings(config["data"], gpu=torch.cuda.is_available() and config.get("device") != "cpu")
-    changed = []
-    if default("batch_size"):
-        config["batch_size"] = fitted["batch_size"]
-        changed.append(f"batch {config['batch_size']}")
-    if default("steps"):
-        config["steps"] = fitted[f"{kind}_steps"]
-        changed.append(f"{config['steps']} steps")
-    if kind == "search" and default("warmup_steps"):
-        config["warmup_steps"] = min(config["warmup_steps"], config["steps"] // 3)
-        changed.append(f"warm-up {config['warmup_steps']} steps")
-    if default("lr"):
-        config["lr"] = scaled_lr(cls.lr, config["batch_size"])
-        changed.append(f"lr {config['lr']:g} (the default {cls.lr:g} at batch 64, scaled to batch "
-                       f"{config['batch_size']})")
-    resolution = fitted["resolution"] if preset and default("resolution") else None
-    if resolution is not None:
-        changed.append(f"resolution {resolution}")
-    line = (f"settings: {', '.join(changed)}; fitted to the data: {fitted['why']} (give --steps, --batch-size, "
-            f"--lr to choose)") if changed else None
-    return resolution, line
+    return {name for name in names if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None)}

@@ -1,25 +1,20 @@
 """Commands of the PyTorch backend: train, eval, search, derive."""
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from autonl.ir import AutonlError
 from autonl.ir.ops import LIGHTNL_NORMS
-from autonl.passes.sources import is_preset, relaxed_graph
-from autonl.workflows.sources import check_model_graphs, recorded_data, start_weights, training_graph
+from autonl.workflows.train import derive_run, launch_search, search_source, train_source
 
 from autonl.backends.torch.config import ARCH_OPTIMIZERS, RESOLUTION, SearchConfig, TrainConfig
 
 from .app import cli
-from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, Launch, augmentation_options, check_resume_settings,
-                      config_option, config_type, cost_target_options, fit_to_folder, launch_options, lock_output,
+from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, augmentation_options, check_resume_settings,
+                      config_option, config_type, cost_target_options, launch_options, left_default, lock_output,
                       ranged, refuse_graph_options_on_resume, set_torch_threads, typed_options)
-
 
 
 @cli.command()
@@ -62,21 +57,10 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
         overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
-    init = start_weights(source, init, from_scratch)
-    check_model_graphs(source, init)    # a model folder's graph.json (authoritative) must agree with its graph.ir
-    from autonl.backends.torch.train import train as run_training
-
-    if config["data"] is None:    # a model folder (or --init) was trained on data it names: fine-tune on those
-        config["data"] = recorded_data(source, init) or TrainConfig.data
-    fitted_resolution = fitted_line = None
-    if not resume:      # on a folder: steps, batch and lr left out fitted as autonl run fits them
-        fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, TrainConfig, "train",
-                                                       is_preset(source))
-    cfg = TrainConfig(**config)          # every other option is a TrainConfig field of the same name
-    graph = None if resume else training_graph(source, resolution, width, cfg.data, fitted_resolution)
-    with _new_run(out, resume, force):
-        result = run_training(graph, cfg, out, resume=resume, init=init, overrides=overrides, note=fitted_line)
-    click.echo(json.dumps(result))
+    result = train_source(source, out, config, resume=resume, force=force, init=init, from_scratch=from_scratch,
+                          resolution=resolution, width=width, overrides=overrides,
+                          left_default=left_default(click.get_current_context()))
+    click.echo(result.to_json())
     click.echo(f"run folder: {out} (metrics.jsonl, curves.png, checkpoint.pt, model/)", err=True)
 
 
@@ -182,33 +166,20 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
     if launching:
         if launch.node_rank == 0:     # node 0 holds the lock for its workers (HELD_BY_PARENT)
             lock_output(out, "search", inputs=inputs)
-        with _new_run(out, resume, force, launch.node_rank == 0):
-            rc = _torchrun(out, launch)
-            if rc:      # a failed launch puts a replaced folder back (unless it left a checkpoint)
-                raise click.exceptions.Exit(rc)
+        rc = launch_search(out, launch, sys.argv[1:], resume, force)
+        if rc:      # a failed launch puts a replaced folder back (unless it left a checkpoint)
+            raise click.exceptions.Exit(rc)
         return 0
     if os.environ.get("WORLD_SIZE") is None:   # under torchrun, rank 0 takes the lock as it writes
         lock_output(out, "search", inputs=inputs)
-    from autonl.backends.torch.data import num_classes
-    from autonl.backends.torch.search import search as run_search
-
-    graph = cfg = fitted_line = None
-    if not resume:
-        # on a folder: steps, batch and lr left out fitted as autonl run fits them
-        fitted_resolution, fitted_line = fit_to_folder(click.get_current_context(), config, SearchConfig, "search",
-                                                       is_preset(source))
-        cfg = SearchConfig(target_macs=macs, target_latency_ms=latency,       # the other options are fields
-                           latency_table=str(Path(latency_table).resolve()) if latency_table else None, **config)
-        graph = relaxed_graph(source, space, resolution or fitted_resolution or
-                              (32 if is_preset(source) else None), width,
-                              num_classes(cfg.data), lightnl_norm)
-    with _new_run(out, resume, force, os.environ.get("WORLD_SIZE") is None):
-        result = run_search(graph, cfg, out, resume=resume, overrides=overrides,
-                            note=fitted_line)
-    if result:
-        click.echo(json.dumps(result))
+    result = search_source(source, out, config, target_macs=macs, target_latency_ms=latency,
+                           latency_table=latency_table, space=space, lightnl_norm=lightnl_norm, resolution=resolution,
+                           width=width, resume=resume, force=force, overrides=overrides,
+                           left_default=left_default(click.get_current_context()))
+    if result.metrics:
+        click.echo(result.to_json())
         click.echo(f"run folder: {out} (decisions.json, metrics.jsonl, trace.jsonl, "
-                   f"{'latency.png' if latency is not None else 'macs.png'}, decisions.png)",
+                   f"{'latency.png' if result.by_latency else 'macs.png'}, decisions.png)",
                    err=True)
 
 
@@ -220,68 +191,8 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
 def derive(run_dir, out, decisions, force):
     """Derive a search run: discrete graph + inherited weights + costs + comparison."""
     lock_output(out, "derive", inputs=(run_dir, decisions))
-    from autonl.backends.torch.search.child import derive_child
-
-    result = derive_child(run_dir, out, decisions, force)
+    result = derive_run(run_dir, out, decisions, force)
     click.echo(result.header())
     click.echo(result.table())
     click.echo(f"wrote {out}/ (graph.json, graph.ir, weights.pt, decisions.json, cost.json, comparison.*); "
                f"fine-tune it with: autonl train {out} --data ...", err=True)
-
-
-def _new_run(out: str, resume: bool, force: bool, here: bool = True):
-    """A new run's --out: refused if it holds anything (one line naming --resume and --force),
-    replaced with --force (:mod:`autonl.backends.outputs`); a resumed run, or a torchrun
-    worker (its launcher did this), as it is."""
-    from contextlib import nullcontext
-
-    from autonl.backends.outputs import replacing_folder
-    if resume or not here:
-        return nullcontext()
-    return replacing_folder(out, force, hint=" (or --resume to continue the run in it)",
-                            keep_new_if=lambda folder: (folder / "checkpoint.pt").exists())
-
-
-_LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port")
-
-
-def _torchrun(out: str, launch: Launch) -> int:
-    """Run this command again under torchrun (an existing launcher, not ours): on this machine
-    alone (``--standalone``), or as node ``node_rank`` of ``nnodes`` meeting at the master.
-
-    Node 0, whose rank 0 writes ``--out``, holds its lock here for the whole job (the workers
-    are told, ``HELD_BY_PARENT``); torchrun dies with this command, and its workers with it
-    (``die_with_parent``), so that a killed ``autonl search`` leaves no worker writing on."""
-    import subprocess
-
-    from autonl.backends.locks import HELD_BY_PARENT, lock_path
-    from autonl.backends.processes import die_with_parent
-
-    if launch.nnodes > 1 and not launch.master_addr:
-        raise AutonlError("--nnodes above 1 needs --master-addr, the address of the machine with --node-rank 0")
-    if launch.node_rank >= launch.nnodes:
-        raise AutonlError(f"--node-rank {launch.node_rank} is not below --nnodes {launch.nnodes}")
-    env = dict(os.environ)
-    if launch.node_rank == 0:    # locked by the caller
-        env[HELD_BY_PARENT] = str(lock_path(out))
-    args, rest = [], list(sys.argv[1:])
-    while rest:
-        a = rest.pop(0)
-        name = a.split("=", 1)[0]
-        if name in _LAUNCH_OPTIONS:
-            if "=" not in a and rest:
-                rest.pop(0)
-            continue
-        args.append(a)
-    where = ["--standalone"] if launch.nnodes == 1 else [
-        f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}", f"--master-addr={launch.master_addr}",
-        f"--master-port={launch.master_port}"]
-    # Neither torchrun nor its workers may import from the working folder (a numpy.py there
-    # would run): `python -m` puts it first on sys.path, python_module drops it first thing
-    # (torchrun's --no-python runs the worker command as given).
-    # (autonl's main() has set PYTHONSAFEPATH in the environment they inherit)
-    from autonl.backends.processes import python_module
-    cmd = python_module("torch.distributed.run", *where, f"--nproc-per-node={launch.nproc}", "--no-python",
-                        *python_module("autonl.cli.main", *args))
-    return subprocess.call(cmd, env=env, preexec_fn=die_with_parent)
-

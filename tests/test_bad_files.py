@@ -504,12 +504,12 @@ def test_an_interrupted_tuning_compile_says_how_to_resume(tmp_path):
 @pytest.mark.parametrize("command", ["compile", "bench"])
 def test_running_out_of_memory_is_one_line_saying_what_to_do(monkeypatch, capsys, tmp_path, error, command):
     """A 4096x4096 input under a memory limit: torch's allocator error, or numpy's MemoryError."""
-    from autonl.cli import latency_cmds
+    from autonl.workflows import latency as latency_workflow
     from autonl.workflows import compile as compile_workflow
 
     def allocate(*args, **kwargs):
         raise error
-    monkeypatch.setattr(compile_workflow if command == "compile" else latency_cmds, "load_deployable", allocate)
+    monkeypatch.setattr(compile_workflow if command == "compile" else latency_workflow, "load_deployable", allocate)
     args = ["compile", "mobilenetv2", "-r", "4096", "--out", str(tmp_path / "d")] if command == "compile" else \
         ["bench", "mobilenetv2", "-r", "4096"]
     assert main(args) == 1

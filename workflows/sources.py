@@ -11,7 +11,7 @@ from autonl.passes import resize_graph
 from autonl.passes.sources import FOLDER, GRAPH_FILE, MODEL_FOLDER, Source, model_folder, relaxed_graph
 
 __all__ = ["Source", "check_model_graphs", "load_deployable", "recorded_data", "space_graph", "start_weights", "training_graph",
-           "weighted_model", "weights_line"]
+           "weighted_model", "weights_line", "write_pass_result"]
 
 
 def load_deployable(source: Source | str, resolution=None, width=None, batch=None, classes=None, seed: int = 0):
@@ -44,6 +44,32 @@ def weighted_model(source: Source, graph: Graph) -> Model | None:
     else:
         return None
     return ir_model(tm.graph, tm.module)
+
+
+def write_pass_result(graph: Graph, weights: dict | None, out: str | Path, fmt: str | None = None,
+                      weighted: bool = False) -> tuple[Path | None, str | None]:
+    """Write the graph ``autonl opt`` made to ``out`` (in ``fmt``, else as its suffix says),
+    and, for a ``weighted`` source, the ``weights`` that came through the passes beside it as
+    <stem>.weights.pt, where ``autonl compile`` finds them. Returns that weights file (None if
+    not written) and why the weights were not written (None if they were, or there were none):
+    a relaxed graph, or nodes the passes added, have no trained weights."""
+    from autonl.ir import atomic_write, render
+    from autonl.ir.files import format_for
+
+    weights_file, why_not = None, None
+    if weighted:
+        from autonl.backends.torch.lower import to_torch_with_weights
+        from autonl.backends.torch.train.weights import torch_bytes
+        try:
+            module = to_torch_with_weights(Model(graph, weights))
+            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        except AutonlError as e:      # a relaxed graph, or nodes the passes added
+            why_not = str(e)
+        else:
+            weights_file = Path(out).with_name(Path(out).stem + ".weights.pt")
+            atomic_write(weights_file, torch_bytes(state))
+    atomic_write(out, render(graph, format_for(out, fmt)))
+    return weights_file, why_not
 
 
 def weights_line(model, source: str) -> str:
