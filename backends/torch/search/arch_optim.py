@@ -3,9 +3,8 @@
 With Adam, each threshold's step is its gradient over that threshold's own running RMS: every
 threshold moves at about the learning rate whatever its pull, so when the cost term pushes
 them all one way (above the target) they rise in lockstep, and which gates cross first is
-decided by the statistics' margins, not by what each option is worth for its cost (measured on
-Fashion-MNIST: after the warm-up every threshold read the same value at every step until the
-gates with the lowest statistics had crossed and the target was reached, about 15 steps).
+decided by the statistics' margins, not by what each option is worth for its cost (the
+thresholds' trace on Fashion-MNIST: docs, benchmarks).
 
 :class:`SharedAdam` keeps Adam's first moment per threshold but shares one second moment
 among them all (the running mean square of every threshold's gradient): a threshold moves in
