@@ -191,12 +191,13 @@ def test_a_resumed_search_refuses_a_table_that_changed_since_it_began(tmp_path):
 
 
 def test_search_resume_with_a_changed_table_is_one_line(cli, tmp_path):
-    from helpers import space_ir
+    from helpers import run_timing_command, space_ir
     space = tmp_path / "tiny.ir"
     space.write_text(space_ir(32))
     table = tmp_path / "table.json"
-    cli("latency-table", space, "--threads", "1", "--rounds", "2", "--calibration", "2", "--out", table,
-        check_ok=True)
+    proc = run_timing_command(lambda: cli("latency-table", space, "--threads", "1", "--rounds", "2", "--calibration",
+                                          "2", "--out", table))
+    assert proc.returncode == 0, proc.stderr
     run = tmp_path / "s"
     cli("search", space, "--data", "digits", "--steps", "3", "--warmup-steps", "1", "--workers", "0", "--batch-size",
         "8", "--train-size", "16", "--val-size", "8", "--target-latency", "0.05ms", "--latency-table", table, "--out",
