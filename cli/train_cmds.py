@@ -40,6 +40,8 @@ from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, augmentation_option
 @augmentation_options(TrainConfig)
 @config_option(TrainConfig, "--precise-bn",
                help="Training batches to re-estimate BN statistics before each evaluation (0: off).")
+@click.option("--channels-last/--contiguous", "channels_last", default=TrainConfig.channels_last, show_default=True,
+              help="Memory format of the network and its batches (channels-last: 2x faster steps on CPU).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (a new run in its place).")
 @click.option("--init", "init", type=click.Path(), help="Start from these weights (model folder or .pt).")

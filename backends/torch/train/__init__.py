@@ -127,7 +127,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
     if note:
         print(note, file=sys.stderr, flush=True)
 
-    module = to_torch(graph).to(device)
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    module = to_torch(graph).to(device, memory_format=memory)
     if init is not None:
         load_weights(module, Path(init) / "weights.pt" if Path(init).is_dir() else init, graph.name)
     optimizer = make_optimizer(module.parameters(), cfg)
@@ -137,6 +138,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def step(i, x, y):
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=memory)
         return StepResult(*train_step(module, optimizer, scheduler, x, y, loss_fn))
 
     def row(i, epoch, result, window):
@@ -154,7 +157,8 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
                               after_checkpoint=lambda: plot_curves(run.metrics, run.curves), progress=progress)
     resolution = graph.inputs[next(iter(graph.inputs))].shape[-1]
     aug = augmentation(cfg.data, cfg.crop_scale, cfg.flip, cfg.eval_crop)
-    save_model(graph, module.cpu().eval(), run.folder / "model", data_facts(cfg.data, resolution, aug))
+    save_model(graph, module.cpu().to(memory_format=torch.contiguous_format).eval(), run.folder / "model",
+               data_facts(cfg.data, resolution, aug))
     result = {"step": loop.step, **last_val}
     atomic_write(run.folder / "result.json", json.dumps(result, indent=1) + "\n")
     from autonl.backends.manifest import write_run_manifest
