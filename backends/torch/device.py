@@ -5,7 +5,7 @@ import torch
 
 from autonl.ir import AutonlError
 
-__all__ = ["autocast", "pick_device"]
+__all__ = ["autocast", "memory_format", "pick_device"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -24,3 +24,8 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The memory format of a network and its image batches (the configs' ``channels_last``)."""
+    return torch.channels_last if channels_last else torch.contiguous_format

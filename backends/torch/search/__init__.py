@@ -40,7 +40,7 @@ from ...locks import output_lock
 from ...processes import die_with_parent
 from .arch_optim import SharedAdam
 from ..config import SearchConfig
-from ..device import autocast, pick_device
+from ..device import autocast, memory_format, pick_device
 from ..train.evaluation import evaluate, recalibrate_bn
 from .landing import LANDING_TOLERANCE, choose, land
 from ..data import DATA_FACTS_FILE, augmentation, data_facts
@@ -223,7 +223,7 @@ def _search(graph: Graph | None, cfg: SearchConfig | None, out: str | Path, resu
     if note and rank == 0:
         print(note, file=sys.stderr, flush=True)
 
-    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory = memory_format(cfg.channels_last)
     supernet.to(device, memory_format=memory)
     model: nn.Module = supernet
     if world > 1:

@@ -31,7 +31,7 @@ from autonl.ir import AutonlError, Graph, atomic_write
 from ...locks import output_lock
 from .checkpoint import read_checkpoint
 from ..config import TrainConfig
-from ..device import autocast, pick_device
+from ..device import autocast, memory_format, pick_device
 from .evaluation import evaluate, recalibrate_bn
 from ..data import augmentation, data_facts
 from .loop import Loop, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
@@ -127,7 +127,7 @@ def _train(graph: Graph | None, cfg: TrainConfig, out: str | Path, resume: bool,
     if note:
         print(note, file=sys.stderr, flush=True)
 
-    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory = memory_format(cfg.channels_last)
     module = to_torch(graph).to(device, memory_format=memory)
     if init is not None:
         load_weights(module, Path(init) / "weights.pt" if Path(init).is_dir() else init, graph.name)
