@@ -8,7 +8,9 @@ writer gets one line naming them, before it does any work, instead of waiting.
 
 The PID text is only a label for that line: whether a lock is held is the kernel's answer to
 ``flock``, never the text. A process that dies, even by SIGKILL, loses its lock with its last
-file descriptor, so the file it leaves behind is taken over by the next writer. Children that
+file descriptor, so the file it leaves behind is taken over by the next writer. The holder's
+line is written into a new file under a temporary name that is then linked (or, over a dead
+holder's file, renamed) to the lock's name, so the lock file is never seen without it. Children that
 a holder forks (e.g. data-loading workers) close their copy of the descriptor at once, so
 the lock does not outlive the holder. On release (success, error or Ctrl-C) the holder
 removes the file while it still holds the lock; a writer that opened the old file meanwhile
@@ -28,7 +30,6 @@ import errno
 import fcntl
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,14 +68,8 @@ def lock_path(out: str | Path) -> Path:
 
 
 def _holder(fd: int) -> tuple[str, str]:
-    """(PID, command) as the holder wrote them; it writes them just after it locks, so an
-    empty file is read again for a moment."""
-    text = ""
-    for _ in range(20):
-        text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
-        if text:
-            break
-        time.sleep(0.01)
+    """(PID, command) as the holder wrote them (before the file got its name)."""
+    text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
     pid, _, what = text.partition(" ")
     return (pid if pid.isdigit() else "unknown"), (what or "?")
 
@@ -118,6 +113,30 @@ def _same_file(fd: int, path: Path) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _fresh(path: Path, what: str) -> tuple[int, Path]:
+    """A new file beside ``path`` that already holds our PID and command, locked by us: (its
+    descriptor, its temporary name). It gets the lock's name only once its text is written, so
+    a second writer never finds a lock file without its holder's line (not even when the
+    holder is paused between creating and writing it)."""
+    tmp = path.parent / f"{path.name}.{os.getpid()}.{threading.get_ident()}.new"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # nobody else knows this file yet
+    except BaseException:
+        os.close(fd)
+        _unlink(tmp)
+        raise
+    return fd, tmp
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _acquire(path: Path, out: Path, what: str) -> tuple[int, list[Path]]:
     """Lock ``path``: (its descriptor, the folders made for it)."""
     created: list[Path] = []
@@ -125,33 +144,52 @@ def _acquire(path: Path, out: Path, what: str) -> tuple[int, list[Path]]:
         for _ in range(100):
             created += _make_parents(path.parent, out)
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd, tmp = _fresh(path, what)
             except FileNotFoundError:     # its folder was removed by a writer that just finished
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid, holder = _holder(fd)
-                os.close(fd)
-                raise AutonlError(f"{out}: another autonl process (PID {pid}, autonl {holder}) is writing this "
-                                  "folder; wait for it or pick another --out") from None
+                try:
+                    os.link(tmp, path)    # atomic: fails when a lock file is there already
+                    return fd, created
+                except FileExistsError:
+                    pass
+                if _take_over(path, tmp, out):
+                    return fd, created
             except BaseException:
                 os.close(fd)
                 raise
-            if not _same_file(fd, path):  # the holder before us removed the file after we opened it
-                os.close(fd)
-                continue
-            try:
-                os.ftruncate(fd, 0)       # a dead holder's text is not ours
-                os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd, created
+            finally:
+                _unlink(tmp)
+            os.close(fd)
         raise AutonlError(f"{out}: could not take the lock {path}; another process keeps replacing it")
     except BaseException:
         _remove_empty(created)
         raise
+
+
+def _take_over(path: Path, tmp: Path, out: Path) -> bool:
+    """``path`` exists: raise the one-line error when its holder is alive; when it was left by a
+    process that died, replace it by ``tmp`` (ours, locked, with our line) and return True;
+    return False to try again (it was removed or replaced meanwhile)."""
+    try:
+        old = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:             # its holder released it just now
+        return False
+    try:
+        try:
+            fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not _same_file(old, path):     # replaced meanwhile: read the new one
+                return False
+            pid, holder = _holder(old)
+            raise AutonlError(f"{out}: another autonl process (PID {pid}, autonl {holder}) is writing this "
+                              "folder; wait for it or pick another --out") from None
+        if not _same_file(old, path):     # the holder before us removed the file after we opened it
+            return False
+        os.replace(tmp, path)             # we hold the dead holder's lock: nobody takes it meanwhile
+        return True
+    finally:
+        os.close(old)
 
 
 def _lock(out: Path, what: str) -> tuple[Path, int, list[Path]]:

@@ -159,6 +159,44 @@ def test_the_pid_in_a_lock_file_is_not_taken_for_a_holder(tmp_path):
         assert path.read_text() == f"{os.getpid()} train\n"
 
 
+CHURN = textwrap.dedent("""
+    import sys, time
+    from autonl.backends.locks import output_lock
+    print("ready", flush=True)
+    end = time.time() + 30
+    while time.time() < end:        # takes and releases the lock until the test closes our stdin
+        with output_lock(sys.argv[1], "search"):
+            pass
+        if sys.stdin in __import__("select").select([sys.stdin], [], [], 0)[0]:
+            break
+""")
+
+
+def test_a_lock_file_is_never_seen_without_its_holders_line(tmp_path):
+    """The holder's line is in the file before the file has the lock's name (CI once refused a
+    second search with 'PID unknown': it had read the file between its creation and the line)."""
+    out = tmp_path / "run"
+    lock_path(out).write_text("1 old\n")  # a dead holder's file: taken over (renamed over) first
+    churn = subprocess.Popen([sys.executable, "-c", CHURN, str(out)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    seen = 0
+    try:
+        assert churn.stdout.readline().strip() == "ready"
+        while seen < 300 and churn.poll() is None:
+            try:
+                text = lock_path(out).read_text()
+            except FileNotFoundError:
+                continue
+            if text != "1 old\n" or seen:
+                seen += 1
+                assert text == f"{churn.pid} search\n", repr(text)
+    finally:
+        churn.stdin.close()
+        churn.wait(timeout=60)
+    assert churn.returncode == 0 and seen == 300
+    assert list(tmp_path.iterdir()) == []          # no temporary file left beside it
+
+
 def test_a_forked_child_does_not_keep_the_lock_of_a_killed_parent(tmp_path):
     """Data-loading workers are forked from the writer: when it is SIGKILLed, they must not keep
     its lock alive."""
