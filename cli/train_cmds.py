@@ -9,7 +9,7 @@ import click
 from autonl.ir.ops import LIGHTNL_NORMS
 from autonl.workflows.train import derive_run, launch_search, search_source, train_source
 
-from autonl.backends.torch.config import ARCH_OPTIMIZERS, RESOLUTION, SearchConfig, TrainConfig
+from autonl.backends.torch.config import ARCH_OPTIMIZERS, LANDINGS, RESOLUTION, SearchConfig, TrainConfig
 
 from .app import cli
 from .options import (DATA_HELP, THREADS, WIDTH, CostTarget, augmentation_options, check_resume_settings,
@@ -117,6 +117,10 @@ def evaluate_cmd(model, data, batch_size, workers, device, val_size, skip_corrup
               help="After the warm-up, each step also trains the weights on the largest and on one random "
                    "sub-network (BigNAS's sandwich rule), so that switched-off options keep learning; a step "
                    "after the warm-up costs about 3x, and on Fashion-MNIST it chose no better (docs: benchmarks).")
+@click.option("--landing", type=click.Choice(LANDINGS), default=SearchConfig.landing, show_default=True,
+              help="When the thresholds end more than 5% off the target: margin flips the gates nearest their "
+                   "thresholds; measured tries the 8 nearest single flips that land, each in the supernet (loss on "
+                   "--holdout images, else on training batches), and keeps the best.")
 @config_option(SearchConfig, "--batch-size")
 @config_option(SearchConfig, "--lr", help="Weights (SGD, or --optimizer).")
 @click.option("--optimizer", type=click.Choice(["sgd", "rmsprop"]), default=SearchConfig.optimizer, show_default=True,

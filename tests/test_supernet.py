@@ -139,3 +139,34 @@ def test_landing_flips_the_least_decided_gates_toward_the_target(space):
         margin = {(r.node, r.attr): abs(float(r.gate.statistic - r.gate.threshold.detach())) for r in net.gate_refs}
         assert min(margin[k] for k in changed) <= sorted(margin.values())[len(margin) // 2]
     assert land(net, chosen, c0 * 1.03) == (chosen, [])
+
+
+def test_measured_landing_keeps_the_single_flip_with_the_lowest_loss(space):
+    """SearchConfig.landing="measured": the least decided single flips that land within 5% are
+    each measured in the supernet (BN statistics re-estimated, loss on the same images); the
+    lowest loss is kept; a search already within 5% is left as it is."""
+    from autonl.backends.torch.search.landing import LANDING_TOLERANCE, land_measured
+    torch.manual_seed(0)
+    net = Supernet(space).eval()
+    net(torch.randn(2, 3, RES, RES))
+    chosen = net.decisions()
+    c0 = net.cost_of(chosen)
+    # a target that one flip reaches and the thresholds' choice misses by more than 5%
+    flips = {}
+    for r in net.gate_refs:
+        trial = {n: dict(a) for n, a in chosen.items()}
+        trial[r.node][r.attr] = r.gate.off_value
+        flips[(r.node, r.attr)] = net.cost_of(trial)
+    target = min(flips.values())
+    assert c0 / target - 1 > LANDING_TOLERANCE
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(4, 3, RES, RES, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(3)]
+    landed, flipped, rows = land_measured(net, chosen, target, batches, batches[:2], torch.device("cpu"),
+                                          log=lambda m: None)
+    assert rows and len(flipped) == 1
+    assert all(abs(r["cost"] / target - 1) <= LANDING_TOLERANCE for r in rows)
+    best = min(rows, key=lambda r: r["loss"])
+    assert [r["flip"] for r in rows if r["chosen"]] == [best["flip"]] == flipped
+    changed = [(n, a) for n in chosen for a in chosen[n] if chosen[n][a] != landed[n][a]]
+    assert len(changed) == 1 and net.cost_of(landed) == best["cost"]
+    assert land_measured(net, chosen, c0 * 1.03, batches, batches, torch.device("cpu")) == (chosen, [], [])

@@ -24,6 +24,7 @@ SEED = Range(0, 2**32 - 1)               # numpy and torch both take it
 RUNTIME_SETTINGS = ("workers", "device", "log_every", "checkpoint_every", "eval_every", "channels_last", "compile")
 WORKERS = Range(0, 256)                  # data-loading processes
 ARCH_OPTIMIZERS = ("adam", "sgd", "shared-adam")        # the thresholds' optimisers
+LANDINGS = ("margin", "measured")                       # how a search that ends off its target lands
 CROP = Range(0, 1, lo_open=True, integer=False)          # crop scales and fractions: (0, 1]
 
 
@@ -127,6 +128,10 @@ class SearchConfig:
     # with its own BN statistics, on the validation images, and keep the most accurate; 0 or 1:
     # off (on Fashion-MNIST, 24 candidates chose no better at either cost: docs, benchmarks)
     candidates: int = _f(0, NON_NEGATIVE_INT)
+    # when the thresholds end off the target by more than the landing tolerance: "margin" flips
+    # the least decided gates; "measured" evaluates the least decided single flips that land
+    # in the supernet (loss on held-out training images) and keeps the best (landing.py)
+    landing: str = "margin"
     # the share of the steps after the warm-up over which the target falls from the largest
     # sub-network's cost to the target (geometrically); 0: the target from the first step
     target_ramp: float = _f(0.0, Range(0, 1, integer=False))
@@ -165,6 +170,8 @@ class SearchConfig:
         check_ranges(self)
         if not self.warmup_steps < self.steps:
             raise AutonlError(f"warm-up steps ({self.warmup_steps}) must be below the steps ({self.steps})")
+        if self.landing not in LANDINGS:
+            raise AutonlError(f"unknown landing '{self.landing}'; known: {', '.join(LANDINGS)}")
         if self.arch_optimizer not in ARCH_OPTIMIZERS:
             raise AutonlError(f"unknown arch optimizer '{self.arch_optimizer}'; known: {', '.join(ARCH_OPTIMIZERS)}")
         if self.optimizer not in ("sgd", "rmsprop"):

@@ -42,7 +42,7 @@ from .arch_optim import SharedAdam
 from ..config import SearchConfig
 from ..device import autocast, memory_format, pick_device
 from ..train.evaluation import evaluate, recalibrate_bn
-from .landing import LANDING_TOLERANCE, choose, land
+from .landing import LANDING_TOLERANCE, choose, land, land_measured
 from ..data import DATA_FACTS_FILE, augmentation, data_facts
 from ..train.loop import Loop, Run, StepResult, cosine_with_warmup, make_optimizer, open_run, seed_all
 from .supernet import Supernet
@@ -351,7 +351,13 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     if rank != 0:
         return {}
     chosen = supernet.cost_of(decisions)
-    decisions, flipped = land(supernet, decisions, cfg.target)
+    landing_rows = None
+    if cfg.landing == "measured":
+        score_loader = val_loader if cfg.holdout else train_loader    # never the validation split
+        decisions, flipped, landing_rows = land_measured(supernet, decisions, cfg.target, train_loader,
+                                                         score_loader, device)
+    else:
+        decisions, flipped = land(supernet, decisions, cfg.target)
     if flipped:
         unit = "ms" if cfg.unit == "ms" else "MACs"
         landed = supernet.cost_of(decisions)
@@ -371,7 +377,8 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     macs = analyze_cost(resize_graph(derived, cost_res) if cost_res else derived).macs
     result = {"step": step, "target_macs": cfg.target_macs, "derived_macs": macs,
               "cost_resolution": cost_res or graph.inputs[next(iter(graph.inputs))].shape[-1],
-              "thresholds_cost": chosen, "landing_flips": flipped, "candidates": candidates,
+              "thresholds_cost": chosen, "landing_flips": flipped, "landing_candidates": landing_rows,
+              "candidates": candidates,
               "supernet_val_acc": val["val_acc"],
               "supernet_val_on": (f"{cfg.holdout} held-out training images" if cfg.holdout else
                                   "the validation split"),

@@ -19,6 +19,7 @@ from ..train.evaluation import evaluate, recalibrate_bn
 from .supernet import Supernet
 
 LANDING_TOLERANCE = 0.05    # a derived network further off its MAC target gets a warning line
+MEASURED_CANDIDATES = 8     # single flips that land_measured evaluates, the least decided first
 
 
 def land(supernet: Supernet, decisions: dict, target: float, tolerance: float = LANDING_TOLERANCE) -> tuple[dict, list]:
@@ -34,28 +35,97 @@ def land(supernet: Supernet, decisions: dict, target: float, tolerance: float = 
     search was least sure of give way, the confident ones stay."""
     current, flipped = copy.deepcopy(decisions), []
     cost = supernet.cost_of(current)
-    # margins to 6 decimals, ties in the graph's order: float noise between two runs (another
-    # thread count, a resumed run) must not reorder gates that are alike
-    order = [r for _, _, r in sorted(
-        (round(abs(float(r.gate.statistic - r.gate.threshold.detach())), 6) if r.gate.statistic is not None
-         else math.inf, i, r) for i, r in enumerate(supernet.gate_refs))]
+    order = _margin_order(supernet)
     used: set = set()
     while abs(cost / target - 1) > tolerance:
         for r in order:
             if (r.node, r.attr) in used:
                 continue
-            trial = copy.deepcopy(current)
-            was = trial[r.node][r.attr]
-            trial[r.node][r.attr] = r.gate.off_value if was == r.gate.on_value else r.gate.on_value
+            trial, line = _flip(current, r)
             c = supernet.cost_of(trial)
             if abs(math.log(c / target)) < abs(math.log(cost / target)):
                 used.add((r.node, r.attr))
-                flipped.append(f"{r.node}.{r.attr}: {was} -> {trial[r.node][r.attr]}")
+                flipped.append(line)
                 current, cost = trial, c
                 break
         else:
             break
     return current, flipped
+
+
+def _flip(decisions: dict, ref) -> tuple[dict, str]:
+    trial = copy.deepcopy(decisions)
+    was = trial[ref.node][ref.attr]
+    trial[ref.node][ref.attr] = ref.gate.off_value if was == ref.gate.on_value else ref.gate.on_value
+    return trial, f"{ref.node}.{ref.attr}: {was} -> {trial[ref.node][ref.attr]}"
+
+
+def _margin_order(supernet: Supernet) -> list:
+    """The gates, least decided first: margins to 6 decimals, ties in the graph's order (float
+    noise between two runs, another thread count or a resumed run, must not reorder gates that
+    are alike)."""
+    return [r for _, _, r in sorted(
+        (round(abs(float(r.gate.statistic - r.gate.threshold.detach())), 6) if r.gate.statistic is not None
+         else math.inf, i, r) for i, r in enumerate(supernet.gate_refs))]
+
+
+def _fixed_batches(loader, images: int) -> list:
+    """The first batches of ``loader`` holding about ``images`` images, kept (so that every
+    candidate is measured on the same images, the same way)."""
+    out, seen = [], 0
+    for x, y in loader:
+        out.append((x, y))
+        seen += len(y)
+        if seen >= images:
+            break
+    return out
+
+
+def land_measured(supernet: Supernet, decisions: dict, target: float, train_loader, score_loader, device,
+                  max_candidates: int = MEASURED_CANDIDATES, tolerance: float = LANDING_TOLERANCE,
+                  log=lambda m: print(m, file=sys.stderr)) -> tuple[dict, list, list[dict]]:
+    """``(decisions, flipped, rows)``: like :func:`land`, but where one gate flip can bring the
+    cost within ``tolerance``, the flip is chosen by measurement instead of by margin alone: the
+    ``max_candidates`` least decided gates whose flip lands within the tolerance are each
+    switched in the supernet, its batch-norm statistics re-estimated on the same training
+    batches, and its cross-entropy measured on the same images of ``score_loader`` (held-out
+    training images when the search has ``--holdout``, else training batches; never the
+    validation split); the lowest loss wins (ties: the least decided). Where no single flip
+    lands, :func:`land`'s greedy flips are used as they are.
+
+    Why: at the end of a search the margin of a skip gate is small in part because the cost
+    term pushes hardest on the dearest gates, so the margin rule tends to drop whole blocks
+    where a smaller change would land as well; the supernet's own loss says what each candidate
+    costs the network it was trained as."""
+    if abs(supernet.cost_of(decisions) / target - 1) <= tolerance:
+        return copy.deepcopy(decisions), [], []
+    cands = []
+    for r in _margin_order(supernet):
+        trial, line = _flip(decisions, r)
+        if abs(supernet.cost_of(trial) / target - 1) <= tolerance:
+            cands.append((trial, line))
+        if len(cands) >= max_candidates:
+            break
+    if not cands:
+        landed, flipped = land(supernet, decisions, target, tolerance)
+        return landed, flipped, []
+    bn_batches = _fixed_batches(train_loader, 20 * (getattr(train_loader, "batch_size", None) or 64))
+    score = _fixed_batches(score_loader, 2000)
+    rows, best = [], 0
+    for i, (trial, line) in enumerate(cands):
+        supernet.force(trial)
+        recalibrate_bn(supernet, bn_batches, device, batches=len(bn_batches))
+        with torch.no_grad():
+            m = evaluate(supernet, score, device)
+        loss = m["val_loss"] if m["val_loss"] is not None else math.inf
+        rows.append({"flip": line, "cost": supernet.cost_of(trial), "loss": loss, "acc": m["val_acc"]})
+        if loss < rows[best]["loss"]:
+            best = i
+    supernet.force(None)
+    for i, r in enumerate(rows):
+        r["chosen"] = i == best
+    log("landing: " + "; ".join(f"{r['flip']} loss {r['loss']:.4f}" for r in rows) + f"; kept {rows[best]['flip']}")
+    return cands[best][0], [cands[best][1]], rows
 
 
 def neighbours(supernet: Supernet, decisions: dict, target: float, count: int, seed: int) -> list[dict]:
