@@ -278,7 +278,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of every network")
     ap.add_argument("--search-steps", type=int, default=400)
     ap.add_argument("--warmup-steps", type=int, help="the search's warm-up [default: a third of its steps]")
-    ap.add_argument("--train-steps", type=int, default=200)
+    ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--holdout", type=int, default=2000, help="training images a search holds out as its validation")
     ap.add_argument("--rank-val-size", type=int, default=2000, help="validation images the supernet ranking reads")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
