@@ -30,6 +30,7 @@ import errno
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,10 +69,26 @@ def lock_path(out: str | Path) -> Path:
 
 
 def _holder(fd: int) -> tuple[str, str]:
-    """(PID, command) as the holder wrote them (before the file got its name)."""
-    text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
+    """(PID, command) as the holder wrote them: before the file got its name, except on a
+    filesystem without hard links, where an empty file is read again for a moment."""
+    text = ""
+    for _ in range(20):
+        text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
+        if text:
+            break
+        time.sleep(0.01)
     pid, _, what = text.partition(" ")
     return (pid if pid.isdigit() else "unknown"), (what or "?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:               # another user's process: alive
+        return True
+    return True
 
 
 def _make_parents(folder: Path, out: Path) -> list[Path]:
@@ -119,15 +136,43 @@ def _fresh(path: Path, what: str) -> tuple[int, Path]:
     a second writer never finds a lock file without its holder's line (not even when the
     holder is paused between creating and writing it)."""
     tmp = path.parent / f"{path.name}.{os.getpid()}.{threading.get_ident()}.new"
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    _unlink(tmp)        # one a killed process of the same PID left behind
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
+        os.pwrite(fd, _line(what), 0)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # nobody else knows this file yet
     except BaseException:
         os.close(fd)
         _unlink(tmp)
         raise
     return fd, tmp
+
+
+def _line(what: str) -> bytes:
+    return f"{os.getpid()} {what}\n".encode()
+
+
+def _create_in_place(path: Path, what: str) -> int | None:
+    """For a filesystem without hard links (FAT, some network and FUSE mounts): create the lock
+    file under its own name, lock it, then write the line (a reader may find it empty for a
+    moment: :func:`_holder` reads again). None when the name is taken."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, _line(what), 0)
+    except BlockingIOError:       # opened and locked by another writer in between: it is theirs
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
 
 def _unlink(path: Path) -> None:
@@ -153,6 +198,13 @@ def _acquire(path: Path, out: Path, what: str) -> tuple[int, list[Path]]:
                     return fd, created
                 except FileExistsError:
                     pass
+                except OSError as e:
+                    if e.errno not in _NO_LINKS:
+                        raise
+                    placed = _create_in_place(path, what)
+                    if placed is not None:
+                        os.close(fd)
+                        return placed, created
                 if _take_over(path, tmp, out):
                     return fd, created
             except BaseException:
@@ -172,7 +224,7 @@ def _take_over(path: Path, tmp: Path, out: Path) -> bool:
     process that died, replace it by ``tmp`` (ours, locked, with our line) and return True;
     return False to try again (it was removed or replaced meanwhile)."""
     try:
-        old = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        old = os.open(path, os.O_RDONLY | os.O_CLOEXEC)     # flock needs no write access
     except FileNotFoundError:             # its holder released it just now
         return False
     try:
@@ -182,6 +234,12 @@ def _take_over(path: Path, tmp: Path, out: Path) -> bool:
             if not _same_file(old, path):     # replaced meanwhile: read the new one
                 return False
             pid, holder = _holder(old)
+            if pid.isdigit() and not _alive(int(pid)):
+                # a dead holder's line in a locked file: another writer is taking it over just
+                # now (it renames its own file over this one): read that one instead
+                time.sleep(0.05)
+                if not _same_file(old, path):
+                    return False
             raise AutonlError(f"{out}: another autonl process (PID {pid}, autonl {holder}) is writing this "
                               "folder; wait for it or pick another --out") from None
         if not _same_file(old, path):     # the holder before us removed the file after we opened it

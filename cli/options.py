@@ -8,6 +8,7 @@ one line that names the option and says the range: ``--steps must be a positive 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -299,12 +300,14 @@ def resume_hint() -> str:
     return ""
 
 
-def check_resume_settings(out, config_file: str, given: dict) -> dict:
+def check_resume_settings(out, config_file: str, given: dict, config_class=None) -> dict:
     """A resumed run keeps the settings it started with (they are in its checkpoint): an
     option the user typed with another value is one line, never silently dropped, unless it
     only changes how the run runs (workers, device, logging and checkpoint intervals, memory
     format): those are returned, ``{field: value}``, to apply. ``given``: {flag: (field,
-    value)} for the options the user typed (:func:`typed_options`)."""
+    value)} for the options the user typed (:func:`typed_options`). A setting the run's file
+    lacks (a run started before the setting existed) is compared with ``config_class``'s
+    default, which is what the resumed run gets."""
     from pathlib import Path
 
     overrides = {field: value for field, value in given.values() if field in RUNTIME_SETTINGS}
@@ -318,10 +321,12 @@ def check_resume_settings(out, config_file: str, given: dict) -> dict:
         return overrides    # resuming reports an unreadable run itself
     if not isinstance(saved, dict):
         return overrides
+    defaults = {} if config_class is None else {
+        f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
     for flag, (field, value) in given.items():
-        if field in RUNTIME_SETTINGS or field not in saved:
+        if field in RUNTIME_SETTINGS or (field not in saved and field not in defaults):
             continue
-        old = saved[field]
+        old = saved[field] if field in saved else defaults[field]
         same = old == value or (isinstance(value, float) and isinstance(old, (int, float))
                                 and not isinstance(old, bool) and math.isclose(value, old, rel_tol=1e-9))
         if not same:

@@ -58,7 +58,8 @@ def train(source, out, resume, force, init, from_scratch, resolution, width, thr
     overrides = None
     if resume:     # before torch: one line, at once
         refuse_graph_options_on_resume(click.get_current_context())
-        overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config))
+        overrides = check_resume_settings(out, "config.json", typed_options(click.get_current_context(), config),
+                                          TrainConfig)
     result = train_source(source, out, config, resume=resume, force=force, init=init, from_scratch=from_scratch,
                           resolution=resolution, width=width, overrides=overrides,
                           left_default=left_default(click.get_current_context()))
@@ -165,7 +166,7 @@ def search(source, target, out, space, lightnl_norm, resolution, width, launch, 
             given["--target-macs"] = ("target_macs", macs)
         if latency is not None:
             given["--target-latency"] = ("target_latency_ms", latency)
-        overrides = check_resume_settings(out, "search_config.json", given)
+        overrides = check_resume_settings(out, "search_config.json", given, SearchConfig)
     launching = os.environ.get("WORLD_SIZE") is None and (launch.nproc > 1 or launch.nnodes > 1)
     set_torch_threads(threads, here=not launching, processes=launch.nproc if launching else 1)
     inputs = (source, space, latency_table, config.get("data"))    # never inside or around --out

@@ -274,3 +274,21 @@ def test_two_writers_through_a_symbolic_link_get_the_lock_line(cli, tmp_path):
         release(holder)
     assert list(real.iterdir()) == []
 
+
+
+def test_a_filesystem_without_hard_links_still_gets_a_lock(tmp_path, monkeypatch):
+    """Where link() is refused (FAT, some network and FUSE mounts) the lock file is created
+    under its own name; a dead holder's file is still taken over, and nothing is left beside it."""
+    import errno
+
+    def no_links(*_):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "run"
+    with output_lock(out, "train") as path:
+        assert path == lock_path(out) and path.read_text() == f"{os.getpid()} train\n"
+    lock_path(out).write_text("1 old\n")       # left by a holder that died
+    with output_lock(out, "search") as path:
+        assert path.read_text() == f"{os.getpid()} search\n"
+    assert list(tmp_path.iterdir()) == []

@@ -67,6 +67,12 @@ def test_resume_keeps_the_runs_settings_and_says_so(cli, tmp_path):
                            (["--lambda", "1"], "--lambda 1.0: a resumed run keeps its own settings (lam = 5.0"),
                            (["-r", "64"], "--resolution: a resumed run keeps its own graph")):
         assert_one_line_error(cli("search", "--out", run, "--resume", *args), fragment, "another --out")
+    # a run started before a setting existed gets its default when resumed: compared with that
+    saved = json.loads((run / "search_config.json").read_text())
+    del saved["landing"]
+    (run / "search_config.json").write_text(json.dumps(saved))
+    assert_one_line_error(cli("search", "--out", run, "--resume", "--landing", "measured"),
+                          "--landing measured: a resumed run keeps its own settings (landing = margin")
     proc = cli("search", "--out", run, "--resume", "--steps", "4", "--workers", "1", "--checkpoint-every", "2",
                check_ok=True)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 4

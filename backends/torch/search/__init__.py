@@ -356,14 +356,17 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
         score_loader = val_loader if cfg.holdout else train_loader    # never the validation split
         decisions, flipped, landing_rows = land_measured(supernet, decisions, cfg.target, train_loader,
                                                          score_loader, device)
+        landing_rows = landing_rows or None       # null when nothing was measured, as with margin
     else:
         decisions, flipped = land(supernet, decisions, cfg.target)
     if flipped:
         unit = "ms" if cfg.unit == "ms" else "MACs"
         landed = supernet.cost_of(decisions)
         print(f"note: the thresholds chose {_fmt_cost(chosen, unit)} ({chosen / cfg.target - 1:+.0%} off the target); "
-              f"the {len(flipped)} least decided gate(s) flipped to land at {_fmt_cost(landed, unit)}: "
-              f"{'; '.join(flipped[:6])}" + (f"; and {len(flipped) - 6} more (result.json: landing_flips)"
+              + (f"of the {len(landing_rows)} least decided single flips that land, the one the supernet "
+                 f"measured best was kept ({_fmt_cost(landed, unit)}): " if landing_rows else
+                 f"the {len(flipped)} least decided gate(s) flipped to land at {_fmt_cost(landed, unit)}: ")
+              + f"{'; '.join(flipped[:6])}" + (f"; and {len(flipped) - 6} more (result.json: landing_flips)"
                                              if len(flipped) > 6 else ""), file=sys.stderr)
     candidates = None
     if cfg.candidates > 1:

@@ -69,14 +69,16 @@ def _margin_order(supernet: Supernet) -> list:
          else math.inf, i, r) for i, r in enumerate(supernet.gate_refs))]
 
 
-def _fixed_batches(loader, images: int) -> list:
-    """The first batches of ``loader`` holding about ``images`` images, kept (so that every
-    candidate is measured on the same images, the same way)."""
-    out, seen = [], 0
+def _fixed_batches(loader, images: int, max_bytes: int = 512 << 20) -> list:
+    """The first batches of ``loader`` holding about ``images`` images (fewer where they would
+    take more than ``max_bytes``: 850 at 224x224), kept on the host, so that every candidate is
+    measured on the same images, the same way."""
+    out, seen, size = [], 0, 0
     for x, y in loader:
         out.append((x, y))
         seen += len(y)
-        if seen >= images:
+        size += x.element_size() * x.nelement()
+        if seen >= images or size >= max_bytes:
             break
     return out
 
@@ -109,22 +111,29 @@ def land_measured(supernet: Supernet, decisions: dict, target: float, train_load
     if not cands:
         landed, flipped = land(supernet, decisions, target, tolerance)
         return landed, flipped, []
+    # the training sampler's epoch is put back afterwards, so that what follows the landing (the
+    # chosen network's BN statistics) reads the batches it reads with the margin landing
+    sampler = getattr(train_loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
     bn_batches = _fixed_batches(train_loader, 20 * (getattr(train_loader, "batch_size", None) or 64))
     score = _fixed_batches(score_loader, 2000)
+    if epoch is not None and hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
     rows, best = [], 0
     for i, (trial, line) in enumerate(cands):
         supernet.force(trial)
         recalibrate_bn(supernet, bn_batches, device, batches=len(bn_batches))
         with torch.no_grad():
             m = evaluate(supernet, score, device)
-        loss = m["val_loss"] if m["val_loss"] is not None else math.inf
+        loss = m["val_loss"]              # None: no image with finite logits (never kept over a number)
         rows.append({"flip": line, "cost": supernet.cost_of(trial), "loss": loss, "acc": m["val_acc"]})
-        if loss < rows[best]["loss"]:
+        if loss is not None and (rows[best]["loss"] is None or loss < rows[best]["loss"]):
             best = i
     supernet.force(None)
     for i, r in enumerate(rows):
         r["chosen"] = i == best
-    log("landing: " + "; ".join(f"{r['flip']} loss {r['loss']:.4f}" for r in rows) + f"; kept {rows[best]['flip']}")
+    log("landing: measured " + "; ".join(f"{r['flip']} loss " + (f"{r['loss']:.4f}" if r["loss"] is not None else "n/a")
+                                        for r in rows) + f"; kept {rows[best]['flip']}")
     return cands[best][0], [cands[best][1]], rows
 
 
