@@ -325,6 +325,35 @@ def _fmt_cost(value: float, unit: str) -> str:
     return f"{value:.3f} ms" if unit == "ms" else f"{format_count(value)} MACs"
 
 
+def _land(supernet: Supernet, decisions: dict, chosen: float, cfg: SearchConfig, train_loader, val_loader,
+          device) -> tuple[dict, list, list | None, list | None]:
+    """The thresholds' ``decisions`` brought within the landing tolerance of the target (margin
+    or measured) and, with ``cfg.candidates``, the best landing candidate: ``(decisions,
+    flipped, landing_rows, candidates)``."""
+    landing_rows = None
+    if cfg.landing == "measured":
+        score_loader = val_loader if cfg.holdout else train_loader    # never the validation split
+        decisions, flipped, landing_rows = land_measured(supernet, decisions, cfg.target, train_loader,
+                                                         score_loader, device)
+        landing_rows = landing_rows or None       # null when nothing was measured, as with margin
+    else:
+        decisions, flipped = land(supernet, decisions, cfg.target)
+    if flipped:
+        unit = "ms" if cfg.unit == "ms" else "MACs"
+        landed = supernet.cost_of(decisions)
+        print(f"note: the thresholds chose {_fmt_cost(chosen, unit)} ({chosen / cfg.target - 1:+.0%} off the target); "
+              + (f"of the {len(landing_rows)} least decided single flips that land, the one the supernet "
+                 f"measured best was kept ({_fmt_cost(landed, unit)}): " if landing_rows else
+                 f"the {len(flipped)} least decided gate(s) flipped to land at {_fmt_cost(landed, unit)}: ")
+              + f"{'; '.join(flipped[:6])}" + (f"; and {len(flipped) - 6} more (result.json: landing_flips)"
+                                             if len(flipped) > 6 else ""), file=sys.stderr)
+    candidates = None
+    if cfg.candidates > 1:
+        decisions, candidates = choose(supernet, decisions, cfg.target, cfg.candidates, cfg.seed, train_loader,
+                                       val_loader, device, cfg.holdout)
+    return decisions, flipped, landing_rows, candidates
+
+
 def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_loader, val_loader, device,
            rank: int, world: int, step: int, table=None) -> dict:
     from autonl.passes import analyze_cost
@@ -351,27 +380,8 @@ def finish(supernet: Supernet, graph: Graph, cfg: SearchConfig, run: Run, train_
     if rank != 0:
         return {}
     chosen = supernet.cost_of(decisions)
-    landing_rows = None
-    if cfg.landing == "measured":
-        score_loader = val_loader if cfg.holdout else train_loader    # never the validation split
-        decisions, flipped, landing_rows = land_measured(supernet, decisions, cfg.target, train_loader,
-                                                         score_loader, device)
-        landing_rows = landing_rows or None       # null when nothing was measured, as with margin
-    else:
-        decisions, flipped = land(supernet, decisions, cfg.target)
-    if flipped:
-        unit = "ms" if cfg.unit == "ms" else "MACs"
-        landed = supernet.cost_of(decisions)
-        print(f"note: the thresholds chose {_fmt_cost(chosen, unit)} ({chosen / cfg.target - 1:+.0%} off the target); "
-              + (f"of the {len(landing_rows)} least decided single flips that land, the one the supernet "
-                 f"measured best was kept ({_fmt_cost(landed, unit)}): " if landing_rows else
-                 f"the {len(flipped)} least decided gate(s) flipped to land at {_fmt_cost(landed, unit)}: ")
-              + f"{'; '.join(flipped[:6])}" + (f"; and {len(flipped) - 6} more (result.json: landing_flips)"
-                                             if len(flipped) > 6 else ""), file=sys.stderr)
-    candidates = None
-    if cfg.candidates > 1:
-        decisions, candidates = choose(supernet, decisions, cfg.target, cfg.candidates, cfg.seed, train_loader,
-                                       val_loader, device, cfg.holdout)
+    decisions, flipped, landing_rows, candidates = _land(supernet, decisions, chosen, cfg, train_loader, val_loader,
+                                                         device)
     supernet.force(decisions)
     derived = Derive(decisions)(graph).graph
     recalibrate_bn(supernet, train_loader, device)  # the chosen path's own BN statistics
