@@ -128,8 +128,8 @@ def rank_job(job: dict) -> dict:
     from autonl.backends.torch.train.checkpoint import read_checkpoint
     from autonl.backends.torch.config import SearchConfig
     from autonl.backends.torch.data import make_loaders
-    from autonl.backends.torch.train.evaluation import evaluate, recalibrate_bn
     from autonl.backends.torch.search import cost_resolution, latency_table
+    from autonl.backends.torch.search.landing import evaluate_path
     from autonl.backends.torch.search.supernet import Supernet
     from autonl.ir import load_graph
     from autonl.passes import resize_graph
@@ -152,9 +152,7 @@ def rank_job(job: dict) -> dict:
     device = torch.device("cpu")
     accs = {}
     for net, decisions in job["nets"].items():
-        supernet.force(decisions)
-        recalibrate_bn(supernet, train_loader, device, batches=20)
-        accs[net] = evaluate(supernet, val_loader, device)["val_acc"]
+        accs[net] = evaluate_path(supernet, decisions, train_loader, val_loader, device)["val_acc"]
     row = {"kind": "rank", "net": job["net"], "supernet_acc": accs}
     harness.write_json(out, row)
     return row

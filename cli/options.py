@@ -300,7 +300,7 @@ def resume_hint() -> str:
     return ""
 
 
-def check_resume_settings(out, config_file: str, given: dict, config_class=None) -> dict:
+def check_resume_settings(out, config_file: str, given: dict, config_class) -> dict:
     """A resumed run keeps the settings it started with (they are in its checkpoint): an
     option the user typed with another value is one line, never silently dropped, unless it
     only changes how the run runs (workers, device, logging and checkpoint intervals, memory
@@ -321,8 +321,7 @@ def check_resume_settings(out, config_file: str, given: dict, config_class=None)
         return overrides    # resuming reports an unreadable run itself
     if not isinstance(saved, dict):
         return overrides
-    defaults = {} if config_class is None else {
-        f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
     for flag, (field, value) in given.items():
         if field in RUNTIME_SETTINGS or (field not in saved and field not in defaults):
             continue

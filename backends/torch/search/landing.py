@@ -83,6 +83,16 @@ def _fixed_batches(loader, images: int, max_bytes: int = 512 << 20) -> list:
     return out
 
 
+def evaluate_path(supernet: Supernet, decisions: dict, bn_loader, score_loader, device, bn_batches: int = 20) -> dict:
+    """:func:`evaluate`'s figures of the sub-network ``decisions`` in ``supernet``: forced to
+    it, its batch-norm statistics re-estimated on ``bn_batches`` batches of ``bn_loader``, then
+    evaluated on ``score_loader``. The supernet stays forced to it."""
+    supernet.force(decisions)
+    recalibrate_bn(supernet, bn_loader, device, batches=bn_batches)
+    with torch.no_grad():
+        return evaluate(supernet, score_loader, device)
+
+
 def land_measured(supernet: Supernet, decisions: dict, target: float, train_loader, score_loader, device,
                   max_candidates: int = MEASURED_CANDIDATES, tolerance: float = LANDING_TOLERANCE,
                   log=lambda m: print(m, file=sys.stderr)) -> tuple[dict, list, list[dict]]:
@@ -121,10 +131,7 @@ def land_measured(supernet: Supernet, decisions: dict, target: float, train_load
         sampler.set_epoch(epoch)
     rows, best = [], 0
     for i, (trial, line) in enumerate(cands):
-        supernet.force(trial)
-        recalibrate_bn(supernet, bn_batches, device, batches=len(bn_batches))
-        with torch.no_grad():
-            m = evaluate(supernet, score, device)
+        m = evaluate_path(supernet, trial, bn_batches, score, device, len(bn_batches))
         loss = m["val_loss"]              # None: no image with finite logits (never kept over a number)
         rows.append({"flip": line, "cost": supernet.cost_of(trial), "loss": loss, "acc": m["val_acc"]})
         if loss is not None and (rows[best]["loss"] is None or loss < rows[best]["loss"]):
@@ -169,10 +176,7 @@ def choose(supernet: Supernet, decisions: dict, target: float, count: int, seed:
             "reported on, so that accuracy is optimistic; give --holdout N to choose on held-out training images")
     cands = neighbours(supernet, decisions, target, count, seed)
     for i, cand in enumerate(cands):
-        supernet.force(cand)
-        recalibrate_bn(supernet, train_loader, device)
-        with torch.no_grad():
-            acc = evaluate(supernet, val_loader, device)["val_acc"]
+        acc = evaluate_path(supernet, cand, train_loader, val_loader, device)["val_acc"]
         changed = sorted(f"{n}.{a}" for n in cand for a in cand[n] if decisions.get(n, {}).get(a) != cand[n][a])
         rows.append({"cost": supernet.cost_of(cand), "val_acc": acc, "changed": changed})
         if acc > rows[best]["val_acc"]:
