@@ -44,6 +44,25 @@ def agreement(decisions: list[dict]) -> dict:
             "unanimous_share": len(same) / max(1, len(keys)), "same": same, "differ": differ}
 
 
+def seed_reliability(accs: list[list[float]]) -> dict | None:
+    """How much of the networks' spread is the network and not the training seed: Pearson r
+    between two seeds' accuracies across the networks (mean over seed pairs), and the
+    Spearman-Brown reliability of the mean over all seeds, ``k r / (1 + (k - 1) r)``. Near 0,
+    the networks' differences at this recipe are seed noise: no percentile or tau can be read
+    from them."""
+    import itertools
+
+    from scipy.stats import pearsonr
+
+    k = min(len(a) for a in accs) if accs else 0
+    if k < 2 or len(accs) < 3:
+        return None
+    rs = [float(pearsonr([a[i] for a in accs], [a[j] for a in accs])[0]) for i, j in itertools.combinations(range(k), 2)]
+    r = statistics.mean(rs)
+    return {"r": r, "pairs": rs, "networks": len(accs), "seeds": k,
+            "mean_reliability": k * r / (1 + (k - 1) * r) if r > -1 / (k - 1) else None}
+
+
 def search_curve(folder: Path) -> list[dict]:
     path = folder / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -119,6 +138,7 @@ def _comparison(args, kind: str, comp: dict, cost: Cost, rows: dict, searched: d
          "bootstrap_90": bootstrap_interval(s_runs, random_means),
          "kendall_tau": statistics.mean(t["tau"] for t in taus.values()), "kendall_tau_each": taus,
          "agreement": agreement([n["decisions"] for n in s_nets.values()]),
+         "seed_reliability": seed_reliability([n["val_acc"] for n in nets.values() if len(n["val_acc"]) > 1]),
          "networks": {**nets, **s_nets}}
     c["bootstrap_excludes_0"] = c["bootstrap_90"][0] > 0 or c["bootstrap_90"][1] < 0
     c["searched_off_target"] = {k: n["off_target"] for k, n in s_nets.items() if abs(n["off_target"]) > TOL}
@@ -150,6 +170,7 @@ def _comparison_lines(kind: str, comp: dict, cost: Cost, c: dict, s_nets: dict, 
               f"bar: above the 75th percentile {'yes' if c['above_random_p75'] else 'NO'}; above no LightNL "
               f"{'yes' if c['above_no_lightnl'] else 'NO'}; interval excludes 0 "
               f"{'yes' if c['bootstrap_excludes_0'] and lo > 0 else 'NO'}",
+              _reliability_line(c["seed_reliability"]),
               f"supernet ranking: Kendall tau {c['kendall_tau']:+.3f} (each search: "
               + ", ".join(f"{t['tau']:+.3f} p={t['p']:.2g}" for t in taus.values())
               + f"; {len(next(iter(taus.values()))['supernet_acc'])} networks)",
@@ -160,6 +181,16 @@ def _comparison_lines(kind: str, comp: dict, cost: Cost, c: dict, s_nets: dict, 
               f"search agreement: {c['agreement']['unanimous']} of {c['agreement']['decisions']} decisions the same "
               f"in all {len(s_nets)} searches; they differ on: {', '.join(c['agreement']['differ']) or 'nothing'}"]
     return lines
+
+
+def _reliability_line(rel: dict | None) -> str:
+    if rel is None:
+        return "seed reliability: needs >= 2 training seeds and >= 3 networks"
+    mr = rel["mean_reliability"]
+    return (f"seed reliability (do the networks differ beyond the training seed?): r {rel['r']:+.2f} between seeds "
+            f"across {rel['networks']} networks; the mean of {rel['seeds']} seeds "
+            + (f"{mr:.2f}" if mr is not None else "undefined (r too negative)")
+            + ("; near 0: the ranking among these networks is seed noise" if rel["r"] < 0.2 else ""))
 
 
 def _at_warm_end(curve):
