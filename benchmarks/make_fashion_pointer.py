@@ -21,7 +21,8 @@ training seeds of the same 24 networks still do not agree on their order (search
 ``--task odd-one-out`` writes another long-range task: three garments in three of the four
 corners, two of one class and one of another; the label is the odd garment's class, which only
 a comparison of garments 10-20 pixels apart tells (a network that recognises the two classes
-present but cannot compare gets about half right). A flip or a crop keeps its label.
+present but cannot compare gets about half right). A flip keeps its label; a crop could cut a
+garment off (search and train it with ``--crop-scale 1`` too).
 
 Reads Debian's ``dataset-fashion-mnist`` (or ``$AUTONL_FASHION_MNIST``): the training
 images make ``train/``, the test images ``val/``; 10 classes named as Fashion-MNIST's.
