@@ -40,6 +40,9 @@ Reported per comparison: each arm's mean and sd; the searched mean's percentile 
 random networks' means (``searched_percentile``); a bootstrap 90% interval on (searched mean -
 random median), resampling the searched runs and the random networks' means; whether the
 searched mean lies above the random 75th percentile and above the no-LightNL network;
+``seed_reliability`` (Pearson r between two training seeds' accuracies across the non-searched
+networks, and the Spearman-Brown reliability of their mean: near 0, the networks differ only by
+seed noise on this data and recipe, and neither the percentile nor tau means anything);
 ``kendall_tau`` (mean over searches, and each); the supernet's accuracy during each search
 (training batches of the sampled path; held-out images at the end); which decisions the
 searches agree on.
