@@ -57,7 +57,10 @@ def seed_reliability(accs: list[list[float]]) -> dict | None:
     k = min(len(a) for a in accs) if accs else 0
     if k < 2 or len(accs) < 3:
         return None
-    rs = [float(pearsonr([a[i] for a in accs], [a[j] for a in accs])[0]) for i, j in itertools.combinations(range(k), 2)]
+    columns = [[a[i] for a in accs] for i in range(k)]
+    if any(max(c) == min(c) for c in columns):     # a seed gave every network the same accuracy
+        return None
+    rs = [float(pearsonr(columns[i], columns[j])[0]) for i, j in itertools.combinations(range(k), 2)]
     r = statistics.mean(rs)
     return {"r": r, "pairs": rs, "networks": len(accs), "seeds": k,
             "mean_reliability": k * r / (1 + (k - 1) * r) if r > -1 / (k - 1) else None}
@@ -185,7 +188,8 @@ def _comparison_lines(kind: str, comp: dict, cost: Cost, c: dict, s_nets: dict, 
 
 def _reliability_line(rel: dict | None) -> str:
     if rel is None:
-        return "seed reliability: needs >= 2 training seeds and >= 3 networks"
+        return ("seed reliability: undefined (it needs >= 2 training seeds, >= 3 networks, and accuracies "
+                "that differ between networks)")
     mr = rel["mean_reliability"]
     return (f"seed reliability (do the networks differ beyond the training seed?): r {rel['r']:+.2f} between seeds "
             f"across {rel['networks']} networks; the mean of {rel['seeds']} seeds "

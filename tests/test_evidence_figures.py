@@ -36,6 +36,7 @@ def test_seed_reliability_tells_networks_that_differ_from_seed_noise():
     assert len(three["pairs"]) == 3 and three["mean_reliability"] > three["r"]
 
 
-def test_seed_reliability_needs_two_seeds_and_three_networks():
+def test_seed_reliability_needs_two_seeds_three_networks_and_a_spread():
     assert seed_reliability([[0.8], [0.7], [0.9]]) is None
     assert seed_reliability([[0.8, 0.81], [0.7, 0.71]]) is None
+    assert seed_reliability([[0.1, 0.2], [0.1, 0.3], [0.1, 0.25]]) is None     # every network at chance in seed 0
