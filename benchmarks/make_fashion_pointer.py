@@ -41,9 +41,14 @@ from PIL import Image
 CANVAS, ITEM = 32, 12
 
 
+def _shrink(garments: np.ndarray) -> np.ndarray:
+    """The garments scaled to ``ITEM`` x ``ITEM`` (bilinear)."""
+    return np.stack([np.asarray(Image.fromarray(g).resize((ITEM, ITEM), Image.BILINEAR)) for g in garments])
+
+
 def compose(garments: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator) -> tuple[list, list]:
     """``n`` canvases (uint8 [32,32]) and their labels from pairs of random garments."""
-    small = np.stack([np.asarray(Image.fromarray(g).resize((ITEM, ITEM), Image.BILINEAR)) for g in garments])
+    small = _shrink(garments)
     images, out_labels = [], []
     for _ in range(n):
         a, b = rng.integers(len(small), size=2)
@@ -73,7 +78,7 @@ def compose_odd_one_out(garments: np.ndarray, labels: np.ndarray, n: int, rng: n
     """``n`` canvases with three garments in three of the four corners: two of one class (two
     different images), one of another; the label is the odd garment's class. Which class is
     the odd one is only known by comparing garments 10-20 pixels apart."""
-    small = np.stack([np.asarray(Image.fromarray(g).resize((ITEM, ITEM), Image.BILINEAR)) for g in garments])
+    small = _shrink(garments)
     by_class = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
     images, out_labels = [], []
     for _ in range(n):

@@ -275,7 +275,6 @@ def test_two_writers_through_a_symbolic_link_get_the_lock_line(cli, tmp_path):
     assert list(real.iterdir()) == []
 
 
-
 def test_a_filesystem_without_hard_links_still_gets_a_lock(tmp_path, monkeypatch):
     """Where link() is refused (FAT, some network and FUSE mounts) the lock file is created
     under its own name; a dead holder's file is still taken over, and nothing is left beside it."""
