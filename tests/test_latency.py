@@ -108,6 +108,15 @@ def test_calibration_networks_span_the_space_and_the_context_line_is_fitted_thro
     # a slope noise made (rows with no trend) falls back to the median offset
     fixed, scale, how = fit_context([{"blocks_ms": b, "measured_ms": m} for b, m in ((1, 9), (2, 1), (3, 1))])
     assert scale == 1.0 and "outside" in how
+    # rows measured at 32x32 on a busy machine (a 3-network calibration): Theil-Sen's intercept
+    # is negative and the line predicts the smallest network at half its time; refitted through
+    # the origin, every network is predicted within 15% and the fixed part is not below 0
+    rows = [{"blocks_ms": b, "measured_ms": m} for b, m in ((0.0663, 0.1103), (0.6024, 0.865), (0.3347, 0.4338))]
+    fixed, scale, how = fit_context(rows)
+    assert fixed == 0.0 and "through the origin" in how and "-0.037" in how
+    assert scale == pytest.approx(statistics.median([r["measured_ms"] / r["blocks_ms"] for r in rows]))
+    for r in rows:
+        assert abs(scale * r["blocks_ms"] / r["measured_ms"] - 1) < 0.15
 
 
 def test_the_supernet_latency_cost_equals_the_tables_prediction_for_hard_gates(space, table):

@@ -25,8 +25,9 @@ line is fitted through them (robustly, :func:`fit_context`)::
 The table's entries are ``ms = scale * measured_ms`` (``measured_ms`` kept beside) and
 ``fixed_ms`` is the intercept, so the prediction keeps the gate-product form. With fewer than
 3 calibration networks (or a fit outside 0.5..2) ``scale`` is 1 and ``fixed_ms`` the median of
-``measured - blocks``. ``fixed_ms`` can come out negative for tiny networks; the table is
-refused if its fastest sub-network is not predicted above 0. Every calibration row is kept
+``measured - blocks``. A negative intercept is refitted through the origin (a fixed part
+cannot take time away); the table is refused if its fastest sub-network is still not
+predicted above 0. Every calibration row is kept
 in the file. :func:`check_table` samples *other* sub-networks to test the prediction;
 :mod:`.timing` says how each time is taken.
 """
@@ -268,7 +269,13 @@ def fit_context(rows: list[dict]) -> tuple[float, float, str]:
     two rows, so one network off the line does not tilt it; least squares did: one LightNL-
     heavy network set the slope to 1.11 where the others lay on 1.01, and the check's MAPE
     went from 1.7% to 2.0%); scale 1 and the median offset with fewer than 3 rows, too little
-    spread between them, or a slope outside 0.5..2 (a fit that noise made)."""
+    spread between them, or a slope outside 0.5..2 (a fit that noise made).
+
+    A fixed part cannot take time away (a stem, a head, a call into the runtime), so a line
+    whose intercept comes out negative is fitted again through the origin (scale: the median
+    of end-to-end / blocks). At 32x32, with 3 calibration networks on a busy 2-CPU machine,
+    Theil-Sen's intercept came out at -0.003 to -0.14 ms: the line then predicted the
+    smallest network at half its measured time, or below 0 (and the table was refused)."""
     import numpy as np
     from scipy.stats import theilslopes
 
@@ -278,9 +285,16 @@ def fit_context(rows: list[dict]) -> tuple[float, float, str]:
     if len(rows) >= 3 and blocks.max() - blocks.min() > 0.2 * blocks.mean():
         fit = theilslopes(measured, blocks)
         scale, fixed = fit.slope, fit.intercept
+        how = ("Theil-Sen line through the calibration networks: end-to-end = "
+               "fixed_ms + scale x (sum of their blocks as measured in context)")
+        if fixed < 0 and (blocks > 0).any():
+            scale = float(np.median(measured[blocks > 0] / blocks[blocks > 0]))
+            how = (f"line through the origin (the Theil-Sen intercept, {fixed:.4f} ms, was negative, and a fixed "
+                   f"part cannot take time away): end-to-end = scale x (sum of the blocks as measured in context), "
+                   f"scale = median over the calibration networks of end-to-end / blocks")
+            fixed = 0.0
         if 0.5 <= scale <= 2.0:
-            return float(fixed), float(scale), ("Theil-Sen line through the calibration networks: end-to-end = "
-                                                "fixed_ms + scale x (sum of their blocks as measured in context)")
+            return float(fixed), float(scale), how
         median += f" (the fitted slope, {scale:.2f}, was outside 0.5..2)"
     return (float(statistics.median(measured - blocks)) if len(rows) else 0.0), 1.0, median
 
