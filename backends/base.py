@@ -22,8 +22,9 @@ from autonl.ir.ranges import Range, check_ranges, flag_of
 from autonl.ir.registry import Registry
 
 # what every --data (and --calib-data) takes, said once
-DATA_HELP = ("Built-in dataset (digits, also called builtin; fashion-mnist; longrange) or an ImageFolder root with "
-             "train/ and val/.")
+DATA_HELP = ("Built-in dataset (digits, also called builtin; fashion-mnist; longrange) or an ImageFolder root: "
+             "ROOT/train/ with ROOT/val/ (or validation/, test/), or ROOT/<class>/ alone (20% of each class held "
+             "out for validation).")
 
 Runner = Callable[[np.ndarray], np.ndarray]
 

@@ -280,7 +280,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--search-steps", type=int, default=400)
     ap.add_argument("--warmup-steps", type=int, help="the search's warm-up [default: a third of its steps]")
     ap.add_argument("--train-steps", type=int, default=400)
-    ap.add_argument("--holdout", type=int, default=2000, help="training images a search holds out as its validation")
+    ap.add_argument("--holdout", type=int, help="training images a search holds out as its validation "
+                    "[default: 2000, or a fifth of the training images where that is fewer]")
     ap.add_argument("--rank-val-size", type=int, default=2000, help="validation images the supernet ranking reads")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a search setting other than autonl search's default (e.g. arch_lr=0.1); repeatable")
@@ -303,9 +304,16 @@ def prepare(args) -> tuple:
 
     try:
         classes = num_classes(args.data)
-        make_loaders(args.data, args.resolution, 64, workers=0, train_size=1, val_size=1, **args.aug)   # files there
+        train, _, _ = make_loaders(args.data, args.resolution, 64, workers=0, train_size=args.train_size, val_size=1,
+                                   **args.aug)      # the files are there and decode
     except AutonlError as e:
         sys.exit(f"error: {e}")
+    n_train = len(train.dataset)
+    if args.holdout is None:
+        args.holdout = min(2000, max(1, n_train // 5))
+    elif not 1 <= args.holdout < n_train:
+        sys.exit(f"error: --holdout {args.holdout}: a search holds out between 1 and {n_train - 1} of the "
+                 f"{n_train} training images")
     name = Path(args.data).name if os.sep in args.data or Path(args.data).exists() else args.data
     work = Path(args.work or f"runs/evidence-{name}")
     tag = recipe_tag(parse_sets(args.sets))

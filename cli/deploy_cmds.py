@@ -24,7 +24,8 @@ from .options import (DATA_HELP, THREADS, CostTarget, augmentation_options, cost
 @cli.command("run")
 @click.argument("source", default="search-space")
 @click.option("--data", default="builtin", show_default=True,
-              help="builtin (the digits), another built-in dataset, or an ImageFolder root with train/ and val/.")
+              help="builtin (the digits), another built-in dataset, or an ImageFolder root (ROOT/train/ with ROOT/val/, or "
+                   "ROOT/<class>/ alone).")
 @cost_target_options("MAC target of the derived network, counted at 224x224 for a preset, at its own input size for "
                      "a network of your own [default: 300M for the built-in space unless --target-latency; required "
                      "for a SOURCE of your own].", "Latency target instead, e.g. 5ms, predicted by --latency-table "

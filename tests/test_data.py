@@ -2,6 +2,7 @@
 import io
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from autonl.backends.torch import data as D
 from autonl.backends.torch.data import image_folder
+from autonl.backends.torch.data.image_folder import scan_image_folder
 from autonl.backends.torch.data import (BUILTIN_DATASETS, IMAGENET_MEAN, IMAGENET_STD, CorruptImageWarning,
                                         EvalTransform, LongRangeDataset, describe, make_loaders,
                                         random_resized_crop_box)
@@ -204,7 +206,8 @@ def test_unknown_name_lists_the_builtins():
     with pytest.raises(AutonlError) as e:
         make_loaders("digit", 32, 4)
     assert_one_line(e, "unknown dataset 'digit'; did you mean 'digits'? built-in datasets: digits, fashion-mnist, "
-                       "longrange (or give the path of a folder with train/ and val/)")
+                       "longrange (or give the path of an image folder: ROOT/<class>/<image>, or ROOT/train/ and "
+                       "ROOT/val/)")
     with pytest.raises(AutonlError) as e:
         describe("imagenet")
     assert "built-in datasets: digits, fashion-mnist, longrange" in assert_one_line(e)
@@ -217,8 +220,10 @@ def test_layout_errors_name_what_is_missing(tmp_path):
     (no_train / "val" / "x").mkdir(parents=True)
     cases.append((no_train, f"dataset folder '{no_train}' has no train/ subfolder "
                             f"(expected {no_train}/train/<class>/<image>)"))
-    no_val = make_folder(tmp_path / "b", n_val=0)
-    cases.append((no_val, f"dataset folder '{no_val}' has no val/ subfolder (expected {no_val}/val/<class>/<image>)"))
+    loose = tmp_path / "b"
+    _image(loose / "loose.png")  # a flat root, but its images are not in class folders
+    cases.append((loose, f"'{loose}' has no class folders (expected {loose}/<class>/<image>, or "
+                         f"{loose}/train/<class>/<image>)"))
     no_classes = tmp_path / "c"
     (no_classes / "val").mkdir(parents=True)
     _image(no_classes / "train" / "loose.png")  # an image, but not in a class folder
@@ -233,11 +238,58 @@ def test_layout_errors_name_what_is_missing(tmp_path):
                             f"(only in train: -; only in val: yak)"))
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
-    cases.append((a_file, f"dataset '{a_file}' is not a folder (expected ROOT/train/<class>/<image>)"))
+    cases.append((a_file, f"dataset '{a_file}' is not a folder (expected ROOT/<class>/<image>, or "
+                          f"ROOT/train/<class>/<image> with ROOT/val/<class>/<image>)"))
     for root, message in cases:
         with pytest.raises(AutonlError) as e:
             make_loaders(str(root), 32, 4, workers=0)
         assert_one_line(e, message)
+
+
+def test_a_folder_without_validation_images_holds_out_a_stable_stratified_share(tmp_path):
+    from autonl.backends.torch.data import data_facts, data_available
+    from autonl.backends.torch.data.folder_layout import hold_out
+
+    def split(root):
+        classes, samples = scan_image_folder(root)
+        return classes, {s: [(str(Path(p).relative_to(root)), y) for p, y in v] for s, v in samples.items()}
+
+    def per_class(pairs, k):
+        return [sum(1 for _, y in pairs if y == c) for c in range(k)]
+
+    split_root = make_folder(tmp_path / "split", n_train=10, n_val=0)     # ROOT/train/ alone
+    flat = tmp_path / "flat"                                              # ROOT/<class>/ alone
+    shutil.copytree(split_root / "train", flat)
+    for root, inside in ((split_root, " of train/"), (flat, "")):
+        classes, samples = split(root)
+        assert classes == ["cat", "dog", "emu"]
+        assert per_class(samples["train"], 3) == [8, 8, 8] and per_class(samples["val"], 3) == [2, 2, 2]
+        assert not set(samples["train"]) & set(samples["val"])             # held out: never trained on
+        assert sorted(samples["train"] + samples["val"]) == sorted(
+            (str(p.relative_to(root)), classes.index(p.parent.name)) for p in root.rglob("im*"))
+        assert split(root) == (classes, samples)                            # the same every time
+        train, val, k = make_loaders(str(root), 32, 4, workers=0)
+        assert (len(train.dataset), len(val.dataset), k) == (24, 6, 3)
+        assert describe(str(root)).endswith(f"24 train / 6 val images (validation images: 20% of each class folder"
+                                            f"{inside} held out (no val/, validation/, valid/, test/ folder), those "
+                                            f"whose path in the class folder has the smallest SHA-1)")
+        assert data_facts(str(root), 32)["validation"].startswith("validation images: 20% of each class")
+        assert data_available(str(root))
+    # the flat root holds out the same images as train/ did (chosen by their path in the class
+    # folder, not by the root's path or the listing order)
+    held = {p.split("/", 1)[1] for p, _ in split(split_root)[1]["val"]}
+    assert held == {p for p, _ in split(flat)[1]["val"]}
+    # one image more moves at most one other image across
+    _image(flat / "cat" / "new.png", seed=77)
+    after = {p for p, _ in split(flat)[1]["val"]}
+    assert len(after - held - {"cat/new.png"}) + len(held - after) <= 1
+    # a validation folder of another common name is used as it is; a class of one image trains
+    test_named = make_folder(tmp_path / "tn", n_val=0)
+    shutil.copytree(test_named / "train", test_named / "test")
+    assert describe(str(test_named)) == f"{test_named}: image folder, 3 classes, 12 train / 12 val images"
+    assert data_facts(str(test_named), 32)["validation"] == "validation images: test/"
+    assert hold_out("c", ["c/a.png"]) == (["c/a.png"], [])
+    assert [len(hold_out("c", [f"c/{i}.png" for i in range(n)])[1]) for n in (2, 3, 5, 8, 100)] == [1, 1, 1, 2, 20]
 
 
 def test_an_unreadable_folder_is_a_user_error(tmp_path, monkeypatch):

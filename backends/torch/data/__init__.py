@@ -49,6 +49,7 @@ from autonl.ir import AutonlError
 from .builtin_data import (BUILTIN_CLASSES, BUILTIN_DATASETS, LONGRANGE_SIZES, DigitsDataset, FashionMnistDataset,
                            LongRangeDataset, canonical_data, digits_arrays, fashion_mnist_files, fashion_mnist_labels)
 from ..config import RESOLUTION, SEED, WORKERS
+from .folder_layout import folder_layout
 from .image_folder import IMAGE_EXTENSIONS, ImageFolderDataset, find_unreadable, scan_image_folder
 from .loader import CorruptImageWarning, seeded_loader, split_holdout
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, random_resized_crop_box
@@ -71,7 +72,7 @@ def _resolve(data: str):
     close = difflib.get_close_matches(data.lower(), BUILTIN_DATASETS, n=1)
     hint = f" did you mean '{close[0]}'?" if close else ""
     raise AutonlError(f"unknown dataset '{data}';{hint} built-in datasets: {', '.join(BUILTIN_DATASETS)} "
-                      f"(or give the path of a folder with train/ and val/)")
+                      f"(or give the path of an image folder: ROOT/<class>/<image>, or ROOT/train/ and ROOT/val/)")
 
 
 def num_classes(data: str) -> int:
@@ -188,10 +189,11 @@ def make_loaders(data: str, resolution: int, batch_size: int, workers: int | Non
             if holdout is None else None
     else:
         classes, samples = scan_image_folder(src)
+        layout = folder_layout(src)
         common = dict(classes=classes, skip_corrupt=skip_corrupt, workers=workers)
-        train = ImageFolderDataset(samples["train"], transform=train_t, what=str(src / "train"),
+        train = ImageFolderDataset(samples["train"], transform=train_t, what=layout.where("train"),
                                    limit=train_size, **common)
-        val = ImageFolderDataset(samples["val"], transform=evaluate, what=str(src / "val"), limit=val_size,
+        val = ImageFolderDataset(samples["val"], transform=evaluate, what=layout.where("val"), limit=val_size,
                                  **common) if holdout is None else None
     if holdout is not None:
         train, val = split_holdout(train, holdout, evaluate)
@@ -221,7 +223,8 @@ def make_val_loader(data: str, resolution: int, batch_size: int, workers: int | 
         return val, list(val.dataset.classes)
     classes, samples = scan_image_folder(src, splits=("val",))
     crop = augmentation(src, eval_crop=eval_crop)["eval_crop"]
-    val = ImageFolderDataset(samples["val"], transform=EvalTransform(resolution, crop), what=str(src / "val"),
+    val = ImageFolderDataset(samples["val"], transform=EvalTransform(resolution, crop),
+                             what=folder_layout(src).where("val"),
                              limit=val_size, classes=classes, skip_corrupt=skip_corrupt, workers=workers)
     return seeded_loader(val, batch_size, False, workers, 0, skip_corrupt), classes
 
@@ -241,8 +244,10 @@ def describe(data: str) -> str:
         return (f"longrange: synthetic same/different pair of distant patches, 2 classes, "
                 f"{LONGRANGE_SIZES[0]} train / {LONGRANGE_SIZES[1]} val images by default")
     classes, samples = scan_image_folder(src)
+    layout = folder_layout(src)
+    held = f" ({layout.split_text()})" if layout.held_out else ""
     return (f"{src}: image folder, {len(classes)} classes, "
-            f"{len(samples['train'])} train / {len(samples['val'])} val images")
+            f"{len(samples['train'])} train / {len(samples['val'])} val images{held}")
 
 
 # -- settings fitted to the data -----------------------------------------------------------
@@ -361,10 +366,11 @@ def data_facts(data: str, resolution: int, aug: dict | None = None) -> dict:
     aug = aug or augmentation(src)
     if src in BUILTIN_DATASETS:
         classes = BUILTIN_CLASSES[src]
-        name = src
+        name, split = src, None
     else:
         classes = scan_image_folder(src)[0]
         name = str(Path(src).resolve())
+        split = folder_layout(src).split_text()
     if aug["eval_crop"] is None:
         resize_ = f"resized to {r}x{r} (bilinear, antialiased)"
     else:
@@ -372,6 +378,7 @@ def data_facts(data: str, resolution: int, aug: dict | None = None) -> dict:
         resize_ = (f"shorter side resized to {short} (bilinear, antialiased), then the centre {r}x{r} crop")
     return {
         "format": "autonl-data", "version": 1, "data": name, "classes": classes,
+        **({"validation": split} if split else {}),
         "input": {"layout": "NCHW", "dtype": "float32", "shape": ["N", 3, r, r], "channel_order": "RGB",
                   "resize": resize_,
                   "colour": "every image converted to RGB first (grey repeated, CMYK and palette converted, "
@@ -394,7 +401,13 @@ def data_available(data: str) -> bool:
         except AutonlError:
             return False
         return True
-    return data in BUILTIN_DATASETS or (Path(os.path.expanduser(data)) / "val").is_dir()
+    if data in BUILTIN_DATASETS:
+        return True
+    try:
+        folder_layout(data)
+    except AutonlError:
+        return False
+    return True
 
 
 def read_data_facts(folder: str | Path, graph=None) -> dict | None:

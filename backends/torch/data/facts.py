@@ -28,6 +28,7 @@ DATA_FACTS_SCHEMA = {
         "format": {"const": "autonl-data"},
         "version": {"const": 1},
         "data": _TEXT,
+        "validation": _TEXT,
         "classes": {"type": "array", "minItems": 1, "maxItems": 1_000_000, "uniqueItems": True,
                     "items": {"type": "string", "minLength": 1, "maxLength": 1024}},
         "input": {

@@ -1,7 +1,8 @@
 """ImageFolder trees: the layout scan, the up-front check that every file decodes, the dataset.
 
-``ROOT/{train,val}/<class>/*.{jpg,jpeg,png,bmp,webp}``; classes are sorted by folder name
-and train and val must have the same classes. :func:`find_unreadable` decodes every file
+``ROOT/{train,val}/<class>/*.{jpg,jpeg,png,bmp,webp}``, or ``ROOT/<class>/*`` with the
+validation images held out (:mod:`.folder_layout`); classes are sorted by folder name and
+train and val must have the same classes. :func:`find_unreadable` decodes every file
 once before training (in parallel, with progress, remembered in a cache across runs).
 
 Every decode is bounded: an image of more than ``$AUTONL_MAX_IMAGE_PIXELS`` pixels (default
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from autonl.ir import AutonlError
 
+from .folder_layout import FolderLayout, folder_layout, hold_out
 from .loader import NOT_REGULAR, TOO_LARGE, AugmentedDataset, CorruptImageWarning, Unreadable, sample_key, fixed_subset, \
     image_kind, unreadable_error
 
@@ -156,14 +158,11 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _scan_split(root: Path, split: str) -> tuple[list[str], list[list[str]]]:
-    d = root / split
-    if not d.is_dir():
-        raise AutonlError(f"dataset folder '{root}' has no {split}/ subfolder "
-                          f"(expected {root}/{split}/<class>/<image>)")
+def _scan_classes(d: Path, where: str) -> tuple[list[str], list[list[str]]]:
+    """The class folders of ``d`` (sorted) and their images (sorted, nested folders walked)."""
     classes = sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise AutonlError(f"'{d}' has no class folders (expected {d}/<class>/<image>)")
+        raise AutonlError(f"'{d}' has no class folders (expected {d}/<class>/<image>{where})")
     for c in classes:     # a class name goes into data.json, manifests and reports: text, not bytes
         try:
             c.encode("utf-8")
@@ -183,16 +182,25 @@ def _scan_split(root: Path, split: str) -> tuple[list[str], list[list[str]]]:
     return classes, files
 
 
+def _scan_layout(layout: FolderLayout, splits: tuple[str, ...]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    if layout.held_out:     # one scan of the training folder, split class by class
+        where = "" if layout.train != layout.root else f", or {layout.root}/train/<class>/<image>"
+        classes, files = _scan_classes(layout.train, where)
+        parts = [hold_out(layout.train / c, f) for c, f in zip(classes, files)]
+        both = {"train": (classes, [t for t, _ in parts]), "val": (classes, [v for _, v in parts])}
+        return {s: both[s] for s in splits}
+    return {s: _scan_classes(layout.train if s == "train" else layout.val, "") for s in splits}
+
+
 def scan_image_folder(root, splits: tuple[str, ...] = ("train", "val")) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """Check the layout of an ImageFolder root (no decoding): ``(classes, {split: [(path, label)]})``
-    (``splits=("val",)``: the validation split alone, for evaluation)."""
-    root = Path(os.path.expanduser(str(root)))
-    if not root.exists():
-        raise AutonlError(f"dataset folder '{root}' does not exist")
-    if not root.is_dir():
-        raise AutonlError(f"dataset '{root}' is not a folder (expected ROOT/train/<class>/<image>)")
+    """Check the layout of an image folder (no decoding; :mod:`.folder_layout` says which
+    layouts are read and how validation images are held out where it has no validation
+    folder): ``(classes, {split: [(path, label)]})`` (``splits=("val",)``: the validation
+    split alone, for evaluation)."""
+    layout = folder_layout(root)
+    root = layout.root
     try:
-        scans = {s: _scan_split(root, s) for s in splits}
+        scans = _scan_layout(layout, splits)
     except OSError as e:  # e.g. a folder without read permission
         raise AutonlError(f"cannot read '{e.filename or root}': {e.strerror or e}") from None
     train_classes, _ = scans[splits[0]]
@@ -200,12 +208,13 @@ def scan_image_folder(root, splits: tuple[str, ...] = ("train", "val")) -> tuple
     if train_classes != val_classes:
         only_t = sorted(set(train_classes) - set(val_classes)) or ["-"]
         only_v = sorted(set(val_classes) - set(train_classes)) or ["-"]
-        raise AutonlError(f"'{root}': train/ and val/ have different classes "
-                          f"(only in train: {', '.join(only_t)}; only in val: {', '.join(only_v)})")
+        raise AutonlError(f"'{root}': train/ and {layout.val.name}/ have different classes "
+                          f"(only in train: {', '.join(only_t)}; only in {layout.val.name}: {', '.join(only_v)})")
     if len(train_classes) < 2:
+        under = (f"under {layout.train}/" if layout.held_out else
+                 f"under {splits[0]}/" + (f" and {layout.val.name}/" if "val" in scans and splits[0] != "val" else ""))
         raise AutonlError(f"dataset '{root}' has 1 class ({train_classes[0]}): a classifier needs at least 2; add a "
-                          f"folder per class under {splits[0]}/" + (" and val/" if "val" in scans and splits[0] != "val"
-                                                                     else ""))
+                          f"folder per class {under}")
     samples = {s: [(p, label) for label, ps in enumerate(files) for p in ps] for s, (_, files) in scans.items()}
     return train_classes, samples
 
