@@ -288,6 +288,10 @@ def test_a_folder_without_validation_images_holds_out_a_stable_stratified_share(
     shutil.copytree(test_named / "train", test_named / "test")
     assert describe(str(test_named)) == f"{test_named}: image folder, 3 classes, 12 train / 12 val images"
     assert data_facts(str(test_named), 32)["validation"] == "validation images: test/"
+    # a root with validation images alone serves evaluation (training is refused: test above)
+    val_only = tmp_path / "vo"
+    shutil.copytree(test_named / "test", val_only / "val")
+    assert len(scan_image_folder(val_only, splits=("val",))[1]["val"]) == 12 and data_available(str(val_only))
     assert hold_out("c", ["c/a.png"]) == (["c/a.png"], [])
     assert [len(hold_out("c", [f"c/{i}.png" for i in range(n)])[1]) for n in (2, 3, 5, 8, 100)] == [1, 1, 1, 2, 20]
 

@@ -224,7 +224,7 @@ def make_val_loader(data: str, resolution: int, batch_size: int, workers: int | 
     classes, samples = scan_image_folder(src, splits=("val",))
     crop = augmentation(src, eval_crop=eval_crop)["eval_crop"]
     val = ImageFolderDataset(samples["val"], transform=EvalTransform(resolution, crop),
-                             what=folder_layout(src).where("val"),
+                             what=folder_layout(src, ("val",)).where("val"),
                              limit=val_size, classes=classes, skip_corrupt=skip_corrupt, workers=workers)
     return seeded_loader(val, batch_size, False, workers, 0, skip_corrupt), classes
 
@@ -404,7 +404,7 @@ def data_available(data: str) -> bool:
     if data in BUILTIN_DATASETS:
         return True
     try:
-        folder_layout(data)
+        folder_layout(data, ("val",))       # what the checks on real images read
     except AutonlError:
         return False
     return True

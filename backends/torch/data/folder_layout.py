@@ -16,9 +16,10 @@ image added to a class moves at most one other image between the splits. The ima
 out are never training images: a search (which holds out part of the training images for
 itself) and a final training read only the rest.
 
-A root with a validation folder but no ``train/`` is refused (a flat root whose classes
-include one named ``val`` or ``test`` would be ambiguous, and a split layout with a missing
-``train/`` is the likelier mistake).
+A root with a validation folder but no ``train/`` serves evaluation alone (``autonl eval``,
+the deploy checks); where training images are needed it is refused (a flat root whose
+classes include one named ``val`` or ``test`` would be ambiguous, and a split layout with a
+missing ``train/`` is the likelier mistake).
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ EXPECTED = "ROOT/<class>/<image>, or ROOT/train/<class>/<image> with ROOT/val/<c
 @dataclass(frozen=True)
 class FolderLayout:
     """``train``: the folder whose subfolders are the classes of the training images (the
-    root itself for a flat root); ``val``: the validation folder, None where the validation
-    images are held out of ``train`` (:func:`hold_out`)."""
+    root itself for a flat root; None for a root read for evaluation alone that has none);
+    ``val``: the validation folder, None where the validation images are held out of
+    ``train`` (:func:`hold_out`)."""
     root: Path
-    train: Path
+    train: Path | None
     val: Path | None
 
     @property
@@ -65,8 +67,10 @@ class FolderLayout:
                 f"{'/, '.join(VAL_FOLDERS)}/ folder), those whose path in the class folder has the smallest SHA-1")
 
 
-def folder_layout(root) -> FolderLayout:
-    """The layout of the image folder ``root`` (module docstring); one line where it has none."""
+def folder_layout(root, splits: tuple[str, ...] = ("train", "val")) -> FolderLayout:
+    """The layout of the image folder ``root`` (module docstring) for reading ``splits`` (the
+    validation split alone: a root with only a validation folder will do); one line where it
+    has none."""
     root = Path(os.path.expanduser(str(root)))
     if not root.exists():
         raise AutonlError(f"dataset folder '{root}' does not exist")
@@ -76,6 +80,8 @@ def folder_layout(root) -> FolderLayout:
     if (root / "train").is_dir():
         return FolderLayout(root, root / "train", val)
     if val is not None:
+        if "train" not in splits:
+            return FolderLayout(root, None, val)
         raise AutonlError(f"dataset folder '{root}' has no train/ subfolder (expected {root}/train/<class>/<image>)")
     return FolderLayout(root, root, None)
 

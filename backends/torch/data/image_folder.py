@@ -197,7 +197,7 @@ def scan_image_folder(root, splits: tuple[str, ...] = ("train", "val")) -> tuple
     layouts are read and how validation images are held out where it has no validation
     folder): ``(classes, {split: [(path, label)]})`` (``splits=("val",)``: the validation
     split alone, for evaluation)."""
-    layout = folder_layout(root)
+    layout = folder_layout(root, splits)
     root = layout.root
     try:
         scans = _scan_layout(layout, splits)
