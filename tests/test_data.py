@@ -248,7 +248,7 @@ def test_layout_errors_name_what_is_missing(tmp_path):
 
 def test_a_folder_without_validation_images_holds_out_a_stable_stratified_share(tmp_path):
     from autonl.backends.torch.data import data_facts, data_available
-    from autonl.backends.torch.data.folder_layout import hold_out
+    from autonl.backends.torch.data.folder_layout import folder_layout, hold_out
 
     def split(root):
         classes, samples = scan_image_folder(root)
@@ -292,6 +292,8 @@ def test_a_folder_without_validation_images_holds_out_a_stable_stratified_share(
     val_only = tmp_path / "vo"
     shutil.copytree(test_named / "test", val_only / "val")
     assert len(scan_image_folder(val_only, splits=("val",))[1]["val"]) == 12 and data_available(str(val_only))
+    assert folder_layout(flat).where("val") == f"{flat} (the 20% of each class held out for validation)"
+    assert folder_layout(test_named).where("val") == str(test_named / "test")
     assert hold_out("c", ["c/a.png"]) == (["c/a.png"], [])
     assert [len(hold_out("c", [f"c/{i}.png" for i in range(n)])[1]) for n in (2, 3, 5, 8, 100)] == [1, 1, 1, 2, 20]
 

@@ -55,8 +55,9 @@ class FolderLayout:
         """The images of ``split`` ('train' or 'val'), in words, for messages and progress."""
         if not self.held_out:
             return str(self.train if split == "train" else self.val)
-        share = f"{HOLDOUT_SHARE * 100:.0f}% of each class"
-        return f"{self.train} ({share} held out)" if split == "train" else f"{self.train} ({share}, held out)"
+        held = f"{HOLDOUT_SHARE * 100:.0f}%"
+        return (f"{self.train} (each class but the {held} held out)" if split == "train"
+                else f"{self.train} (the {held} of each class held out for validation)")
 
     def split_text(self) -> str:
         """How the validation images were chosen, one line (``data.json``, ``describe``)."""
